@@ -1,0 +1,65 @@
+"""Reading a request body: content type, size cap, gzip with a cap on the inflated size, JSON."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from collector.errors import BadRequest, TooLarge, UnsupportedMediaType
+from collector.validate import MAX_BODY_BYTES
+
+ACCEPTED_TYPES = frozenset({"application/json", "text/plain", ""})
+
+
+def check_content_type(request: web.Request) -> None:
+    if request.content_type == "application/octet-stream" and "Content-Type" not in request.headers:
+        return  # no Content-Type at all: taken as JSON
+    if request.content_type not in ACCEPTED_TYPES:
+        raise UnsupportedMediaType(
+            "unsupported_content_type",
+            f"send application/json or text/plain, not {request.content_type[:60]}",
+        )
+
+
+async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, inflated if gzip; never more than ``limit`` bytes kept in memory."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", ""):
+        raise UnsupportedMediaType("unsupported_encoding", f"Content-Encoding {encoding[:30]!r} is not supported; use gzip")
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
+    chunks, size = [], 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if encoding == "gzip":
+        body = inflate(body, limit)
+    return body
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        raise BadRequest("invalid_gzip", "the body is not valid gzip") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB once inflated")
+    if not inflater.eof:
+        raise BadRequest("invalid_gzip", "the gzip body is truncated")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("invalid_json", "the body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"the body is not valid JSON ({str(exc).split(':')[0]})") from None

@@ -1,0 +1,137 @@
+"""The ``intilery`` command: serve, snippet (and the tools built on the store)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from collector import __version__
+from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, ConfigError, load_config
+from collector.logs import setup_logging
+
+log = logging.getLogger("intilery")
+
+
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8080)")
+    parser.add_argument("--data-dir", help="where the file store writes (default ./data)")
+    parser.add_argument("--store", choices=STORES, help="file (default) or nats")
+    parser.add_argument("--fsync", choices=FSYNC_POLICIES, help="always (default), interval or never")
+    parser.add_argument("--geoip", help="MaxMind-format .mmdb for context.location")
+    parser.add_argument("--trusted-proxy", action="append", dest="trusted_proxies", metavar="CIDR",
+                        help="a proxy whose X-Forwarded-For is believed (repeatable)")  # fmt: skip
+    parser.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json")
+    parser.add_argument("--nats-url", help="NATS server(s) for --store nats")
+    parser.add_argument("--nats-replicas", type=int, help="JetStream stream replicas")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    keys = ("host", "port", "data_dir", "store", "fsync", "geoip", "trusted_proxies", "workers", "log_format",
+            "nats_url", "nats_replicas")  # fmt: skip
+    return load_config(args.config, {k: getattr(args, k, None) for k in keys})
+
+
+def banner(config: Config, port: int) -> str:
+    url = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{port}"
+    lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({config.data_dir}/events)"]
+    if config.dev_source:
+        from collector.snippet import snippet
+
+        key = config.sources[0].write_key
+        lines += [
+            f"  development source 'dev', write key: {key}",
+            "  paste this into your pages:",
+            "",
+            snippet(key, url),
+        ]
+    return "\n".join(lines)
+
+
+async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
+    from collector.app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None, backlog=1024)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else config.port
+        if not quiet:
+            print(banner(config, port), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests, closing segments")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.new_event_loop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    setup_logging(config.log_format)
+    if config.workers > 1:
+        from collector.workers import supervise
+
+        return supervise(config)
+    loop = new_loop()
+    try:
+        loop.run_until_complete(run_server(config))
+    finally:
+        loop.close()
+    return 0
+
+
+def cmd_snippet(args: argparse.Namespace) -> int:
+    from collector.snippet import snippet
+
+    print(snippet(args.write_key, args.host.rstrip("/")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intilery", description="Intilery tag + collector")
+    parser.add_argument("--version", action="version", version=f"intilery {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the collector")
+    _serve_flags(serve)
+    serve.set_defaults(run=cmd_serve)
+
+    snip = commands.add_parser("snippet", help="print the snippet to paste into a site's pages")
+    snip.add_argument("--write-key", required=True)
+    snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL")
+    snip.set_defaults(run=cmd_snippet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"intilery: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,215 @@
+"""Configuration: frozen dataclasses built from defaults < intilery.toml < INTILERY_* < flags.
+
+Example::
+
+    config = load_config(path="intilery.toml", overrides={"port": 9000})
+    config.sources[0].write_key
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+IP_MODES = ("anonymize", "full", "drop")
+FSYNC_POLICIES = ("always", "interval", "never")
+STORES = ("file", "nats")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A sender of events, identified by its write key."""
+
+    name: str
+    write_key: str
+    allowed_origins: tuple[str, ...] = ("*",)
+    ip_mode: str = "anonymize"
+    trust_client_ip: bool = False
+    drop_bots: bool = False
+
+    def allows_origin(self, origin: str) -> bool:
+        return "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    store: str = "file"
+    fsync: str = "always"
+    fsync_interval: float = 1.0
+    geoip: Path | None = None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    workers: int = 1
+    log_format: str = "text"
+    sources: tuple[Source, ...] = ()
+    segment_max_bytes: int = 128 * 1024 * 1024
+    max_pending_bytes: int = 64 * 1024 * 1024
+    dedup_window_hours: float = 24.0
+    dedup_max_entries: int = 500_000
+    ua_cache_size: int = 10_000
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = "INTILERY"
+    nats_replicas: int = 1
+    dev_source: bool = field(default=False, compare=False)
+
+
+# setting name -> type used to read it from the environment or a flag
+SETTINGS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "data_dir": Path,
+    "store": str,
+    "fsync": str,
+    "fsync_interval": float,
+    "geoip": Path,
+    "trusted_proxies": tuple,
+    "workers": int,
+    "log_format": str,
+    "segment_max_bytes": int,
+    "max_pending_bytes": int,
+    "dedup_window_hours": float,
+    "dedup_max_entries": int,
+    "ua_cache_size": int,
+    "nats_url": str,
+    "nats_stream": str,
+    "nats_replicas": int,
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = SETTINGS[name]
+    try:
+        if kind is tuple:
+            if isinstance(value, str):
+                value = [v for v in (s.strip() for s in value.split(",")) if v]
+            return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+        if kind is Path:
+            return Path(value) if value not in (None, "") else None
+        if kind is int and isinstance(value, bool):
+            raise ValueError("not a number")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from None
+
+
+def _source(raw: Any, index: int) -> Source:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[[source]] #{index + 1} must be a table")
+    unknown = set(raw) - {f for f in Source.__dataclass_fields__}
+    if unknown:
+        raise ConfigError(f"[[source]] #{index + 1}: unknown keys {sorted(unknown)}")
+    for key in ("name", "write_key"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"[[source]] #{index + 1}: {key!r} must be a non-empty string")
+    origins = raw.get("allowed_origins", ["*"])
+    if isinstance(origins, str):
+        origins = [origins]
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError(f"source {raw['name']!r}: allowed_origins must be a list of strings")
+    mode = raw.get("ip_mode", "anonymize")
+    if mode not in IP_MODES:
+        raise ConfigError(f"source {raw['name']!r}: ip_mode must be one of {', '.join(IP_MODES)}")
+    return Source(
+        name=raw["name"],
+        write_key=raw["write_key"],
+        allowed_origins=tuple(o.rstrip("/") for o in origins),
+        ip_mode=mode,
+        trust_client_ip=bool(raw.get("trust_client_ip", False)),
+        drop_bots=bool(raw.get("drop_bots", False)),
+    )
+
+
+def _check(config: Config) -> Config:
+    for name, allowed in (("fsync", FSYNC_POLICIES), ("store", STORES), ("log_format", LOG_FORMATS)):
+        if getattr(config, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
+    if not 0 < config.port < 65536 and config.port != 0:
+        raise ConfigError(f"port must be between 1 and 65535, not {config.port}")
+    if config.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    keys = [s.write_key for s in config.sources]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("two sources share a write key")
+    names = [s.name for s in config.sources]
+    if len(set(names)) != len(names):
+        raise ConfigError("two sources share a name")
+    if config.geoip is not None and not config.geoip.is_file():
+        raise ConfigError(f"geoip database {str(config.geoip)!r} does not exist")
+    return config
+
+
+def dev_source(data_dir: Path) -> Source:
+    """The development source used when no source is configured; its key survives restarts."""
+    key_file = data_dir / "dev-write-key"
+    try:
+        key = key_file.read_text().strip()
+    except OSError:
+        key = ""
+    if not key:
+        key = "wk_dev_" + secrets.token_urlsafe(12)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(key + "\n")
+        except OSError:
+            pass
+    return Source(name="dev", write_key=key)
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Read the file (if any), then INTILERY_* variables, then ``overrides`` (flags)."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("INTILERY_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    sources_raw = raw.pop("source", [])
+    if not isinstance(sources_raw, list):
+        raise ConfigError("[[source]] must be an array of tables")
+    if "trusted_proxy" in raw:
+        raw["trusted_proxies"] = raw.pop("trusted_proxy")
+    unknown = set(raw) - set(SETTINGS)
+    if unknown:
+        raise ConfigError(f"unknown settings in {str(path)!r}: {', '.join(sorted(unknown))}")
+
+    values: dict[str, Any] = {k: _coerce(k, v) for k, v in raw.items()}
+    for name in SETTINGS:
+        env = environ.get("INTILERY_" + name.upper())
+        if env is None and name == "trusted_proxies":
+            env = environ.get("INTILERY_TRUSTED_PROXY")
+        if env is not None:
+            values[name] = _coerce(name, env)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+
+    config = Config(**values, sources=tuple(_source(s, i) for i, s in enumerate(sources_raw)))
+    if not config.sources:
+        config = replace(config, sources=(dev_source(config.data_dir),), dev_source=True)
+    return _check(config)

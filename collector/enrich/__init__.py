@@ -1,0 +1,1 @@
+"""Enrichment of accepted messages: client IP, geo location, user agent, timestamps."""

@@ -1,0 +1,142 @@
+"""From parsed messages to stored lines: validate, enrich, serialise (the per-event path)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from collector.config import Config, Source
+from collector.enrich import ip as iputil
+from collector.enrich.geo import Geo
+from collector.enrich.useragent import UserAgentParser
+from collector.errors import Invalid
+from collector.validate import MAX_MESSAGE_BYTES, parse_timestamp, validate
+
+
+def iso_ms(epoch: float) -> str:
+    """ISO-8601 UTC with milliseconds: 2026-11-28T13:04:05.678Z."""
+    millis = int(epoch * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the request itself tells about every message in it."""
+
+    received_at: float
+    ip: str | None
+    user_agent: str | None
+
+    @property
+    def received_iso(self) -> str:
+        return iso_ms(self.received_at)
+
+
+@dataclass
+class Outcome:
+    lines: list[bytes]
+    ids: list[str]
+    rejected: list[dict]  # {"index", "code", "message"}
+    bots_dropped: int = 0
+
+
+def merge_under(base: dict, over: dict) -> dict:
+    """``over`` merged on top of ``base``, recursively for nested objects."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = merge_under(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
+
+
+class Pipeline:
+    def __init__(self, config: Config, user_agents: UserAgentParser, geo: Geo | None) -> None:
+        self.config = config
+        self.user_agents = user_agents
+        self.geo = geo
+
+    def process(
+        self,
+        messages: list[Any],
+        source: Source,
+        request: RequestInfo,
+        default_type: str | None = None,
+        outer_context: dict | None = None,
+        outer_sent_at: Any = None,
+        check_size: bool = False,
+    ) -> Outcome:
+        outcome = Outcome([], [], [])
+        received_iso = request.received_iso
+        for index, raw in enumerate(messages):
+            try:
+                if check_size and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
+                    raise Invalid("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES // 1024} KB")
+                message = validate(raw, default_type)
+                if outer_context:
+                    message["context"] = merge_under(outer_context, message.get("context") or {})
+                if outer_sent_at is not None and "sentAt" not in message:
+                    message["sentAt"] = outer_sent_at
+                self._timestamps(message, request.received_at)
+            except Invalid as exc:
+                outcome.rejected.append({"index": index, "code": exc.code, "message": exc.message})
+                continue
+            message_id = message.get("messageId") or str(uuid.uuid4())
+            message["messageId"] = message_id
+            message["receivedAt"] = received_iso
+            message["source"] = source.name
+            if self._context(message, source, request) and source.drop_bots:
+                outcome.bots_dropped += 1
+                continue
+            outcome.lines.append(orjson.dumps(message) + b"\n")
+            outcome.ids.append(message_id)
+        return outcome
+
+    @staticmethod
+    def _timestamps(message: dict, received_at: float) -> None:
+        """``timestamp`` = receivedAt - (sentAt - originalTimestamp), never in the future."""
+        original_text = message.get("originalTimestamp")
+        if original_text is None:
+            original_text = message.get("timestamp")
+            if original_text is not None:
+                message["originalTimestamp"] = original_text
+        sent_text = message.get("sentAt")
+        sent = parse_timestamp(sent_text, "sentAt") if sent_text is not None else None
+        if original_text is None:
+            corrected = received_at
+        else:
+            original = parse_timestamp(original_text, "originalTimestamp")
+            corrected = received_at - (sent - original) if sent is not None else original
+        message["timestamp"] = iso_ms(min(corrected, received_at))
+
+    def _context(self, message: dict, source: Source, request: RequestInfo) -> bool:
+        """Fill ``context`` (ip, location, user agent); True when the sender is a known bot."""
+        context = dict(message.get("context") or {})
+        message["context"] = context
+
+        ip = iputil.valid_ip(context.get("ip")) if source.trust_client_ip else None
+        ip = ip or request.ip
+        if ip is not None:
+            if self.geo is not None:
+                location = self.geo.locate(ip)
+                if location is not None:
+                    context["location"] = location
+            if source.ip_mode == "anonymize":
+                context["ip"] = iputil.anonymize(ip)
+            elif source.ip_mode == "full":
+                context["ip"] = ip
+        if source.ip_mode == "drop" or ip is None:
+            context.pop("ip", None)
+
+        agent = context.get("userAgent")
+        if not isinstance(agent, str) or not agent:
+            agent = request.user_agent
+        if agent:
+            context["userAgent"] = agent
+            parsed = self.user_agents.parse(agent[:1024])
+            context.update(parsed)
+            return "bot" in parsed
+        return False
