@@ -1,0 +1,64 @@
+"""The stub snippet that site owners paste into their HTML (``intilery snippet``).
+
+The snippet defines a global ``intilery`` array whose methods queue each call together with
+the page it was made on (``[url, title, referrer]``) and the time, then loads ``intilery.js``
+asynchronously from the collector; the tag replaces the array and replays the calls in order.
+Pasting it twice is harmless: the second copy sees ``intilery.invoked`` and does nothing.
+
+Readable form of the script (the minified copy below is what is printed)::
+
+    !function (w, d, key, host) {
+      var i = w.intilery = w.intilery || [];
+      if (i.invoked) return;                      // pasted twice, or the tag already runs
+      i.invoked = true;
+      "load page track ...".split(" ").forEach(function (m) {
+        i[m] = function () {
+          var a = [].slice.call(arguments);
+          a.unshift(m);
+          a.p = [d.location.href, d.title, d.referrer];  // the page the call was made on
+          a.t = new Date().toISOString();                // and when
+          i.push(a);
+          return i;
+        };
+      });
+      var s = d.createElement("script"), f = d.getElementsByTagName("script")[0];
+      s.async = true;
+      s.src = host + "/intilery.js";
+      f.parentNode.insertBefore(s, f);
+      i.load(key, {host: host});
+      i.page();
+    }(window, document, "KEY", "HOST");
+"""
+
+from __future__ import annotations
+
+import json
+
+METHODS = "load page track identify group alias reset ready flush optIn optOut debug"
+
+_STUB = (
+    "!function(w,d,k,h){var i=w.intilery=w.intilery||[];if(i.invoked)return;i.invoked=!0;"
+    '"' + METHODS + '".split(" ").forEach(function(m){i[m]=function(){'
+    "var a=[].slice.call(arguments);a.unshift(m);a.p=[d.location.href,d.title,d.referrer];"
+    "a.t=new Date().toISOString();i.push(a);return i}});"
+    'var s=d.createElement("script"),f=d.getElementsByTagName("script")[0];'
+    's.async=!0;s.src=h+"/intilery.js";f.parentNode.insertBefore(s,f);'
+    "i.load(k,{host:h});i.page()}(window,document,%s,%s);"
+)
+
+
+def _js_string(value: str) -> str:
+    """A JavaScript string literal that is also safe inside an HTML <script> element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def snippet(write_key: str, host: str) -> str:
+    """The ready-to-paste ``<script>`` element for a source's write key and the collector URL.
+
+    >>> print(snippet("wk_live_123", "https://c.example.com/"))  # doctest: +ELLIPSIS
+    <script>
+    !function(w,d,k,h){...}(window,document,"wk_live_123","https://c.example.com");
+    </script>
+    """
+    script = _STUB % (_js_string(write_key), _js_string(host.rstrip("/")))
+    return "<script>\n" + script + "\n</script>"
