@@ -66,7 +66,13 @@ class Config:
     ua_cache_size: int = 10_000
     nats_url: str = "nats://127.0.0.1:4222"
     nats_stream: str = "INTILERY"
-    nats_replicas: int = 1
+    nats_replicas: int = 0  # 0: 3 on a cluster, 1 on a single server
+    nats_subject_prefix: str = "intilery"
+    nats_retention_hours: float = 168.0  # the stream's max age; 0 keeps events until nats_max_bytes
+    nats_max_bytes: int = 0  # 0: no size limit
+    nats_duplicate_window_seconds: float = 120.0
+    nats_publish_timeout: float = 5.0
+    archive_consumer: str = "intilery-archive"
     dev_source: bool = field(default=False, compare=False)
 
 
@@ -90,6 +96,12 @@ SETTINGS: dict[str, type] = {
     "nats_url": str,
     "nats_stream": str,
     "nats_replicas": int,
+    "nats_subject_prefix": str,
+    "nats_retention_hours": float,
+    "nats_max_bytes": int,
+    "nats_duplicate_window_seconds": float,
+    "nats_publish_timeout": float,
+    "archive_consumer": str,
 }
 
 
