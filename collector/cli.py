@@ -30,12 +30,19 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json")
     parser.add_argument("--nats-url", help="NATS server(s) for --store nats")
-    parser.add_argument("--nats-replicas", type=int, help="JetStream stream replicas")
+    parser.add_argument("--nats-replicas", type=int, help="JetStream stream replicas (default 3 on a cluster, 1 alone)")
+    parser.add_argument("--nats-stream", help="JetStream stream name (default INTILERY)")
+    parser.add_argument("--nats-retention-hours", type=float, help="how long the stream keeps events (default 168)")
+    parser.add_argument("--nats-duplicate-window", type=float, dest="nats_duplicate_window_seconds", metavar="SECONDS",
+                        help="JetStream drops a repeated messageId within this window (default 120)")  # fmt: skip
+    parser.add_argument("--nats-publish-timeout", type=float, metavar="SECONDS",
+                        help="answer 503 when JetStream has not acknowledged within this (default 5)")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     keys = ("host", "port", "data_dir", "store", "fsync", "geoip", "trusted_proxies", "workers", "log_format",
-            "nats_url", "nats_replicas")  # fmt: skip
+            "nats_url", "nats_replicas", "nats_stream", "nats_retention_hours", "nats_duplicate_window_seconds",
+            "nats_publish_timeout")  # fmt: skip
     return load_config(args.config, {k: getattr(args, k, None) for k in keys})
 
 
@@ -123,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     snip.add_argument("--write-key", required=True)
     snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL")
     snip.set_defaults(run=cmd_snippet)
+
+    from collector.archive import add_parser as add_archive_parser
+
+    add_archive_parser(commands)
     return parser
 
 
