@@ -1,0 +1,417 @@
+"""``intilery archive``: the NATS stream written out as the file store's partitioned NDJSON.
+
+A durable pull consumer fetches a batch, writes every line under the partition its
+collector chose (header ``Intilery-Partition``, the one the file store would have used)
+through the file store's own group commit, and acknowledges the batch only after that
+fsync. Processes started with the same consumer name share the work; each writes its own
+segments (``part-<instance>-<seq>``), so they can share one output directory.
+
+Exactly once in the output, at any kill point:
+
+- killed mid-write: the next start cuts the torn last line of the dead instance's segment
+  (it was never acknowledged, so JetStream delivers it again) and compresses the segment;
+- killed after the fsync but before the ack: the messages come back with
+  ``num_delivered > 1``; for those, the partition's segments on disk (every instance's) are
+  read first and lines already there are acknowledged without being written again;
+- a client retry that JetStream's duplicate window missed is dropped by messageId like the
+  collector's file store does (a ``Dedup`` seeded from the output at start).
+
+Keys: an event is known by its ``Nats-Msg-Id`` (``message_id_header(messageId)``), a dead
+letter (no messageId) by a digest of its bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import logging
+import re
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+from collector.config import Config, ConfigError, load_config
+from collector.dedup import Dedup
+from collector.errors import Unavailable
+from collector.metrics import Metrics
+from collector.store import segments
+from collector.store.files import EVENTS, REJECTED, FileStore, day_partition, hour_partition
+from collector.store.nats import (
+    ERR_STREAM_NOT_FOUND,
+    HEADER_ID,
+    HEADER_PARTITION,
+    StreamSettings,
+    connect,
+    describe,
+    message_id_header,
+)
+
+log = logging.getLogger("intilery.archive")
+
+DEFAULT_BATCH = 1000
+DEFAULT_ACK_WAIT = 60.0  # seconds before JetStream gives an unacknowledged message to another process
+MAX_ACK_PENDING = 50_000  # across every process of the consumer
+FETCH_WAIT = 1.0  # a fetch returns after this long when the stream is idle (and SIGTERM is noticed)
+RETRY_DELAY = 5.0  # after a failed write, the batch is handed back with this delay
+REPORT_EVERY = 10.0  # seconds between progress lines in the log
+_PARTITION = {
+    EVENTS: re.compile(r"dt=\d{4}-\d{2}-\d{2}/hr=\d{2}"),
+    REJECTED: re.compile(r"dt=\d{4}-\d{2}-\d{2}"),
+}
+
+
+class ArchiveStore(FileStore):
+    """The file store, except that a torn last line found at start is cut, not dead-lettered.
+
+    The archive acknowledges a message only after its fsync, so a line cut short by a crash
+    was never acknowledged: JetStream delivers it again and it is written whole.
+    """
+
+    def _recover(self) -> None:
+        roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
+        for path, _instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
+            if path.name.endswith(".tmp"):
+                path.unlink()
+                continue
+            if path.with_name(path.name + ".gz").exists():
+                path.unlink()
+                continue
+            tail = segments.trim_torn_tail(path)
+            if tail:
+                log.warning("cut a torn line left by a crash (it is delivered again)",
+                            extra={"segment": str(path), "bytes": len(tail)})  # fmt: skip
+            segments.compress(path)
+
+
+def line_key(log_name: str, line: bytes) -> str:
+    """How the output knows a line: an event by its Nats-Msg-Id, a dead letter by its bytes."""
+    if log_name == EVENTS:
+        try:
+            message_id = orjson.loads(line).get("messageId")
+        except (orjson.JSONDecodeError, AttributeError):
+            message_id = None
+        if isinstance(message_id, str) and message_id:
+            return message_id_header(message_id)
+    return "b:" + hashlib.blake2b(line.rstrip(b"\n"), digest_size=16).hexdigest()
+
+
+def partition_of(log_name: str, line: bytes) -> str:
+    """The partition from the line's receivedAt, for a message without the header."""
+    try:
+        received = orjson.loads(line).get("receivedAt")
+    except (orjson.JSONDecodeError, AttributeError):
+        received = None
+    if isinstance(received, str) and re.match(r"\d{4}-\d{2}-\d{2}T\d{2}", received):
+        day = f"dt={received[:10]}"
+        return day if log_name == REJECTED else f"{day}/hr={received[11:13]}"
+    now = time.time()
+    return day_partition(now) if log_name == REJECTED else hour_partition(now)
+
+
+class OutputIndex:
+    """The keys of the lines already in the output directory, read incrementally.
+
+    Every instance's segments are read (open ones up to their last newline); a segment read
+    before is read again only from where it stopped, so rescanning a partition after a
+    redelivery costs what was written since.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._done: dict[str, int] = {}  # segment path without .gz -> bytes read (-1: all of the .gz)
+
+    def scan(self, log_name: str, partition: str) -> list[str]:
+        """Keys of lines in ``log_name/partition`` not returned by an earlier scan."""
+        directory = self.data_dir / log_name / partition
+        keys: list[str] = []
+        names = sorted({p.name.removesuffix(".gz") for p in directory.glob("part-*.ndjson*") if not p.name.endswith(".tmp")})
+        for name in names:
+            for line in self._new_lines(directory / name):
+                keys.append(line_key(log_name, line))
+        return keys
+
+    def _new_lines(self, plain: Path) -> Iterator[bytes]:
+        key = str(plain)
+        done = self._done.get(key, 0)
+        if done < 0:
+            return
+        try:
+            with open(plain, "rb") as fh:
+                fh.seek(done)
+                data = fh.read()
+        except FileNotFoundError:  # closed and compressed (maybe just now): read the .gz
+            gz = plain.with_name(plain.name + ".gz")
+            try:
+                with gzip.open(gz, "rb") as fh:
+                    fh.seek(done)
+                    data = fh.read()
+            except FileNotFoundError:
+                return
+            self._done[key] = -1
+        else:
+            end = data.rfind(b"\n") + 1
+            data = data[:end]
+            self._done[key] = done + end
+        yield from (line for line in data.split(b"\n") if line)
+
+    def partitions(self, log_name: str, since: str) -> list[str]:
+        """The partitions of ``log_name`` from ``since`` on, oldest first."""
+        root = self.data_dir / log_name
+        depth = "dt=*/hr=*" if log_name == EVENTS else "dt=*"
+        return sorted(p.relative_to(root).as_posix() for p in root.glob(depth) if p.is_dir() and p.relative_to(root).as_posix() >= since)
+
+    def seed(self, dedup: Dedup, window: float) -> int:
+        """Fill ``dedup`` with the newest keys in the output (at most its max_entries), oldest first."""
+        now = time.time()
+        found: list[list[str]] = []
+        total = 0
+        for log_name, since in ((EVENTS, hour_partition(now - window)), (REJECTED, day_partition(now - window))):
+            for partition in reversed(self.partitions(log_name, since)):
+                if total >= dedup.max_entries:
+                    break
+                keys = self.scan(log_name, partition)
+                found.append(keys)
+                total += len(keys)
+        for keys in reversed(found):
+            dedup.add(keys, now)
+        return total
+
+
+class Archiver:
+    """Copies the stream into ``config.data_dir``; ``run`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        consumer: str | None = None,
+        batch: int = DEFAULT_BATCH,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = StreamSettings.from_config(config)
+        self.consumer = consumer or config.archive_consumer
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.consumer):
+            raise ConfigError(f"the archive consumer name must be letters, digits, '-' or '_', not {self.consumer!r}")
+        if batch < 1:
+            raise ConfigError("--batch must be at least 1")
+        self.batch, self.ack_wait = batch, ack_wait
+        self.metrics = metrics or Metrics()
+        self.dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
+        self.index = OutputIndex(config.data_dir)
+        self.written = self.skipped = 0
+        self.nc: Any = None
+        self._prefixes = {f"{self.settings.prefix}.{name}.": name for name in (EVENTS, REJECTED)}
+
+    async def run(self, stop: asyncio.Event, on_ready=None) -> None:
+        loop = asyncio.get_running_loop()
+        # A batch is written in one group commit, so the store must take a whole batch at once.
+        store = ArchiveStore(
+            self.config.data_dir,
+            fsync="always",
+            segment_max_bytes=self.config.segment_max_bytes,
+            max_pending_bytes=max(self.config.max_pending_bytes, self.batch * 64 * 1024),
+            metrics=self.metrics,
+        )
+        await store.start()
+        try:
+            seeded = await loop.run_in_executor(None, self.index.seed, self.dedup, self.dedup.window)
+            log.info("duplicate filter seeded from the output", extra={"keys": seeded})
+            self.nc = await connect(self.config, f"intilery-archive-{store.instance}", error_cb=self._on_error)
+            subscription = await self._subscribe(stop)
+            if subscription is None:
+                return
+            if on_ready is not None:
+                on_ready(store)
+            await self._loop(subscription, store, stop)
+        finally:
+            if self.nc is not None:
+                try:
+                    await self.nc.flush(timeout=2)  # the last acknowledgements reach the server
+                except Exception as exc:
+                    log.warning("could not flush the last acknowledgements (%s); they are delivered again", describe(exc))
+                await self.nc.close()
+            await store.close()
+            log.info("archive stopped", extra={"written": self.written, "duplicates": self.skipped})
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS: %s", describe(exc))
+
+    async def _subscribe(self, stop: asyncio.Event) -> Any:
+        """Bind to the durable consumer (created when missing) once the stream exists."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        js = self.nc.jetstream(timeout=5)
+        while not stop.is_set():
+            try:
+                try:
+                    info = await js.consumer_info(self.settings.name, self.consumer)
+                except NotFoundError as exc:
+                    if exc.err_code == ERR_STREAM_NOT_FOUND:
+                        raise
+                    info = await js.add_consumer(self.settings.name, ConsumerConfig(
+                        durable_name=self.consumer,
+                        description="intilery archive: the stream as partitioned NDJSON",
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=self.ack_wait,
+                        max_ack_pending=MAX_ACK_PENDING,
+                        max_deliver=-1,
+                    ))  # fmt: skip
+                if info.config.deliver_subject:
+                    raise ConfigError(f"NATS consumer {self.consumer!r} is a push consumer; the archive needs a pull consumer")
+                return await js.pull_subscribe_bind(durable=self.consumer, stream=self.settings.name)
+            except ConfigError:
+                raise
+            except Exception as exc:  # stream not created yet (no collector started), no leader yet
+                log.warning("waiting for stream %r: %s", self.settings.name, describe(exc))
+                try:
+                    await asyncio.wait_for(stop.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    pass
+        return None
+
+    async def _loop(self, subscription: Any, store: ArchiveStore, stop: asyncio.Event) -> None:
+        import nats.errors
+
+        reported = time.monotonic()
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                messages = []
+            except Exception as exc:  # disconnected: the client reconnects by itself
+                log.warning("fetch failed: %s", describe(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if messages:
+                await self._write(messages, store)
+            if time.monotonic() - reported >= REPORT_EVERY:
+                reported = time.monotonic()
+                log.info("archive progress", extra={"written": self.written, "duplicates": self.skipped})
+
+    async def _write(self, messages: list[Any], store: ArchiveStore) -> None:
+        """Write what is new in one group commit, then acknowledge the whole batch."""
+        entries, redelivered = [], set()
+        for msg in messages:
+            log_name = self._log_of(msg.subject)
+            if log_name is None:
+                log.warning("skipping a message on an unexpected subject", extra={"subject": msg.subject})
+                entries.append((msg, None, "", "", b""))
+                continue
+            data = msg.data if msg.data.endswith(b"\n") else msg.data + b"\n"
+            headers = msg.headers or {}
+            partition = headers.get(HEADER_PARTITION, "")
+            if not _PARTITION[log_name].fullmatch(partition):
+                partition = partition_of(log_name, data)
+            key = headers.get(HEADER_ID) if log_name == EVENTS else None
+            key = key or line_key(log_name, data)
+            if msg.metadata.num_delivered > 1:
+                redelivered.add((log_name, partition))
+            entries.append((msg, log_name, partition, key, data))
+        if redelivered:
+            await asyncio.get_running_loop().run_in_executor(None, self._rescan, redelivered)
+
+        groups: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        fresh: set[str] = set()
+        for _msg, log_name, partition, key, data in entries:
+            if log_name is None:
+                continue
+            if key in fresh or self.dedup.seen(key):
+                self.skipped += 1
+                continue
+            fresh.add(key)
+            groups[(log_name, partition)].append(data)
+        try:
+            commits = [store.append(lines, partition=partition, log=log_name) for (log_name, partition), lines in groups.items()]
+            results = await asyncio.gather(*commits, return_exceptions=True)
+        except Unavailable as exc:
+            results = [exc]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # Lines of the groups that did succeed are on disk: their redelivery is found there.
+            log.error("writing the output failed; the batch is delivered again", extra={"reason": str(failed[0])})
+            for msg, *_ in entries:
+                await msg.nak(delay=RETRY_DELAY)
+            await asyncio.sleep(RETRY_DELAY)
+            return
+        self.dedup.add(fresh)
+        self.written += len(fresh)
+        self.metrics.inc("intilery_archive_lines_total", len(fresh))
+        for msg, *_ in entries:
+            await msg.ack()
+
+    def _log_of(self, subject: str) -> str | None:
+        for prefix, log_name in self._prefixes.items():
+            if subject.startswith(prefix):
+                return log_name
+        return None
+
+    def _rescan(self, partitions: Iterable[tuple[str, str]]) -> None:
+        for log_name, partition in partitions:
+            keys = self.index.scan(log_name, partition)
+            if keys:
+                self.dedup.add(keys)
+
+
+# --- the command -------------------------------------------------------------------------
+def add_parser(commands: Any) -> None:
+    """Register ``intilery archive`` on the CLI's subcommands."""
+    parser = commands.add_parser(
+        "archive", help="write the NATS stream into the partitioned NDJSON layout (run one or more)"
+    )
+    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    parser.add_argument("--data-dir", help="where the NDJSON layout is written (default ./data)")
+    parser.add_argument("--nats-url", help="NATS server(s), comma-separated")
+    parser.add_argument("--nats-stream", help="the stream the collectors publish to (default INTILERY)")
+    parser.add_argument("--consumer", help="durable consumer name; processes with the same name share the work")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"messages per fetch and fsync (default {DEFAULT_BATCH})")
+    parser.add_argument("--ack-wait", type=float, default=DEFAULT_ACK_WAIT,
+                        help=f"seconds before an unacknowledged message goes to another process (default {DEFAULT_ACK_WAIT:g})")  # fmt: skip
+    parser.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
+    parser.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from collector.cli import new_loop
+    from collector.logs import setup_logging
+
+    overrides = {
+        "data_dir": args.data_dir,
+        "nats_url": args.nats_url,
+        "nats_stream": args.nats_stream,
+        "archive_consumer": args.consumer,
+        "log_format": args.log_format,
+    }
+    config = load_config(args.config, overrides)
+    setup_logging(config.log_format)
+    archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait)
+    loop = new_loop()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready(store: ArchiveStore) -> None:
+            print(
+                f"intilery archive: stream {archiver.settings.name} (consumer {archiver.consumer})"
+                f" into {config.data_dir} as instance {store.instance}",
+                flush=True,
+            )
+
+        await archiver.run(stop, on_ready=ready)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return 0
