@@ -83,11 +83,12 @@ function boot() {
   const api = {
     load([writeKey, o = {}]) {
       if (opts) return log('load: already loaded')
+      const host = o.host || new URL(script.src).origin // throws (logged) when neither is known
       opts = o
       dbg.on = dbg.on || !!o.debug
-      queue.init(writeKey, (o.host || new URL(script.src).origin).replace(/\/+$/, '') + '/v1/batch')
-      store.keep = !blocked(o)
-      if (store.keep) keepAll(), queue.adopt()
+      queue.init(writeKey, host.replace(/\/+$/, '') + '/v1/batch')
+      store.keep = () => !blocked(o)
+      if (store.keep()) keepAll(), queue.adopt()
       if (o.autoPage !== false) {
         for (const f of ['pushState', 'replaceState']) {
           const orig = history[f]
@@ -155,7 +156,6 @@ function boot() {
 
     optIn() {
       set('opt', 'in')
-      store.keep = true
       keepAll()
       queue.adopt()
       queue.add(...held.splice(0))
@@ -163,7 +163,6 @@ function boot() {
 
     optOut() {
       set('opt', 'out')
-      store.keep = false
       KEYS.forEach(k => set(k))
       held = []
       queue.clear()

@@ -67,6 +67,13 @@ function take(list) {
   return list.slice(0, n || 1)
 }
 
+// Waits ms before the next send, touching this tab's key at least every STALE / 2 meanwhile:
+// a fresh key tells other tabs that this queue is still ours (even through a long Retry-After).
+function pause(ms) {
+  save()
+  timer = setTimeout(() => (ms > STALE / 2 ? pause(ms - STALE / 2) : send()), Math.min(ms, STALE / 2))
+}
+
 const backoff = () => Math.min(30000, 1000 * 2 ** tries) * (0.5 + Math.random())
 
 // Sends the next batch now; on success the next one follows, on failure a retry is scheduled.
@@ -88,8 +95,7 @@ export async function send() {
   if (wait) {
     tries++
     log('retry in', wait | 0, 'ms')
-    save() // touching the key tells other tabs this queue is still ours
-    timer = setTimeout(send, wait)
+    pause(wait)
   } else {
     tries = 0
     q = q.filter(m => !b.includes(m))

@@ -7,8 +7,9 @@ const YEAR = 31536000
 const name = k => 'itl_' + k
 const inCookie = k => k == 'aid' || k == 'uid'
 
-// Whether the privacy state lets the tag write to the browser (see privacy.js).
-export const store = { keep: false }
+// store.keep(): whether the privacy state lets the tag write to the browser now (set by index.js
+// from privacy.js; asked on every write, so an optOut() in another tab is seen at once).
+export const store = { keep: () => false }
 
 let domain // the cookie domain, found on the first cookie write; '' means host-only
 
@@ -68,7 +69,7 @@ export function get(k) {
 export function set(k, v) {
   if (v == null) delete mem[k]
   else mem[k] = v
-  if (v == null || store.keep || k == 'opt') {
+  if (v == null || k == 'opt' || store.keep()) {
     ls(s => (v == null ? s.removeItem(name(k)) : s.setItem(name(k), v)))
     if (inCookie(k)) writeCookie(k, v)
   }
