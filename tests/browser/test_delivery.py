@@ -138,6 +138,15 @@ class TestOutage:
         assert {m.get("event") for m in tab.queued()} >= {"Retried"}
 
 
+    def test_the_persisted_queue_is_bounded(self, tab, site, make_collector):
+        """While the collector is away the queue keeps the newest 200 messages, no more."""
+        down = make_collector()
+        tab.open(f"{site.url}/oneline.html?host={down.url}")
+        tab.js("for (let i = 0; i < 250; i++) intilery.track('Pile', {i})")
+        queued = [m["properties"]["i"] for m in tab.queued() if m.get("event") == "Pile"]
+        assert len(tab.queued()) == 200 and queued == list(range(50, 250))
+
+
 class TestTabs:
     def test_two_tabs_never_send_the_same_queue(self, context, site, make_collector):
         """A live tab's queue is its own; a closed tab's queue is claimed by exactly one later tab."""
@@ -149,6 +158,7 @@ class TestTabs:
         wait_until(lambda: "From tab A" in {m.get("event") for m in a.queued()}, what="tab A's queue")
 
         b = Tab(context.new_page()).open(url)  # A is alive: B must leave A's queue alone
+        b.settle()  # B's own first page is queued
         owners = {k: [m.get("event") for m in json.loads(v)["q"]] for k, v in b.storage().items() if k.startswith("itl_q.")}
         assert len(owners) == 2 and sum("From tab A" in events for events in owners.values()) == 1, owners
 
