@@ -68,6 +68,10 @@ class State:
 
 STATE = web.AppKey("state", State)
 
+# Runner settings the app relies on: gzip bodies are inflated by the app, with a cap on
+# the inflated size (aiohttp's automatic inflation has none), and no per-request access log.
+SERVER_KWARGS = {"auto_decompress": False, "access_log": None}
+
 
 def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
@@ -129,7 +133,7 @@ def _body_payload(body: bytes | None) -> dict:
         return {"payloadBase64": base64.b64encode(body).decode()}
 
 
-async def _store(state: State, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
+async def _store(state: State, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
     """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
     dedup, fresh_lines, fresh_ids, waits, seen_here = state.dedup, [], [], [], set()
     for message_id, line in zip(outcome.ids, outcome.lines):
@@ -144,9 +148,11 @@ async def _store(state: State, outcome: Outcome, received_at: float, rejected_li
         fresh_ids.append(message_id)
     commits = []
     if rejected_lines:
-        commits.append(state.store.append(day_partition(received_at), b"".join(rejected_lines), REJECTED))
+        commits.append(state.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED))
     if fresh_lines:
-        commit = state.store.append(hour_partition(received_at), b"".join(fresh_lines))
+        commit = state.store.append(
+            fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name
+        )
         commits.append(commit)
         for message_id in fresh_ids:
             dedup.in_flight[message_id] = commit
@@ -171,11 +177,11 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
     source: Source | None = None
     body: bytes | None = None
     try:
-        bodies.check_content_type(request)
         key = _header_key(request)
         if key is not None:
             source = _authenticate(state, key, request.headers.get("Origin"))
-        body = await bodies.read_body(request)
+        body = await bodies.read_raw(request)
+        body = bodies.decode(request, body)
         payload = bodies.parse_json(body)
         if not isinstance(payload, dict):
             raise BadRequest("invalid_json" if kind else "invalid_batch", "the body must be a JSON object")
@@ -208,14 +214,13 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             _rejected_line(source, received_at, r["code"], r["message"], index=r["index"], payload=messages[r["index"]])
             for r in outcome.rejected
         ]
-        duplicates = await _store(state, outcome, received_at, rejected_lines)
+        duplicates = await _store(state, source, outcome, received_at, rejected_lines)
     except CollectorError as exc:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, (Unauthorized, Forbidden, Unavailable)):
             try:
-                await state.store.append(
-                    day_partition(received_at), _rejected_line(source, received_at, exc.code, exc.message, **_body_payload(body)), REJECTED
-                )
+                line = _rejected_line(source, received_at, exc.code, exc.message, **_body_payload(body))
+                await state.store.append([line], partition=day_partition(received_at), log=REJECTED)
             except Unavailable as unavailable:
                 exc = unavailable
         if isinstance(exc, Unavailable):
@@ -255,7 +260,7 @@ async def pixel(request: web.Request) -> web.Response:
         rejected_lines = [
             _rejected_line(source, received_at, r["code"], r["message"], payload=message) for r in outcome.rejected
         ]
-        await _store(state, outcome, received_at, rejected_lines)
+        await _store(state, source, outcome, received_at, rejected_lines)
         for rejected in outcome.rejected:
             state.metrics.inc("intilery_events_rejected_total", source=source.name, code=rejected["code"])
         if outcome.ids:
@@ -265,7 +270,7 @@ async def pixel(request: web.Request) -> web.Response:
         if source is not None and not isinstance(exc, Unavailable):
             line = _rejected_line(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
             try:
-                await state.store.append(day_partition(received_at), line, REJECTED)
+                await state.store.append([line], partition=day_partition(received_at), log=REJECTED)
             except Unavailable:
                 pass
     return gif

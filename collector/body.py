@@ -24,11 +24,8 @@ def check_content_type(request: web.Request) -> None:
         )
 
 
-async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, inflated if gzip; never more than ``limit`` bytes kept in memory."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("identity", "gzip", ""):
-        raise UnsupportedMediaType("unsupported_encoding", f"Content-Encoding {encoding[:30]!r} is not supported; use gzip")
+async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body as sent; never more than ``limit`` bytes kept in memory."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
     chunks, size = [], 0
@@ -37,10 +34,18 @@ async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
         if size > limit:
             raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if encoding == "gzip":
-        body = inflate(body, limit)
-    return body
+    return b"".join(chunks)
+
+
+def decode(request: web.Request, raw: bytes, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body inflated per Content-Encoding (gzip or none), capped at ``limit`` bytes."""
+    check_content_type(request)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return raw
+    if encoding != "gzip":
+        raise UnsupportedMediaType("unsupported_encoding", f"Content-Encoding {encoding[:30]!r} is not supported; use gzip")
+    return inflate(raw, limit)
 
 
 def inflate(data: bytes, limit: int) -> bytes:

@@ -64,10 +64,10 @@ def banner(config: Config, port: int) -> str:
 
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
-    from collector.app import create_app
+    from collector.app import SERVER_KWARGS, create_app
 
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, **SERVER_KWARGS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None, backlog=1024)

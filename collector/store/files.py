@@ -158,6 +158,7 @@ class FileStore:
         self._task: asyncio.Task | None = None
         self._housekeeping: asyncio.Task | None = None
         self._compressions: set[asyncio.Future] = set()
+        self._closing = False
 
     @property
     def instance(self) -> str:
@@ -243,21 +244,27 @@ class FileStore:
             segment_log.close_all()
 
     # --- appending ----------------------------------------------------------------------
-    def append(self, partition: str, data: bytes, log_name: str = EVENTS) -> asyncio.Future:
-        """Queue NDJSON lines; the future resolves once they are durable (per the fsync policy)."""
+    def append(
+        self, lines: list[bytes], *, partition: str, log: str = EVENTS, ids: list[str] | None = None, source: str = ""
+    ) -> asyncio.Future:
+        """Queue NDJSON lines; the future resolves once they are durable (per the fsync policy).
+
+        ``ids`` and ``source`` are for stores that address messages one by one (NATS); the
+        file store needs only the partition.
+        """
+        data = b"".join(lines)
         if self._task is None:
             raise Unavailable("store_unavailable", "the store is shutting down", retry_after=5)
         if self.pending_bytes + len(data) > self.max_pending_bytes and self.pending_bytes:
             raise Unavailable("store_overloaded", "the store is behind; retry shortly", retry_after=1)
         waiter = self._loop.create_future()
-        self._pending.append((log_name, partition, data))
+        self._pending.append((log, partition, data))
         self._waiters.append(waiter)
         self.pending_bytes += len(data)
         self._wake.set()
         return waiter
 
     async def _writer(self) -> None:
-        self._closing = False
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -46,6 +46,7 @@ HEADER_PARTITION = "Intilery-Partition"
 STARTUP_WAIT = 5.0  # start() waits this long for NATS, then carries on in the background
 PROBE_TIMEOUT = 2.0  # how long /readyz waits for the stream to answer
 API_TIMEOUT = 5.0  # JetStream API calls at start-up (create or check the stream)
+PROBLEM_HOLD = 10.0  # a failed publish keeps /readyz at 503 this long unless a publish succeeds
 PROBE_CACHE = 1.0  # a probe answer is reused for this long (load balancers poll often)
 RETRY_AFTER_DOWN = 5
 RETRY_AFTER_BUSY = 1
@@ -258,7 +259,10 @@ class NatsStore:
         self.nc: Any = None
         self.inflight_bytes = 0
         self._fatal: str | None = None  # a wrong configuration: stays until restart
-        self._problem: str | None = "connecting to NATS"  # transient: cleared by the next PubAck
+        self._setup_problem: str | None = None  # why the stream is not created or checked yet
+        self._publish_problem: str | None = None  # the last failed publish: cleared by a PubAck
+        self._publish_problem_at = 0.0
+        self._probe_problem: str | None = None  # what the last probe of the stream found
         self._stream_ok = False
         self._closing = False
         self._acks: dict[str, _Batch] = {}
@@ -278,7 +282,11 @@ class NatsStore:
         if self.nc is None or not self.nc.is_connected:
             detail = f": {self._last_error}" if self._last_error else ""
             return f"not connected to NATS at {self.config.nats_url} (reconnecting{detail})"
-        return self._problem
+        if not self._stream_ok:
+            return self._setup_problem or f"creating or checking stream {self.settings.name!r}"
+        if self._publish_problem and time.monotonic() - self._publish_problem_at < PROBLEM_HOLD:
+            return self._publish_problem
+        return self._probe_problem
 
     # --- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -324,12 +332,12 @@ class NatsStore:
             except ConfigError:
                 raise
             except Exception as exc:  # no leader yet, timeouts, JetStream not enabled: retried
-                self._problem = f"cannot create or check stream {self.settings.name!r} ({describe(exc)})"
-                log.warning("waiting for JetStream", extra={"reason": self._problem})
+                self._setup_problem = f"cannot create or check stream {self.settings.name!r} ({describe(exc)})"
+                log.warning("waiting for JetStream", extra={"reason": self._setup_problem})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._stream_ok = True
-        self._problem = None
+        self._setup_problem = None
         log.info(
             "NATS store ready",
             extra={"stream": self.settings.name, "replicas": info.config.num_replicas, "url": self.config.nats_url},
@@ -443,7 +451,7 @@ class NatsStore:
             self.metrics.inc("intilery_nats_duplicates_total")
         batch.waiting -= 1
         if batch.waiting == 0:
-            self._problem = None
+            self._publish_problem = self._probe_problem = None
             self._settle(batch)
             self.metrics.observe_flush(time.perf_counter() - batch.started)
             batch.future.set_result(None)
@@ -451,28 +459,35 @@ class NatsStore:
     def _refused(self, msg: Any) -> Unavailable:
         status = (msg.headers or {}).get("Status") if not msg.data else None
         if status == "503":
-            reason = f"no JetStream stream listens on {self.settings.prefix}.* (was {self.settings.name!r} deleted?)"
+            reason = (
+                f"no leader for stream {self.settings.name!r}"
+                " (election under way, cluster without quorum, or the stream was deleted)"
+            )
         else:
             try:
                 error = orjson.loads(msg.data).get("error", {})
                 reason = f"JetStream refused the event: {error.get('description', msg.data[:200])}"
             except orjson.JSONDecodeError:
                 reason = f"unexpected answer from JetStream: {msg.data[:200]!r}"
-        self._problem = reason
+        self._publish_failed(reason)
         log.warning("publish refused", extra={"reason": reason})
         return Unavailable("store_unavailable", f"the event store cannot take writes ({reason})", retry_after=RETRY_AFTER_DOWN)
 
     def _expire(self, batch: _Batch) -> None:
         if batch.future.done():
             return
-        self._problem = (
+        reason = (
             f"JetStream did not acknowledge within {self.publish_timeout:g} s"
             f" (stream {self.settings.name!r} without a leader: cluster without quorum?)"
         )
-        log.warning("publish timed out", extra={"reason": self._problem, "events": len(batch.tokens)})
+        self._publish_failed(reason)
+        log.warning("publish timed out", extra={"reason": reason, "events": len(batch.tokens)})
         self._fail(batch, Unavailable(
-            "store_unavailable", f"the event store cannot take writes ({self._problem})", retry_after=RETRY_AFTER_DOWN
+            "store_unavailable", f"the event store cannot take writes ({reason})", retry_after=RETRY_AFTER_DOWN
         ))  # fmt: skip
+
+    def _publish_failed(self, reason: str) -> None:
+        self._publish_problem, self._publish_problem_at = reason, time.monotonic()
 
     def _fail(self, batch: _Batch, error: Unavailable) -> None:
         if batch.future.done():
@@ -510,16 +525,16 @@ class NatsStore:
             )
             body = orjson.loads(answer.data) if answer.data else {}
         except Exception as exc:
-            self._problem = (
+            self._probe_problem = (
                 f"stream {self.settings.name!r} did not answer within {PROBE_TIMEOUT:g} s"
                 f" (no leader: cluster without quorum?) ({describe(exc)})"
             )
         else:
             error = body.get("error")
             if error:
-                self._problem = f"stream {self.settings.name!r}: {error.get('description', 'error')}"
+                self._probe_problem = f"stream {self.settings.name!r}: {error.get('description', 'error')}"
             else:
-                self._problem = None
+                self._probe_problem = None
         self._probed_at = time.monotonic()
 
 
