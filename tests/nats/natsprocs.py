@@ -1,0 +1,205 @@
+"""Helpers for the NATS tests: real nats-server processes, archive processes, output readers.
+
+Every server binds 127.0.0.1 on free ports and keeps JetStream under the test's tmp_path.
+(The module has a name no other test directory uses, because test directories are not
+packages here: ``tests/nats`` must stay without ``__init__.py``, or as a package named
+``nats`` it would shadow the nats-py client.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from collector.testing import free_port
+
+NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
+SOURCES = [{"name": "web", "write_key": "wk_test"}]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class NatsServer:
+    """One nats-server with JetStream; ``kill`` (SIGKILL) and ``start`` again keep its store."""
+
+    def __init__(self, workdir: Path, name: str = "n1", cluster: list[NatsServer] | None = None) -> None:
+        self.workdir = Path(workdir) / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port = free_port()
+        self.cluster_port = free_port() if cluster is not None else None
+        self.peers = cluster
+        self.proc: subprocess.Popen | None = None
+        self.log = self.workdir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [NATS_SERVER, "-js", "-sd", str(self.workdir / "store"), "-a", "127.0.0.1", "-p", str(self.port),
+               "-n", self.name]  # fmt: skip
+        if self.peers is not None:
+            routes = ",".join(f"nats://127.0.0.1:{p.cluster_port}" for p in self.peers if p is not self)
+            cmd += ["--cluster_name", "intilery-test", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+                    "--routes", routes]  # fmt: skip
+        return cmd
+
+    def start(self, timeout: float = 20) -> NatsServer:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server {self.name} exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if _port_open(self.port):
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"nats-server {self.name} did not listen within {timeout}s:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def require_nats_server() -> None:
+    if NATS_SERVER is None:
+        pytest.fail(
+            "nats-server is not installed, and the NATS tests start real servers: "
+            "install it (Debian/Ubuntu: apt-get install nats-server) or put it on PATH",
+            pytrace=False,
+        )
+
+
+def cluster_url(servers: list[NatsServer]) -> str:
+    return ",".join(s.url for s in servers)
+
+
+class ArchiveProcess:
+    """``python -m collector archive`` writing into ``data_dir``."""
+
+    def __init__(self, workdir: Path, data_dir: Path, nats_url: str, *args: str) -> None:
+        self.workdir, self.data_dir, self.nats_url, self.args = Path(workdir), Path(data_dir), nats_url, list(args)
+        self.proc: subprocess.Popen | None = None
+        self.log = self.workdir / "archive.log"
+
+    def start(self, timeout: float = 30) -> ArchiveProcess:
+        cmd = [sys.executable, "-m", "collector", "archive", "--data-dir", str(self.data_dir),
+               "--nats-url", self.nats_url, *self.args]  # fmt: skip
+        with open(self.log, "ab") as out:
+            out.write(b"--- start\n")
+        self._out = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"archive exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if b"intilery archive: stream" in self.log.read_bytes().rsplit(b"--- start\n", 1)[-1]:
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"archive did not start within {timeout}s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
+    """Await ``check()`` (sync or async) until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
+        await asyncio.sleep(interval)
+
+
+async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:
+    """Whether the archive consumer has nothing left to deliver and nothing unacknowledged."""
+    import nats
+
+    nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
+    try:
+        info = await nc.jetstream(timeout=3).consumer_info(stream, consumer)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
+def output_segments(data_dir: Path, log_name: str = "events") -> dict[Path, bytes]:
+    """Every segment under ``data_dir/log_name`` with its (decompressed) content."""
+    import gzip
+
+    found = {}
+    for path in sorted((Path(data_dir) / log_name).glob("**/part-*")):
+        if path.name.endswith(".gz"):
+            found[path] = gzip.decompress(path.read_bytes())
+        else:
+            found[path] = path.read_bytes()
+    return found
+
+
+def output_lines(data_dir: Path, log_name: str = "events") -> list[bytes]:
+    """Every complete line of the output; fails on a torn line or a leftover temporary file."""
+    lines: list[bytes] = []
+    for path, content in output_segments(data_dir, log_name).items():
+        assert not path.name.endswith(".tmp"), f"leftover temporary file {path}"
+        assert not content or content.endswith(b"\n"), f"torn last line in {path}: {content[-80:]!r}"
+        lines += content.splitlines()
+    return lines
+
+
+def output_ids(data_dir: Path) -> list[str]:
+    import orjson
+
+    return [orjson.loads(line)["messageId"] for line in output_lines(data_dir)]
