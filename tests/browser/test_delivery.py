@@ -125,8 +125,8 @@ class TestOutage:
     def test_network_errors_back_off_with_growing_delays(self, tab, site, make_collector):
         """Unreachable collector: the tag keeps retrying, with growing delays, and keeps the queue."""
         down = make_collector()
-        tab.open(f"{site.url}/oneline.html?host={down.url}")
-        tab.js("intilery.debug(true); intilery.track('Retried')")
+        tab.open(f"{site.url}/manual.html")
+        tab.js("host => { intilery.load('wk_test', {host, debug: true}); intilery.track('Retried') }", down.url)
 
         def delays():
             tab.js("0")  # let Playwright deliver the console events
