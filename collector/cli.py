@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -117,6 +119,36 @@ def cmd_snippet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector.demo import SITE_DIR, run_demo
+
+    config = config_from_args(args)
+    setup_logging(config.log_format)
+    site_dir = Path(args.site_dir) if args.site_dir else SITE_DIR
+    if not (site_dir / "index.html").is_file():
+        print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)")
+        return 2
+    loop = new_loop()
+    try:
+        loop.run_until_complete(run_demo(config, args.site_port, site_dir))
+    finally:
+        loop.close()
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from collector.tail import follow
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        print(f"intilery: {data_dir} does not exist yet; waiting for events", file=sys.stderr)
+    try:
+        follow(data_dir, as_json=args.json, from_start=args.from_start)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intilery", description="Intilery tag + collector")
     parser.add_argument("--version", action="version", version=f"intilery {__version__}")
@@ -125,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the collector")
     _serve_flags(serve)
     serve.set_defaults(run=cmd_serve)
+
+    demo = commands.add_parser("demo", help="run the collector and the demo shop on two origins")
+    _serve_flags(demo)
+    demo.add_argument("--site-port", type=int, default=8000, help="port of the demo shop (default 8000)")
+    demo.add_argument("--site-dir", help="the demo site's directory (default: demo_site/ of the clone)")
+    demo.set_defaults(run=cmd_demo)
+
+    tail = commands.add_parser("tail", help="follow the event store, one line per event")
+    tail.add_argument("--data-dir", default=os.environ.get("INTILERY_DATA_DIR", "data"))
+    tail.add_argument("--json", action="store_true", help="print the stored JSON lines as they are")
+    tail.add_argument("--from-start", action="store_true", help="print what is already stored first")
+    tail.set_defaults(run=cmd_tail)
 
     snip = commands.add_parser("snippet", help="print the snippet to paste into a site's pages")
     snip.add_argument("--write-key", required=True)

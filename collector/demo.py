@@ -1,0 +1,88 @@
+"""``intilery demo``: the collector and the demo shop, on two origins, in one command.
+
+The shop's pages carry the snippet as a site owner pastes it, pointing at
+``http://127.0.0.1:8080`` with the demo write key; when the collector runs elsewhere the
+site server rewrites that address in the pages it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from collector.config import Config, Source
+
+log = logging.getLogger("intilery.demo")
+
+DEMO_WRITE_KEY = "wk_demo_shop"
+PASTED_HOST = "http://127.0.0.1:8080"
+SITE_DIR = Path(__file__).resolve().parent.parent / "demo_site"
+
+
+def demo_config(config: Config, site_url: str) -> Config:
+    """The demo source (its key is in the pages) allowed from the site's origin only."""
+    demo = Source(name="demo", write_key=DEMO_WRITE_KEY, allowed_origins=(site_url,))
+    sources = tuple(s for s in config.sources if not config.dev_source) + (demo,)
+    return replace(config, sources=sources, dev_source=False)
+
+
+def site_app(site_dir: Path, collector_url: str) -> web.Application:
+    """Static files; HTML pages get the collector address rewritten; /app/* is the single-page section."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        rel = request.match_info.get("path", "") or "index.html"
+        if rel.startswith("app/") or rel == "app":
+            rel = "app/index.html"
+        path = (site_dir / rel).resolve()
+        if site_dir not in path.parents or not path.is_file():
+            path = site_dir / "404.html"
+            status = 404
+        else:
+            status = 200
+        if path.suffix != ".html":
+            return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        html = path.read_text(encoding="utf-8").replace(PASTED_HOST, collector_url)
+        return web.Response(text=html, content_type="text/html", status=status, headers={"Cache-Control": "no-cache"})
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", page)
+    return app
+
+
+async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) -> None:
+    from collector.app import SERVER_KWARGS, create_app
+
+    site_url = f"http://{config.host}:{site_port}"
+    collector_url = f"http://{config.host}:{config.port}"
+    config = demo_config(config, site_url)
+    runners = [
+        web.AppRunner(create_app(config), handle_signals=False, shutdown_timeout=5, **SERVER_KWARGS),
+        web.AppRunner(site_app(site_dir.resolve(), collector_url), handle_signals=False, access_log=None),
+    ]
+    try:
+        for runner, port in zip(runners, (config.port, site_port)):
+            await runner.setup()
+            await web.TCPSite(runner, config.host, port).start()
+        print(
+            f"intilery demo\n"
+            f"  demo shop:  {site_url}/   (open this in a browser)\n"
+            f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
+            f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
+            f"  watch them: intilery tail --data-dir {config.data_dir}\n"
+            f"  Ctrl-C stops both.",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping the demo")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
