@@ -245,6 +245,8 @@ class _Batch:
     tokens: list[str]
     started: float = field(default_factory=time.perf_counter)
     timer: asyncio.TimerHandle | None = None
+    published: bool = False  # every line handed to the client (or given up)
+    released: bool = False  # its bytes no longer count as in flight
 
 
 class NatsStore:
@@ -304,7 +306,10 @@ class NatsStore:
         self._setup = asyncio.create_task(self._connect_and_check(), name="nats-setup")
         await asyncio.wait({self._setup}, timeout=STARTUP_WAIT)
         if self._setup.done():
-            self._setup.result()  # a ConfigError stops the start
+            if self._setup.exception() is not None:  # a ConfigError stops the start
+                if self.nc is not None:
+                    await self.nc.close()
+                self._setup.result()
         else:
             log.warning("NATS not ready yet; serving 503 until it is", extra={"reason": self.error})
         self._setup.add_done_callback(self._setup_done)
@@ -438,6 +443,9 @@ class NatsStore:
             self._fail(batch, Unavailable(
                 "store_unavailable", f"cannot publish to NATS ({describe(exc)})", retry_after=RETRY_AFTER_BUSY
             ))  # fmt: skip
+        finally:
+            batch.published = True
+            self._release(batch)
 
     async def _on_ack(self, msg: Any) -> None:
         batch = self._acks.pop(msg.subject[len(self._inbox):], None)
@@ -452,9 +460,9 @@ class NatsStore:
         batch.waiting -= 1
         if batch.waiting == 0:
             self._publish_problem = self._probe_problem = None
+            batch.future.set_result(None)
             self._settle(batch)
             self.metrics.observe_flush(time.perf_counter() - batch.started)
-            batch.future.set_result(None)
 
     def _refused(self, msg: Any) -> Unavailable:
         status = (msg.headers or {}).get("Status") if not msg.data else None
@@ -494,14 +502,21 @@ class NatsStore:
             return
         for token in batch.tokens:
             self._acks.pop(token, None)
-        self._settle(batch)
         batch.future.set_exception(error)
+        self._settle(batch)
 
     def _settle(self, batch: _Batch) -> None:
         if batch.timer is not None:
             batch.timer.cancel()
-        if batch in self._batches:
-            self._batches.discard(batch)
+        self._batches.discard(batch)
+        self._release(batch)
+
+    def _release(self, batch: _Batch) -> None:
+        """Stop counting a batch's bytes once it is answered *and* its publishing task let go of
+        them: a stalled connection can hold a publish after the 503 went out, and memory must
+        stay bounded by max_pending_bytes even then."""
+        if batch.published and batch.future.done() and not batch.released:
+            batch.released = True
             self.inflight_bytes -= batch.size
 
     # --- readiness ----------------------------------------------------------------------

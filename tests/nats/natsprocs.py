@@ -203,3 +203,55 @@ def output_ids(data_dir: Path) -> list[str]:
     import orjson
 
     return [orjson.loads(line)["messageId"] for line in output_lines(data_dir)]
+
+
+def track(message_id: str, **fields: Any) -> dict:
+    return {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": message_id, **fields}
+
+
+async def post_batch(session: Any, url: str, events: list[dict], key: str = "wk_test") -> tuple[int | None, dict, Any]:
+    """POST /v1/batch; (status, body, headers), or (None, {}, {}) when the collector did not answer."""
+    import aiohttp
+
+    try:
+        async with session.post(url + "/v1/batch", json={"batch": events}, headers={"X-Write-Key": key}) as answer:
+            return answer.status, await answer.json(content_type=None), answer.headers
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None, {}, {}
+
+
+async def get_json(session: Any, url: str) -> tuple[int, dict]:
+    async with session.get(url) as answer:
+        return answer.status, await answer.json(content_type=None)
+
+
+async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
+    """Every message in the stream (subject, headers, data), oldest first; for small streams."""
+    import nats
+
+    nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
+    try:
+        js = nc.jetstream(timeout=5)
+        state = (await js.stream_info(stream)).state
+        if state.messages == 0:
+            return []
+        return [await js.get_msg(stream, seq) for seq in range(state.first_seq, state.last_seq + 1)]
+    finally:
+        await nc.close()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def metric(text: str, name: str) -> float:
+    """A metric's value in Prometheus text (the sum over its labels), 0 when absent."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -1,0 +1,95 @@
+"""Two collectors on a 3-node JetStream cluster: a node is SIGKILLed under load, nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import aiohttp
+import nats
+from natsprocs import cluster_url, consumer_drained, eventually, output_ids, post_batch, track
+
+BATCH = 20
+CLIENTS = 4
+
+
+async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url + "/readyz") as answer:
+            return answer.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def stream_leader(url: str) -> str:
+    nc = await nats.connect(url.split(","), connect_timeout=2)
+    try:
+        info = await nc.jetstream(timeout=5).stream_info("INTILERY")
+        assert info.config.num_replicas == 3
+        return info.cluster.leader
+    finally:
+        await nc.close()
+
+
+async def test_node_killed_under_load_loses_and_doubles_nothing(tmp_path, nats_cluster, collectors, archives):
+    """Every event answered 200 is archived exactly once; 503s retried with the same messageId are stored once."""
+    url = cluster_url(nats_cluster)
+    args = ["--store", "nats", "--nats-url", url, "--nats-replicas", "3"]
+    sent: set[str] = set()
+    acknowledged: set[str] = set()
+    answers: Counter[str] = Counter()
+    stop = asyncio.Event()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        targets = [
+            (await collectors(name, *args, nats_publish_timeout=2.0)).url for name in ("c1", "c2")
+        ]
+        for target in targets:
+            await eventually(lambda: _ready(session, target), timeout=60, what=f"{target} to be ready")
+
+        async def client(n: int) -> None:
+            """Sends batches round-robin; on a 503 (or no answer) retries the same batch through the other collector."""
+            seq = 0
+            while not stop.is_set():
+                seq += 1
+                ids = [f"c{n}-{seq}-{i}" for i in range(BATCH)]
+                batch = [track(message_id) for message_id in ids]
+                sent.update(ids)
+                attempt = 0
+                while True:
+                    status, _, headers = await post_batch(session, targets[(n + seq + attempt) % 2], batch)
+                    answers[str(status)] += 1
+                    if status == 200:
+                        acknowledged.update(ids)
+                        break
+                    attempt += 1
+                    await asyncio.sleep(min(float(headers.get("Retry-After", 1)), 0.5) if headers else 0.2)
+                if seq % 10 == 0:  # as if the 200 was lost on the way: resent through the other collector
+                    status, _, _ = await post_batch(session, targets[(n + seq + 1) % 2], batch)
+                    answers[f"resent {status}"] += 1
+                await asyncio.sleep(0.02)  # a steady load, not a benchmark (the machine is shared)
+
+        clients = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
+        await asyncio.sleep(3)
+        leader = await stream_leader(url)
+        victim = next(server for server in nats_cluster if server.name == leader)
+        victim.kill()
+        before_kill = len(acknowledged)
+        await asyncio.sleep(8)
+        await asyncio.to_thread(victim.start)
+        await asyncio.sleep(4)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*clients), timeout=120)
+        assert len(acknowledged) > before_kill, "events were accepted while a node was down"
+        assert answers["503"] + answers["None"] > 0, f"the kill was felt: {dict(answers)}"
+
+    out = tmp_path / "out"
+    archive = await archives(out, url)
+    await eventually(lambda: consumer_drained(url), timeout=90, what="the archive to catch up")
+    assert await asyncio.to_thread(archive.stop) == 0
+
+    counts = Counter(output_ids(out))
+    assert [m for m, n in counts.items() if n > 1] == []
+    assert acknowledged - set(counts) == set(), "every event answered 200 is archived"
+    assert set(counts) <= sent
+    print(f"\n{len(acknowledged)} events acknowledged, answers {dict(answers)}, leader {leader} killed")
