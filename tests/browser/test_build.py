@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from harness import ROOT
 
 TAG = ROOT / "tag"
 SHIPPED = ROOT / "collector" / "static" / "intilery.js"

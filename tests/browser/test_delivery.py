@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Tab, event_named, of_visitor, wait_until
+from harness import Tab, event_named, of_visitor, wait_until
 
 
 def count(events: list[dict], name: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import event_named, of_visitor
+from harness import event_named, of_visitor
 
 YEAR = 365 * 24 * 3600
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import WRITE_KEY, event_named, of_visitor
+from harness import WRITE_KEY, event_named, of_visitor
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import event_named, of_visitor, wait_until
+from harness import event_named, of_visitor
 
 GPC_ON = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
 DNT_ON = "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import event_named, of_visitor
+from harness import event_named, of_visitor
 
 
 def navigate(tab, script: str) -> None:
