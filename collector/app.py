@@ -326,6 +326,15 @@ async def tag(request: web.Request) -> web.Response:
     return web.Response(body=built["body"], content_type="application/javascript", charset="utf-8", headers=headers)
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 description of this HTTP API (collector/static/openapi.json)."""
+    spec = resources.files("collector").joinpath("static/openapi.json")
+    try:
+        return web.Response(body=spec.read_bytes(), content_type="application/json")
+    except (FileNotFoundError, OSError):
+        return _json({"success": False, "code": "not_found", "message": "no OpenAPI document in this build"}, 404)
+
+
 @web.middleware
 async def count_requests(request: web.Request, handler) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
@@ -417,4 +426,5 @@ def create_app(config: Config, store=None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/openapi.json", openapi)
     return app
