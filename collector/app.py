@@ -59,7 +59,7 @@ class State:
     def source_for(self, key: str) -> Source | None:
         """The source with this write key; every key is compared in constant time."""
         found = None
-        given = key.encode()
+        given = key.encode("utf-8", "surrogatepass")  # header bytes that are not UTF-8 arrive as surrogates
         for source in self.config.sources:
             if hmac.compare_digest(source.write_key.encode(), given):
                 found = source
@@ -96,7 +96,7 @@ def _header_key(request: web.Request) -> str | None:
     if auth[:6].lower() == "basic ":
         try:
             user = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").split(":", 1)[0]
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64, not ASCII, not UTF-8 (binascii.Error is a ValueError)
             raise Unauthorized("invalid_write_key", "the Authorization header is not valid HTTP Basic") from None
         if user:
             return user
@@ -116,7 +116,10 @@ def _authenticate(state: State, key: Any, origin: str | None) -> Source:
 
 def _request_info(state: State, request: web.Request, received_at: float) -> RequestInfo:
     ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.config.trusted_proxies)
-    return RequestInfo(received_at, ip, request.headers.get("User-Agent"))
+    agent = request.headers.get("User-Agent")
+    if agent is not None:  # bytes that are not UTF-8 arrive as surrogates, which JSON cannot store
+        agent = agent.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return RequestInfo(received_at, ip, agent)
 
 
 def _rejected_line(source: Source, received_at: float, code: str, message: str, **payload: Any) -> bytes:

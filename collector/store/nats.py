@@ -83,6 +83,11 @@ def server_list(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+def redact(url: str) -> str:
+    """The server list without passwords or tokens, for logs and /readyz."""
+    return re.sub(r"//[^/@,]*@", "//***@", url)
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """What the stream must look like; built from the ``nats_*`` settings.
@@ -283,7 +288,7 @@ class NatsStore:
             return self._fatal
         if self.nc is None or not self.nc.is_connected:
             detail = f": {self._last_error}" if self._last_error else ""
-            return f"not connected to NATS at {self.config.nats_url} (reconnecting{detail})"
+            return f"not connected to NATS at {redact(self.config.nats_url)} (reconnecting{detail})"
         if not self._stream_ok:
             return self._setup_problem or f"creating or checking stream {self.settings.name!r}"
         if self._publish_problem and time.monotonic() - self._publish_problem_at < PROBLEM_HOLD:
@@ -345,7 +350,7 @@ class NatsStore:
         self._setup_problem = None
         log.info(
             "NATS store ready",
-            extra={"stream": self.settings.name, "replicas": info.config.num_replicas, "url": self.config.nats_url},
+            extra={"stream": self.settings.name, "replicas": info.config.num_replicas, "url": redact(self.config.nats_url)},
         )
 
     def _setup_done(self, task: asyncio.Task) -> None:
