@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
@@ -20,9 +20,19 @@ from collector import body as bodies
 from collector.config import Config, Source
 from collector.dedup import Dedup
 from collector.enrich.geo import Geo
-from collector.enrich.ip import client_ip
+from collector.enrich.ip import anonymize, client_ip, valid_ip
 from collector.enrich.useragent import UserAgentParser
-from collector.errors import BadRequest, CollectorError, Forbidden, Invalid, TooLarge, Unauthorized, Unavailable
+from collector.errors import (
+    BadRequest,
+    CollectorError,
+    Forbidden,
+    RateLimited,
+    RequestTimeout,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from collector.limits import TokenBuckets
 from collector.ingest import Outcome, Pipeline, RequestInfo, iso_ms
 from collector.metrics import Metrics
 from collector.store.files import REJECTED, FileStore, day_partition, hour_partition, read_events
@@ -55,6 +65,9 @@ class State:
     pipeline: Pipeline
     dedup: Dedup
     tag: dict[str, Any] = field(default_factory=dict)
+    ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
+    source_limits: dict[str, TokenBuckets] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # tests move it to check a clock jumping backwards
 
     def source_for(self, key: str) -> Source | None:
         """The source with this write key; every key is compared in constant time."""
@@ -67,6 +80,9 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+
+# Answers whose payload is not kept in rejected/: not authenticated, or to be retried as is.
+NOT_KEPT = (Unauthorized, Forbidden, Unavailable, RateLimited, RequestTimeout)
 
 # Runner settings the app relies on: gzip bodies are inflated by the app, with a cap on
 # the inflated size (aiohttp's automatic inflation has none), and no per-request access log.
@@ -114,6 +130,15 @@ def _authenticate(state: State, key: Any, origin: str | None) -> Source:
     return source
 
 
+def _admit(state: State, key: Any, request: web.Request) -> Source:
+    """Authenticate, check the origin, spend a token of the source's rate limit."""
+    source = _authenticate(state, key, request.headers.get("Origin"))
+    limits = state.source_limits.get(source.name)
+    if limits is not None:
+        limits.take(source.name, "source")
+    return source
+
+
 def _request_info(state: State, request: web.Request, received_at: float) -> RequestInfo:
     ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.config.trusted_proxies)
     agent = request.headers.get("User-Agent")
@@ -122,7 +147,21 @@ def _request_info(state: State, request: web.Request, received_at: float) -> Req
     return RequestInfo(received_at, ip, agent)
 
 
+def _private(payload: Any, source: Source) -> Any:
+    """A rejected message's client-sent context.ip, anonymised or dropped per the source's ip mode."""
+    context = payload.get("context") if isinstance(payload, dict) else None
+    if source.ip_mode == "full" or not isinstance(context, dict) or "ip" not in context:
+        return payload
+    context = dict(context)
+    ip = valid_ip(context.pop("ip"))
+    if ip is not None and source.ip_mode == "anonymize":
+        context["ip"] = anonymize(ip)
+    return {**payload, "context": context}
+
+
 def _rejected_line(source: Source, received_at: float, code: str, message: str, **payload: Any) -> bytes:
+    if "payload" in payload:
+        payload["payload"] = _private(payload["payload"], source)
     record = {"receivedAt": iso_ms(received_at), "source": source.name, "code": code, "message": message, **payload}
     return orjson.dumps(record, option=orjson.OPT_PASSTHROUGH_SUBCLASS, default=str) + b"\n"
 
@@ -175,22 +214,23 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
     """One handler for every ingest path; ``kind`` is the message type, or None for a batch."""
     state = request.app[STATE]
     metrics = state.metrics
-    received_at = time.time()
+    received_at = state.clock()
     headers = _cors(request)
     source: Source | None = None
     body: bytes | None = None
+    info = _request_info(state, request, received_at)
     try:
+        state.ip_limits.take(info.ip or "", "client address")
         key = _header_key(request)
         if key is not None:
-            source = _authenticate(state, key, request.headers.get("Origin"))
-        body = await bodies.read_raw(request)
+            source = _admit(state, key, request)
+        body = await bodies.read_raw(request, timeout=state.config.client_timeout)
         body = bodies.decode(request, body)
         payload = bodies.parse_json(body)
         if not isinstance(payload, dict):
             raise BadRequest("invalid_json" if kind else "invalid_batch", "the body must be a JSON object")
         if source is None:
-            key = payload.get("writeKey", request.query.get("writeKey"))
-            source = _authenticate(state, key, request.headers.get("Origin"))
+            source = _admit(state, payload.get("writeKey", request.query.get("writeKey")), request)
         if kind is None:
             messages = payload.get("batch")
             if not isinstance(messages, list):
@@ -201,7 +241,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             if context is not None and not isinstance(context, dict):
                 raise BadRequest("invalid_batch", "the batch context must be an object")
             outcome = state.pipeline.process(
-                messages, source, _request_info(state, request, received_at),
+                messages, source, info,
                 outer_context=context, outer_sent_at=payload.get("sentAt"), check_size=len(body) > MAX_MESSAGE_BYTES,
             )  # fmt: skip
         else:
@@ -209,7 +249,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             messages = [payload]
             if len(body) > MAX_MESSAGE_BYTES:
                 raise TooLarge("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES // 1024} KB")
-            outcome = state.pipeline.process([payload], source, _request_info(state, request, received_at), kind)
+            outcome = state.pipeline.process([payload], source, info, kind)
             if outcome.rejected:
                 error = outcome.rejected[0]
                 raise BadRequest(error["code"], error["message"])
@@ -220,7 +260,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         duplicates = await _store(state, source, outcome, received_at, rejected_lines)
     except CollectorError as exc:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
-        if source is not None and not isinstance(exc, (Unauthorized, Forbidden, Unavailable)):
+        if source is not None and not isinstance(exc, NOT_KEPT):
             try:
                 line = _rejected_line(source, received_at, exc.code, exc.message, **_body_payload(body))
                 await state.store.append([line], partition=day_partition(received_at), log=REJECTED)
@@ -244,7 +284,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
 async def pixel(request: web.Request) -> web.Response:
     """GET /v1/pixel.gif?data=<base64url JSON>&writeKey=...: always a 1x1 GIF."""
     state = request.app[STATE]
-    received_at = time.time()
+    received_at = state.clock()
     gif = web.Response(body=PIXEL, content_type="image/gif", headers={"Cache-Control": "no-store"})
     source = None
     try:
@@ -295,7 +335,20 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[STATE].metrics.render(), content_type="text/plain", charset="utf-8")
+    state = request.app[STATE]
+    token = state.config.metrics_token
+    if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+        return _json({"success": False, "code": "unauthorized", "message": "metrics need a bearer token"}, 401,
+                     {"WWW-Authenticate": "Bearer"})  # fmt: skip
+    return web.Response(text=state.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def metrics_app(app: web.Application) -> web.Application:
+    """/metrics alone, for ``metrics_address``: scraped on a private address, not the public port."""
+    private = web.Application()
+    private[STATE] = app[STATE]
+    private.router.add_get("/metrics", metrics_handler)
+    return private
 
 
 def load_tag() -> dict[str, Any]:
@@ -402,6 +455,8 @@ def create_app(config: Config, store=None) -> web.Application:
         pipeline=Pipeline(config, UserAgentParser(config.ua_cache_size), geo),
         dedup=Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries),
         tag=load_tag(),
+        ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
+        source_limits={s.name: TokenBuckets(s.rate_limit, s.rate_burst) for s in config.sources if s.rate_limit > 0},
     )
     app = web.Application(middlewares=[count_requests])
     app[STATE] = state
@@ -428,6 +483,7 @@ def create_app(config: Config, store=None) -> web.Application:
     app.router.add_get("/intilery.js", tag)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    if not config.metrics_address:
+        app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi)
     return app

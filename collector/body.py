@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from collector.errors import BadRequest, TooLarge, UnsupportedMediaType
+from collector.errors import BadRequest, RequestTimeout, TooLarge, UnsupportedMediaType
 from collector.validate import MAX_BODY_BYTES
 
 ACCEPTED_TYPES = frozenset({"application/json", "text/plain", ""})
@@ -24,16 +25,20 @@ def check_content_type(request: web.Request) -> None:
         )
 
 
-async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body as sent; never more than ``limit`` bytes kept in memory."""
+async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES, timeout: float = 15.0) -> bytes:
+    """The body as sent; never more than ``limit`` bytes kept, nor more than ``timeout`` s spent."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
     chunks, size = [], 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout("request_timeout", f"the body did not arrive within {timeout:g} s") from None
     return b"".join(chunks)
 
 

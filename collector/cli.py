@@ -66,17 +66,26 @@ def banner(config: Config, port: int) -> str:
 
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
-    from collector.app import SERVER_KWARGS, create_app
+    from collector.app import SERVER_KWARGS, create_app, metrics_app
+    from collector.limits import LimitedSite
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, **SERVER_KWARGS)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
+                           **SERVER_KWARGS)  # fmt: skip
+    runners = [runner]
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None, backlog=1024)
+        site = LimitedSite(runner, config.host, config.port, config.max_connections, reuse_port=reuse_port or None,
+                           backlog=1024)  # fmt: skip
         await site.start()
-        port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else config.port
+        if config.metrics_address:
+            host, _, port = config.metrics_address.rpartition(":")
+            private = web.AppRunner(metrics_app(app), handle_signals=False, access_log=None)
+            runners.append(private)
+            await private.setup()
+            await web.TCPSite(private, host.strip("[]") or "127.0.0.1", int(port), reuse_port=reuse_port or None).start()
         if not quiet:
-            print(banner(config, port), flush=True)
+            print(banner(config, site.port), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,7 +93,8 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         await stop.wait()
         log.info("shutting down: finishing in-flight requests, closing segments")
     finally:
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
     log.info("stopped")
 
 

@@ -41,6 +41,8 @@ class Source:
     ip_mode: str = "anonymize"
     trust_client_ip: bool = False
     drop_bots: bool = False
+    rate_limit: float = 0.0  # requests per second for this source; 0: no limit
+    rate_burst: int = 0  # 0: twice the rate
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
@@ -73,6 +75,12 @@ class Config:
     nats_duplicate_window_seconds: float = 120.0
     nats_publish_timeout: float = 5.0
     archive_consumer: str = "intilery-archive"
+    ip_rate_limit: float = 0.0  # requests per second per client IP; 0: no limit
+    ip_rate_burst: int = 0  # 0: twice the rate
+    client_timeout: float = 15.0  # seconds a client may take to send headers or a body, or sit idle
+    max_connections: int = 10_000
+    metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"
+    metrics_address: str = ""  # "host:port": serve /metrics there, not on the ingest port
     dev_source: bool = field(default=False, compare=False)
 
 
@@ -102,6 +110,12 @@ SETTINGS: dict[str, type] = {
     "nats_duplicate_window_seconds": float,
     "nats_publish_timeout": float,
     "archive_consumer": str,
+    "ip_rate_limit": float,
+    "ip_rate_burst": int,
+    "client_timeout": float,
+    "max_connections": int,
+    "metrics_token": str,
+    "metrics_address": str,
 }
 
 
@@ -145,7 +159,16 @@ def _source(raw: Any, index: int) -> Source:
         ip_mode=mode,
         trust_client_ip=bool(raw.get("trust_client_ip", False)),
         drop_bots=bool(raw.get("drop_bots", False)),
+        rate_limit=_number(raw, "rate_limit", float),
+        rate_burst=_number(raw, "rate_burst", int),
     )
+
+
+def _number(raw: dict, key: str, kind: type) -> Any:
+    value = raw.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"source {raw['name']!r}: {key} must be a number >= 0")
+    return kind(value)
 
 
 def _check(config: Config) -> Config:
@@ -154,6 +177,8 @@ def _check(config: Config) -> Config:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
     if not 0 < config.port < 65536 and config.port != 0:
         raise ConfigError(f"port must be between 1 and 65535, not {config.port}")
+    if config.metrics_address and config.metrics_address.rpartition(":")[2].isdigit() is False:
+        raise ConfigError(f"metrics_address must be host:port, not {config.metrics_address!r}")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
     keys = [s.write_key for s in config.sources]

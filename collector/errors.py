@@ -8,7 +8,9 @@ each with a status from DESIGN.md, a machine code and a human sentence::
     ├── Unauthorized          401  missing_write_key, invalid_write_key
     ├── Forbidden             403  origin_not_allowed
     ├── TooLarge              413  body_too_large, batch_too_large, message_too_large
+    ├── RequestTimeout        408  request_timeout (a body sent too slowly)
     ├── UnsupportedMediaType  415  unsupported_content_type
+    ├── RateLimited           429  rate_limited (with Retry-After)
     └── Unavailable           503  store_unavailable, store_overloaded (with Retry-After)
 
 A message rejected inside a batch is an ``Invalid`` (code + sentence, no status): the batch
@@ -53,8 +55,20 @@ class TooLarge(CollectorError):
     status = 413
 
 
+class RequestTimeout(CollectorError):
+    status = 408
+
+
 class UnsupportedMediaType(CollectorError):
     status = 415
+
+
+class RateLimited(CollectorError):
+    status = 429
+
+    def __init__(self, code: str, message: str, retry_after: int = 1) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 class Unavailable(CollectorError):
