@@ -5,7 +5,7 @@ Local servers, all on 127.0.0.1 and stopped by these fixtures:
 - the collector (``python -m collector serve``) that serves the tag and stores what it sends;
 - a small page server on another port (so another origin) for the test pages in ``pages/``;
 - per test when asked, a recording front for the collector and collectors to stop and start;
-- Chromium, one per session, with a fresh context (cookies, storage) per test.
+- Chromium, one per test module, with a fresh context (cookies, storage) per test.
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def front(collector):
     f.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API leaves its asyncio loop marked as running in this
+# thread while Playwright is started, which breaks any asyncio test (pytest-aiohttp) that runs
+# after it. Ending Playwright with each module leaves later tests a clean thread.
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
         reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
