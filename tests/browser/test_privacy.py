@@ -42,6 +42,13 @@ class TestSignals:
         tab.js("intilery.optIn(); intilery.track('Chose to share')")
         collector.wait_for(event_named("Chose to share", tab.anonymous_id()))
 
+    def test_gpc_can_be_ignored_by_the_site_owner(self, tab, site, collector):
+        """load(key, {respectGPC: false}) turns the default off."""
+        tab.page.add_init_script(GPC_ON)
+        tab.open(f"{site.url}/manual.html")
+        tab.js("intilery.load('wk_test', {respectGPC: false})")
+        collector.wait_for(of_visitor(tab.anonymous_id()))
+
     def test_do_not_track_only_when_asked(self, tab, site, front, collector):
         """DNT is ignored by default (as analytics.js does) and honoured with respectDoNotTrack."""
         tab.page.add_init_script(DNT_ON)
