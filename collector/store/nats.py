@@ -274,6 +274,7 @@ class NatsStore:
         self._closing = False
         self._acks: dict[str, _Batch] = {}
         self._batches: set[_Batch] = set()
+        self._publishing: set[asyncio.Task] = set()  # held so that no publishing task is collected
         self._tokens = itertools.count(1)
         self._inbox = ""
         self._setup: asyncio.Task | None = None
@@ -429,7 +430,9 @@ class NatsStore:
         for token in tokens:
             self._acks[token] = batch
         batch.timer = self._loop.call_later(self.publish_timeout, self._expire, batch)
-        self._loop.create_task(self._publish(batch, subject, lines, ids, partition))
+        task = self._loop.create_task(self._publish(batch, subject, lines, ids, partition))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
         return batch.future
 
     async def _publish(
