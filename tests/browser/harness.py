@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from collector.snippet import snippet
 from collector.store.files import read_events
+from collector.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"
@@ -44,12 +44,6 @@ allowed_origins = ["*"]
 ip_mode = "anonymize"
 """
 TIMEOUT = 30.0  # seconds: generous ceiling for anything to arrive; polls return as soon as it does
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, timeout: float = TIMEOUT, interval: float = 0.1, what: str = "condition"):
