@@ -7,7 +7,9 @@ import binascii
 import hashlib
 import gzip
 import hmac
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -104,7 +106,9 @@ def _cors(request: web.Request) -> dict:
     origin = request.headers.get("Origin")
     # The origin is echoed on every answer (errors included) so a browser can read the
     # status and not retry a 4xx; whether the origin may send is decided per source.
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
 
 
 def _header_key(request: web.Request) -> str | None:
@@ -147,8 +151,25 @@ def _request_info(state: State, request: web.Request, received_at: float) -> Req
     return RequestInfo(received_at, ip, agent)
 
 
+_ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.]{7,45}")
+
+
+def _private_text(text: str, source: Source) -> str:
+    """Addresses inside an unparsable body, anonymised or removed per the source's ip mode."""
+
+    def hide(match: re.Match) -> str:
+        ip = valid_ip(match.group())
+        if ip is None:
+            return match.group()
+        return anonymize(ip) if source.ip_mode == "anonymize" else ""
+
+    return text if source.ip_mode == "full" else _ADDRESS_LIKE.sub(hide, text)
+
+
 def _private(payload: Any, source: Source) -> Any:
     """A rejected message's client-sent context.ip, anonymised or dropped per the source's ip mode."""
+    if isinstance(payload, str):
+        return _private_text(payload, source)
     context = payload.get("context") if isinstance(payload, dict) else None
     if source.ip_mode == "full" or not isinstance(context, dict) or "ip" not in context:
         return payload
@@ -163,7 +184,18 @@ def _rejected_line(source: Source, received_at: float, code: str, message: str, 
     if "payload" in payload:
         payload["payload"] = _private(payload["payload"], source)
     record = {"receivedAt": iso_ms(received_at), "source": source.name, "code": code, "message": message, **payload}
-    return orjson.dumps(record, option=orjson.OPT_PASSTHROUGH_SUBCLASS, default=str) + b"\n"
+    try:
+        return orjson.dumps(record) + b"\n"
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: keep it as JSON text
+        record["payload"] = _deep_text(record.get("payload"))
+        return orjson.dumps(record) + b"\n"
+
+
+def _deep_text(payload: Any) -> str:
+    try:
+        return json.dumps(payload, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError):
+        return "(nested too deeply to keep)"
 
 
 def _body_payload(body: bytes | None) -> dict:

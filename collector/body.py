@@ -21,7 +21,7 @@ def check_content_type(request: web.Request) -> None:
     if request.content_type not in ACCEPTED_TYPES:
         raise UnsupportedMediaType(
             "unsupported_content_type",
-            f"send application/json or text/plain, not {request.content_type[:60]}",
+            "the body must be sent as application/json or text/plain",
         )
 
 
@@ -49,7 +49,7 @@ def decode(request: web.Request, raw: bytes, limit: int = MAX_BODY_BYTES) -> byt
     if encoding in ("identity", ""):
         return raw
     if encoding != "gzip":
-        raise UnsupportedMediaType("unsupported_encoding", f"Content-Encoding {encoding[:30]!r} is not supported; use gzip")
+        raise UnsupportedMediaType("unsupported_encoding", "the only Content-Encoding supported is gzip")
     return inflate(raw, limit)
 
 

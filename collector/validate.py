@@ -34,7 +34,7 @@ def parse_timestamp(value: Any, field: str) -> float:
             return parsed.replace(tzinfo=timezone.utc).timestamp()
         return parsed.timestamp()
     except (ValueError, OverflowError, OSError):
-        raise Invalid("invalid_timestamp", f"{field} is not an ISO-8601 date-time: {value[:40]!r}") from None
+        raise Invalid("invalid_timestamp", f"{field} is not an ISO-8601 date-time") from None
 
 
 def _ident(message: dict, field: str) -> None:

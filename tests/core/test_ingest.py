@@ -201,6 +201,7 @@ class TestCors:
         )
         assert answer.status == 200
         assert answer.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        assert answer.headers["Access-Control-Expose-Headers"] == "Retry-After"
 
     async def test_other_origin_is_forbidden_and_nothing_stored(self, client, config):
         answer = await client.post(

@@ -104,7 +104,9 @@ def demo(tmp_path, e2e_geo):
     running.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync Playwright API keeps an event loop running in this thread while it
+# lives, which would stop asyncio tests collected after this directory from running.
+@pytest.fixture(scope="module")
 def playwright_instance():
     from playwright.sync_api import sync_playwright
 
@@ -112,7 +114,7 @@ def playwright_instance():
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_instance):
     if not Path(CHROMIUM).exists():
         launched = playwright_instance.chromium.launch(args=CHROMIUM_ARGS)

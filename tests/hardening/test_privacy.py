@@ -1,0 +1,75 @@
+"""Privacy: in anonymize and drop mode no full IP lands in any file; bots can be dropped per source."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from collector.testing import CollectorProcess
+
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+PROXIED_IP, CLIENT_SENT_IP, IPV6 = "198.51.100.77", "198.51.100.88", "2001:db8:1234:5678::9"
+
+
+def post(url: str, body: dict | bytes, headers: dict) -> int:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def everything_written(data_dir: Path) -> str:
+    text = []
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            raw = path.read_bytes()
+            text.append((gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8", "replace"))
+    return "\n".join(text)
+
+
+@pytest.mark.parametrize("mode", ["anonymize", "drop", "full"])
+def test_no_full_ip_in_any_file(tmp_path, mode):
+    """Events, rejects and torn lines alike; in full mode the address is kept (so the check can fail)."""
+    sources = [{"name": "web", "write_key": "wk", "ip_mode": mode}]
+    with CollectorProcess(tmp_path, sources, trusted_proxies=["127.0.0.1/32"]) as collector:
+        for forwarded in (PROXIED_IP, IPV6):
+            headers = {"X-Write-Key": "wk", "X-Forwarded-For": forwarded}
+            message = {"userId": "u", "event": "E", "context": {"ip": CLIENT_SENT_IP}}
+            assert post(collector.url + "/v1/track", message, headers) == 200
+            assert post(collector.url + "/v1/track", {**message, "event": 5}, headers) == 400
+            batch = {"batch": [{**message, "type": "track"}, {**message, "type": "track", "event": None}]}
+            assert post(collector.url + "/v1/batch", batch, headers) == 200
+            assert post(collector.url + "/v1/track", b"{broken", headers) == 400
+    written = everything_written(tmp_path / "data")
+    assert '"code":"invalid_field"' in written and '"code":"missing_event"' in written
+    if mode == "full":
+        assert PROXIED_IP in written and IPV6 in written
+    else:
+        for address in (PROXIED_IP, CLIENT_SENT_IP, IPV6):
+            assert address not in written, f"{address} found in {mode} mode"
+    if mode == "anonymize":
+        assert "198.51.100.0" in written and "2001:db8:1234::" in written
+
+
+async def test_drop_bots_per_source(make_client, config):
+    """A source with drop_bots answers crawlers as accepted but stores nothing; others keep them flagged."""
+    from dataclasses import replace
+
+    from tests.conftest import stored
+
+    dropping = replace(config.sources[0], drop_bots=True)
+    client = await make_client(config, sources=(dropping, *config.sources[1:]))
+    bot = {"User-Agent": GOOGLEBOT}
+    answer = await client.post("/v1/page", json={"anonymousId": "a"}, headers={"X-Write-Key": "wk_web", **bot})
+    assert (await answer.json())["accepted"] == 1
+    await client.post("/v1/page", json={"anonymousId": "a"}, headers={"X-Write-Key": "wk_server", **bot})
+    [kept] = stored(config.data_dir)
+    assert kept["source"] == "server" and kept["context"]["bot"] is True
+    assert 'intilery_events_bots_dropped_total{source="web"} 1' in await (await client.get("/metrics")).text()
