@@ -40,6 +40,7 @@ def parse_timestamp(value: Any, field: str) -> float:
 def _ident(message: dict, field: str) -> None:
     value = message.get(field)
     if value is None:
+        message.pop(field, None)  # null is absent, like an empty string: it is no id
         return
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Invalid("invalid_field", f"{field} must be a string")
