@@ -8,6 +8,7 @@ then wakes the handlers, so one fsync covers every request that arrived meanwhil
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import logging
 import os
@@ -159,6 +160,7 @@ class FileStore:
         self._housekeeping: asyncio.Task | None = None
         self._compressions: set[asyncio.Future] = set()
         self._closing = False
+        self._needed = 0  # bytes of the last commit that failed: free space the probe asks for
 
     @property
     def instance(self) -> str:
@@ -191,8 +193,8 @@ class FileStore:
         roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
         torn: list[bytes] = []
         for path, instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
-            if path.name.endswith(".tmp"):
-                path.unlink()
+            if path.name.endswith(".tmp"):  # a compression cut short (or redone just now)
+                path.unlink(missing_ok=True)
                 continue
             gz = path.with_name(path.name + ".gz")
             if gz.exists():  # compressed and renamed before the crash; the original is a leftover
@@ -279,6 +281,7 @@ class FileStore:
                 await self._loop.run_in_executor(self._io, self._commit, batch)
             except OSError as exc:
                 error = self._failed(exc)
+                self._needed = sum(len(data) for _, _, data in batch)
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(error)
@@ -379,6 +382,9 @@ class FileStore:
         finally:
             os.close(fd)
             probe.unlink(missing_ok=True)
+        fs = os.statvfs(directory)
+        if fs.f_bavail * fs.f_frsize < self._needed + 64 * 1024:
+            raise OSError(errno.ENOSPC, "not enough free space for the writes that failed")
 
 
 def _iso(epoch: float) -> str:

@@ -1,0 +1,136 @@
+"""Faults: a full disk, SIGKILL during rotation and compression, a clock jumping backwards.
+
+No acknowledged event is lost, no segment is corrupt, the answers are clear 503s while the
+fault lasts, and the collector recovers by itself when it clears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from collector.app import STATE
+from collector.store.files import hour_partition, read_events
+from collector.testing import CollectorProcess
+from tests.conftest import stored
+
+KEY = {"X-Write-Key": "wk_web"}
+
+
+def assert_whole(data_dir: Path) -> None:
+    """Every segment holds whole JSON lines; no temporary file is left behind."""
+    for path in data_dir.glob("**/part-*"):
+        assert not path.name.endswith(".tmp"), f"left over: {path}"
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        assert raw == b"" or raw.endswith(b"\n"), f"torn line in {path}"
+        for line in raw.splitlines():
+            orjson.loads(line)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs mounted by the test (needs root); the data directory lives on it."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_full_disk_gives_503_loses_nothing_and_recovers(make_client, config, small_disk):
+    from dataclasses import replace
+
+    filler = small_disk / "filler"
+    filler.write_bytes(os.urandom(1_400_000))  # leave about 600 KB
+    client = await make_client(replace(config, data_dir=small_disk / "data"))
+    accepted, refused, n = [], 0, 0
+    while refused < 3 and n < 5000:
+        ids = [f"m{n}-{k}" for k in range(20)]
+        batch = {"batch": [{"type": "track", "userId": "u", "event": "Fill", "messageId": i, "properties": {"pad": "x" * 500}} for i in ids]}
+        answer = await client.post("/v1/batch", json=batch, headers=KEY)
+        n += 1
+        if answer.status == 200:
+            accepted += ids
+        else:
+            assert answer.status == 503 and (await answer.json())["code"] == "store_unavailable"
+            assert answer.headers["Retry-After"]
+            refused += 1
+    assert refused == 3 and accepted, "the disk never filled up"
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and (await ready.json())["reason"] == "disk full"
+
+    filler.unlink()  # the operator frees space: no restart needed
+    assert (await client.get("/readyz")).status == 200
+    later = await client.post("/v1/track", json={"userId": "u", "event": "After", "messageId": "after"}, headers=KEY)
+    assert later.status == 200
+    await client.close()
+    counts = Counter(e["messageId"] for e in read_events(small_disk / "data"))
+    assert all(counts[i] == 1 for i in accepted + ["after"])
+    assert_whole(small_disk / "data")
+
+
+async def _load(url: str, stop: asyncio.Event, acknowledged: list[str], worker: int) -> None:
+    n = 0
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            ids = [f"w{worker}-{n}-{k}" for k in range(10)]
+            n += 1
+            batch = [{"type": "track", "event": "E", "userId": "u", "messageId": i, "properties": {"p": "y" * 200}} for i in ids]
+            try:
+                async with session.post(url + "/v1/batch", json={"batch": batch}, headers={"X-Write-Key": "wk_test"}) as r:
+                    if r.status == 200:
+                        acknowledged.extend(ids)
+            except aiohttp.ClientError:
+                pass
+
+
+@pytest.mark.parametrize("kill_after", [1500, 4000])
+async def test_sigkill_during_rotation_and_compression(tmp_path, kill_after):
+    """Tiny segments rotate and gzip all the time; a SIGKILL lands among them; the restart repairs all."""
+    sources = [{"name": "web", "write_key": "wk_test"}]
+    collector = CollectorProcess(tmp_path, sources, segment_max_bytes=16_384).start()
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+    clients = [asyncio.create_task(_load(collector.url, stop, acknowledged, w)) for w in range(8)]
+    while len(acknowledged) < kill_after:
+        await asyncio.sleep(0.02)
+    collector.stop(signal.SIGKILL)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert len(list((tmp_path / "data/events").glob("**/*.gz"))) > 5, "no rotation happened before the kill"
+
+    CollectorProcess(tmp_path, sources, port=collector.port, segment_max_bytes=16_384).start().stop()
+    counts = Counter(e["messageId"] for e in read_events(tmp_path / "data"))
+    lost = [i for i in acknowledged if counts[i] != 1]
+    assert not lost, f"{len(lost)} acknowledged events not stored exactly once"
+    assert_whole(tmp_path / "data")
+    assert not list((tmp_path / "data/events").glob("**/*.ndjson")), "segments left uncompressed"
+
+
+async def test_clock_jumping_backwards(make_client, config):
+    """receivedAt goes back two hours and forward again: every event is kept, in the partition of its receivedAt."""
+    client = await make_client(config)
+    state = client.server.app[STATE]
+    now = 1_795_000_000.0  # 2026-11-18T11:46:40Z
+    for t, name in ((now, "before"), (now - 7200, "after the jump"), (now + 1, "clock fixed")):
+        state.clock = lambda t=t: t
+        answer = await client.post("/v1/track", json={"userId": "u", "event": name, "timestamp": "2026-11-18T09:00:00Z"}, headers=KEY)
+        assert answer.status == 200
+    await client.close()
+    events = stored(config.data_dir)
+    assert sorted(e["event"] for e in events) == ["after the jump", "before", "clock fixed"]
+    for event in events:
+        assert event["timestamp"] <= event["receivedAt"]
+    partitions = {p.parent.relative_to(config.data_dir / "events").as_posix() for p in (config.data_dir / "events").glob("**/part-*")}
+    assert partitions == {hour_partition(now), hour_partition(now - 7200)}
+    assert_whole(config.data_dir)
