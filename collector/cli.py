@@ -125,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_snippet(args: argparse.Namespace) -> int:
     from collector.snippet import snippet
 
-    print(snippet(args.write_key, args.host.rstrip("/")))
+    print(snippet(args.write_key, args.host.rstrip("/"), consent=args.consent == "required"))
     return 0
 
 
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     snip = commands.add_parser("snippet", help="print the snippet to paste into a site's pages")
     snip.add_argument("--write-key", required=True)
     snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL")
+    snip.add_argument("--consent", choices=["required"], help="send nothing until the page calls intilery.optIn()")
     snip.set_defaults(run=cmd_snippet)
 
     from collector.archive import add_parser as add_archive_parser

@@ -43,7 +43,7 @@ _STUB = (
     "a.t=new Date().toISOString();i.push(a);return i}});"
     'var s=d.createElement("script"),f=d.getElementsByTagName("script")[0];'
     's.async=!0;s.src=h+"/intilery.js";f.parentNode.insertBefore(s,f);'
-    "i.load(k,{host:h});i.page()}(window,document,%s,%s);"
+    "i.load(k,{host:h%s});i.page()}(window,document,%s,%s);"
 )
 
 
@@ -52,13 +52,17 @@ def _js_string(value: str) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def snippet(write_key: str, host: str) -> str:
+def snippet(write_key: str, host: str, consent: bool = False) -> str:
     """The ready-to-paste ``<script>`` element for a source's write key and the collector URL.
+
+    ``consent=True`` loads the tag in consent mode: nothing is stored or sent until the page
+    calls ``intilery.optIn()`` (from its consent banner).
 
     >>> print(snippet("wk_live_123", "https://c.example.com/"))  # doctest: +ELLIPSIS
     <script>
     !function(w,d,k,h){...}(window,document,"wk_live_123","https://c.example.com");
     </script>
     """
-    script = _STUB % (_js_string(write_key), _js_string(host.rstrip("/")))
+    options = ',consent:"required"' if consent else ""
+    script = _STUB % (options, _js_string(write_key), _js_string(host.rstrip("/")))
     return "<script>\n" + script + "\n</script>"

@@ -252,3 +252,15 @@ def test_outbound_link_is_tracked_as_the_visitor_leaves(demo, new_context):
     page.wait_for_url("https://example.com/supplier")
     [event] = demo.wait_for(1, lambda e: e.get("event") == "Outbound Link Clicked", "(the outbound click)")
     assert event["properties"] == {"url": "https://example.com/supplier", "text": "Meet our supplier"}
+
+
+def test_every_demo_page_carries_the_snippet_as_printed():
+    """The pages hold what `intilery snippet --consent required` prints, pasted as a site owner would."""
+    from collector.demo import DEMO_WRITE_KEY, PASTED_HOST, SITE_DIR
+    from collector.snippet import snippet
+
+    printed = snippet(DEMO_WRITE_KEY, PASTED_HOST, consent=True)
+    pages = sorted(SITE_DIR.glob("**/*.html"))
+    assert len(pages) >= 7
+    for page in pages:
+        assert printed in page.read_text(), f"{page.name} lacks the snippet"
