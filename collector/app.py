@@ -222,7 +222,9 @@ async def _store(state: State, source: Source, outcome: Outcome, received_at: fl
         fresh_ids.append(message_id)
     commits = []
     if rejected_lines:
-        commits.append(state.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED))
+        commits.append(
+            state.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source.name)
+        )
     if fresh_lines:
         commit = state.store.append(
             fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name
@@ -295,7 +297,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
                 line = _rejected_line(source, received_at, exc.code, exc.message, **_body_payload(body))
-                await state.store.append([line], partition=day_partition(received_at), log=REJECTED)
+                await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
             except Unavailable as unavailable:
                 exc = unavailable
         if isinstance(exc, Unavailable):
@@ -345,7 +347,7 @@ async def pixel(request: web.Request) -> web.Response:
         if source is not None and not isinstance(exc, Unavailable):
             line = _rejected_line(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
             try:
-                await state.store.append([line], partition=day_partition(received_at), log=REJECTED)
+                await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
             except Unavailable:
                 pass
     return gif

@@ -391,7 +391,7 @@ def run_command(args: argparse.Namespace) -> int:
         "archive_consumer": args.consumer,
         "log_format": args.log_format,
     }
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, with_dev_source=False)
     setup_logging(config.log_format)
     archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait)
     loop = new_loop()

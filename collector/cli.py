@@ -50,7 +50,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def banner(config: Config, port: int) -> str:
     url = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{port}"
-    lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({config.data_dir}/events)"]
+    from collector.store.nats import redact
+
+    where = f"{config.nats_stream} on {redact(config.nats_url)}" if config.store == "nats" else f"{config.data_dir}/events"
+    lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({where})"]
     if config.dev_source:
         from collector.snippet import snippet
 

@@ -213,8 +213,13 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    with_dev_source: bool = True,
 ) -> Config:
-    """Read the file (if any), then INTILERY_* variables, then ``overrides`` (flags)."""
+    """Read the file (if any), then INTILERY_* variables, then ``overrides`` (flags).
+
+    With no source configured, a development source is made (``with_dev_source``), its key
+    kept in the data directory; tools that take no events (the archive) say False.
+    """
     environ = os.environ if environ is None else environ
     path = path or environ.get("INTILERY_CONFIG")
     raw: dict[str, Any] = {}
@@ -247,6 +252,6 @@ def load_config(
             values[name] = _coerce(name, value)
 
     config = Config(**values, sources=tuple(_source(s, i) for i, s in enumerate(sources_raw)))
-    if not config.sources:
+    if not config.sources and with_dev_source:
         config = replace(config, sources=(dev_source(config.data_dir),), dev_source=True)
     return _check(config)

@@ -16,6 +16,9 @@ _HELP = {
     "intilery_store_flush_seconds": "Time to write (and fsync, per policy) one group commit.",
     "intilery_store_queue_bytes": "Bytes waiting for the store writer.",
     "intilery_store_ready": "1 when the store takes writes, 0 otherwise.",
+    "intilery_nats_inflight_messages": "Messages published to JetStream and waiting for their PubAck.",
+    "intilery_nats_duplicates_total": "Publishes JetStream answered as duplicates (already stored by some collector).",
+    "intilery_archive_lines_total": "Lines the archive consumer wrote (after dedup).",
 }
 
 
