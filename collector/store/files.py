@@ -192,7 +192,7 @@ class FileStore:
         """Finish what a crashed (or killed) process left: torn lines to rejected/, then gzip."""
         roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
         torn: list[bytes] = []
-        for path, instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
+        for path, _instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
             if path.name.endswith(".tmp"):  # a compression cut short (or redone just now)
                 path.unlink(missing_ok=True)
                 continue

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import signal
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, wait_until
+from tests.e2e.conftest import ROOT
 
 UTM = "?utm_source=newsletter&utm_medium=email&utm_campaign=winter_sale"
 SCREENSHOT = ROOT / "docs" / "demo-shop.png"

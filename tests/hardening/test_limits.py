@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from dataclasses import replace
 
-import aiohttp
 import pytest
 
-from collector.app import STATE
-from collector.config import Source
 from collector.testing import CollectorProcess
 
 EVENT = {"userId": "u", "event": "E"}
