@@ -94,7 +94,7 @@ class Pipeline:
             except Invalid as exc:
                 outcome.rejected.append({"index": index, "code": exc.code, "message": exc.message})
                 continue
-            except orjson.JSONEncodeError:  # the size check's serialisation: nested too deep
+            except (orjson.JSONEncodeError, RecursionError):  # size check or context merge: nested too deep
                 outcome.rejected.append({"index": index, "code": "invalid_message", "message": TOO_DEEP})
                 continue
             message_id = message.get("messageId") or str(uuid.uuid4())
