@@ -39,6 +39,8 @@ async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES, timeout: f
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout("request_timeout", f"the body did not arrive within {timeout:g} s") from None
+    except ConnectionResetError:  # the client closed before sending all it announced: client input, not a 500
+        raise BadRequest("invalid_json", "the connection closed before the whole body arrived") from None
     return b"".join(chunks)
 
 
