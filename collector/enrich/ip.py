@@ -30,6 +30,12 @@ def _trusted(addr, proxies: Iterable[Network]) -> bool:
 
 def client_ip(peer: str | None, forwarded_for: str | None, proxies: tuple[Network, ...]) -> str | None:
     """The socket peer, unless it is a trusted proxy: then the right-most untrusted X-Forwarded-For hop."""
+    if forwarded_for is not None and len(forwarded_for) > _CACHED_HEADER_CHARS:
+        return _client_ip(peer, forwarded_for, proxies)
+    return _cached_client_ip(peer, forwarded_for, proxies)
+
+
+def _client_ip(peer: str | None, forwarded_for: str | None, proxies: tuple[Network, ...]) -> str | None:
     addr = _parse(peer) if peer else None
     if addr is None:
         return None
@@ -49,14 +55,20 @@ def valid_ip(text: object) -> str | None:
     """A client-sent ``context.ip`` normalised, or None when it is not an address."""
     if not isinstance(text, str):
         return None
-    return _normalised(text)
+    return _normalised(text) if len(text) <= _CACHED_CHARS else _normalise(text)
 
 
-@lru_cache(maxsize=10_000)
-def _normalised(text: str) -> str | None:
-    # cached: parsing with ipaddress costs 3-7 µs, and a relay sends the same users' addresses again and again
+def _normalise(text: str) -> str | None:
     addr = _parse(text)
     return str(addr) if addr is not None else None
+
+
+# Parsing with ipaddress costs 3-7 µs, and the same addresses come again and again; only
+# short texts are cached, so a client cannot fill the cache with large strings.
+_CACHED_CHARS = 64
+_CACHED_HEADER_CHARS = 256
+_normalised = lru_cache(maxsize=10_000)(_normalise)
+_cached_client_ip = lru_cache(maxsize=10_000)(_client_ip)
 
 
 @lru_cache(maxsize=10_000)
