@@ -18,6 +18,7 @@ from collector.errors import Invalid
 from collector.validate import MAX_MESSAGE_BYTES, parse_timestamp, validate
 
 
+YEAR_1 = -62135596800.0  # 0001-01-01T00:00:00Z, the earliest time ISO-8601 writes without a sign
 TOO_DEEP = "a message may nest objects and arrays at most 254 levels deep"
 
 
@@ -30,7 +31,8 @@ def iso_ms(epoch: float) -> str:
 @lru_cache(maxsize=4096)
 def _iso_seconds(seconds: int) -> str:
     # cached: strftime costs about 1 µs, and nearly every event of a second shares it
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    utc = time.gmtime(seconds)
+    return f"{utc.tm_year:04d}" + time.strftime("-%m-%dT%H:%M:%S", utc)  # %Y does not pad years before 1000
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class Pipeline:
         else:
             original = parse_timestamp(original_text, "originalTimestamp")
             corrected = received_at - (sent - original) if sent is not None else original
-        message["timestamp"] = iso_ms(min(corrected, received_at))
+        message["timestamp"] = iso_ms(min(max(corrected, YEAR_1), received_at))  # absurd skew: not before year 1
 
     def _context(self, message: dict, source: Source, request: RequestInfo) -> bool:
         """Fill ``context`` (ip, location, user agent); True when the sender is a known bot."""
