@@ -183,3 +183,18 @@ class TestThroughTheApp:
         await client.close()
         [segment] = files(config.data_dir / "events")
         assert orjson.loads(gzip.decompress(segment.read_bytes()))["event"] == "E"
+
+
+async def test_duckdb_reads_the_store_as_is(make_client, config):
+    """The README's query: open and gzipped segments, Hive partitions, straight into DuckDB."""
+    duckdb = pytest.importorskip("duckdb")
+    client = await make_client(config)
+    batch = {"batch": [{"type": "track", "userId": "u", "event": f"E{i % 2}"} for i in range(10)]}
+    await client.post("/v1/batch", json=batch, headers=KEY)
+    await client.close()  # closes and gzips the segment
+    await (await make_client(config)).post("/v1/page", json={"anonymousId": "a"}, headers=KEY)  # an open one too
+    pattern = str(config.data_dir / "events/**/*.ndjson*")
+    rows = duckdb.sql(
+        f"SELECT type, event, count(*) FROM read_json_auto('{pattern}', hive_partitioning = 1) GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert rows == [("page", None, 1), ("track", "E0", 5), ("track", "E1", 5)]
