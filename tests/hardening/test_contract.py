@@ -1,0 +1,97 @@
+"""The HTTP contract: a live collector answers exactly as its OpenAPI document says.
+
+Schemathesis reads ``/openapi.json`` from a running collector (so the document is served and
+ships in the package), generates requests for every operation (schema-valid ones, and
+schema-violating ones that must be turned away cleanly), sends them with each way of passing
+the write key (and with none, or a wrong one), and checks every answer: never a 5xx, only
+documented status codes, content types and headers, bodies that match their schemas, and
+every schema-valid request with a valid key accepted.
+
+Checks left out, on purpose: ``negative_data_rejection`` (a batch answers 200 and lists each
+invalid message under ``rejected``, and a body's ``writeKey`` is ignored when a header carries
+the key: both are the documented contract, not schema violations to refuse).
+
+Examples per operation: 25 and 15 (plus schemathesis's boundary-value coverage cases in the
+first test); set ``INTILERY_FUZZ_EXAMPLES`` for a longer run.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from collector.testing import CollectorProcess
+from tests.hardening.conftest import fuzz_settings
+
+KEY = "wk_contract"
+AUTH_MODES = ["basic", "header", "body", "query", "none", "wrong"]  # how the write key is sent, if at all
+VALID = frozenset({"basic", "header", "body", "query"})
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "checks": {
+            # A schema-valid request with a valid key is accepted: 2xx (or 304 for a cached tag), nothing else.
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "304"]},
+            "negative_data_rejection": {"enabled": False},
+        },
+        "request-timeout": 15,  # a hang fails the run instead of stalling it
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("contract")
+    with CollectorProcess(workdir, sources=[{"name": "web", "write_key": KEY}]) as running:
+        yield running
+    log = running.log.read_text()
+    assert "Traceback" not in log, f"the collector logged an exception:\n{log[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def api_schema(collector):
+    return schemathesis.openapi.from_url(collector.url + "/openapi.json", config=CONFIG)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+def _send_key(case, mode: str) -> dict:
+    """Put the write key where ``mode`` says; the extra headers to send."""
+    body = case.body if isinstance(case.body, dict) else None
+    if mode in ("query", "none", "wrong") and body is not None:
+        body.pop("writeKey", None)  # a body key comes before the query: leave only the one under test
+    if mode == "basic":
+        return {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}
+    if mode == "header":
+        return {"X-Write-Key": KEY}
+    if mode == "wrong":
+        return {"X-Write-Key": "wk_not_a_source"}
+    if mode == "body" and body is not None:
+        body["writeKey"] = KEY
+    elif mode == "body" or mode == "query":
+        case.query = {**(case.query or {}), "writeKey": KEY}
+    return {}
+
+
+@schema.parametrize()
+@fuzz_settings(25)
+def test_the_collector_answers_as_documented(case):
+    """Every phase (explicit examples, boundary coverage, fuzzing), the key in X-Write-Key: no 5xx, as documented."""
+    case.call_and_validate(headers={"X-Write-Key": KEY})
+
+
+@schema.parametrize()
+@schema.given(mode=st.sampled_from(AUTH_MODES))
+@fuzz_settings(15)
+def test_every_way_of_sending_the_write_key(case, mode):
+    """Basic, X-Write-Key, body and query keys are accepted alike; nothing is accepted without a valid key."""
+    headers = _send_key(case, mode)
+    excluded = [] if mode in VALID else [positive_data_acceptance]
+    response = case.call_and_validate(headers=headers, excluded_checks=excluded)
+    if case.method == "POST" and mode not in VALID:
+        assert response.status_code != 200, "a message was accepted without a valid write key"
