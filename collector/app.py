@@ -291,6 +291,9 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             _rejected_line(source, received_at, r["code"], r["message"], index=r["index"], payload=messages[r["index"]])
             for r in outcome.rejected
         ]
+        # the parsed messages are serialised by now: drop them rather than hold them (about
+        # 3 KB an event) for as long as the store takes to answer
+        payload = messages = context = None
         duplicates = await _store(state, source, outcome, received_at, rejected_lines)
     except CollectorError as exc:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
