@@ -7,8 +7,7 @@ or ``INTILERY_FUZZ_EXAMPLES`` examples for each when that variable is set, e.g.:
     INTILERY_FUZZ_EXAMPLES=2000 python -m pytest tests/hardening/test_fuzz.py tests/hardening/test_contract.py
 
 The profile ``intilery-fuzz`` (no deadline, no example database, slow-example health checks
-off) is registered here; ``intilery-fuzz-long`` (the same with 2,000 examples) is what
-``pytest --hypothesis-profile intilery-fuzz-long`` selects for other hypothesis tests.
+off) is registered here and is the parent of every such test's settings.
 """
 
 from __future__ import annotations
@@ -24,9 +23,13 @@ settings.register_profile(
     deadline=None,  # each request has its own timeout; a slow example is not a failure
     database=None,  # nothing written under the work tree; failures print their reproduction
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,  # the fixtures check once per test, after all its examples
+    ],
 )
-settings.register_profile("intilery-fuzz-long", settings.get_profile("intilery-fuzz"), max_examples=2000)
 
 
 def fuzz_examples(default: int) -> int:
