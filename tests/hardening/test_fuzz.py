@@ -577,6 +577,33 @@ def test_edge_case_on_every_ingest_path(collector, session, healthy, name):
             ACCEPTED.add(message_id.group(1).decode())
 
 
+def test_hostile_requests_in_parallel(collector, healthy):
+    """Eight clients at once sending every edge case to every path, beside two that never finish their
+    bodies: all answered as documented, promptly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(name, path) for name in EDGE_CASES for path in INGEST_PATHS]
+
+    def send(job):
+        name, path = job
+        started = time.monotonic()
+        with requests.post(collector.url + path, data=EDGE_CASES[name][0](path), timeout=TIMEOUT,
+                           headers={"X-Write-Key": KEY, "Content-Type": "application/json"}) as answer:  # fmt: skip
+            check_response(answer, path)
+        return time.monotonic() - started
+
+    liars = [socket.create_connection(("127.0.0.1", collector.port), timeout=TIMEOUT) for _ in range(2)]
+    try:
+        for liar in liars:
+            liar.sendall(raw_post(b"/v1/batch", b'{"batch":[', length=400_000))
+        with ThreadPoolExecutor(8) as pool:
+            durations = list(pool.map(send, jobs))
+    finally:
+        for liar in liars:
+            liar.close()
+    assert max(durations) < 10, f"slowest answer took {max(durations):.1f} s"
+
+
 def test_escaped_nul_and_surrogate_pairs_are_stored_as_sent(collector, session, healthy):
     message_id = str(uuid.uuid4())
     body = message(messageId=b'"' + message_id.encode() + b'"', properties=b'{"s":"a\\u0000b","e":"\\ud83d\\ude00"}')
