@@ -1,5 +1,8 @@
 """The HTTP contract: a live collector answers exactly as its OpenAPI document says.
 
+The document, collector/static/openapi.json, is written by scripts/openapi.py (change the API
+there and run it); the first test checks the two agree and that the document is valid OpenAPI.
+
 Schemathesis reads ``/openapi.json`` from a running collector (so the document is served and
 ships in the package), generates requests for every operation (schema-valid ones, and
 schema-violating ones that must be turned away cleanly), sends them with each way of passing
@@ -18,8 +21,14 @@ first test); set ``INTILERY_FUZZ_EXAMPLES`` for a longer run.
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -58,6 +67,22 @@ def api_schema(collector):
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+def test_the_document_is_valid_openapi_and_generated():
+    """The shipped document is valid OpenAPI 3.1, and exactly what scripts/openapi.py writes."""
+    from openapi_spec_validator import validate
+
+    validate(json.loads(resources.files("collector").joinpath("static/openapi.json").read_text()))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "openapi.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_collector_serves_the_document(collector):
+    with requests.get(collector.url + "/openapi.json", timeout=10) as answer:
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json")
+        assert answer.json() == json.loads(resources.files("collector").joinpath("static/openapi.json").read_text())
 
 
 def _send_key(case, mode: str) -> dict:

@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""Writes collector/static/openapi.json, the OpenAPI 3.1 document of the collector's HTTP API.
+
+    python scripts/openapi.py           # write it
+    python scripts/openapi.py --check   # exit 1 when the shipped file differs from what this writes
+
+Change the API here, then run it: tests/hardening/test_contract.py checks that the shipped file
+is what this script writes and that a live collector answers exactly as the document says.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "collector" / "static" / "openapi.json"
+
+TYPES = ["track", "page", "screen", "identify", "group", "alias"]
+SHORT = {"track": "t", "page": "p", "screen": "s", "identify": "i", "group": "g", "alias": "a"}
+BATCH_PATHS = {"/v1/batch": "batch", "/v1/import": "import", "/v1/b": "batchShort"}
+
+# Codes a 400 carries (the request, or on a single-message path its message), and those a batch lists per message.
+CODES_400 = [
+    "invalid_json", "invalid_batch", "invalid_gzip", "invalid_message", "missing_type", "unknown_type",
+    "type_mismatch", "missing_id", "missing_event", "missing_group_id", "missing_previous_id", "invalid_field",
+    "invalid_timestamp",
+]  # fmt: skip
+MESSAGE_CODES = [
+    "invalid_message", "missing_type", "unknown_type", "type_mismatch", "missing_id", "missing_event",
+    "missing_group_id", "missing_previous_id", "invalid_field", "invalid_timestamp", "message_too_large",
+]  # fmt: skip
+
+
+def ref(name: str, kind: str = "schemas") -> dict:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def error(codes: list[str], description: str) -> dict:
+    return {"description": description, "allOf": [ref("Error"), {"properties": {"code": {"enum": codes}}}]}
+
+
+def json_response(description: str, schema: dict, headers: dict | None = None) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def text_response(description: str) -> dict:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+# Every known field may be null, which the collector treats as absent.
+def nullable_object(description: str) -> dict:
+    return {"type": ["object", "null"], "description": description}
+
+
+def timestamp(description: str) -> dict:
+    return {"type": ["string", "null"], "format": "date-time", "description": description}
+
+
+def identifier(description: str) -> dict:
+    return {
+        "description": description + " A number is stored as its string form; an empty string or null is absent.",
+        "anyOf": [{"type": "string", "maxLength": 1024}, {"type": "number"}, {"type": "null"}],
+    }
+
+
+def has(*fields: str) -> dict:
+    """The message carries each of ``fields`` as an id that counts (not null, not empty)."""
+    return {"required": list(fields), "properties": {field: ref("PresentId") for field in fields}}
+
+
+COMMON_FIELDS = {
+    "userId": identifier("The user's id in your system."),
+    "anonymousId": identifier("The visitor's anonymous id (the tag's UUID v4)."),
+    "messageId": {
+        "type": ["string", "null"], "minLength": 1, "maxLength": 1024,
+        "description": "Idempotency key, generated when missing: a messageId stored within the dedup window is "
+        "answered as accepted and not stored again.",
+    },
+    "context": nullable_object(
+        "Context (page, library, locale, ...). The collector adds ip (per the source's ip mode), location, "
+        "userAgent, os, device, browser, and bot/botName for known crawlers."
+    ),
+    "integrations": nullable_object("Destination switches, stored as sent."),
+    "timestamp": timestamp(
+        "When the event happened (taken as originalTimestamp when that is missing). The stored timestamp is "
+        "receivedAt - (sentAt - originalTimestamp): never in the future, never before year 1."
+    ),
+    "originalTimestamp": timestamp("When the event happened on the sender's clock; no zone means UTC."),
+    "sentAt": timestamp("When the sender sent it (its own clock); used to correct clock skew."),
+}  # fmt: skip
+
+
+def message_fields(kind: str) -> dict:
+    """A ``kind`` message as a single-message path takes it (its type may be left out)."""
+    fields = {
+        "type": {
+            "type": ["string", "null"], "enum": [kind, None],
+            "description": f"The call name. On /v1/{kind} it may be left out; another call name is 400 type_mismatch.",
+        },
+    }  # fmt: skip
+    required, all_of, any_of = [], [ref("CommonFields")], [has("userId"), has("anonymousId")]
+    if kind == "track":
+        fields["event"] = {"type": "string", "minLength": 1, "description": "The event name, e.g. Order Completed."}
+        fields["properties"] = nullable_object("Event properties.")
+        required.append("event")
+    else:
+        fields["event"] = {
+            "type": ["string", "null"],
+            "description": "Stored as sent. (Intilery's server API style: a message with no type whose event is a "
+            "call name is that call.)",
+        }
+    if kind in ("page", "screen"):
+        fields["name"] = {"type": ["string", "null"], "description": f"The {kind}'s name."}
+        fields["category"] = {"type": ["string", "null"], "description": f"The {kind}'s category."}
+        fields["properties"] = nullable_object(f"{kind.capitalize()} properties (url, path, title, referrer, ...).")
+    if kind in ("identify", "group"):
+        fields["traits"] = nullable_object(f"Traits of the {'user' if kind == 'identify' else 'group'}.")
+    if kind == "group":
+        fields["groupId"] = identifier("The group (account, company) id.")
+        all_of.append(has("groupId"))
+    if kind == "alias":
+        fields["previousId"] = identifier("The previous id, merged into userId.")
+        all_of.append(has("userId", "previousId"))
+        any_of = None
+    schema = {
+        "title": f"{kind.capitalize()}Fields",
+        "type": "object",
+        "description": f"A Segment-spec {kind} message. Unknown fields are kept as sent. At most 32 KB serialised, "
+        "254 levels of nesting.",
+        "allOf": all_of,
+        "properties": fields,
+    }
+    if required:
+        schema["required"] = required
+    if any_of:
+        schema["anyOf"] = any_of
+    return schema
+
+
+def schemas() -> dict:
+    out = {
+        "Error": {
+            "type": "object",
+            "description": "Every error answer. The message is a fixed sentence: it never echoes the request.",
+            "required": ["success", "code", "message"],
+            "properties": {
+                "success": {"type": "boolean", "enum": [False]},
+                "code": {"type": "string", "description": "Machine-readable reason."},
+                "message": {"type": "string", "minLength": 1, "description": "A sentence for people."},
+            },
+            "additionalProperties": False,
+        },
+        "RejectedMessage": {
+            "type": "object",
+            "description": "A message of a batch that was not stored (it is kept in rejected/ with its reason).",
+            "required": ["index", "code", "message"],
+            "properties": {
+                "index": {"type": "integer", "minimum": 0, "description": "Its position in the batch."},
+                "code": {"type": "string", "enum": MESSAGE_CODES},
+                "message": {"type": "string", "minLength": 1},
+            },
+            "additionalProperties": False,
+        },
+        "Success": {
+            "type": "object",
+            "description": "Sent only once every accepted message is durable in the store.",
+            "required": ["success", "accepted", "rejected"],
+            "properties": {
+                "success": {"type": "boolean", "enum": [True]},
+                "accepted": {
+                    "type": "integer", "minimum": 0,
+                    "description": "Messages accepted: stored, duplicates of stored ones, bots a drop_bots source drops.",
+                },
+                "rejected": {"type": "array", "items": ref("RejectedMessage")},
+            },
+            "additionalProperties": False,
+        },
+        "SingleSuccess": {
+            "description": "The answer of a single-message path: an invalid message is a 400, so rejected is empty.",
+            "allOf": [ref("Success"), {"properties": {"accepted": {"maximum": 1}, "rejected": {"maxItems": 0}}}],
+        },
+        "BadRequestError": error(CODES_400, "The request, or on a single-message path its message, is not valid."),
+        "UnauthorizedError": error(["missing_write_key", "invalid_write_key"], "No write key, or one no source has."),
+        "ForbiddenError": error(["origin_not_allowed"], "A browser Origin not in the source's allowed_origins."),
+        "TimeoutError": error(["request_timeout"], "The body did not arrive within client_timeout."),
+        "TooLargeError": error(
+            ["body_too_large", "batch_too_large", "message_too_large"],
+            "Over a limit: 500 KB per request once inflated, 2,500 messages per batch, 32 KB per message.",
+        ),
+        "UnsupportedError": error(
+            ["unsupported_content_type", "unsupported_encoding"],
+            "A Content-Type other than application/json or text/plain, or a Content-Encoding other than gzip.",
+        ),
+        "RateLimitedError": error(["rate_limited"], "Over the source's or the client address's rate limit."),
+        "UnavailableError": error(
+            ["store_unavailable", "store_overloaded"],
+            "The store cannot take writes now (disk full, directory gone, NATS down) or is behind.",
+        ),
+        "WriteKeyField": {"type": "string", "description": "The write key, when no Authorization or X-Write-Key header has one."},
+        "PresentId": {
+            "description": "An id that counts: a non-empty string (at most 1,024 characters) or a number.",
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": 1024}, {"type": "number"}],
+        },
+        "CommonFields": {"type": "object", "description": "Fields every message may carry.", "properties": COMMON_FIELDS},
+    }  # fmt: skip
+    for kind in TYPES:
+        name = kind.capitalize()
+        out[f"{name}Fields"] = message_fields(kind)
+        out[f"{name}Message"] = {
+            "description": f"A {kind} message inside a batch: type is required.",
+            "allOf": [ref(f"{name}Fields"), {"required": ["type"], "properties": {"type": {"type": "string", "enum": [kind]}}}],
+        }  # fmt: skip
+        out[f"{name}Body"] = {
+            "description": f"The body of /v1/{kind}: one {kind} message (its type may be left out), at most 32 KB.",
+            "allOf": [ref(f"{name}Fields"), {"properties": {"writeKey": ref("WriteKeyField")}}],
+        }
+    out["BatchMessage"] = {
+        "description": "One message of a batch, of the type it names (a message with no type whose event is a call "
+        "name is that call). An invalid one is rejected alone, listed under rejected in the 200 answer.",
+        "oneOf": [ref(f"{kind.capitalize()}Message") for kind in TYPES],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {kind: f"#/components/schemas/{kind.capitalize()}Message" for kind in TYPES},
+        },
+    }
+    out["Batch"] = {
+        "type": "object",
+        "description": "Several messages. The outer context is merged under each message's own; the outer sentAt "
+        "applies to messages without one.",
+        "required": ["batch"],
+        "properties": {
+            "batch": {"type": "array", "maxItems": 2500, "items": ref("BatchMessage")},
+            "context": nullable_object("Context shared by every message (each message's own wins, key by key)."),
+            "sentAt": timestamp("When the batch was sent (sender's clock)."),
+            "writeKey": ref("WriteKeyField"),
+        },
+    }
+    return out
+
+
+RETRY_AFTER = {
+    "description": "Seconds to wait before retrying (the same messageIds).",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+CORS_ORIGIN = {
+    "description": "The request's Origin, echoed on every answer (errors too) so a browser can read it.",
+    "schema": {"type": "string"},
+}
+CORS = {"Access-Control-Allow-Origin": CORS_ORIGIN}
+
+
+def responses() -> dict:
+    return {
+        "Accepted": json_response("Accepted: every accepted message is durable; invalid ones are listed under rejected.", ref("Success"), CORS),
+        "SingleAccepted": json_response("Accepted: the message is durable (or was already: a duplicate).", ref("SingleSuccess"), CORS),
+        "BadRequest": json_response(
+            "Not JSON, not a JSON object, bad gzip, a batch without a batch array, or (single-message paths) an "
+            "invalid message.", ref("BadRequestError"), CORS,
+        ),
+        "Unauthorized": json_response("No write key, or an unknown one.", ref("UnauthorizedError"), CORS),
+        "Forbidden": json_response("This origin may not send events for this source.", ref("ForbiddenError"), CORS),
+        "RequestTimeout": json_response("The body was sent too slowly.", ref("TimeoutError"), CORS),
+        "TooLarge": json_response("Over a size or count limit.", ref("TooLargeError"), CORS),
+        "Unsupported": json_response("Unsupported Content-Type or Content-Encoding.", ref("UnsupportedError"), CORS),
+        "RateLimited": json_response("Rate limited.", ref("RateLimitedError"), {**CORS, "Retry-After": RETRY_AFTER}),
+        "Unavailable": json_response(
+            "The store cannot take writes (or is behind). A connection over max_connections is also answered 503 "
+            "with Retry-After, with an empty body.", ref("UnavailableError"), {**CORS, "Retry-After": RETRY_AFTER},
+        ),
+        "Preflight": {
+            "description": "Allowed methods and headers.",
+            "headers": {
+                "Access-Control-Allow-Origin": CORS_ORIGIN,
+                "Access-Control-Allow-Methods": {"required": True, "schema": {"type": "string"}, "description": "POST, GET, OPTIONS"},
+                "Access-Control-Allow-Headers": {
+                    "required": True, "schema": {"type": "string"},
+                    "description": "Content-Type, Content-Encoding, Authorization, X-Write-Key",
+                },
+                "Access-Control-Max-Age": {"required": True, "schema": {"type": "integer"}, "description": "86400"},
+            },
+        },
+    }  # fmt: skip
+
+
+BODY_DESCRIPTION = (
+    "JSON, as application/json or as text/plain (what browsers send to avoid a CORS preflight); with no "
+    "Content-Type at all it is read as JSON. Optionally Content-Encoding: gzip (at most 500 KB once inflated). "
+    "The write key may be in the body's writeKey field when no header carries one."
+)
+
+
+def request_bodies() -> dict:
+    names = [f"{kind.capitalize()}Body" for kind in TYPES] + ["Batch"]
+    return {
+        name: {
+            "required": True,
+            "description": BODY_DESCRIPTION,
+            "content": {"application/json": {"schema": ref(name)}, "text/plain": {"schema": ref(name)}},
+        }
+        for name in names
+    }
+
+
+INGEST_SECURITY = [{"basicAuth": []}, {"writeKeyHeader": []}, {"writeKeyQuery": []}, {}]  # {}: the body's writeKey
+INGEST_ERRORS = {
+    status: ref(name, "responses")
+    for status, name in [("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("408", "RequestTimeout"),
+                         ("413", "TooLarge"), ("415", "Unsupported"), ("429", "RateLimited"), ("503", "Unavailable")]
+}  # fmt: skip
+
+
+def preflight(path: str) -> dict:
+    return {
+        "tags": ["ingest"],
+        "summary": "CORS preflight",
+        "description": "Any OPTIONS under /v1/ is answered so browsers may POST JSON with headers; the Origin is echoed.",
+        "operationId": "preflight" + "".join(c for c in path.title() if c.isalnum()),
+        "security": [],
+        "responses": {"204": ref("Preflight", "responses")},
+    }
+
+
+def ingest(operation_id: str, summary: str, description: str, body: str, ok: str) -> dict:
+    return {
+        "tags": ["ingest"],
+        "summary": summary,
+        "description": description,
+        "operationId": operation_id,
+        "security": INGEST_SECURITY,
+        "requestBody": ref(body, "requestBodies"),
+        "responses": {"200": ref(ok, "responses"), **INGEST_ERRORS},
+    }
+
+
+def get(operation_id: str, tag: str, summary: str, responses: dict, description: str = "", **extra) -> dict:
+    operation = {"tags": [tag], "summary": summary, "operationId": operation_id, "security": [], **extra}
+    if description:
+        operation["description"] = description
+    operation["responses"] = responses
+    return {"get": operation}
+
+
+def paths() -> dict:
+    out = {}
+    for kind in TYPES:
+        for path, short in ((f"/v1/{kind}", False), (f"/v1/{SHORT[kind]}", True)):
+            out[path] = {
+                "post": ingest(
+                    kind + ("Short" if short else ""),
+                    f"One {kind} message" + (f" (short alias of /v1/{kind})" if short else ""),
+                    f"Validates, enriches and stores one {kind} message; answered 200 only once it is durable. A "
+                    f"message with no type is a {kind}; an invalid one is a 400, kept in rejected/ with its reason.",
+                    f"{kind.capitalize()}Body",
+                    "SingleAccepted",
+                ),
+                "options": preflight(path),
+            }
+    for path, operation_id in BATCH_PATHS.items():
+        what = {"/v1/import": " (same as /v1/batch)", "/v1/b": " (short alias of /v1/batch)"}.get(path, "")
+        out[path] = {
+            "post": ingest(
+                operation_id,
+                "Several messages" + what,
+                "Validates each message; stores the valid ones and lists each invalid one (index, code, sentence) "
+                "under rejected, with a 200. At most 2,500 messages and 500 KB.",
+                "Batch",
+                "Accepted",
+            ),
+            "options": preflight(path),
+        }
+    out["/v1/pixel.gif"] = {
+        **get(
+            "pixel", "ingest", "No-JavaScript fallback",
+            {
+                "200": {
+                    "description": "A 1x1 transparent GIF.",
+                    "headers": {"Cache-Control": {"required": True, "schema": {"type": "string", "enum": ["no-store"]}}},
+                    "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "400": text_response(
+                    "The request line is over 8,190 bytes: refused by the HTTP layer before the pixel (keep data "
+                    "under about 8 KB)."
+                ),
+            },
+            "One message as base64url JSON in data (a message with no type and an event name is a track). Always "
+            "answers the 1x1 GIF, whatever happened: an invalid message from a known source is kept in rejected/.",
+            parameters=[
+                {"name": "data", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "base64url (padding optional) of one JSON message, at most 32 KB decoded."},
+                {"name": "writeKey", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "The source's write key."},
+            ],
+        ),
+        "options": preflight("/v1/pixel.gif"),
+    }  # fmt: skip
+    out["/intilery.js"] = get(
+        "tag", "tag", "The browser tag",
+        {
+            "200": {
+                "description": "The script (gzip when the client accepts it).",
+                "headers": {
+                    "ETag": {"required": True, "schema": {"type": "string"}},
+                    "Cache-Control": {"required": True, "schema": {"type": "string"}},
+                    "Access-Control-Allow-Origin": {"required": True, "schema": {"type": "string", "enum": ["*"]}},
+                },
+                "content": {"application/javascript": {"schema": {"type": "string"}}},
+            },
+            "304": {
+                "description": "Not modified: the If-None-Match ETag is current.",
+                "headers": {"ETag": {"required": True, "schema": {"type": "string"}}},
+            },
+            "404": json_response("This build has no tag (see tag/README.md).", error(["not_built"], "No tag.")),
+        },
+        "The built tag shipped in the package; cacheable (ETag, 5 minutes).",
+        parameters=[{"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                     "description": "An ETag from an earlier answer."}],
+    )  # fmt: skip
+    out["/healthz"] = get(
+        "healthz", "operations", "Liveness",
+        {"200": json_response("The process is up.", {
+            "type": "object", "required": ["status"], "additionalProperties": False,
+            "properties": {"status": {"type": "string", "enum": ["ok"]}},
+        })},
+    )  # fmt: skip
+    out["/readyz"] = get(
+        "readyz", "operations", "Readiness",
+        {
+            "200": json_response("Ready.", {
+                "type": "object", "required": ["ready"], "additionalProperties": False,
+                "properties": {"ready": {"type": "boolean", "enum": [True]}},
+            }),
+            "503": json_response(
+                "Not ready: the store cannot take writes; reason says why.",
+                {"type": "object", "required": ["ready", "reason"], "additionalProperties": False,
+                 "properties": {"ready": {"type": "boolean", "enum": [False]}, "reason": {"type": "string"}}},
+                {"Retry-After": RETRY_AFTER},
+            ),
+        },
+        "Whether the store can take writes now.",
+    )  # fmt: skip
+    out["/metrics"] = get(
+        "metrics", "operations", "Prometheus metrics",
+        {
+            "200": text_response("The metrics."),
+            "401": json_response(
+                "metrics_token is set and the request does not carry it.", error(["unauthorized"], "No token."),
+                {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},
+            ),
+            "404": text_response("metrics_address is set: /metrics is not served on this port."),
+        },
+        "Prometheus text format. With metrics_token set it needs Authorization: Bearer <token>; with "
+        "metrics_address set it is served only there, not on the ingest port.",
+    )  # fmt: skip
+    out["/metrics"]["get"]["security"] = [{}, {"metricsToken": []}]
+    out["/openapi.json"] = get(
+        "openapi", "operations", "This document",
+        {
+            "200": json_response("The OpenAPI document of this HTTP API.", {"type": "object", "required": ["openapi", "paths"]}),
+            "404": json_response("This build has no OpenAPI document.", error(["not_found"], "No document.")),
+        },
+    )  # fmt: skip
+    return out
+
+
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Intilery collector",
+            "version": "0.1.0",
+            "description": (
+                "The HTTP API of the Intilery collector: Segment-spec messages in (so existing Segment, RudderStack "
+                "and Intilery server libraries work), durable 200s, clear 4xx answers. The write key is taken from, "
+                "in order: the HTTP Basic username, the X-Write-Key header, the body's writeKey field, the writeKey "
+                "query parameter. Every error body is {success: false, code, message}; client input never gets a "
+                "500. Everything rejected from an authenticated source is kept in rejected/ with its reason. A "
+                "request the HTTP layer cannot parse (malformed framing or headers, a request line or a header over "
+                "8,190 bytes) is answered 400 with a text/plain body before it reaches the collector."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": "/", "description": "The collector itself (by default http://127.0.0.1:8080)."}],
+        "tags": [
+            {"name": "ingest", "description": "Messages in."},
+            {"name": "tag", "description": "The browser tag."},
+            {"name": "operations", "description": "Health, readiness, metrics, this document."},
+        ],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},
+                "writeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Write-Key", "description": "The write key in a header."},
+                "writeKeyQuery": {
+                    "type": "apiKey", "in": "query", "name": "writeKey",
+                    "description": "The write key as a query parameter (used only when no header and not the body has one).",
+                },
+                "metricsToken": {"type": "http", "scheme": "bearer", "description": "metrics_token, when configured."},
+            },
+            "schemas": schemas(),
+            "responses": responses(),
+            "requestBodies": request_bodies(),
+        },
+    }  # fmt: skip
+
+
+def render() -> str:
+    return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if OUT.read_text() != text:
+            print(f"{OUT} is not what scripts/openapi.py writes: run python scripts/openapi.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
