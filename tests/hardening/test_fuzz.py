@@ -11,8 +11,8 @@ For every example, on every ingest path (long names, one-letter aliases, /v1/bat
   gzipped, while running and after shutdown) is one JSON object, ``read_events`` reads them
   all, and every stored event is a valid message (type, ids, what its type needs).
 
-Default budget: about a minute for the file; ``INTILERY_FUZZ_EXAMPLES=N`` runs N examples for
-every property (see tests/hardening/conftest.py).
+Default budget: about 20 s for this file (40 s with the contract test) on two cores;
+``INTILERY_FUZZ_EXAMPLES=N`` runs N examples for every property (see tests/hardening/conftest.py).
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def transports(draw, body: bytes) -> tuple[bytes, dict]:
 # ---------------------------------------------------------------- property tests
 
 
-@fuzz_settings(250)
+@fuzz_settings(400)
 @given(data=st.data())
 def test_any_message_on_any_ingest_path(collector, session, healthy, data):
     """Random messages (wrong types in every field, nasty strings, huge numbers) and random JSON."""
@@ -408,7 +408,7 @@ def _mutate(data, body: bytes) -> bytes:
     return body
 
 
-@fuzz_settings(250)
+@fuzz_settings(400)
 @given(data=st.data())
 def test_mutated_json_bodies(collector, session, healthy, data):
     """Valid bodies with bytes inserted, deleted, replaced, truncated or repeated."""
@@ -420,7 +420,7 @@ def test_mutated_json_bodies(collector, session, healthy, data):
     check_response(post(session, collector, path, sent, headers), path)
 
 
-@fuzz_settings(60)
+@fuzz_settings(150)
 @given(path=st.sampled_from(INGEST_PATHS), body=st.binary(max_size=4096), data=st.data())
 def test_random_bytes(collector, session, healthy, path, body, data):
     """Arbitrary bytes, plain or labelled gzip (most of which is not gzip at all)."""
@@ -433,7 +433,7 @@ def test_random_bytes(collector, session, healthy, path, body, data):
 header_bytes = st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
 
-@fuzz_settings(100)
+@fuzz_settings(200)
 @given(path=st.sampled_from(INGEST_PATHS + ["/v1/pixel.gif"]), data=st.data())
 def test_hostile_headers_and_query(collector, healthy, path, data):
     """Bytes that are not UTF-8 (or not anything) in every header the collector reads, and the query."""
@@ -461,7 +461,7 @@ def test_hostile_headers_and_query(collector, healthy, path, data):
         assert answer.startswith(b"GIF89a")
 
 
-@fuzz_settings(100)
+@fuzz_settings(150)
 @given(value=json_values | messages(), data=st.data())
 def test_pixel_always_answers_the_gif(collector, session, healthy, value, data):
     """Whatever base64url data (or not base64 at all) the pixel gets, the answer is the GIF."""
