@@ -58,7 +58,7 @@ def validate(message: Any, default_type: str | None) -> dict:
     kind = message.get("type")
     if kind is None:
         event = message.get("event")
-        if event in TYPES:  # Intilery's server API: {"event": "identify", ...}
+        if isinstance(event, str) and event in TYPES:  # Intilery's server API: {"event": "identify", ...}
             kind = event
             del message["event"]
         elif default_type is not None:
@@ -66,7 +66,7 @@ def validate(message: Any, default_type: str | None) -> dict:
         else:
             raise Invalid("missing_type", "type is required (track, page, screen, identify, group or alias)")
         message["type"] = kind
-    if kind not in TYPES:
+    if not isinstance(kind, str) or kind not in TYPES:  # a list or an object cannot even be looked up
         raise Invalid("unknown_type", "type must be one of track, page, screen, identify, group, alias")
     if default_type is not None and kind != default_type:
         raise Invalid("type_mismatch", f"this endpoint takes {default_type} messages, not {kind}")
