@@ -21,6 +21,7 @@ import base64
 import functools
 import gzip
 import http.client
+import ipaddress
 import json
 import re
 import socket
@@ -43,6 +44,16 @@ from collector.testing import CollectorProcess
 from tests.hardening.conftest import fuzz_settings
 
 KEY = "wk_fuzz"
+# A browser source (IPs anonymised), a server source (full IPs, client-sent context.ip trusted), and one
+# that drops IPs and bots: each path through enrichment gets the hostile input.
+SOURCES = [
+    {"name": "web", "write_key": KEY, "allowed_origins": ["https://shop.example"]},
+    {"name": "server", "write_key": "wk_fuzz_server", "ip_mode": "full", "trust_client_ip": True},
+    {"name": "noip", "write_key": "wk_fuzz_noip", "ip_mode": "drop", "drop_bots": True},
+]
+KEYS = [source["write_key"] for source in SOURCES]
+NOIP_KEY = "wk_fuzz_noip"  # drops bots: accepted does not mean stored
+SOURCE_NAMES = {source["name"] for source in SOURCES}
 ORIGIN = "https://shop.example"
 CLIENT_TIMEOUT = 2.0  # the collector's body read deadline in these tests
 TIMEOUT = 15.0  # seconds any one request may take; longer is a hang
@@ -95,9 +106,8 @@ def check_response(response: requests.Response, path: str) -> dict:
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fuzz")
-    sources = [{"name": "web", "write_key": KEY, "allowed_origins": [ORIGIN]}]
     settings = {"client_timeout": CLIENT_TIMEOUT, "trusted_proxies": ["127.0.0.0/8"]}  # X-Forwarded-For is read
-    with CollectorProcess(workdir, sources=sources, **settings) as running:
+    with CollectorProcess(workdir, sources=SOURCES, **settings) as running:
         yield running
     # Shut down (SIGTERM): segments closed and gzipped, and still every line is JSON.
     check_store(running.data_dir)
@@ -176,7 +186,7 @@ def check_event(event: dict) -> None:
     """What validation promises of every stored event."""
     kind = event.get("type")
     assert kind in TYPES, event
-    assert _id(event.get("messageId")) and event.get("source") == "web", event
+    assert _id(event.get("messageId")) and event.get("source") in SOURCE_NAMES, event
     assert isinstance(event.get("receivedAt"), str) and isinstance(event.get("context"), dict), event
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event.get("timestamp", "")), event
     assert event["timestamp"] <= event["receivedAt"], event
@@ -191,10 +201,17 @@ def check_event(event: dict) -> None:
         assert _id(event.get("userId")) and _id(event.get("previousId")), event
     for field in ("properties", "traits", "integrations"):
         assert event.get(field) is None or isinstance(event[field], dict), event
+    ip = event["context"].get("ip")
+    if event["source"] == "noip":
+        assert ip is None, event
+    elif ip is not None:  # always a normalised address; in anonymise mode, the /24 or /48 network
+        address = ipaddress.ip_address(ip)
+        network = ipaddress.ip_network(f"{ip}/{24 if address.version == 4 else 48}", strict=False)
+        assert str(address) == ip and (event["source"] == "server" or network.network_address == address), event
 
 
 def check_rejected(record: dict) -> None:
-    assert record.get("source") == "web" and isinstance(record.get("receivedAt"), str), record
+    assert record.get("source") in SOURCE_NAMES and isinstance(record.get("receivedAt"), str), record
     assert isinstance(record.get("code"), str) and isinstance(record.get("message"), str), record
     assert "payload" in record or "payloadBase64" in record, record
 
@@ -206,8 +223,10 @@ def stored_ids(data_dir: Path) -> set[str]:
 # ---------------------------------------------------------------- sending
 
 
-def post(session: requests.Session, collector, path: str, body: bytes, headers: dict | None = None) -> requests.Response:
-    headers = {"X-Write-Key": KEY, **(headers or {})}
+def post(
+    session: requests.Session, collector, path: str, body: bytes, headers: dict | None = None, key: str = KEY
+) -> requests.Response:
+    headers = {"X-Write-Key": key, **(headers or {})}
     return session.post(collector.url + path, data=body, headers=headers, timeout=TIMEOUT)
 
 
@@ -246,6 +265,8 @@ NASTY_STRINGS = [
     "2026-11-28T13:04:05.678Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999+14:00", "2026-02-30T00:00:00Z",
     "2026-11-28T13:04:05+99:99", "2026-11-28 13:04:05", "20261128T130405Z", "now", "\n", "\r\n", "\t", "\x7f",
 ]  # fmt: skip
+ADDRESSES = ["198.51.100.7", "203.0.113.9:443", "::1", "2001:db8::1", "[2001:db8::1]:443", "::ffff:1.2.3.4",
+             "fe80::1%eth0", "999.1.1.1", "1.2.3", "not an address", "0.0.0.0", "255.255.255.255"]  # fmt: skip
 HUGE_NUMBERS = [10**400, -(10**400), 2**64, -(2**63) - 1, 2**63, 1e308, -1e308, 5e-324, float("inf"), float("nan")]
 
 strings = st.one_of(
@@ -274,7 +295,11 @@ valid_field_values = {
     "event": st.text(min_size=1, max_size=30),
     "name": st.text(max_size=30),
     "properties": st.dictionaries(st.text(max_size=10), json_values, max_size=4),
-    "context": st.dictionaries(st.sampled_from(["page", "library", "ip", "userAgent", "locale"]), json_values, max_size=3),
+    "context": st.dictionaries(
+        st.sampled_from(["page", "library", "ip", "userAgent", "locale"]),
+        json_values | st.sampled_from(ADDRESSES + ["Googlebot/2.1 (+http://www.google.com/bot.html)"]),
+        max_size=3,
+    ),
     "timestamp": timestamps,
     "originalTimestamp": timestamps,
     "sentAt": timestamps,
@@ -354,13 +379,14 @@ def test_any_message_on_any_ingest_path(collector, session, healthy, data):
     value = data.draw(bodies(path), label="value")
     body = encode(value, ascii_only=data.draw(st.booleans(), label="ascii"))
     sent, headers = data.draw(transports(body), label="transport")
-    answer = check_response(post(session, collector, path, sent, headers), path)
+    key = data.draw(st.sampled_from(KEYS), label="key")
+    answer = check_response(post(session, collector, path, sent, headers, key), path)
     batch = value.get("batch") if isinstance(value, dict) and path not in SINGLE_PATHS else None
     if answer.get("success") and isinstance(batch, list):  # every message is accounted for, once
         indexes = [r["index"] for r in answer["rejected"]]
         assert answer["accepted"] + len(indexes) == len(batch) and len(set(indexes)) == len(indexes), answer
         assert all(0 <= i < len(batch) for i in indexes), answer
-    if path in SINGLE_PATHS and answer.get("accepted") and isinstance(value, dict):
+    if path in SINGLE_PATHS and answer.get("accepted") and isinstance(value, dict) and key != NOIP_KEY:
         message_id = value.get("messageId")
         if isinstance(message_id, str) and message_id:  # accepted means durable: checked once the test ends
             ACCEPTED.add(message_id)
@@ -372,16 +398,16 @@ WRONG_VALUES = [None, True, False, 0, -1.5, 1e308, "", "x", " ", [], [1, "a"], {
 @pytest.mark.parametrize("field", FIELDS)
 def test_every_type_in_every_field(collector, session, healthy, field):
     """Each known field set to each JSON type, in each kind of message, alone and in a batch."""
-    batch = []
+    batch, key = [], KEYS[FIELDS.index(field) % len(KEYS)]
     for kind in TYPES:
         for value in WRONG_VALUES:
             message = {**base_message(kind), field: value}
             batch.append(message)
-            answer = check_response(post(session, collector, "/v1/" + kind, orjson.dumps(message)), "/v1/" + kind)
+            answer = check_response(post(session, collector, "/v1/" + kind, orjson.dumps(message), key=key), "/v1/" + kind)
             assert answer.get("code") != "invalid_message", (field, value, answer)  # nothing here is nested deep
-            if answer.get("accepted"):
+            if answer.get("accepted") and key != NOIP_KEY:
                 ACCEPTED.add(message["messageId"] if isinstance(message.get("messageId"), str) else "")
-    answer = check_response(post(session, collector, "/v1/batch", orjson.dumps({"batch": batch})), "/v1/batch")
+    answer = check_response(post(session, collector, "/v1/batch", orjson.dumps({"batch": batch}), key=key), "/v1/batch")
     assert answer["accepted"] + len(answer["rejected"]) == len(batch)
     assert all(r["code"] != "invalid_message" for r in answer["rejected"]), answer
     ACCEPTED.discard("")  # a message whose messageId was the field under test: generated, not known here
@@ -419,7 +445,7 @@ def test_mutated_json_bodies(collector, session, healthy, data):
     value = base_message(kind) if kind else {"batch": [base_message(k) for k in TYPES], "context": {"ip": "198.51.100.7"}}
     body = _mutate(data, orjson.dumps(value))
     sent, headers = data.draw(transports(body), label="transport")
-    check_response(post(session, collector, path, sent, headers), path)
+    check_response(post(session, collector, path, sent, headers, data.draw(st.sampled_from(KEYS), label="key")), path)
 
 
 @fuzz_settings(150)
@@ -447,6 +473,7 @@ def test_hostile_headers_and_query(collector, healthy, path, data):
     headers = b""
     for name in names:
         value = data.draw(header_bytes | st.sampled_from([b"Basic \xff\xfe", b"Basic " + base64.b64encode(b"\xff:"),
+                                                          ", ".join(ADDRESSES).encode(), b"198.51.100.7, 127.0.0.1",
                                                           b"Basic " + base64.b64encode(KEY.encode() + b":"), b"gzip"]))
         headers += name + b": " + value + b"\r\n"  # fmt: skip
     query = data.draw(st.binary(max_size=60).map(lambda b: b.replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"")))
