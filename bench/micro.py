@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import tempfile
 import time
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=20_000, help="other events that fill the address caches first")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--batch", type=int, default=100, help="messages per Pipeline.process call")
+    parser.add_argument("--json", help="also write the rows as JSON to this file ('-': a MICRO-JSON line on stdout)")
     args = parser.parse_args(argv)
 
     work = Workload(seed=3)
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"|{'-' * 32}|----------------:|------------------:|--------------------:|")
     for row in rows:
         print(f"| {row['case']:<30} | {row['best_us']:15.2f} | {row['median_us']:17.2f} | {row['cpu_us']:19.2f} |")
+    if args.json == "-":
+        print("MICRO-JSON " + json.dumps(rows))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows
 
 

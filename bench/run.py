@@ -1,6 +1,6 @@
 """The whole comparison in one command: the framework ceiling, the collector, the table.
 
-    python -m bench.run              # every row, 3 rounds, the 60 s overload check (~8 min)
+    python -m bench.run              # every row, 3 rounds, the 60 s overload check, micro (~8 min)
     python -m bench.run --quick      # 1 round, short runs, 15 s overload check (~2 min)
     python -m bench.run --readme     # also write the results into bench/README.md
 
@@ -16,7 +16,9 @@ Rows (see ``scenarios``): ``ceiling`` single / batch, ``collector`` single / bat
 ``fsync = always`` and ``never``, ``nats`` single / batch (a local ``nats-server -js``,
 when the NATS store and nats-server are present), and ``--workers 2`` (unpinned: it
 shares both CPUs with the load generator). Then the overload check: the collector with far
-more connections than it can serve for ``--overload-seconds``, its RSS sampled every second.
+more connections than it can serve for ``--overload-seconds``, its RSS sampled every second
+(and the ceiling app under the same overload, for what the framework alone needs); last the
+per-event micro-benchmark (``bench/micro.py``) pinned to CPU 0.
 """
 
 from __future__ import annotations
@@ -85,24 +87,25 @@ class Result:
     extra: dict = field(default_factory=dict)
 
 
-def scenarios(with_nats: bool, with_workers: bool) -> list[Scenario]:
+def scenarios(with_nats: bool, with_workers: bool, single_c: int = 64, batch_c: int = 8) -> list[Scenario]:
     rows = [
-        Scenario("ceiling, single", "ceiling", "single"),
-        Scenario("collector single, fsync=always", "collector", "single", "always"),
-        Scenario("collector single, fsync=never", "collector", "single", "never"),
-        Scenario("ceiling, batch of 100", "ceiling", "batch"),
-        Scenario("collector batch, fsync=always", "collector", "batch", "always"),
-        Scenario("collector batch, fsync=never", "collector", "batch", "never"),
+        Scenario("ceiling, single", "ceiling", "single", connections=single_c),
+        Scenario("collector single, fsync=always", "collector", "single", "always", connections=single_c),
+        Scenario("collector single, fsync=never", "collector", "single", "never", connections=single_c),
+        Scenario("ceiling, batch of 100", "ceiling", "batch", connections=batch_c),
+        Scenario("collector batch, fsync=always", "collector", "batch", "always", connections=batch_c),
+        Scenario("collector batch, fsync=never", "collector", "batch", "never", connections=batch_c),
+        Scenario("collector batch, fsync=always, 64 connections", "collector", "batch", "always", connections=64),
     ]
     if with_nats:
         rows += [
-            Scenario("nats single (1 nats-server -js)", "nats", "single", "JetStream"),
-            Scenario("nats batch (1 nats-server -js)", "nats", "batch", "JetStream"),
+            Scenario("nats single (1 nats-server -js)", "nats", "single", "JetStream", connections=single_c),
+            Scenario("nats batch (1 nats-server -js)", "nats", "batch", "JetStream", connections=batch_c),
         ]
     if with_workers:
         rows += [
-            Scenario("--workers 2 single, fsync=always", "collector", "single", "always", workers=2),
-            Scenario("--workers 2 batch, fsync=always", "collector", "batch", "always", workers=2),
+            Scenario("--workers 2 single, fsync=always", "collector", "single", "always", workers=2, connections=single_c),
+            Scenario("--workers 2 batch, fsync=always", "collector", "batch", "always", workers=2, connections=batch_c),
         ]
     return rows
 
@@ -306,9 +309,10 @@ def measure(scenario: Scenario, workdir: Path, files: dict[str, Path], geo: Path
     )
 
 
-def overload(workdir: Path, files: dict[str, Path], geo: Path, seconds: float, connections: int) -> dict:
-    """The collector far past its capacity: RSS sampled every second, no growth expected."""
-    scenario = Scenario("overload", "collector", "batch", "always", connections=connections)
+def overload(workdir: Path, files: dict[str, Path], geo: Path, seconds: float, connections: int,
+             server: str = "collector") -> dict:  # fmt: skip
+    """A server far past its capacity (batches on many connections): RSS sampled every second."""
+    scenario = Scenario("overload", server, "batch", "always", connections=connections)
     server = Server(scenario, workdir, geo)
     samples: list[tuple[float, float]] = []
     done = threading.Event()
@@ -362,6 +366,7 @@ def summarise(rounds: list[list[Result]]) -> list[dict]:
         rows.append({
             "name": first.scenario.name,
             "mode": first.scenario.mode,
+            "connections": first.scenario.connections,
             "events_per_s": statistics.median(r.events_per_s for r in results),
             "requests_per_s": statistics.median(r.requests_per_s for r in results),
             "p50_ms": statistics.median(r.p50_ms for r in results),
@@ -377,27 +382,44 @@ def summarise(rounds: list[list[Result]]) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict], over: dict | None) -> str:
-    head = ("| row | events/s | req/s | p50 ms | p99 ms | peak RSS MB | server CPU | events per CPU-s "
+def render(rows: list[dict], over: dict | None, stress: dict | None, ceiling_stress: dict | None,
+           micro: str | None, micro_rows: list[dict] | None) -> str:  # fmt: skip
+    from bench.report import targets
+
+    head = ("| row | conns | events/s | req/s | p50 ms | p99 ms | peak RSS MB | server CPU | events per CPU-s "
             "| × ceiling (median) | × ceiling per round | errors |")  # fmt: skip
-    lines = [head, "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|"]
+    lines = [head, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|"]
     for r in rows:
         ratios = " ".join(f"{x:.2f}" for x in r["ratios"])
         lines.append(
-            f"| {r['name']} | {r['events_per_s']:,.0f} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['peak_rss_mb']:.0f} | {r['server_cpu']:.2f} | {r['events_per_cpu_s']:,.0f} | "
-            f"{r['ratio']:.2f} | {ratios} | {r['errors']} |"
+            f"| {r['name']} | {r['connections']} | {r['events_per_s']:,.0f} | {r['requests_per_s']:,.0f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['peak_rss_mb']:.0f} | {r['server_cpu']:.2f} | "
+            f"{r['events_per_cpu_s']:,.0f} | {r['ratio']:.2f} | {ratios} | {r['errors']} |"
         )
-    if over:
+    for label, run in (("Overload", over), ("Stress", stress)):
+        if not run:
+            continue
+        series = ", ".join(f"{rss:.0f}" for t, rss in run["samples"][4::5])
         lines += [
             "",
-            f"Overload: {over['connections']} connections of batches for {over['seconds']:g} s (fsync=always): "
-            f"{over['events_per_s']:,.0f} events/s, p99 {over['p99_ms']:.0f} ms, "
-            f"{over['status_503_or_other']} non-2xx answers, {over['socket_errors']} socket errors; "
-            f"RSS peak {over['peak_rss_mb']:.0f} MB, max over the second sixth {over['rss_early_mb']:.0f} MB, "
-            f"max over the last sixth {over['rss_late_mb']:.0f} MB "
-            f"(growth {over['rss_late_mb'] - over['rss_early_mb']:+.0f} MB).",
+            f"{label}: {run['connections']} connections sending batches of {BATCH_SIZE} as fast as answered for "
+            f"{run['seconds']:g} s (collector, fsync=always): {run['events_per_s']:,.0f} events/s, p99 {run['p99_ms']:.0f} ms, "
+            f"{run['status_503_or_other']} non-2xx answers, {run['socket_errors']} socket errors. "
+            f"RSS peak {run['peak_rss_mb']:.0f} MB; max over the second sixth of the run {run['rss_early_mb']:.0f} MB, "
+            f"over the last sixth {run['rss_late_mb']:.0f} MB (growth {run['rss_late_mb'] - run['rss_early_mb']:+.0f} MB); "
+            f"RSS every 5 s: {series} MB.",
         ]
+    if ceiling_stress:
+        lines.append(
+            f"The ceiling app under the same stress ({ceiling_stress['connections']} connections, "
+            f"{ceiling_stress['seconds']:g} s): RSS peak {ceiling_stress['peak_rss_mb']:.0f} MB, "
+            f"{ceiling_stress['events_per_s']:,.0f} events/s."
+        )
+    if micro:
+        lines += ["", micro.strip()]
+    judged = targets(rows, over, micro_rows)
+    if judged:
+        lines += ["", "Targets (issue 5):", *judged]
     return "\n".join(lines)
 
 
@@ -423,23 +445,38 @@ def machine() -> str:
             f"aiohttp {aiohttp.__version__}, {loop}, orjson {orjson.__version__}")  # fmt: skip
 
 
+def run_micro(quick: bool) -> tuple[str, list[dict]]:
+    """bench/micro.py pinned to the server's CPU: its table, and its rows as data."""
+    args = ["--events", "10000", "--warmup", "10000", "--repeat", "3"] if quick else ["--repeat", "7"]
+    cmd = _taskset(SERVER_CPU) + [sys.executable, "-m", "bench.micro", *args, "--json", "-"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, timeout=900).stdout
+    table, _, data = out.partition("MICRO-JSON ")
+    return table, json.loads(data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the benchmark comparison and print the table.")
     parser.add_argument("--quick", action="store_true", help="1 round, 3 s runs, 15 s overload check")
     parser.add_argument("--rounds", type=int, help="rounds of every row (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float, help="measured seconds per row (default 8, quick 3)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per row (default 5, quick 3)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per row (default 2, quick 1)")
     parser.add_argument("--overload-seconds", type=float, help="overload check length (default 60, quick 15; 0 skips)")
-    parser.add_argument("--overload-connections", type=int, default=512)
+    parser.add_argument("--connections", type=int, default=64, help="connections for single-event rows (default 64)")
+    parser.add_argument("--batch-connections", type=int, default=8, help="connections for batch rows (default 8)")
+    parser.add_argument("--overload-connections", type=int, default=64,
+                        help="connections of the overload check (default 64, as many as the single rows)")
+    parser.add_argument("--stress-connections", type=int, default=512,
+                        help="connections of the shorter stress check, also run against the ceiling (0 skips)")
     parser.add_argument("--no-nats", action="store_true", help="leave out the nats rows")
     parser.add_argument("--no-workers", action="store_true", help="leave out the --workers 2 rows")
+    parser.add_argument("--no-micro", action="store_true", help="leave out the per-event micro-benchmark")
     parser.add_argument("--only", help="run only rows whose name contains this text (ceilings always run)")
     parser.add_argument("--workdir", help="where servers keep their data (default: a temporary directory)")
     parser.add_argument("--readme", action="store_true", help="write the results into bench/README.md")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args(argv)
     rounds_n = args.rounds or (1 if args.quick else 3)
-    seconds = args.seconds or (3 if args.quick else 8)
+    seconds = args.seconds or (3 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     overload_s = args.overload_seconds if args.overload_seconds is not None else (15 if args.quick else 60)
 
@@ -447,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     no_nats = "--no-nats given" if args.no_nats else nats_available()
-    rows = [s for s in scenarios(no_nats is None, not args.no_workers)
+    rows = [s for s in scenarios(no_nats is None, not args.no_workers, args.connections, args.batch_connections)
             if s.server == "ceiling" or not args.only or args.only in s.name]  # fmt: skip
 
     tmp = tempfile.TemporaryDirectory(prefix="intilery-bench-") if not args.workdir else None
@@ -485,27 +522,46 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if nats:
                 nats.stop()
-        over = None
+        over = stress = ceiling_stress = None
         if overload_s > 0:
+            print(f"  overload: {args.overload_connections} connections for {overload_s:g} s", flush=True)
             over = overload(workdir / "overload", files, geo, overload_s, args.overload_connections)
             shutil.rmtree(workdir / "overload" / "data", ignore_errors=True)
+        if overload_s > 0 and args.stress_connections:
+            stress_s = min(overload_s, 20)
+            print(f"  stress: {args.stress_connections} connections for {stress_s:g} s", flush=True)
+            stress = overload(workdir / "stress", files, geo, stress_s, args.stress_connections)
+            shutil.rmtree(workdir / "stress" / "data", ignore_errors=True)
+            ceiling_stress = overload(workdir / "stress-ceiling", files, geo, min(stress_s, 10),
+                                      args.stress_connections, server="ceiling")  # fmt: skip
+        micro, micro_rows = (None, None) if args.no_micro else run_micro(args.quick)
         table = summarise(rounds)
         elapsed = time.monotonic() - started
     finally:
         if tmp is not None:
             tmp.cleanup()
 
-    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = render(table, over)
+    command = ("python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    notes = [
+        f"Inputs: single-event requests carry {agents['single']:,} distinct user agents (20,000 requests), batches "
+        f"{agents['batch']:,} (300 batches of {BATCH_SIZE}); {rounds_n} round(s) of {seconds:g} s per row after "
+        f"{warmup:g} s of warm-up; the table shows medians over rounds, peak RSS is the largest.",
+    ]
+    if no_nats:
+        notes.append(f"No nats rows: {no_nats}.")
+    text = render(table, over, stress, ceiling_stress, micro, micro_rows)
     print()
     print(text)
-    print(f"\n{rounds_n} round(s) of {seconds:g} s per row, {elapsed:.0f} s in all")
+    print()
+    print("\n".join(notes))
+    print(f"\n{elapsed:.0f} s in all")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": table, "overload": over, "machine": machine()}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": table, "overload": over, "stress": stress, "ceiling_stress": ceiling_stress,
+                                               "micro": micro_rows, "machine": machine()}, indent=1))  # fmt: skip
     if args.readme:
         from bench.report import update_readme
 
-        update_readme(BENCH / "README.md", machine(), command.strip(), text, rounds_n, seconds, no_nats, agents)
+        update_readme(BENCH / "README.md", machine(), command, text + "\n\n" + "\n".join(notes))
     return 0
 
 
