@@ -87,8 +87,9 @@ STATE = web.AppKey("state", State)
 NOT_KEPT = (Unauthorized, Forbidden, Unavailable, RateLimited, RequestTimeout)
 
 # Runner settings the app relies on: gzip bodies are inflated by the app, with a cap on
-# the inflated size (aiohttp's automatic inflation has none), and no per-request access log.
-SERVER_KWARGS = {"auto_decompress": False, "access_log": None}
+# the inflated size (aiohttp's automatic inflation has none); no per-request access log; an
+# unread body (after a 408 or 413) is drained for at most a second before the close.
+SERVER_KWARGS = {"auto_decompress": False, "access_log": None, "lingering_time": 1.0}
 
 
 def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:

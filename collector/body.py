@@ -56,16 +56,23 @@ def decode(request: web.Request, raw: bytes, limit: int = MAX_BODY_BYTES) -> byt
 
 
 def inflate(data: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(data, limit + 1)
-    except zlib.error:
-        raise BadRequest("invalid_gzip", "the body is not valid gzip") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB once inflated")
-    if not inflater.eof:
-        raise BadRequest("invalid_gzip", "the gzip body is truncated")
-    return body
+    """Gzip (one member or several concatenated, RFC 1952) inflated to at most ``limit`` bytes."""
+    parts, size = [], 0
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(data, limit + 1 - size)
+        except zlib.error:
+            raise BadRequest("invalid_gzip", "the body is not valid gzip") from None
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB once inflated")
+        if not inflater.eof:
+            raise BadRequest("invalid_gzip", "the gzip body is truncated")
+        parts.append(part)
+        data = inflater.unused_data
+        if not data:
+            return b"".join(parts)
 
 
 def parse_json(body: bytes) -> Any:

@@ -46,3 +46,6 @@ def setup_logging(log_format: str = "text", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp logs a traceback for every unparsable request (client input, answered 400 by
+    # aiohttp itself); our own handlers log what is notable.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)

@@ -38,6 +38,7 @@ CASES = [
     pytest.param("/v1/batch", orjson.dumps({"batch": [{"userId": "u", "type": "track", "event": "E", "properties": {"p": big(30_000)}}] * 20}), JSON, 413, "body_too_large", True, id="body-over-500KB"),
     pytest.param("/v1/batch", orjson.dumps({"batch": [{"userId": "u", "type": "track", "event": "E"}] * 2501}), JSON, 413, "batch_too_large", True, id="batch-over-2500"),
     pytest.param("/v1/batch", b"\x1f\x8bnot really gzip", {**JSON, "Content-Encoding": "gzip"}, 400, "invalid_gzip", True, id="bad-gzip"),
+    pytest.param("/v1/batch", gzip.compress(b'{"batch":[]}') + b"trailing", {**JSON, "Content-Encoding": "gzip"}, 400, "invalid_gzip", True, id="gzip-trailing-garbage"),
     pytest.param("/v1/batch", gzip.compress(b" " * 2_000_000), {**JSON, "Content-Encoding": "gzip"}, 413, "body_too_large", True, id="gzip-bomb"),
     pytest.param("/v1/batch", b'{"batch":[]}', {**KEY, "Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_content_type", True, id="wrong-content-type"),
     pytest.param("/v1/batch", b'{"batch":[]}', {**JSON, "Content-Encoding": "br"}, 415, "unsupported_encoding", True, id="unsupported-encoding"),

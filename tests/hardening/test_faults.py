@@ -107,7 +107,7 @@ async def test_sigkill_during_rotation_and_compression(tmp_path, kill_after):
     collector.stop(signal.SIGKILL)
     stop.set()
     await asyncio.gather(*clients)
-    assert len(list((tmp_path / "data/events").glob("**/*.gz"))) > 5, "no rotation happened before the kill"
+    assert len(list((tmp_path / "data/events").glob("**/part-*"))) > 5, "no rotation happened before the kill"
 
     CollectorProcess(tmp_path, sources, port=collector.port, segment_max_bytes=16_384).start().stop()
     counts = Counter(e["messageId"] for e in read_events(tmp_path / "data"))
