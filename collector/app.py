@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import gzip
 import hmac
-import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
 
+from collector import assets
 from collector import body as bodies
+from collector import rejected as dead_letters
 from collector.config import Config, Source
 from collector.dedup import Dedup
 from collector.enrich.geo import Geo
-from collector.enrich.ip import anonymize, client_ip, valid_ip
+from collector.enrich.ip import client_ip
 from collector.enrich.useragent import UserAgentParser
 from collector.errors import (
     BadRequest,
@@ -66,7 +63,6 @@ class State:
     metrics: Metrics
     pipeline: Pipeline
     dedup: Dedup
-    tag: dict[str, Any] = field(default_factory=dict)
     ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
     source_limits: dict[str, TokenBuckets] = field(default_factory=dict)
     clock: Callable[[], float] = time.time  # tests move it to check a clock jumping backwards
@@ -152,62 +148,6 @@ def _request_info(state: State, request: web.Request, received_at: float) -> Req
     return RequestInfo(received_at, ip, agent)
 
 
-_ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.]{7,45}")
-
-
-def _private_text(text: str, source: Source) -> str:
-    """Addresses inside an unparsable body, anonymised or removed per the source's ip mode."""
-
-    def hide(match: re.Match) -> str:
-        ip = valid_ip(match.group())
-        if ip is None:
-            return match.group()
-        return anonymize(ip) if source.ip_mode == "anonymize" else ""
-
-    return text if source.ip_mode == "full" else _ADDRESS_LIKE.sub(hide, text)
-
-
-def _private(payload: Any, source: Source) -> Any:
-    """A rejected message's client-sent context.ip, anonymised or dropped per the source's ip mode."""
-    if isinstance(payload, str):
-        return _private_text(payload, source)
-    context = payload.get("context") if isinstance(payload, dict) else None
-    if source.ip_mode == "full" or not isinstance(context, dict) or "ip" not in context:
-        return payload
-    context = dict(context)
-    ip = valid_ip(context.pop("ip"))
-    if ip is not None and source.ip_mode == "anonymize":
-        context["ip"] = anonymize(ip)
-    return {**payload, "context": context}
-
-
-def _rejected_line(source: Source, received_at: float, code: str, message: str, **payload: Any) -> bytes:
-    if "payload" in payload:
-        payload["payload"] = _private(payload["payload"], source)
-    record = {"receivedAt": iso_ms(received_at), "source": source.name, "code": code, "message": message, **payload}
-    try:
-        return orjson.dumps(record) + b"\n"
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes: keep it as JSON text
-        record["payload"] = _deep_text(record.get("payload"))
-        return orjson.dumps(record) + b"\n"
-
-
-def _deep_text(payload: Any) -> str:
-    try:
-        return json.dumps(payload, ensure_ascii=False)
-    except (RecursionError, ValueError, TypeError):
-        return "(nested too deeply to keep)"
-
-
-def _body_payload(body: bytes | None) -> dict:
-    if body is None:
-        return {"payload": None}
-    try:
-        return {"payload": body.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"payloadBase64": base64.b64encode(body).decode()}
-
-
 async def _store(state: State, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
     """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
     dedup, fresh_lines, fresh_ids, waits, seen_here = state.dedup, [], [], [], set()
@@ -289,7 +229,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
                 error = outcome.rejected[0]
                 raise BadRequest(error["code"], error["message"])
         rejected_lines = [
-            _rejected_line(source, received_at, r["code"], r["message"], index=r["index"], payload=messages[r["index"]])
+            dead_letters.record(source, received_at, r["code"], r["message"], index=r["index"], payload=messages[r["index"]])
             for r in outcome.rejected
         ]
         # the parsed messages are serialised by now: drop them rather than hold them (about
@@ -300,7 +240,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
-                line = _rejected_line(source, received_at, exc.code, exc.message, **_body_payload(body))
+                line = dead_letters.record(source, received_at, exc.code, exc.message, **dead_letters.body_payload(body))
                 await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
             except Unavailable as unavailable:
                 exc = unavailable
@@ -339,7 +279,7 @@ async def pixel(request: web.Request) -> web.Response:
             message["type"] = "track"
         outcome = state.pipeline.process([message], source, _request_info(state, request, received_at))
         rejected_lines = [
-            _rejected_line(source, received_at, r["code"], r["message"], payload=message) for r in outcome.rejected
+            dead_letters.record(source, received_at, r["code"], r["message"], payload=message) for r in outcome.rejected
         ]
         await _store(state, source, outcome, received_at, rejected_lines)
         for rejected in outcome.rejected:
@@ -349,7 +289,7 @@ async def pixel(request: web.Request) -> web.Response:
     except CollectorError as exc:
         state.metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, Unavailable):
-            line = _rejected_line(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
+            line = dead_letters.record(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
             try:
                 await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
             except Unavailable:
@@ -387,46 +327,6 @@ def metrics_app(app: web.Application) -> web.Application:
     private[STATE] = app[STATE]
     private.router.add_get("/metrics", metrics_handler)
     return private
-
-
-def load_tag() -> dict[str, Any]:
-    """The built tag shipped in the package, with its gzip form and ETag, read once."""
-    try:
-        source = resources.files("collector").joinpath("static/intilery.js").read_bytes()
-    except (FileNotFoundError, OSError):
-        return {}
-    return {
-        "body": source,
-        "gzip": gzip.compress(source, compresslevel=9, mtime=0),
-        "etag": '"' + hashlib.sha256(source).hexdigest()[:20] + '"',
-    }
-
-
-async def tag(request: web.Request) -> web.Response:
-    built = request.app[STATE].tag
-    if not built:
-        return _json({"success": False, "code": "not_built", "message": "intilery.js is not built; see tag/README"}, 404)
-    headers = {
-        "ETag": built["etag"],
-        "Cache-Control": "public, max-age=300",
-        "Vary": "Accept-Encoding",
-        "Access-Control-Allow-Origin": "*",
-    }
-    if built["etag"] in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=built["gzip"], content_type="application/javascript", charset="utf-8", headers=headers)
-    return web.Response(body=built["body"], content_type="application/javascript", charset="utf-8", headers=headers)
-
-
-async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI 3 description of this HTTP API (collector/static/openapi.json)."""
-    spec = resources.files("collector").joinpath("static/openapi.json")
-    try:
-        return web.Response(body=spec.read_bytes(), content_type="application/json")
-    except (FileNotFoundError, OSError):
-        return _json({"success": False, "code": "not_found", "message": "no OpenAPI document in this build"}, 404)
 
 
 @web.middleware
@@ -492,12 +392,12 @@ def create_app(config: Config, store=None) -> web.Application:
         metrics=metrics,
         pipeline=Pipeline(config, UserAgentParser(config.ua_cache_size), geo),
         dedup=Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries),
-        tag=load_tag(),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
         source_limits={s.name: TokenBuckets(s.rate_limit, s.rate_burst) for s in config.sources if s.rate_limit > 0},
     )
     app = web.Application(middlewares=[count_requests])
     app[STATE] = state
+    app[assets.TAG] = assets.load_tag()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.store.start()
@@ -518,10 +418,10 @@ def create_app(config: Config, store=None) -> web.Application:
         app.router.add_post(path, _route(None))
     app.router.add_route("OPTIONS", "/v1/{tail:.*}", preflight)
     app.router.add_get("/v1/pixel.gif", pixel)
-    app.router.add_get("/intilery.js", tag)
+    app.router.add_get("/intilery.js", assets.tag)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if not config.metrics_address:
         app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/openapi.json", assets.openapi)
     return app

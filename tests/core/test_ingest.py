@@ -248,3 +248,16 @@ class TestClientIp:
         await client.post("/v1/track", json=message, headers={"X-Write-Key": "wk_noip", "X-Forwarded-For": "203.0.113.1"})
         context = stored(config.data_dir)[0]["context"]
         assert "ip" not in context and context["location"]["city"] == "London"
+
+
+async def test_the_tag_is_served_cacheable_and_gzipped(client):
+    """GET /intilery.js: the shipped build, gzip on request, an ETag that answers 304."""
+    from importlib import resources
+
+    shipped = resources.files("collector").joinpath("static/intilery.js").read_bytes()
+    answer = await client.get("/intilery.js", headers={"Accept-Encoding": "gzip"})
+    assert answer.status == 200 and answer.headers["Content-Encoding"] == "gzip"
+    assert answer.content_type == "application/javascript" and "max-age" in answer.headers["Cache-Control"]
+    assert await answer.read() == shipped  # the client inflates it
+    again = await client.get("/intilery.js", headers={"If-None-Match": answer.headers["ETag"]})
+    assert again.status == 304
