@@ -44,6 +44,7 @@ from collector.testing import free_port, write_config
 
 BENCH = Path(__file__).parent
 ROOT = BENCH.parent
+SERVER_ROOT = ROOT  # where servers and the micro-benchmark import the collector from (--collector-root)
 LUA = BENCH / "load.lua"
 SERVER_CPU, LOAD_CPU = "0", "1"
 BATCH_SIZE = 100
@@ -182,7 +183,7 @@ class Server:
                 cmd += ["--fsync", scenario.fsync]
         cmd = _taskset(SERVER_CPU if scenario.pinned else None) + cmd
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=SERVER_ROOT,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
         _wait_http(self.url + "/healthz", self.proc, self.log)
 
@@ -449,7 +450,7 @@ def run_micro(quick: bool) -> tuple[str, list[dict]]:
     """bench/micro.py pinned to the server's CPU: its table, and its rows as data."""
     args = ["--events", "10000", "--warmup", "10000", "--repeat", "3"] if quick else ["--repeat", "7"]
     cmd = _taskset(SERVER_CPU) + [sys.executable, "-m", "bench.micro", *args, "--json", "-"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, timeout=900).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=SERVER_ROOT, timeout=900).stdout
     table, _, data = out.partition("MICRO-JSON ")
     return table, json.loads(data)
 
@@ -472,9 +473,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-micro", action="store_true", help="leave out the per-event micro-benchmark")
     parser.add_argument("--only", help="run only rows whose name contains this text (ceilings always run)")
     parser.add_argument("--workdir", help="where servers keep their data (default: a temporary directory)")
+    parser.add_argument("--collector-root", help="run servers and the micro-benchmark from another checkout "
+                        "(a before/after comparison; the inputs and the load stay this checkout's)")  # fmt: skip
     parser.add_argument("--readme", action="store_true", help="write the results into bench/README.md")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args(argv)
+    global SERVER_ROOT
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: every server started is stopped
+    if args.collector_root:
+        SERVER_ROOT = Path(args.collector_root).resolve()
     rounds_n = args.rounds or (1 if args.quick else 3)
     seconds = args.seconds or (3 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
