@@ -29,6 +29,11 @@ async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES, timeout: f
     """The body as sent; never more than ``limit`` bytes kept, nor more than ``timeout`` s spent."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
+    if request.content.is_eof():  # the whole body is already here: no waiting, no deadline
+        body = await request.content.read()
+        if len(body) > limit:
+            raise TooLarge("body_too_large", f"a request body may be at most {limit // 1024} KB")
+        return body
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout):
