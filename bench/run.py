@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.workload import build_bench_geo_db, distinct_agents, write_requests
-from collector.testing import free_port, write_config
+from collector.testing import free_port, stop_process, write_config
 
 BENCH = Path(__file__).parent
 ROOT = BENCH.parent
@@ -211,13 +211,7 @@ class Server:
                    if line.startswith("intilery_events_accepted_total"))  # fmt: skip
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM, 120)
         return self.proc.returncode
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Networks of the test geo database: documentation ranges, so nothing real is implied.
 GEO_NETWORKS: dict[str, dict[str, Any]] = {
@@ -60,6 +60,30 @@ def build_geo_db(path: Path, networks: dict[str, dict[str, Any]] = GEO_NETWORKS)
         writer.insert_network(IPSet([network]), typed(record))
     writer.to_db_file(str(path))
     return path
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """Polls ``check()`` until it returns something truthy, and returns that; fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Signal a child and wait for it to exit; SIGKILL it when it takes longer than ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def free_port() -> int:
@@ -132,13 +156,7 @@ class CollectorProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         self._log.close()
         code, self.proc = self.proc.returncode, None
         return code

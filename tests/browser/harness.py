@@ -6,7 +6,6 @@ Every server binds 127.0.0.1 only; the fixtures in conftest.py start and stop th
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from collector.snippet import snippet
 from collector.store.files import read_events
-from collector.testing import free_port
+from collector.testing import free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"
@@ -44,18 +43,6 @@ allowed_origins = ["*"]
 ip_mode = "anonymize"
 """
 TIMEOUT = 30.0  # seconds: generous ceiling for anything to arrive; polls return as soon as it does
-
-
-def wait_until(check, timeout: float = TIMEOUT, interval: float = 0.1, what: str = "condition"):
-    """Polls ``check()`` until it returns something truthy, and returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Collector:
@@ -91,13 +78,8 @@ class Collector:
 
     def stop(self) -> None:
         """SIGTERM, as an operator would: the collector closes (and gzips) its segments."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         self.proc = None
 
     def events(self) -> list[dict]:

@@ -17,24 +17,13 @@ from pathlib import Path
 import pytest
 
 from collector.store.files import read_events
-from collector.testing import GEO_NETWORKS, build_geo_db, free_port
+from collector.testing import GEO_NETWORKS, build_geo_db, free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]  # fmt: skip
 TIMEOUT = 30.0
-
-
-def wait_until(check, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.15)
 
 
 class Demo:
@@ -65,13 +54,7 @@ class Demo:
             return False
 
     def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, 30)
         self._log.close()
         return self.proc.returncode
 

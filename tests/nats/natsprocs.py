@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-from collector.testing import free_port
+from collector.testing import free_port, stop_process
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
@@ -81,13 +81,7 @@ class NatsServer:
     def _signal(self, sig: int) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, 15)
         self.proc = None
 
 
@@ -132,13 +126,7 @@ class ArchiveProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         self._out.close()
         code, self.proc = self.proc.returncode, None
         return code
