@@ -68,6 +68,15 @@ def banner(config: Config, port: int) -> str:
     return "\n".join(lines)
 
 
+async def until_signalled() -> None:
+    """Returns at the first SIGINT or SIGTERM (Ctrl-C, or an operator's stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
     from collector.app import SERVER_KWARGS, create_app, metrics_app
@@ -94,11 +103,7 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         # collector's scans, and collect less often (full collections set the p99; bench/README).
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         log.info("shutting down: finishing in-flight requests, closing segments")
     finally:
         for each in reversed(runners):

@@ -7,9 +7,7 @@ site server rewrites that address in the pages it serves.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,6 +54,7 @@ def site_app(site_dir: Path, collector_url: str) -> web.Application:
 
 async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) -> None:
     from collector.app import SERVER_KWARGS, create_app
+    from collector.cli import until_signalled
 
     site_url = f"http://{config.host}:{site_port}"
     collector_url = f"http://{config.host}:{config.port}"
@@ -77,11 +76,7 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
             f"  Ctrl-C stops both.",
             flush=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         log.info("stopping the demo")
     finally:
         for runner in reversed(runners):
