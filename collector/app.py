@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -173,15 +174,18 @@ async def _store(state: State, source: Source, outcome: Outcome, received_at: fl
         commits.append(commit)
         for message_id in fresh_ids:
             dedup.in_flight[message_id] = commit
-        try:
-            await commit
-            dedup.add(fresh_ids, received_at)
-        finally:
-            for message_id in fresh_ids:
-                if dedup.in_flight.get(message_id) is commit:
-                    del dedup.in_flight[message_id]
-    for pending in commits + waits:
-        await pending
+    try:
+        # every write (and every in-flight duplicate) is awaited, even when one fails
+        results = await asyncio.gather(*commits, *waits, return_exceptions=True)
+    finally:
+        for message_id in fresh_ids:
+            if dedup.in_flight.get(message_id) is commits[-1]:
+                del dedup.in_flight[message_id]
+    if fresh_lines and not isinstance(results[len(commits) - 1], BaseException):
+        dedup.add(fresh_ids, received_at)  # stored: a retry of them is a duplicate even if the answer is a 503
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
     return len(outcome.ids) - len(fresh_ids)
 
 
