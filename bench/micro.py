@@ -35,7 +35,7 @@ from typing import Callable
 import orjson
 
 from bench.workload import Workload, build_bench_geo_db
-from collector.config import Config, Source
+from collector.config import Source
 from collector.enrich import ip as iputil
 from collector.enrich.geo import Geo
 from collector.enrich.useragent import UserAgentParser
@@ -100,17 +100,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     addresses = {m["context"]["ip"] for b in measured for m in orjson.loads(b)}
     with tempfile.TemporaryDirectory() as tmp:
         geo = Geo(build_bench_geo_db(Path(tmp) / "geo.mmdb"))
-        config = Config(sources=(RELAY,))
         warm = UserAgentParser()
         for agent in agents:
             warm.parse(agent[:1024])
         cold = UserAgentParser(cache_size=0)
         cases = [
-            ("warm UA cache, geo on", Pipeline(config, warm, geo), warmup),
-            ("warm UA cache, no geo", Pipeline(config, warm, None), warmup),
-            ("cold UA (no cache), geo on", Pipeline(config, cold, geo), warmup),
-            ("cold UA (no cache), no geo", Pipeline(config, cold, None), warmup),
-            ("warm UA, geo on, new addresses", Pipeline(config, warm, geo), None),
+            ("warm UA cache, geo on", Pipeline(warm, geo), warmup),
+            ("warm UA cache, no geo", Pipeline(warm, None), warmup),
+            ("cold UA (no cache), geo on", Pipeline(cold, geo), warmup),
+            ("cold UA (no cache), no geo", Pipeline(cold, None), warmup),
+            ("warm UA, geo on, new addresses", Pipeline(warm, geo), None),
         ]
         rows = []
         for name, pipeline, warm_events in cases:

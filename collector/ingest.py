@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from collector.config import Config, Source
+from collector.config import Source
 from collector.enrich import ip as iputil
 from collector.enrich.geo import Geo
 from collector.enrich.useragent import UserAgentParser
@@ -66,8 +66,7 @@ def merge_under(base: dict, over: dict) -> dict:
 
 
 class Pipeline:
-    def __init__(self, config: Config, user_agents: UserAgentParser, geo: Geo | None) -> None:
-        self.config = config
+    def __init__(self, user_agents: UserAgentParser, geo: Geo | None) -> None:
         self.user_agents = user_agents
         self.geo = geo
 
