@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.workload import build_bench_geo_db, distinct_agents, write_requests
-from collector.testing import free_port, stop_process, write_config
+from tests.helpers import free_port, stop_process, write_config
 
 BENCH = Path(__file__).parent
 ROOT = BENCH.parent
@@ -250,7 +250,7 @@ def nats_available() -> str | None:
     try:
         import nats  # noqa: F401
 
-        from collector.store import nats as nats_store  # noqa: F401
+        from collector.log import nats as nats_store  # noqa: F401
     except ImportError as exc:
         return f"the NATS store cannot be imported ({exc})"
     return None

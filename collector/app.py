@@ -1,8 +1,12 @@
-"""The aiohttp application: routes, authentication, CORS, and the ingest handlers."""
+"""The aiohttp application: routes and wiring, and the handlers that run a request through.
+
+A request reads in one direction: ``edge`` (write key, origin, rate limits, CORS) and
+``body`` → ``ingest.Pipeline`` (validate, enrich, serialise) → ``commit`` (duplicates,
+append, wait for durability) → the answer.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -16,11 +20,11 @@ from aiohttp import web
 
 from collector import assets
 from collector import body as bodies
-from collector import rejected as dead_letters
 from collector.config import Config, Source
+from collector.commit import Committer
 from collector.dedup import Dedup
+from collector.edge import CORS_HEADERS, Gate, cors, header_key, request_info
 from collector.enrich.geo import Geo
-from collector.enrich.ip import client_ip
 from collector.enrich.useragent import UserAgentParser
 from collector.errors import (
     BadRequest,
@@ -33,9 +37,10 @@ from collector.errors import (
     Unavailable,
 )
 from collector.limits import TokenBuckets
-from collector.ingest import Outcome, Pipeline, RequestInfo, iso_ms
+from collector.ingest import Pipeline
+from collector.log import deadletters as dead_letters
+from collector.log import make_store
 from collector.metrics import Metrics
-from collector.store.files import REJECTED, FileStore, day_partition, hour_partition, read_events
 from collector.validate import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
 
 log = logging.getLogger("intilery.app")
@@ -50,11 +55,6 @@ SINGLE_ROUTES = {
 }
 BATCH_ROUTES = ("/v1/batch", "/v1/b", "/v1/import")
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-CORS_HEADERS = {
-    "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, Authorization, X-Write-Key",
-    "Access-Control-Max-Age": "86400",
-}
 
 
 @dataclass
@@ -63,19 +63,10 @@ class State:
     store: Any
     metrics: Metrics
     pipeline: Pipeline
-    dedup: Dedup
+    gate: Gate
+    committer: Committer
     ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
-    source_limits: dict[str, TokenBuckets] = field(default_factory=dict)
     clock: Callable[[], float] = time.time  # tests move it to check a clock jumping backwards
-
-    def source_for(self, key: str) -> Source | None:
-        """The source with this write key; every key is compared in constant time."""
-        found = None
-        given = key.encode("utf-8", "surrogatepass")  # header bytes that are not UTF-8 arrive as surrogates
-        for source in self.config.sources:
-            if hmac.compare_digest(source.write_key.encode(), given):
-                found = source
-        return found
 
 
 STATE = web.AppKey("state", State)
@@ -100,116 +91,27 @@ def _error(exc: CollectorError, headers: dict | None = None) -> web.Response:
     return _json({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
 
 
-def _cors(request: web.Request) -> dict:
-    origin = request.headers.get("Origin")
-    # The origin is echoed on every answer (errors included) so a browser can read the
-    # status and not retry a 4xx; whether the origin may send is decided per source.
-    if not origin:
-        return {}
-    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
-
-
-def _header_key(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth[:6].lower() == "basic ":
-        try:
-            user = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").split(":", 1)[0]
-        except ValueError:  # not base64, not ASCII, not UTF-8 (binascii.Error is a ValueError)
-            raise Unauthorized("invalid_write_key", "the Authorization header is not valid HTTP Basic") from None
-        if user:
-            return user
-    return request.headers.get("X-Write-Key") or None
-
-
-def _authenticate(state: State, key: Any, origin: str | None) -> Source:
-    if key is None or key == "":
-        raise Unauthorized("missing_write_key", "a write key is required (Basic auth user, X-Write-Key, writeKey)")
-    source = state.source_for(key) if isinstance(key, str) else None
-    if source is None:
-        raise Unauthorized("invalid_write_key", "the write key is not known")
-    if origin is not None and not source.allows_origin(origin):
-        raise Forbidden("origin_not_allowed", "this origin may not send events for this source")
-    return source
-
-
-def _admit(state: State, key: Any, request: web.Request) -> Source:
-    """Authenticate, check the origin, spend a token of the source's rate limit."""
-    source = _authenticate(state, key, request.headers.get("Origin"))
-    limits = state.source_limits.get(source.name)
-    if limits is not None:
-        limits.take(source.name, "source")
-    return source
-
-
-def _request_info(state: State, request: web.Request, received_at: float) -> RequestInfo:
-    ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.config.trusted_proxies)
-    agent = request.headers.get("User-Agent")
-    if agent is not None:  # bytes that are not UTF-8 arrive as surrogates, which JSON cannot store
-        agent = agent.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return RequestInfo(received_at, ip, agent)
-
-
-async def _store(state: State, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
-    """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
-    dedup, fresh_lines, fresh_ids, waits, seen_here = state.dedup, [], [], [], set()
-    for message_id, line in zip(outcome.ids, outcome.lines):
-        if message_id in seen_here or dedup.seen(message_id):
-            continue
-        in_flight = dedup.in_flight.get(message_id)
-        if in_flight is not None:
-            waits.append(in_flight)
-            continue
-        seen_here.add(message_id)
-        fresh_lines.append(line)
-        fresh_ids.append(message_id)
-    commits = []
-    if rejected_lines:
-        commits.append(
-            state.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source.name)
-        )
-    if fresh_lines:
-        commit = state.store.append(
-            fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name
-        )
-        commits.append(commit)
-        for message_id in fresh_ids:
-            dedup.in_flight[message_id] = commit
-    try:
-        # every write (and every in-flight duplicate) is awaited, even when one fails
-        results = await asyncio.gather(*commits, *waits, return_exceptions=True)
-    finally:
-        for message_id in fresh_ids:
-            if dedup.in_flight.get(message_id) is commits[-1]:
-                del dedup.in_flight[message_id]
-    if fresh_lines and not isinstance(results[len(commits) - 1], BaseException):
-        dedup.add(fresh_ids, received_at)  # stored: a retry of them is a duplicate even if the answer is a 503
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise failures[0]
-    return len(outcome.ids) - len(fresh_ids)
-
-
 async def ingest(request: web.Request, kind: str | None) -> web.Response:
     """One handler for every ingest path; ``kind`` is the message type, or None for a batch."""
     state = request.app[STATE]
     metrics = state.metrics
     received_at = state.clock()
-    headers = _cors(request)
+    headers = cors(request)
     source: Source | None = None
     body: bytes | None = None
-    info = _request_info(state, request, received_at)
+    info = request_info(state.config, request, received_at)
     try:
         state.ip_limits.take(info.ip or "", "client address")
-        key = _header_key(request)
+        key = header_key(request)
         if key is not None:
-            source = _admit(state, key, request)
+            source = state.gate.admit(key, request)
         body = await bodies.read_raw(request, timeout=state.config.client_timeout)
         body = bodies.decode(request, body)
         payload = bodies.parse_json(body)
         if not isinstance(payload, dict):
             raise BadRequest("invalid_json" if kind else "invalid_batch", "the body must be a JSON object")
         if source is None:
-            source = _admit(state, payload.get("writeKey", request.query.get("writeKey")), request)
+            source = state.gate.admit(payload.get("writeKey", request.query.get("writeKey")), request)
         if kind is None:
             messages = payload.get("batch")
             if not isinstance(messages, list):
@@ -239,13 +141,13 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         # the parsed messages are serialised by now: drop them rather than hold them (about
         # 3 KB an event) for as long as the store takes to answer
         payload = messages = context = None
-        duplicates = await _store(state, source, outcome, received_at, rejected_lines)
+        duplicates = await state.committer.commit(source.name, outcome, received_at, rejected_lines)
     except CollectorError as exc:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
                 line = dead_letters.record(source, received_at, exc.code, exc.message, **dead_letters.body_payload(body))
-                await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
+                await state.committer.dead_letter(source.name, received_at, line)
             except Unavailable as unavailable:
                 exc = unavailable
         if isinstance(exc, Unavailable):
@@ -270,7 +172,7 @@ async def pixel(request: web.Request) -> web.Response:
     gif = web.Response(body=PIXEL, content_type="image/gif", headers={"Cache-Control": "no-store"})
     source = None
     try:
-        source = _authenticate(state, request.query.get("writeKey"), None)
+        source = state.gate.authenticate(request.query.get("writeKey"), None)
         data = request.query.get("data", "")
         try:
             raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
@@ -281,11 +183,11 @@ async def pixel(request: web.Request) -> web.Response:
         message = bodies.parse_json(raw)
         if isinstance(message, dict) and "type" not in message and message.get("event") not in (None, *SINGLE_ROUTES):
             message["type"] = "track"
-        outcome = state.pipeline.process([message], source, _request_info(state, request, received_at))
+        outcome = state.pipeline.process([message], source, request_info(state.config, request, received_at))
         rejected_lines = [
             dead_letters.record(source, received_at, r["code"], r["message"], payload=message) for r in outcome.rejected
         ]
-        await _store(state, source, outcome, received_at, rejected_lines)
+        await state.committer.commit(source.name, outcome, received_at, rejected_lines)
         for rejected in outcome.rejected:
             state.metrics.inc("intilery_events_rejected_total", source=source.name, code=rejected["code"])
         if outcome.ids:
@@ -295,14 +197,14 @@ async def pixel(request: web.Request) -> web.Response:
         if source is not None and not isinstance(exc, Unavailable):
             line = dead_letters.record(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
             try:
-                await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
+                await state.committer.dead_letter(source.name, received_at, line)
             except Unavailable:
                 pass
     return gif
 
 
 async def preflight(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={**_cors(request), **CORS_HEADERS})
+    return web.Response(status=204, headers={**cors(request), **CORS_HEADERS})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -355,62 +257,35 @@ def _route(kind: str | None):
     return handler
 
 
-def make_store(config: Config, metrics: Metrics):
-    if config.store == "nats":
-        from collector.store.nats import NatsStore
-
-        return NatsStore(config, metrics=metrics)
-    return FileStore(
-        config.data_dir,
-        fsync=config.fsync,
-        fsync_interval=config.fsync_interval,
-        segment_max_bytes=config.segment_max_bytes,
-        max_pending_bytes=config.max_pending_bytes,
-        metrics=metrics,
-    )
-
-
-def rebuild_dedup(dedup: Dedup, config: Config) -> int:
-    """Seed the duplicate filter with the ids of events inside the window (newest first, bounded)."""
-    since = iso_ms(time.time() - dedup.window)
-    ids: list[str] = []
-    for event in read_events(config.data_dir, newest_first=True, since=hour_partition(time.time() - dedup.window)):
-        message_id = event.get("messageId")
-        if isinstance(message_id, str) and str(event.get("receivedAt", "")) >= since:
-            ids.append(message_id)
-            if len(ids) >= dedup.max_entries:
-                break
-    dedup.add(reversed(ids))
-    return len(ids)
-
-
 def create_app(config: Config, store=None) -> web.Application:
     """The collector as an aiohttp application (the store is started and closed with it)."""
     metrics = Metrics()
     geo = Geo(config.geoip) if config.geoip else None
     if geo is None:
         log.info("no geo database configured: context.location is not added (set --geoip PATH.mmdb)")
+    store = store if store is not None else make_store(config, metrics)
+    dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
     state = State(
         config=config,
-        store=store if store is not None else make_store(config, metrics),
+        store=store,
         metrics=metrics,
         pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo),
-        dedup=Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries),
+        gate=Gate(config),
+        committer=Committer(store, dedup),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
-        source_limits={s.name: TokenBuckets(s.rate_limit, s.rate_burst) for s in config.sources if s.rate_limit > 0},
     )
     app = web.Application(middlewares=[count_requests])
     app[STATE] = state
     app[assets.TAG] = assets.load_tag()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await state.store.start()
-        if config.store == "file":
-            seeded = rebuild_dedup(state.dedup, config)
-            if seeded:
-                log.info("duplicate filter rebuilt", extra={"ids": seeded})
+        await store.start()
+        seeded = await store.recent_ids(dedup.window, dedup.max_entries)
+        if seeded:
+            dedup.add(seeded)
+            log.info("duplicate filter rebuilt", extra={"ids": len(seeded)})
         yield
-        await state.store.close()
+        await store.close()
         if geo is not None:
             geo.close()
 

@@ -7,13 +7,17 @@ site server rewrites that address in the pages it serves.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from collector.config import Config, Source
+from collector.logs import setup_logging
+from collector.serving import config_from_args, new_loop, serve_flags, until_signalled
 
 log = logging.getLogger("intilery.demo")
 
@@ -54,7 +58,6 @@ def site_app(site_dir: Path, collector_url: str) -> web.Application:
 
 async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) -> None:
     from collector.app import SERVER_KWARGS, create_app
-    from collector.cli import until_signalled
 
     site_url = f"http://{config.host}:{site_port}"
     collector_url = f"http://{config.host}:{config.port}"
@@ -81,3 +84,27 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``intilery demo``."""
+    demo = commands.add_parser("demo", help="run the collector and the demo shop on two origins")
+    serve_flags(demo)
+    demo.add_argument("--site-port", type=int, default=8000, help="port of the demo shop (default 8000)")
+    demo.add_argument("--site-dir", help="the demo site's directory (default: demo_site/ of the clone)")
+    demo.set_defaults(run=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    setup_logging(config.log_format)
+    site_dir = Path(args.site_dir) if args.site_dir else SITE_DIR
+    if not (site_dir / "index.html").is_file():
+        print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)")
+        return 2
+    loop = new_loop()
+    try:
+        loop.run_until_complete(run_demo(config, args.site_port, site_dir))
+    finally:
+        loop.close()
+    return 0

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -15,24 +13,12 @@ from collector.enrich import ip as iputil
 from collector.enrich.geo import Geo
 from collector.enrich.useragent import UserAgentParser
 from collector.errors import Invalid
+from collector.log.layout import iso_ms
 from collector.validate import MAX_MESSAGE_BYTES, parse_timestamp, validate
 
 
 YEAR_1 = -62135596800.0  # 0001-01-01T00:00:00Z, the earliest time ISO-8601 writes without a sign
 TOO_DEEP = "a message may nest objects and arrays at most 254 levels deep"
-
-
-def iso_ms(epoch: float) -> str:
-    """ISO-8601 UTC with milliseconds: 2026-11-28T13:04:05.678Z."""
-    millis = int(epoch * 1000)
-    return _iso_seconds(millis // 1000) + f".{millis % 1000:03d}Z"
-
-
-@lru_cache(maxsize=4096)
-def _iso_seconds(seconds: int) -> str:
-    # cached: strftime costs about 1 µs, and nearly every event of a second shares it
-    utc = time.gmtime(seconds)
-    return f"{utc.tm_year:04d}" + time.strftime("-%m-%dT%H:%M:%S", utc)  # %Y does not pad years before 1000
 
 
 @dataclass(frozen=True)

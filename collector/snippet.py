@@ -32,7 +32,9 @@ Readable form of the script (the minified copy below is what is printed)::
 
 from __future__ import annotations
 
+import argparse
 import json
+from typing import Any
 
 METHODS = "load page track identify group alias reset ready flush optIn optOut debug"
 
@@ -66,3 +68,17 @@ def snippet(write_key: str, host: str, consent: bool = False) -> str:
     options = ',consent:"required"' if consent else ""
     script = _STUB % (options, _js_string(write_key), _js_string(host.rstrip("/")))
     return "<script>\n" + script + "\n</script>"
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``intilery snippet``."""
+    snip = commands.add_parser("snippet", help="print the snippet to paste into a site's pages")
+    snip.add_argument("--write-key", required=True)
+    snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL")
+    snip.add_argument("--consent", choices=["required"], help="send nothing until the page calls intilery.optIn()")
+    snip.set_defaults(run=cmd_snippet)
+
+
+def cmd_snippet(args: argparse.Namespace) -> int:
+    print(snippet(args.write_key, args.host.rstrip("/"), consent=args.consent == "required"))
+    return 0

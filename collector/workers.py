@@ -2,15 +2,15 @@
 
 Python runs one event loop on one core, so the collector scales with cores by running
 several processes. Each worker is a fork of the supervisor that runs
-``cli.run_server(config, reuse_port=True)``: every worker binds the port with
+``serve(config, reuse_port=True)`` (``serving.serve``, passed in by ``intilery serve``): every worker binds the port with
 ``SO_REUSEPORT`` and the kernel spreads new connections over them. A worker has its own
 event loop, its own store writer and its own store instance (the file store locks a free
 ``<host>_<n>`` name, so two workers never write the same segment).
 
 The supervisor::
 
-    supervise ─ fork ─▶ worker 0 ─▶ run_server(reuse_port) ─▶ FileStore instance host_0
-              ├ fork ─▶ worker 1 ─▶ run_server(reuse_port) ─▶ FileStore instance host_1
+    supervise ─ fork ─▶ worker 0 ─▶ serve(reuse_port) ─▶ FileStore instance host_0
+              ├ fork ─▶ worker 1 ─▶ serve(reuse_port) ─▶ FileStore instance host_1
               └ waits for SIGCHLD / SIGTERM / SIGINT:
                   a worker died      → fork a new one in its place (its store recovers
                                        what the dead one left: torn line, compression)
@@ -36,6 +36,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from collector.config import Config
 
@@ -73,7 +74,10 @@ class _WorkerTag(logging.Filter):
         return True
 
 
-def supervise(config: Config) -> int:
+Serve = Callable[..., None]  # serve(config, reuse_port=True, quiet=...) until SIGTERM
+
+
+def supervise(config: Config, serve: Serve) -> int:
     """Run ``config.workers`` workers until SIGTERM/SIGINT; 0 after a clean stop, 1 if workers cannot start."""
     reserved = None
     if config.port == 0:  # every worker must bind the same port: choose it here
@@ -83,9 +87,9 @@ def supervise(config: Config) -> int:
     slots = [_Slot(i) for i in range(config.workers)]
     try:
         for slot in slots:
-            _start(slot, config, reserved)
+            _start(slot, config, reserved, serve)
         log.info("supervising workers", extra={"workers": config.workers, "port": config.port, "pid": os.getpid()})
-        code = _watch(slots, config, reserved)
+        code = _watch(slots, config, reserved, serve)
     finally:
         stopped = _stop_all(slots)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
@@ -103,7 +107,7 @@ def _reserve_port(host: str) -> socket.socket:
     return sock
 
 
-def _start(slot: _Slot, config: Config, reserved: socket.socket | None) -> None:
+def _start(slot: _Slot, config: Config, reserved: socket.socket | None, serve: Serve) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
@@ -111,14 +115,14 @@ def _start(slot: _Slot, config: Config, reserved: socket.socket | None) -> None:
     if pid == 0:  # the worker: never returns
         if reserved is not None:
             reserved.close()
-        _worker(config, slot.index, quiet=slot.index > 0 or slot.starts > 0, parent=parent)
+        _worker(config, serve, slot.index, quiet=slot.index > 0 or slot.starts > 0, parent=parent)
     slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
     slot.starts += 1
     if slot.starts > 1:
         log.info("worker restarted", extra={"worker": slot.index, "pid": pid})
 
 
-def _worker(config: Config, index: int, quiet: bool, parent: int) -> None:
+def _worker(config: Config, serve: Serve, index: int, quiet: bool, parent: int) -> None:
     """The body of a forked worker: serve until SIGTERM/SIGINT, then exit (never returns)."""
     code = 1
     try:
@@ -128,14 +132,7 @@ def _worker(config: Config, index: int, quiet: bool, parent: int) -> None:
         _die_with(parent)
         for handler in logging.getLogger().handlers:
             handler.addFilter(_WorkerTag(index))
-
-        from collector.cli import new_loop, run_server
-
-        loop = new_loop()
-        try:
-            loop.run_until_complete(run_server(config, reuse_port=True, quiet=quiet))
-        finally:
-            loop.close()
+        serve(config, reuse_port=True, quiet=quiet)
         code = 0
     except KeyboardInterrupt:
         code = 130
@@ -159,7 +156,7 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _watch(slots: list[_Slot], config: Config, reserved: socket.socket | None) -> int:
+def _watch(slots: list[_Slot], config: Config, reserved: socket.socket | None, serve: Serve) -> int:
     """Restart workers that die until SIGTERM/SIGINT (0), or until one cannot start (1)."""
     while True:
         now = time.monotonic()
@@ -181,7 +178,7 @@ def _watch(slots: list[_Slot], config: Config, reserved: socket.socket | None) -
             slot.restart_at = time.monotonic() + delay
         for slot in slots:
             if slot.restart_at is not None and slot.restart_at <= time.monotonic():
-                _start(slot, config, reserved)
+                _start(slot, config, reserved, serve)
 
 
 def _reap(slots: list[_Slot]) -> list[tuple[_Slot, int]]:

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestServer
 
 from collector.app import SERVER_KWARGS, create_app
 from collector.config import Config, Source
-from collector.store.files import read_events
-from collector.testing import build_geo_db
+from collector.log.reader import read_events
+from helpers import build_geo_db
 
 WEB = Source(name="web", write_key="wk_web", allowed_origins=("https://shop.example",))
 SERVER = Source(name="server", write_key="wk_server", ip_mode="full", trust_client_ip=True)

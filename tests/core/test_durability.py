@@ -10,8 +10,8 @@ from collections import Counter
 import aiohttp
 import orjson
 
-from collector.store.files import read_events
-from collector.testing import CollectorProcess
+from collector.log.reader import read_events
+from helpers import CollectorProcess
 
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
 

@@ -14,7 +14,9 @@ import orjson
 import pytest
 
 from collector.errors import Unavailable
-from collector.store.files import FileStore, hour_partition, read_events
+from collector.log.files import FileStore
+from collector.log.layout import hour_partition
+from collector.log.reader import read_events
 from tests.conftest import stored
 
 KEY = {"X-Write-Key": "wk_web"}

@@ -6,8 +6,9 @@ import io
 
 import orjson
 
-from collector.store.files import FileStore
-from collector.tail import Follower, describe, follow
+from collector.log.files import FileStore
+from collector.log.reader import Reader
+from collector.log.tail import describe, follow
 
 PARTITION = "dt=2026-11-28/hr=10"
 
@@ -20,14 +21,14 @@ async def test_follows_new_lines_across_rotation_and_gzip(tmp_path):
     store = FileStore(tmp_path, segment_max_bytes=2_000)
     await store.start()
     await store.append([event(0)], partition=PARTITION)
-    follower = Follower(tmp_path / "events")  # starts at the end: E0 is history
+    follower = Reader.at_end(tmp_path / "events")  # starts at the end: E0 is history
     seen: list[str] = []
     for n in range(1, 20):
         await store.append([event(n)], partition=PARTITION)
         if n % 3 == 0:
-            seen += [orjson.loads(line)["event"] for line in follower.poll()]
+            seen += [orjson.loads(line)["event"] for line, _segment in follower.lines()]
     await store.close()  # every segment closed and gzipped
-    seen += [orjson.loads(line)["event"] for line in follower.poll()]
+    seen += [orjson.loads(line)["event"] for line, _segment in follower.lines()]
     assert seen == [f"E{n}" for n in range(1, 20)]
     assert len(list((tmp_path / "events").glob("**/*.gz"))) > 3
 

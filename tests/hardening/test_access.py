@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from collector.testing import CollectorProcess, free_port
+from helpers import CollectorProcess, free_port
 
 SOURCES = [
     {"name": "web", "write_key": "wk_web_secret_1", "allowed_origins": ["https://shop.example"]},

@@ -33,7 +33,7 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from collector.testing import CollectorProcess
+from helpers import CollectorProcess
 from tests.hardening.conftest import fuzz_settings
 
 KEY = "wk_contract"

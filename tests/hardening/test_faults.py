@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from collector.app import STATE
-from collector.store.files import hour_partition, read_events
-from collector.testing import CollectorProcess
+from collector.log.layout import hour_partition
+from collector.log.reader import read_events
+from helpers import CollectorProcess
 from tests.conftest import stored
 
 KEY = {"X-Write-Key": "wk_web"}

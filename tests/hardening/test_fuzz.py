@@ -39,8 +39,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.app import BATCH_ROUTES, SINGLE_ROUTES
-from collector.store.files import read_events
-from collector.testing import CollectorProcess
+from collector.log.reader import read_events
+from helpers import CollectorProcess
 from tests.hardening.conftest import fuzz_settings
 
 KEY = "wk_fuzz"

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from collector.testing import CollectorProcess
+from helpers import CollectorProcess
 
 EVENT = {"userId": "u", "event": "E"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.testing import CollectorProcess
+from helpers import CollectorProcess
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 PROXIED_IP, CLIENT_SENT_IP, IPV6 = "198.51.100.77", "198.51.100.88", "2001:db8:1234:5678::9"

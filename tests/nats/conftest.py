@@ -57,8 +57,8 @@ def archives(tmp_path):
 
 @pytest.fixture
 def collectors(tmp_path):
-    """``await collectors(name, *args, **settings)`` starts a ``collector.testing.CollectorProcess``."""
-    from collector.testing import CollectorProcess
+    """``await collectors(name, *args, **settings)`` starts a ``helpers.CollectorProcess``."""
+    from helpers import CollectorProcess
 
     started: list[Any] = []
 

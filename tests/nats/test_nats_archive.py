@@ -12,10 +12,11 @@ import orjson
 import pytest
 from natsprocs import consumer_drained, eventually, output_ids, output_lines, output_segments
 
-from collector.archive import Archiver, ArchiveStore
+from collector.log.archive import Archiver, ArchiveStore
 from collector.config import Config
-from collector.store.files import EVENTS, REJECTED, FileStore, day_partition, hour_partition
-from collector.store.nats import NatsStore
+from collector.log.files import FileStore
+from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
+from collector.log.nats import NatsStore
 
 HOUR = 3600
 

@@ -25,7 +25,7 @@ from natsprocs import (
     track,
 )
 
-from collector.store.files import read_events
+from collector.log.reader import read_events
 
 
 def nats_args(url: str, *more: str) -> list[str]:

@@ -12,13 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from collector.store.files import read_events
-from collector.store.segments import LOCK_DIR, try_lock
-from collector.testing import CollectorProcess
+from collector.log.reader import read_events
+from collector.log.layout import LOCK_DIR
+from collector.log.segments import try_lock
+from helpers import CollectorProcess, wait_until
 
 KEY = "wk_test"
 DEADLINE = 60.0  # seconds: a liveness bound, not a measurement
@@ -30,16 +30,6 @@ def workers_of(supervisor: int) -> list[int]:
             return sorted(int(p) for p in fh.read().split())
     except OSError:
         return []
-
-
-def wait_for(condition, what: str):
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def held_instances(data_dir: Path) -> list[str]:
@@ -77,20 +67,20 @@ class TestWorkers:
         collector.start()
         supervisor = collector.proc.pid
         try:
-            first = wait_for(lambda: len(workers_of(supervisor)) == 2 and workers_of(supervisor), "two workers")
-            assert len(wait_for(lambda: len(held_instances(collector.data_dir)) == 2 and held_instances(collector.data_dir),
-                                "two store instances")) == 2  # fmt: skip
+            first = wait_until(lambda: len(workers_of(supervisor)) == 2 and workers_of(supervisor), timeout=DEADLINE, what="two workers")
+            assert len(wait_until(lambda: len(held_instances(collector.data_dir)) == 2 and held_instances(collector.data_dir),
+                                timeout=DEADLINE, what="two store instances")) == 2  # fmt: skip
 
             acked = [f"before-{n}" for n in range(30)]
             assert [track(collector.url, m) for m in acked] == [200] * 30
 
             victim = first[0]
             os.kill(victim, signal.SIGKILL)
-            now = wait_for(
+            now = wait_until(
                 lambda: (w := workers_of(supervisor)) and len(w) == 2 and victim not in w and w,
-                "the killed worker to be replaced",
+                timeout=DEADLINE, what="the killed worker to be replaced",
             )
-            wait_for(lambda: len(held_instances(collector.data_dir)) == 2, "the new worker's store")
+            wait_until(lambda: len(held_instances(collector.data_dir)) == 2, timeout=DEADLINE, what="the new worker's store")
             assert not is_running(victim)
 
             after = [f"after-{n}" for n in range(30)]

@@ -1,11 +1,6 @@
 """Segment files on disk: naming, the instance lock, compression and crash recovery.
 
-Layout (DESIGN.md)::
-
-    <root>/<partition>/part-<instance>-<seq>.ndjson      open (or not yet compressed)
-    <root>/<partition>/part-<instance>-<seq>.ndjson.gz   closed
-
-Everything here is synchronous; the store runs it in its own threads.
+Names and partitions are ``layout``'s. Everything here is synchronous; the store runs it in its own threads.
 """
 
 from __future__ import annotations
@@ -21,19 +16,9 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from collector.log.layout import LOCK_DIR, parse_name
+
 log = logging.getLogger("intilery.store")
-
-LOCK_DIR = ".locks"
-_NAME = re.compile(r"^part-(?P<instance>.+)-(?P<seq>\d+)\.ndjson(?P<gz>\.gz)?(?P<tmp>\.tmp)?$")
-
-
-def segment_name(instance: str, seq: int) -> str:
-    return f"part-{instance}-{seq:06d}.ndjson"
-
-
-def parse_name(name: str) -> re.Match | None:
-    return _NAME.match(name)
-
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

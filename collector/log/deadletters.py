@@ -16,7 +16,7 @@ import orjson
 
 from collector.config import Source
 from collector.enrich.ip import anonymize, valid_ip
-from collector.ingest import iso_ms
+from collector.log.layout import iso_ms
 
 _ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.]{7,45}")
 

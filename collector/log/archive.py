@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import hashlib
 import logging
 import re
@@ -32,7 +31,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import orjson
 
@@ -40,9 +39,11 @@ from collector.config import Config, ConfigError, load_config
 from collector.dedup import Dedup
 from collector.errors import Unavailable
 from collector.metrics import Metrics
-from collector.store import segments
-from collector.store.files import EVENTS, REJECTED, FileStore, day_partition, hour_partition
-from collector.store.nats import (
+from collector.log import layout
+from collector.log.files import FileStore
+from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
+from collector.log.reader import Reader
+from collector.log.stream import (
     ERR_STREAM_NOT_FOUND,
     HEADER_ID,
     HEADER_PARTITION,
@@ -60,10 +61,6 @@ MAX_ACK_PENDING = 50_000  # across every process of the consumer
 FETCH_WAIT = 1.0  # a fetch returns after this long when the stream is idle (and SIGTERM is noticed)
 RETRY_DELAY = 5.0  # after a failed write, the batch is handed back with this delay
 REPORT_EVERY = 10.0  # seconds between progress lines in the log
-_PARTITION = {
-    EVENTS: re.compile(r"dt=\d{4}-\d{2}-\d{2}/hr=\d{2}"),
-    REJECTED: re.compile(r"dt=\d{4}-\d{2}-\d{2}"),
-}
 
 
 class ArchiveStore(FileStore):
@@ -73,20 +70,7 @@ class ArchiveStore(FileStore):
     was never acknowledged: JetStream delivers it again and it is written whole.
     """
 
-    def _recover(self) -> None:
-        roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
-        for path, _instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
-            if path.name.endswith(".tmp"):
-                path.unlink()
-                continue
-            if path.with_name(path.name + ".gz").exists():
-                path.unlink()
-                continue
-            tail = segments.trim_torn_tail(path)
-            if tail:
-                log.warning("cut a torn line left by a crash (it is delivered again)",
-                            extra={"segment": str(path), "bytes": len(tail)})  # fmt: skip
-            segments.compress(path)
+    torn_lines_rejected = False
 
 
 def line_key(log_name: str, line: bytes) -> str:
@@ -107,64 +91,28 @@ def partition_of(log_name: str, line: bytes) -> str:
         received = orjson.loads(line).get("receivedAt")
     except (orjson.JSONDecodeError, AttributeError):
         received = None
-    if isinstance(received, str) and re.match(r"\d{4}-\d{2}-\d{2}T\d{2}", received):
-        day = f"dt={received[:10]}"
-        return day if log_name == REJECTED else f"{day}/hr={received[11:13]}"
-    now = time.time()
-    return day_partition(now) if log_name == REJECTED else hour_partition(now)
+    return layout.partition_of_received(log_name, received) or layout.partition(log_name, time.time())
 
 
 class OutputIndex:
     """The keys of the lines already in the output directory, read incrementally.
 
-    Every instance's segments are read (open ones up to their last newline); a segment read
-    before is read again only from where it stopped, so rescanning a partition after a
-    redelivery costs what was written since.
+    Every instance's segments are read (open ones up to their last newline) through the
+    log's reader, whose cursor remembers where each stopped, so rescanning a partition after
+    a redelivery costs what was written since.
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self._done: dict[str, int] = {}  # segment path without .gz -> bytes read (-1: all of the .gz)
+        self._readers = {name: Reader(self.data_dir / name, log_name=name) for name in (EVENTS, REJECTED)}
 
     def scan(self, log_name: str, partition: str) -> list[str]:
         """Keys of lines in ``log_name/partition`` not returned by an earlier scan."""
-        directory = self.data_dir / log_name / partition
-        keys: list[str] = []
-        names = sorted({p.name.removesuffix(".gz") for p in directory.glob("part-*.ndjson*") if not p.name.endswith(".tmp")})
-        for name in names:
-            for line in self._new_lines(directory / name):
-                keys.append(line_key(log_name, line))
-        return keys
-
-    def _new_lines(self, plain: Path) -> Iterator[bytes]:
-        key = str(plain)
-        done = self._done.get(key, 0)
-        if done < 0:
-            return
-        try:
-            with open(plain, "rb") as fh:
-                fh.seek(done)
-                data = fh.read()
-        except FileNotFoundError:  # closed and compressed (maybe just now): read the .gz
-            gz = plain.with_name(plain.name + ".gz")
-            try:
-                with gzip.open(gz, "rb") as fh:
-                    fh.seek(done)
-                    data = fh.read()
-            except FileNotFoundError:
-                return
-            self._done[key] = -1
-        else:
-            end = data.rfind(b"\n") + 1
-            data = data[:end]
-            self._done[key] = done + end
-        yield from (line for line in data.split(b"\n") if line)
+        return [line_key(log_name, line) for line, _segment in self._readers[log_name].lines([partition])]
 
     def partitions(self, log_name: str, since: str) -> list[str]:
         """The partitions of ``log_name`` from ``since`` on, oldest first."""
-        root = self.data_dir / log_name
-        depth = "dt=*/hr=*" if log_name == EVENTS else "dt=*"
-        return sorted(p.relative_to(root).as_posix() for p in root.glob(depth) if p.is_dir() and p.relative_to(root).as_posix() >= since)
+        return layout.partitions(self.data_dir / log_name, log_name, since)
 
     def seed(self, dedup: Dedup, window: float) -> int:
         """Fill ``dedup`` with the newest keys in the output (at most its max_entries), oldest first."""
@@ -310,7 +258,7 @@ class Archiver:
             data = msg.data if msg.data.endswith(b"\n") else msg.data + b"\n"
             headers = msg.headers or {}
             partition = headers.get(HEADER_PARTITION, "")
-            if not _PARTITION[log_name].fullmatch(partition):
+            if not layout.PARTITION[log_name].fullmatch(partition):
                 partition = partition_of(log_name, data)
             key = headers.get(HEADER_ID) if log_name == EVENTS else None
             key = key or line_key(log_name, data)
@@ -381,8 +329,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from collector.cli import new_loop
     from collector.logs import setup_logging
+    from collector.serving import new_loop
 
     overrides = {
         "data_dir": args.data_dir,

@@ -1,0 +1,68 @@
+"""The commit of a request: duplicates out, append, wait until durable.
+
+After the pipeline has turned a request's messages into lines, ``Committer.commit``:
+
+1. drops the ids seen in the window, and repeats within the request;
+2. for an id another request is writing right now (in flight), waits for that write instead
+   of writing it again;
+3. appends the fresh lines and the dead letters, and awaits every write (and every in-flight
+   wait), even when one fails, so no failure leaves another unretrieved;
+4. adds the stored ids to the window, even when the answer is a 503 because another write of
+   the same request failed: a retry of them is then a duplicate.
+
+``dead_letter`` keeps one rejected request in ``rejected/``. The store is any log store
+(``collector.log``); nothing here knows which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from collector.dedup import Dedup
+from collector.ingest import Outcome
+from collector.log.layout import REJECTED, day_partition, hour_partition
+
+
+class Committer:
+    def __init__(self, store: Any, dedup: Dedup) -> None:
+        self.store, self.dedup = store, dedup
+
+    async def commit(self, source: str, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
+        """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
+        dedup, fresh_lines, fresh_ids, waits, seen_here = self.dedup, [], [], [], set()
+        for message_id, line in zip(outcome.ids, outcome.lines):
+            if message_id in seen_here or dedup.seen(message_id):
+                continue
+            in_flight = dedup.in_flight.get(message_id)
+            if in_flight is not None:
+                waits.append(in_flight)
+                continue
+            seen_here.add(message_id)
+            fresh_lines.append(line)
+            fresh_ids.append(message_id)
+        commits = []
+        if rejected_lines:
+            commits.append(self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source))
+        if fresh_lines:
+            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source)
+            commits.append(commit)
+            for message_id in fresh_ids:
+                dedup.in_flight[message_id] = commit
+        try:
+            # every write (and every in-flight duplicate) is awaited, even when one fails
+            results = await asyncio.gather(*commits, *waits, return_exceptions=True)
+        finally:
+            for message_id in fresh_ids:
+                if dedup.in_flight.get(message_id) is commits[-1]:
+                    del dedup.in_flight[message_id]
+        if fresh_lines and not isinstance(results[len(commits) - 1], BaseException):
+            dedup.add(fresh_ids, received_at)  # stored: a retry of them is a duplicate even if the answer is a 503
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        return len(outcome.ids) - len(fresh_ids)
+
+    async def dead_letter(self, source: str, received_at: float, line: bytes) -> None:
+        """Keep one dead letter (a whole rejected request) in ``rejected/``."""
+        await self.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source)

@@ -1,0 +1,92 @@
+"""The edge of a request: who sends it (write key, origin, rate limits), CORS, the client.
+
+Everything decided before the body is validated: ``Gate.admit`` finds the source of a write
+key (every key compared in full, in constant time), checks the browser origin against the
+source's ``allowed_origins`` and spends a token of the source's rate limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from collector.config import Config, Source
+from collector.enrich.ip import client_ip
+from collector.errors import Forbidden, Unauthorized
+from collector.ingest import RequestInfo
+from collector.limits import TokenBuckets
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, Authorization, X-Write-Key",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+class Gate:
+    """The sources of a configuration, by write key, with their rate limits."""
+
+    def __init__(self, config: Config) -> None:
+        self.sources = config.sources
+        self.source_limits = {s.name: TokenBuckets(s.rate_limit, s.rate_burst) for s in config.sources if s.rate_limit > 0}
+
+    def source_for(self, key: str) -> Source | None:
+        """The source with this write key; every key is compared in constant time."""
+        found = None
+        given = key.encode("utf-8", "surrogatepass")  # header bytes that are not UTF-8 arrive as surrogates
+        for source in self.sources:
+            if hmac.compare_digest(source.write_key.encode(), given):
+                found = source
+        return found
+
+    def authenticate(self, key: Any, origin: str | None) -> Source:
+        if key is None or key == "":
+            raise Unauthorized("missing_write_key", "a write key is required (Basic auth user, X-Write-Key, writeKey)")
+        source = self.source_for(key) if isinstance(key, str) else None
+        if source is None:
+            raise Unauthorized("invalid_write_key", "the write key is not known")
+        if origin is not None and not source.allows_origin(origin):
+            raise Forbidden("origin_not_allowed", "this origin may not send events for this source")
+        return source
+
+    def admit(self, key: Any, request: web.Request) -> Source:
+        """Authenticate, check the origin, spend a token of the source's rate limit."""
+        source = self.authenticate(key, request.headers.get("Origin"))
+        limits = self.source_limits.get(source.name)
+        if limits is not None:
+            limits.take(source.name, "source")
+        return source
+
+
+def header_key(request: web.Request) -> str | None:
+    """The write key of the headers: the HTTP Basic user name, else ``X-Write-Key``."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            user = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").split(":", 1)[0]
+        except ValueError:  # not base64, not ASCII, not UTF-8 (binascii.Error is a ValueError)
+            raise Unauthorized("invalid_write_key", "the Authorization header is not valid HTTP Basic") from None
+        if user:
+            return user
+    return request.headers.get("X-Write-Key") or None
+
+
+def cors(request: web.Request) -> dict:
+    origin = request.headers.get("Origin")
+    # The origin is echoed on every answer (errors included) so a browser can read the
+    # status and not retry a 4xx; whether the origin may send is decided per source.
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
+
+
+def request_info(config: Config, request: web.Request, received_at: float) -> RequestInfo:
+    """What the request tells about every message in it: when, the client address, the agent."""
+    ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), config.trusted_proxies)
+    agent = request.headers.get("User-Agent")
+    if agent is not None:  # bytes that are not UTF-8 arrive as surrogates, which JSON cannot store
+        agent = agent.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return RequestInfo(received_at, ip, agent)

@@ -1,0 +1,50 @@
+"""The log: where events are kept, and the one way to read them back.
+
+A store takes already-serialised NDJSON lines and answers only once they are durable.
+
+Two implementations share one interface: ``files.FileStore`` (the embedded default) and
+``nats.NatsStore`` (a JetStream stream, for several collectors)::
+
+    await store.start()
+    done = store.append(lines, partition="dt=…/hr=…", log="events", ids=[messageId, …], source="web")
+    await done                       # raises errors.Unavailable (also raised by append itself)
+    ready, reason = await store.ready()
+    ids = await store.recent_ids(window, limit)   # seeds the collector's duplicate filter
+    await store.close()
+
+``log="rejected"`` appends dead letters (partitioned by day); ``ids`` and ``source`` matter to
+stores that address messages one by one.
+
+Modules: ``layout`` (names, partitions), ``segments`` (files on disk, the instance lock,
+compression, crash recovery), ``files`` (the file store), ``reader`` (the one reader),
+``rewrite`` (the one safe rewrite of a segment), ``deadletters`` (what ``rejected/`` keeps),
+``stream`` (the JetStream stream: settings, creation, connection), ``nats`` (the NATS store,
+which publishes), ``archive`` (``intilery archive``: the stream into files), ``tail``
+(``intilery tail``). Nothing here imports the HTTP side.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collector.config import Config
+    from collector.metrics import Metrics
+
+
+def make_store(config: Config, metrics: Metrics):
+    """The store ``config.store`` names, not started yet."""
+    if config.store == "nats":
+        from collector.log.nats import NatsStore
+
+        return NatsStore(config, metrics=metrics)
+    from collector.log.files import FileStore
+
+    return FileStore(
+        config.data_dir,
+        fsync=config.fsync,
+        fsync_interval=config.fsync_interval,
+        segment_max_bytes=config.segment_max_bytes,
+        max_pending_bytes=config.max_pending_bytes,
+        metrics=metrics,
+    )

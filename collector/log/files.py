@@ -1,0 +1,417 @@
+"""The file log store: one writer per process, group commit, fsync before the answer.
+
+Handlers call ``append``; the writer task takes everything appended since its last
+commit, writes it in one go from a dedicated thread, fsyncs (policy ``always``), and only
+then wakes the handlers, so one fsync covers every request that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from collector.errors import Unavailable
+from collector.log import segments
+from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms, segment_name
+from collector.log.reader import Reader
+from collector.log.segments import InstanceLock, compress, make_dirs
+from collector.metrics import Metrics
+
+log = logging.getLogger("intilery.store")
+
+
+@dataclass
+class _Segment:
+    fd: int
+    path: Path
+    size: int = 0
+    dirty: bool = False
+
+
+class SegmentLog:
+    """The open segments under one root (events/ or rejected/); used by the writer thread only."""
+
+    def __init__(self, root: Path, lock: InstanceLock, max_bytes: int, on_close) -> None:
+        self.root, self.lock, self.max_bytes, self.on_close = root, lock, max_bytes, on_close
+        self.open: dict[str, _Segment] = {}
+
+    def _segment(self, partition: str) -> _Segment:
+        seg = self.open.get(partition)
+        if seg is not None:
+            return seg
+        for other in list(self.open):  # time moved on: the older partitions are done
+            self.close(other)
+        directory = self.root / partition
+        make_dirs(directory)
+        while True:
+            path = directory / segment_name(self.lock.name, self.lock.next_seq())
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+                break
+            except FileExistsError:
+                continue
+        segments.fsync_dir(directory)
+        seg = self.open[partition] = _Segment(fd, path)
+        return seg
+
+    def write(self, partition: str, data: bytes) -> tuple[_Segment, int]:
+        """Append ``data``; returns the segment and its size before, for ``undo``."""
+        seg = self._segment(partition)
+        view, start = memoryview(data), seg.size
+        try:
+            while view:
+                written = os.write(seg.fd, view)
+                view = view[written:]
+        except OSError:
+            self.undo(seg, start)
+            raise
+        seg.size += len(data)
+        seg.dirty = True
+        return seg, start
+
+    def undo(self, seg: _Segment, size: int) -> None:
+        """Cut a segment back to ``size`` so a failed commit leaves nothing behind."""
+        if seg.fd < 0:
+            return
+        try:
+            os.ftruncate(seg.fd, size)
+            seg.size = size
+        except OSError:
+            log.error("cannot truncate %s after a failed write; abandoning it", seg.path)
+            self._drop(seg)
+
+    def _drop(self, seg: _Segment) -> None:
+        """Forget a segment that cannot be used (removed from under us, or not truncatable)."""
+        self.open = {p: s for p, s in self.open.items() if s is not seg}
+        os.close(seg.fd)
+        seg.fd = -1
+
+    def sync(self) -> None:
+        for seg in list(self.open.values()):
+            if seg.dirty:
+                os.fsync(seg.fd)
+                if os.fstat(seg.fd).st_nlink == 0:
+                    self._drop(seg)
+                    raise FileNotFoundError(f"segment {seg.path} was removed from under the store")
+                seg.dirty = False
+
+    def rotate(self, current: str | None) -> None:
+        """Close full segments, and every segment not in the ``current`` partition."""
+        for partition, seg in list(self.open.items()):
+            if seg.size >= self.max_bytes or (current is not None and partition != current):
+                self.close(partition)
+
+    def close(self, partition: str) -> None:
+        seg = self.open.pop(partition)
+        try:
+            os.fsync(seg.fd)
+        finally:
+            os.close(seg.fd)
+        self.on_close(seg.path)
+
+    def close_all(self) -> None:
+        for partition in list(self.open):
+            self.close(partition)
+
+
+def _background_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: nice applies per thread).
+
+    Compressing a closed segment (gzip, about 6 µs of CPU per event) is work that can wait:
+    on a busy core it yields to the threads that take events and acknowledge them, and
+    catches up when the load drops; at shutdown every compression is still awaited.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
+        pass
+
+
+class FileStore:
+    """The embedded store. ``fsync``: ``always`` (default), ``interval`` (at most ``interval`` s of loss) or ``never``."""
+
+    # A partial line left by a crash is kept in rejected/; a store whose writer acknowledges
+    # only after the fsync (the archive) cuts it instead, since it is delivered again.
+    torn_lines_rejected = True
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        fsync: str = "always",
+        fsync_interval: float = 1.0,
+        segment_max_bytes: int = 128 * 1024 * 1024,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+        metrics: Metrics | None = None,
+        instance_prefix: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.fsync, self.fsync_interval = fsync, fsync_interval
+        self.segment_max_bytes, self.max_pending_bytes = segment_max_bytes, max_pending_bytes
+        self.metrics = metrics or Metrics()
+        self.instance_prefix = instance_prefix
+        self.error: str | None = None
+        self._pending: list[tuple[str, str, list[bytes], int]] = []  # (log, partition, lines, bytes)
+        self._waiters: list[asyncio.Future] = []
+        self.pending_bytes = 0
+        self._last_sync = 0.0
+        self._task: asyncio.Task | None = None
+        self._housekeeping: asyncio.Task | None = None
+        self._compressions: set[asyncio.Future] = set()
+        self._closing = False
+        self._needed = 0  # bytes of the last commit that failed: free space the probe asks for
+
+    @property
+    def instance(self) -> str:
+        return self.lock.name
+
+    # --- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._gz = ThreadPoolExecutor(1, thread_name_prefix="store-gzip", initializer=_background_priority)
+        self._wake = asyncio.Event()
+        await self._loop.run_in_executor(self._io, self._open)
+        self._task = asyncio.create_task(self._writer(), name="store-writer")
+        self._housekeeping = asyncio.create_task(self._tick(), name="store-housekeeping")
+        self.metrics.gauge("intilery_store_queue_bytes", lambda: self.pending_bytes)
+        self.metrics.gauge("intilery_store_ready", lambda: 0 if self.error else 1)
+
+    def _open(self) -> None:
+        make_dirs(self.data_dir)
+        self.lock = InstanceLock(self.data_dir, self.instance_prefix)
+        self.logs = {
+            EVENTS: SegmentLog(self.data_dir / EVENTS, self.lock, self.segment_max_bytes, self._closed),
+            REJECTED: SegmentLog(self.data_dir / REJECTED, self.lock, self.segment_max_bytes, self._closed),
+        }
+        self._recover()
+        log.info("file store open", extra={"data_dir": str(self.data_dir), "instance": self.lock.name, "fsync": self.fsync})
+
+    def _recover(self) -> None:
+        """Finish what a crashed (or killed) process left: torn lines cut (to rejected/), then gzip."""
+        roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
+        torn: list[bytes] = []
+        for path, _instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
+            if path.name.endswith(".tmp"):  # a compression cut short (or redone just now)
+                path.unlink(missing_ok=True)
+                continue
+            gz = path.with_name(path.name + ".gz")
+            if gz.exists():  # compressed and renamed before the crash; the original is a leftover
+                path.unlink()
+                continue
+            tail = segments.trim_torn_tail(path)
+            if tail and self.torn_lines_rejected:
+                log.warning("moved a torn line to rejected/", extra={"segment": str(path), "bytes": len(tail)})
+                torn.append(
+                    orjson.dumps(
+                        {
+                            "receivedAt": iso_ms(time.time()),
+                            "source": None,
+                            "code": "torn_line",
+                            "message": f"partial line at the end of {path.name}, left by a crash",
+                            "payload": tail.decode("utf-8", "replace"),
+                        }
+                    )
+                    + b"\n"
+                )
+            elif tail:
+                log.warning("cut a torn line left by a crash (it is delivered again)",
+                            extra={"segment": str(path), "bytes": len(tail)})  # fmt: skip
+            compress(path)
+        if torn:
+            rejected = self.logs[REJECTED]
+            rejected.write(day_partition(time.time()), b"".join(torn))
+            rejected.sync()
+
+    async def close(self) -> None:
+        """Finish pending writes, close and compress every segment, release the instance."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._housekeeping.cancel()
+        self._wake.set()
+        await self._task
+        self._task = None
+        try:
+            await self._loop.run_in_executor(self._io, self._close_all)
+        except OSError as exc:
+            log.error("closing segments failed: %s", exc)
+        if self._compressions:
+            await asyncio.gather(*self._compressions, return_exceptions=True)
+        self._io.shutdown()
+        self._gz.shutdown()
+        self.lock.release()
+        log.info("file store closed", extra={"instance": self.lock.name})
+
+    def _close_all(self) -> None:
+        for segment_log in self.logs.values():
+            segment_log.close_all()
+
+    # --- appending ----------------------------------------------------------------------
+    def append(
+        self, lines: list[bytes], *, partition: str, log: str = EVENTS, ids: list[str] | None = None, source: str = ""
+    ) -> asyncio.Future:
+        """Queue NDJSON lines; the future resolves once they are durable (per the fsync policy).
+
+        ``ids`` and ``source`` are for stores that address messages one by one (NATS); the
+        file store needs only the partition. The lines are joined by the writer thread, once
+        for the whole commit, rather than copied here on the event loop for each request.
+        """
+        size = sum(map(len, lines))
+        if self._task is None:
+            raise Unavailable("store_unavailable", "the store is shutting down", retry_after=5)
+        if self.pending_bytes + size > self.max_pending_bytes and self.pending_bytes:
+            raise Unavailable("store_overloaded", "the store is behind; retry shortly", retry_after=1)
+        waiter = self._loop.create_future()
+        self._pending.append((log, partition, list(lines), size))
+        self._waiters.append(waiter)
+        self.pending_bytes += size
+        self._wake.set()
+        return waiter
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                if self._closing:
+                    return
+                continue
+            batch, waiters = self._pending, self._waiters
+            self._pending, self._waiters, self.pending_bytes = [], [], 0
+            started = time.perf_counter()
+            try:
+                await self._loop.run_in_executor(self._io, self._commit, batch)
+            except OSError as exc:
+                error = self._failed(exc)
+                self._needed = sum(size for _, _, _, size in batch)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+            else:
+                if self.error:
+                    log.info("store writable again", extra={"data_dir": str(self.data_dir)})
+                self.error = None
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            self.metrics.observe_flush(time.perf_counter() - started)
+            if self._pending:
+                self._wake.set()
+
+    def _commit(self, batch: list[tuple[str, str, list[bytes], int]]) -> None:
+        grouped: dict[tuple[str, str], list[bytes]] = {}
+        for log_name, partition, lines, _ in batch:
+            grouped.setdefault((log_name, partition), []).extend(lines)
+        written: list[tuple[SegmentLog, _Segment, int]] = []
+        try:
+            for (log_name, partition), parts in grouped.items():
+                segment_log = self.logs[log_name]
+                written.append((segment_log, *segment_log.write(partition, b"".join(parts))))
+            if self.fsync == "always" or (
+                self.fsync == "interval" and time.monotonic() - self._last_sync >= self.fsync_interval
+            ):
+                self._sync()
+        except OSError:
+            for segment_log, seg, size in written:
+                segment_log.undo(seg, size)
+            raise
+        for segment_log in self.logs.values():
+            segment_log.rotate(None)
+
+    def _sync(self) -> None:
+        for segment_log in self.logs.values():
+            segment_log.sync()
+        self._last_sync = time.monotonic()
+
+    def _failed(self, exc: OSError) -> Unavailable:
+        reason = "disk full" if segments.is_disk_full(exc) else f"cannot write to {self.data_dir}: {exc.strerror or exc}"
+        if self.error != reason:
+            log.error("store unavailable", extra={"reason": reason})
+        self.error = reason
+        return Unavailable("store_unavailable", f"the event store cannot take writes ({reason})", retry_after=5)
+
+    def _closed(self, path: Path) -> None:
+        """Called from the writer thread when a segment is closed: gzip it in the background."""
+        self._loop.call_soon_threadsafe(self._compress, path)
+
+    def _compress(self, path: Path) -> None:
+        job = self._loop.run_in_executor(self._gz, compress, path)
+        self._compressions.add(job)
+        job.add_done_callback(self._compressed)
+
+    def _compressed(self, job: asyncio.Future) -> None:
+        self._compressions.discard(job)
+        if job.exception() is not None:
+            log.error("compressing a segment failed (retried at the next start): %s", job.exception())
+
+    # --- housekeeping -------------------------------------------------------------------
+    async def _tick(self) -> None:
+        """Once a second: fsync for the interval policy, close segments of past hours."""
+        while True:
+            await asyncio.sleep(min(1.0, self.fsync_interval))
+            try:
+                await self._loop.run_in_executor(self._io, self._housekeep)
+            except OSError as exc:
+                self._failed(exc)
+
+    def _housekeep(self) -> None:
+        if self.fsync != "never":
+            self._sync()
+        now = time.time()
+        self.logs[EVENTS].rotate(hour_partition(now))
+        self.logs[REJECTED].rotate(day_partition(now))
+
+    async def recent_ids(self, window: float, limit: int) -> list[str]:
+        """The messageIds stored in the last ``window`` seconds, oldest first: the newest ``limit``."""
+        return await self._loop.run_in_executor(None, self._recent_ids, window, limit)
+
+    def _recent_ids(self, window: float, limit: int) -> list[str]:
+        now = time.time()
+        since = iso_ms(now - window)
+        ids: list[str] = []
+        reader = Reader(self.data_dir / EVENTS, since=hour_partition(now - window), newest_first=True)
+        for event in reader.events():
+            message_id = event.get("messageId")
+            if isinstance(message_id, str) and str(event.get("receivedAt", "")) >= since:
+                ids.append(message_id)
+                if len(ids) >= limit:
+                    break
+        ids.reverse()
+        return ids
+
+    async def ready(self) -> tuple[bool, str | None]:
+        """Whether the store takes writes; when it did not, probe the directory again."""
+        if self.error:
+            try:
+                await self._loop.run_in_executor(self._io, self._probe)
+            except OSError as exc:
+                self._failed(exc)
+            else:
+                log.info("store writable again", extra={"data_dir": str(self.data_dir)})
+                self.error = None
+        return self.error is None, self.error
+
+    def _probe(self) -> None:
+        directory = self.data_dir / EVENTS
+        make_dirs(directory)
+        probe = directory / f".probe-{self.lock.name}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+        fs = os.statvfs(directory)
+        if fs.f_bavail * fs.f_frsize < self._needed + 64 * 1024:
+            raise OSError(errno.ENOSPC, "not enough free space for the writes that failed")

@@ -1,0 +1,244 @@
+"""The one reader of the file log: whole lines, in order, from a cursor that can be saved.
+
+Every consumer of the log reads through ``Reader`` (``intilery tail``, the duplicate filter's
+rebuild, the archive's index of its output, the tests)::
+
+    reader = Reader(data_dir / "events", cursor=saved)      # or Reader.at_end(...) to follow
+    for record in reader.read():                            # what is there now, then returns
+        handle(record.event)                                # record.line: the stored bytes
+    saved = reader.cursor                                   # a dict, JSON-serialisable
+
+What it promises:
+
+- whole lines only: a line still being written (no newline yet) is read on a later call;
+- open and closed segments alike, across rotation and compression: a segment compressed
+  while being read is finished from its ``.gz`` at the same offset;
+- a closed segment is read once: once its ``.gz`` is read to the end the cursor marks it
+  done and it is never opened (or decompressed) again;
+- a line that is not a JSON object is quarantined: logged, counted in ``quarantined``,
+  skipped, never raised;
+- a poll of an unchanged log opens no file: only the directories of partitions that can
+  still change are listed (the newest, and those with a segment not read to its end), and
+  every ``RESCAN_EVERY`` polls all of them, for a writer that fills an older partition
+  (the archive replays a redelivery into the partition it came from).
+
+``stats`` counts the work done (directories listed, files opened, segments decompressed,
+bytes read), so "no work while idle" is something a test can check.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import orjson
+
+from collector.log.layout import EVENTS, GZ, PARTITION_GLOB, parse_name, partitions, plain_name
+
+log = logging.getLogger("intilery.log.reader")
+
+DONE = -1  # a cursor's mark for a closed segment read to its end
+CHUNK = 4 << 20  # bytes read from a segment at a time
+RESCAN_EVERY = 30  # polls between listings of every partition
+
+
+class Record(NamedTuple):
+    event: dict
+    line: bytes  # as stored, without its newline
+    segment: str  # partition/name of the segment (without .gz)
+
+
+class Reader:
+    """Reads the segments under ``root`` (``<data_dir>/events`` or ``rejected``)."""
+
+    def __init__(
+        self,
+        root: Path,
+        cursor: dict[str, int] | None = None,
+        *,
+        since: str | None = None,
+        newest_first: bool = False,
+        log_name: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.log_name = log_name or (self.root.name if self.root.name in PARTITION_GLOB else EVENTS)
+        self.since = since
+        self.newest_first = newest_first
+        self.offsets: dict[str, int] = dict(cursor or {})  # partition/name -> bytes read, or DONE
+        self.quarantined = 0
+        self.stats: Counter[str] = Counter()
+        self._known: list[str] | None = None
+        self._polls = 0
+
+    @classmethod
+    def at_end(cls, root: Path, **options) -> Reader:
+        """A reader that starts after what is stored now (what ``intilery tail`` follows from)."""
+        reader = cls(root, **options)
+        for key, path in reader._segments(reader._partitions()):
+            if path.name.endswith(GZ):
+                reader.offsets[key] = DONE
+            else:
+                reader.offsets[key] = _last_line_end(path)
+        return reader
+
+    @property
+    def cursor(self) -> dict[str, int]:
+        """Where the next read starts; give it back to ``Reader(cursor=...)`` to resume."""
+        return dict(self.offsets)
+
+    def read(self) -> Iterator[Record]:
+        """Every whole line not read yet, as records; returns when it reaches the end."""
+        for line, key in self.lines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                event = None
+            if not isinstance(event, dict):
+                self.quarantined += 1
+                log.warning("skipped a line that is not a JSON object", extra={"segment": key, "bytes": len(line)})
+                continue
+            yield Record(event, line, key)
+
+    def events(self) -> Iterator[dict]:
+        return (record.event for record in self.read())
+
+    def lines(self, only: list[str] | None = None) -> Iterator[tuple[bytes, str]]:
+        """Every whole line not read yet (in the partitions ``only``, when given), as stored
+        (without the newline), with its segment."""
+        self._polls += 1
+        for key, path in self._segments(self._partitions() if only is None else only):
+            if self.offsets.get(key) != DONE:
+                yield from self._read_segment(key, path)
+
+    # --- where to look ------------------------------------------------------------------------
+    def _partitions(self) -> list[str]:
+        if self._known is None or self._polls % RESCAN_EVERY == 0:
+            self.stats["listed"] += 1
+            self._known = partitions(self.root, self.log_name, self.since)
+            found = self._known
+        else:
+            found = self._live() + self._newer()
+        return sorted(set(found), reverse=self.newest_first)
+
+    def _live(self) -> list[str]:
+        """Known partitions that can still change: the newest, and those not read to the end."""
+        pending = {key.rpartition("/")[0] for key, offset in self.offsets.items() if offset != DONE}
+        return [p for p in self._known if p in pending] + self._known[-1:]
+
+    def _newer(self) -> list[str]:
+        """Partitions created since the last listing (later than the newest known)."""
+        newest = self._known[-1] if self._known else (self.since or "")
+        day = newest.split("/", 1)[0]
+        new: list[str] = []
+        self.stats["listed"] += 1
+        for entry in _listdir(self.root):
+            if entry < day or not entry.startswith("dt="):
+                continue
+            if self.log_name == EVENTS:
+                self.stats["listed"] += 1
+                new += [f"{entry}/{hr}" for hr in _listdir(self.root / entry) if hr.startswith("hr=")]
+            else:
+                new.append(entry)
+        new = [p for p in new if p > newest]
+        self._known = sorted(set(self._known) | set(new))
+        return new
+
+    def _segments(self, partitions: list[str]) -> Iterator[tuple[str, Path]]:
+        """``(partition/name-without-.gz, path)`` for every segment, the plain file when both exist."""
+        for partition in partitions:
+            directory = self.root / partition
+            self.stats["listed"] += 1
+            names: dict[str, str] = {}
+            for name in _listdir(directory):
+                match = parse_name(name)
+                if match is None or match["tmp"]:
+                    continue
+                plain = plain_name(name)
+                if match["gz"] and plain in names:
+                    continue  # being compressed: the original is read until it is gone
+                names[plain] = name
+            for plain in sorted(names, reverse=self.newest_first):
+                yield f"{partition}/{plain}", directory / names[plain]
+
+    # --- reading one segment ------------------------------------------------------------------
+    def _read_segment(self, key: str, path: Path) -> Iterator[tuple[bytes, str]]:
+        offset = self.offsets.get(key, 0)
+        if not path.name.endswith(GZ):
+            try:
+                fh = open(path, "rb")
+            except FileNotFoundError:  # compressed meanwhile: finished from the .gz
+                path = path.with_name(path.name + GZ)
+            else:
+                self.stats["opened"] += 1
+                with fh:
+                    yield from self._whole_lines(key, fh, offset, closed=False)
+                return
+        try:
+            fh = gzip.open(path, "rb")
+            self.stats["opened"] += 1
+            self.stats["decompressed"] += 1
+            with fh:
+                yield from self._whole_lines(key, fh, offset, closed=True)
+        except FileNotFoundError:
+            return  # removed (a rewrite, or retention): nothing to read
+        except (EOFError, gzip.BadGzipFile, OSError) as exc:
+            log.warning("cannot read a closed segment: %s", exc, extra={"segment": key})
+
+    def _whole_lines(self, key: str, fh, offset: int, *, closed: bool) -> Iterator[tuple[bytes, str]]:
+        fh.seek(offset)
+        rest = b""
+        while True:
+            chunk = fh.read(CHUNK)
+            self.stats["bytes"] += len(chunk)
+            if not chunk:
+                break
+            data = rest + chunk
+            end = data.rfind(b"\n") + 1
+            rest = data[end:]
+            for line in data[:end].split(b"\n")[:-1]:
+                offset += len(line) + 1
+                self.offsets[key] = offset
+                if line:
+                    yield line, key
+        if closed:
+            if rest:  # a closed segment never grows: its last partial line is all there is
+                self.quarantined += 1
+                log.warning("skipped a partial last line of a closed segment", extra={"segment": key})
+            self.offsets[key] = DONE
+        else:
+            self.offsets[key] = offset
+
+
+def _listdir(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _last_line_end(path: Path) -> int:
+    """The offset just after the last newline of a plain segment (0 when it has none)."""
+    try:
+        with open(path, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            while end > 0:
+                start = max(0, end - 65536)
+                fh.seek(start)
+                cut = fh.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    return start + cut + 1
+                end = start
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def read_events(
+    data_dir: Path, root: str = EVENTS, newest_first: bool = False, since: str | None = None
+) -> Iterator[dict]:
+    """Every stored event under ``data_dir/root`` from partitions >= ``since`` (a one-off read)."""
+    return Reader(Path(data_dir) / root, since=since, newest_first=newest_first, log_name=root).events()

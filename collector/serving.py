@@ -1,0 +1,151 @@
+"""Serving: the collector's runtime helpers and ``intilery serve``.
+
+``run_server`` serves one process until SIGINT/SIGTERM; ``new_loop`` is the event loop it
+runs on (uvloop where there is one); ``until_signalled`` is how serve, demo and archive wait
+for an operator's stop; ``serve_flags`` and ``config_from_args`` are the flags that serve and
+demo share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from collector import __version__
+from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, load_config
+from collector.logs import setup_logging
+
+log = logging.getLogger("intilery")
+
+
+def serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8080)")
+    parser.add_argument("--data-dir", help="where the file store writes (default ./data)")
+    parser.add_argument("--store", choices=STORES, help="file (default) or nats")
+    parser.add_argument("--fsync", choices=FSYNC_POLICIES, help="always (default), interval or never")
+    parser.add_argument("--geoip", help="MaxMind-format .mmdb for context.location")
+    parser.add_argument("--trusted-proxy", action="append", dest="trusted_proxies", metavar="CIDR",
+                        help="a proxy whose X-Forwarded-For is believed (repeatable)")  # fmt: skip
+    parser.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json")
+    parser.add_argument("--nats-url", help="NATS server(s) for --store nats")
+    parser.add_argument("--nats-replicas", type=int, help="JetStream stream replicas (default 3 on a cluster, 1 alone)")
+    parser.add_argument("--nats-stream", help="JetStream stream name (default INTILERY)")
+    parser.add_argument("--nats-retention-hours", type=float, help="how long the stream keeps events (default 168)")
+    parser.add_argument("--nats-duplicate-window", type=float, dest="nats_duplicate_window_seconds", metavar="SECONDS",
+                        help="JetStream drops a repeated messageId within this window (default 120)")  # fmt: skip
+    parser.add_argument("--nats-publish-timeout", type=float, metavar="SECONDS",
+                        help="answer 503 when JetStream has not acknowledged within this (default 5)")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    keys = ("host", "port", "data_dir", "store", "fsync", "geoip", "trusted_proxies", "workers", "log_format",
+            "nats_url", "nats_replicas", "nats_stream", "nats_retention_hours", "nats_duplicate_window_seconds",
+            "nats_publish_timeout")  # fmt: skip
+    return load_config(args.config, {k: getattr(args, k, None) for k in keys})
+
+
+def banner(config: Config, port: int) -> str:
+    url = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{port}"
+    from collector.log.stream import redact
+
+    where = f"{config.nats_stream} on {redact(config.nats_url)}" if config.store == "nats" else f"{config.data_dir}/events"
+    lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({where})"]
+    if config.dev_source:
+        from collector.snippet import snippet
+
+        key = config.sources[0].write_key
+        lines += [
+            f"  development source 'dev', write key: {key}",
+            "  paste this into your pages:",
+            "",
+            snippet(key, url),
+        ]
+    return "\n".join(lines)
+
+
+async def until_signalled() -> None:
+    """Returns at the first SIGINT or SIGTERM (Ctrl-C, or an operator's stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
+    from collector.app import SERVER_KWARGS, create_app, metrics_app
+    from collector.limits import LimitedSite
+
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
+                           **SERVER_KWARGS)  # fmt: skip
+    runners = [runner]
+    await runner.setup()
+    try:
+        site = LimitedSite(runner, config.host, config.port, config.max_connections, reuse_port=reuse_port or None,
+                           backlog=1024)  # fmt: skip
+        await site.start()
+        if config.metrics_address:
+            host, _, port = config.metrics_address.rpartition(":")
+            private = web.AppRunner(metrics_app(app), handle_signals=False, access_log=None)
+            runners.append(private)
+            await private.setup()
+            await web.TCPSite(private, host.strip("[]") or "127.0.0.1", int(port), reuse_port=reuse_port or None).start()
+        if not quiet:
+            print(banner(config, site.port), flush=True)
+        # Everything loaded so far lives as long as the process: keep it out of the garbage
+        # collector's scans, and collect less often (full collections set the p99; bench/README).
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
+        await until_signalled()
+        log.info("shutting down: finishing in-flight requests, closing segments")
+    finally:
+        for each in reversed(runners):
+            await each.cleanup()
+    log.info("stopped")
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.new_event_loop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    setup_logging(config.log_format)
+    if config.workers > 1:
+        from collector.workers import supervise
+
+        return supervise(config, serve)
+    serve(config)
+    return 0
+
+
+def serve(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
+    """Serve on a new event loop until SIGINT/SIGTERM (one process; a worker of several)."""
+    loop = new_loop()
+    try:
+        loop.run_until_complete(run_server(config, reuse_port=reuse_port, quiet=quiet))
+    finally:
+        loop.close()
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``intilery serve``."""
+    serve = commands.add_parser("serve", help="run the collector")
+    serve_flags(serve)
+    serve.set_defaults(run=cmd_serve)
