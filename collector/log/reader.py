@@ -17,13 +17,14 @@ What it promises:
   done and it is never opened (or decompressed) again;
 - a line that is not a JSON object is quarantined: logged, counted in ``quarantined``,
   skipped, never raised;
-- a poll of an unchanged log opens no file: only the directories of partitions that can
+- a poll of an unchanged log opens no file (an open segment is stat'ed, and opened only
+  when it grew): only the directories of partitions that can
   still change are listed (the newest, and those with a segment not read to its end), and
   every ``RESCAN_EVERY`` polls all of them, for a writer that fills an older partition
   (the archive replays a redelivery into the partition it came from).
 
-``stats`` counts the work done (directories listed, files opened, segments decompressed,
-bytes read), so "no work while idle" is something a test can check.
+``stats`` counts the work done (directories listed, files stat'ed and opened, segments
+decompressed, bytes read), so "no work while idle" is something a test can check.
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ class Reader:
         offset = self.offsets.get(key, 0)
         if not path.name.endswith(GZ):
             try:
+                self.stats["stat"] += 1
+                if os.stat(path).st_size <= offset:
+                    return  # nothing new: not even opened
                 fh = open(path, "rb")
             except FileNotFoundError:  # compressed meanwhile: finished from the .gz
                 path = path.with_name(path.name + GZ)

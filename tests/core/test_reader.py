@@ -1,0 +1,154 @@
+"""The log's one reader: whole lines, across rotation and compression, from a saved cursor."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import time
+from pathlib import Path
+
+import orjson
+
+from collector.log import segments
+from collector.log.files import FileStore
+from collector.log.layout import hour_partition
+from collector.log.reader import DONE, Reader, read_events
+from collector.log.tail import follow
+
+PARTITION = "dt=2026-11-28/hr=10"
+KEY = {"X-Write-Key": "wk_server"}
+
+
+def line(n: int) -> bytes:
+    return orjson.dumps({"type": "track", "event": f"E{n}", "userId": "u", "messageId": f"m{n}", "pad": "x" * 200}) + b"\n"
+
+
+def names(records) -> list[str]:
+    return [record.event["event"] for record in records]
+
+
+def segment(root: Path, name: str = "part-h_0-000001.ndjson", partition: str = PARTITION) -> Path:
+    directory = root / "events" / partition
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / name
+
+
+def closed_segments(root: Path, count: int, per_segment: int = 20) -> list[Path]:
+    """``count`` gzipped segments written as the store writes them (write, close, compress)."""
+    paths = []
+    for s in range(count):
+        path = segment(root, f"part-h_0-{s + 1:06d}.ndjson")
+        path.write_bytes(b"".join(line(s * per_segment + i) for i in range(per_segment)))
+        paths.append(segments.compress(path))
+    return paths
+
+
+class TestWholeLines:
+    def test_a_segment_compressed_while_being_read_is_finished_from_its_gz(self, tmp_path):
+        """Lines written after a read, then the segment closed and gzipped: each is read once, from the .gz."""
+        path = segment(tmp_path)
+        path.write_bytes(b"".join(line(n) for n in range(5)))
+        reader = Reader(tmp_path / "events")
+        assert names(reader.read()) == [f"E{n}" for n in range(5)]
+        with open(path, "ab") as fh:
+            fh.write(b"".join(line(n) for n in range(5, 10)))
+        segments.compress(path)
+        assert names(reader.read()) == [f"E{n}" for n in range(5, 10)]
+        decompressed = reader.stats["decompressed"]
+        assert list(reader.read()) == []
+        assert reader.stats["decompressed"] == decompressed, "a closed segment read to its end was decompressed again"
+        assert reader.cursor == {f"{PARTITION}/{path.name}": DONE}
+
+    def test_a_torn_last_line_is_read_once_it_is_whole(self, tmp_path):
+        """A line still being written is not returned until its newline arrives, then returned whole."""
+        path = segment(tmp_path)
+        third = line(2)
+        path.write_bytes(line(0) + line(1) + third[:40])
+        reader = Reader(tmp_path / "events")
+        assert names(reader.read()) == ["E0", "E1"]
+        with open(path, "ab") as fh:
+            fh.write(third[40:])
+        assert names(reader.read()) == ["E2"]
+        assert reader.quarantined == 0
+
+    def test_a_malformed_line_in_the_middle_is_quarantined_not_raised(self, tmp_path):
+        """A line that is not JSON (or not an object) is skipped and counted; the lines around it are read."""
+        path = segment(tmp_path)
+        path.write_bytes(line(0) + b'{"type": "track", "event": "cut\n' + b"[1, 2]\n" + line(1))
+        segments.compress(path)
+        reader = Reader(tmp_path / "events")
+        assert names(reader.read()) == ["E0", "E1"]
+        assert reader.quarantined == 2
+        assert [e["event"] for e in read_events(tmp_path)] == ["E0", "E1"]
+
+    async def test_a_malformed_stored_line_does_not_stop_the_collector_starting(self, make_client, config):
+        """The duplicate filter is rebuilt from the log at start: a bad line there is skipped, and the app serves."""
+        path = segment(config.data_dir, partition=hour_partition(time.time()))
+        path.write_bytes(b"not json at all\n")
+        segments.compress(path)
+        client = await make_client(config)
+        answer = await client.post("/v1/track", json={"userId": "u", "event": "After"}, headers=KEY)
+        assert answer.status == 200
+
+
+class TestCursor:
+    async def test_a_resumed_cursor_misses_nothing_and_repeats_nothing(self, tmp_path):
+        """Read part of a rotating store, save the cursor as JSON, resume in a new reader: every line exactly once."""
+        store = FileStore(tmp_path, segment_max_bytes=2_000)
+        await store.start()
+        for n in range(30):
+            await store.append([line(n)], partition=PARTITION)
+        first = Reader(tmp_path / "events")
+        seen = []
+        for record in first.read():
+            seen.append(record.event["event"])
+            if len(seen) == 17:
+                break  # a consumer stopping mid-segment
+        saved = json.dumps(first.cursor)
+        for n in range(30, 60):
+            await store.append([line(n)], partition=PARTITION)
+        await store.close()  # every segment closed and gzipped, some while half read
+        resumed = Reader(tmp_path / "events", cursor=json.loads(saved))
+        seen += names(resumed.read())
+        assert seen == [f"E{n}" for n in range(60)]
+        assert len(list((tmp_path / "events").glob("**/*.gz"))) > 5
+
+
+class TestIdle:
+    def test_following_an_unchanged_store_opens_and_decompresses_nothing(self, tmp_path):
+        """After the first read, polls of an unchanged store open no file, decompress nothing, read no byte."""
+        closed_segments(tmp_path, 5)
+        segment(tmp_path, "part-h_1-000001.ndjson").write_bytes(line(1000) + line(1001))
+        reader = Reader(tmp_path / "events")
+        assert len(list(reader.read())) == 5 * 20 + 2
+        before = dict(reader.stats)
+        for _ in range(100):
+            assert list(reader.read()) == []
+        work = {k: reader.stats[k] - before.get(k, 0) for k in ("opened", "decompressed", "bytes")}
+        assert work == {"opened": 0, "decompressed": 0, "bytes": 0}
+        listed = reader.stats["listed"] - before.get("listed", 0)
+        assert listed <= 100 * 4, f"{listed} directory listings for 100 idle polls"
+
+    def test_following_from_the_end_decompresses_no_closed_segment(self, tmp_path):
+        """``intilery tail`` starts after what is stored without reading the closed segments at all."""
+        closed_segments(tmp_path, 5)
+        reader = Reader.at_end(tmp_path / "events")
+        assert list(reader.read()) == []
+        assert reader.stats["decompressed"] == 0 and reader.stats["bytes"] == 0
+
+    def test_tail_from_start_decompresses_each_closed_segment_once(self, tmp_path, monkeypatch):
+        """20 polls of ``intilery tail --from-start`` over 5 gzipped segments open each .gz once (counted at gzip.open)."""
+        closed_segments(tmp_path, 5)
+        opened: list[str] = []
+        real_open = gzip.open
+
+        def counting_open(path, *args, **kwargs):
+            opened.append(str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(gzip, "open", counting_open)
+        out, polls = io.StringIO(), iter(range(20))
+        follow(tmp_path, as_json=True, from_start=True, interval=0, out=out, keep_going=lambda: next(polls, None) is not None)
+        assert len(out.getvalue().splitlines()) == 100
+        assert len(opened) == 5, f"{len(opened)} decompressions of 5 closed segments over 20 polls"
