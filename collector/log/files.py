@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from collector.errors import Unavailable
-from collector.log import segments
+from collector.log import rewrite, segments
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms, segment_name
 from collector.log.reader import Reader
 from collector.log.segments import InstanceLock, compress, make_dirs
@@ -197,7 +197,9 @@ class FileStore:
         log.info("file store open", extra={"data_dir": str(self.data_dir), "instance": self.lock.name, "fsync": self.fsync})
 
     def _recover(self) -> None:
-        """Finish what a crashed (or killed) process left: torn lines cut (to rejected/), then gzip."""
+        """Finish what a crashed (or killed) process left: a rewrite, torn lines cut (to rejected/), gzip."""
+        if rewrite.recover(self.data_dir):
+            log.warning("finished or rolled back a rewrite cut short", extra={"data_dir": str(self.data_dir)})
         roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
         torn: list[bytes] = []
         for path, _instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):

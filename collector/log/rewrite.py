@@ -1,0 +1,156 @@
+"""The one safe rewrite of a closed segment, for erasure and compaction.
+
+``rewrite(path, change)`` passes every line of a closed (``.gz``) segment through ``change``
+(which returns the line, a replacement, or None to remove it) and puts the result in the
+segment's place. The steps, and what a SIGKILL after each leaves (``recover`` runs at the
+next start, and before every rewrite)::
+
+    open      <name>.rewrite.tmp created (O_EXCL)       old file whole; recover removes the tmp
+    written   new lines written to it                   same
+    synced    the tmp fsynced                           same
+    ready     tmp renamed to <name>.rewrite.ready,      old file whole; recover finishes the
+              directory fsynced                         rewrite (the new file is complete)
+    renamed   .ready renamed over the segment           new file whole
+    done      directory fsynced                         new file whole, durable
+
+The final rename replaces only the file that was read: when the segment changed identity
+meanwhile (another rewrite, a restore) nothing is replaced and ``Conflict`` is raised. One
+rewrite at a time per data directory: it holds ``.locks/rewrite.lock``, which ``recover``
+also takes, so recovery never races a live rewrite.
+
+A consumer that saved a cursor in the middle of a rewritten segment reads it again from that
+offset of the new file; readers that finished it (the usual case: closed segments are read
+whole) are unaffected.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import os
+from pathlib import Path
+from typing import Callable
+
+from collector.log.layout import GZ, LOCK_DIR, LOGS
+from collector.log.segments import fsync_dir, make_dirs
+
+TMP_SUFFIX = ".rewrite.tmp"
+READY_SUFFIX = ".rewrite.ready"
+STEPS = ("open", "written", "synced", "ready", "renamed", "done")
+
+
+class Conflict(Exception):
+    """The segment is not the file that was read (replaced meanwhile): nothing was replaced."""
+
+
+def data_dir_of(path: Path) -> Path:
+    """The data directory of a segment: the parent of its ``events/`` or ``rejected/``."""
+    for parent in path.parents:
+        if parent.name in LOGS:
+            return parent.parent
+    raise ValueError(f"{path} is not under an events/ or rejected/ directory")
+
+
+def rewrite(
+    path: Path, change: Callable[[bytes], bytes | None], *, pause: Callable[[str], None] = lambda step: None
+) -> int:
+    """Rewrite a closed segment line by line; returns how many lines changed or went.
+
+    ``pause(step)`` is called after each step (tests stop the process there).
+    """
+    path = Path(path)
+    if not path.name.endswith(GZ):
+        raise ValueError(f"only a closed (.gz) segment is rewritten, not {path.name}")
+    with _rewrite_lock(data_dir_of(path)):
+        _recover_dir(path.parent)
+        before = os.stat(path)
+        tmp, ready = path.with_name(path.name + TMP_SUFFIX), path.with_name(path.name + READY_SUFFIX)
+        changed = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                pause("open")
+                with gzip.open(path, "rb") as src, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+                    for line in src:
+                        new = change(line.rstrip(b"\n"))
+                        if new is None:
+                            changed += 1
+                            continue
+                        if new != line.rstrip(b"\n"):
+                            changed += 1
+                        out.write(new + b"\n")
+                pause("written")
+                raw.flush()
+                os.fsync(raw.fileno())
+            pause("synced")
+            if not changed:
+                tmp.unlink()
+                return 0
+            os.rename(tmp, ready)
+            fsync_dir(path.parent)
+            pause("ready")
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+                before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns
+            ):  # fmt: skip
+                ready.unlink()
+                raise Conflict(f"{path} changed while it was rewritten; left as it is")
+            os.rename(ready, path)
+            pause("renamed")
+            fsync_dir(path.parent)
+            pause("done")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return changed
+
+
+def recover(data_dir: Path) -> int:
+    """Finish or roll back rewrites a killed process left; returns how many it found.
+
+    A ``.rewrite.tmp`` may be incomplete: removed (the old segment is whole). A
+    ``.rewrite.ready`` is complete and fsynced: renamed over its segment.
+    """
+    found = 0
+    with _rewrite_lock(Path(data_dir), wait=False) as held:
+        if not held:
+            return 0  # a rewrite is running: it recovers its directory itself
+        for log_name in LOGS:
+            root = Path(data_dir) / log_name
+            directories = {p.parent for suffix in (TMP_SUFFIX, READY_SUFFIX) for p in root.glob(f"**/*{suffix}")}
+            for directory in sorted(directories):
+                found += _recover_dir(directory)
+    return found
+
+
+def _recover_dir(directory: Path) -> int:
+    found = 0
+    for leftover in sorted(directory.glob(f"*{TMP_SUFFIX}")):
+        leftover.unlink()
+        found += 1
+    for ready in sorted(directory.glob(f"*{READY_SUFFIX}")):
+        os.rename(ready, ready.with_name(ready.name[: -len(READY_SUFFIX)]))
+        found += 1
+    if found:
+        fsync_dir(directory)
+    return found
+
+
+class _rewrite_lock:
+    """flock on ``<data_dir>/.locks/rewrite.lock``; ``wait=False`` gives up when it is held."""
+
+    def __init__(self, data_dir: Path, wait: bool = True) -> None:
+        self.data_dir, self.wait = data_dir, wait
+
+    def __enter__(self) -> bool:
+        lock_dir = self.data_dir / LOCK_DIR
+        make_dirs(lock_dir)
+        self.fd = os.open(lock_dir / "rewrite.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
