@@ -13,7 +13,8 @@ them per GB), plus one open segment. Rows:
   ``--idle`` seconds with nothing written, and the reader's counts of files opened,
   segments decompressed and bytes read over 100 polls of the unchanged store;
 - *baseline*: reading every closed segment through gzip once, which the previous follower
-  did at start (to find the end) and again on every 0.3 s poll.
+  did at start (to find the end) and again on every 0.3 s poll; ``--compare TREE`` also
+  runs the *tail* rows with the ``intilery tail`` of another source tree.
 """
 
 from __future__ import annotations
@@ -83,13 +84,14 @@ def reader_start(root: Path) -> dict:
     return {**start, "idle_100_polls": idle}
 
 
-def tail_process(data_dir: Path, idle: float) -> dict:
+def tail_process(data_dir: Path, idle: float, source: str | None = None) -> dict:
     """Start ``intilery tail``, append one event, time until it is printed; then its CPU while idle."""
     open_segment = data_dir / "events" / PARTITION / segment_name("bench_1", 1)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector", "tail", "--data-dir", str(data_dir), "--json"],
+        [sys.executable, "-m", "collector", "tail", "--data-dir", str(data_dir.resolve()), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": source} if source else None, cwd=source,
     )  # fmt: skip
     try:
         marker = b'"messageId":"bench-marker"'
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gb", type=float, default=1.0, help="gigabytes of gzipped segments (default 1)")
     parser.add_argument("--dir", help="keep the store here (reused when big enough) instead of a temporary one")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle tail measured (default 10)")
+    parser.add_argument("--compare", metavar="SOURCE_TREE",
+                        help="also run the 'intilery tail' of another source tree (e.g. git archive of an older commit)")  # fmt: skip
     args = parser.parse_args(argv)
     data_dir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="intilery-tail-"))
     try:
@@ -145,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
             "tail": tail_process(data_dir, args.idle),
             "baseline_decompress_all": baseline(data_dir / "events"),
         }
+        if args.compare:
+            results["tail_of_" + args.compare] = tail_process(data_dir, args.idle, args.compare)
     finally:
         if not args.dir:
             shutil.rmtree(data_dir, ignore_errors=True)

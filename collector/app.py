@@ -19,6 +19,16 @@ import orjson
 from aiohttp import web
 
 from collector import assets
+from collector.api import (
+    BATCH_ROUTES,
+    GET_ROUTES,
+    MAX_BATCH_MESSAGES,
+    MAX_MESSAGE_BYTES,
+    PIXEL_ROUTE,
+    PREFLIGHT_ROUTE,
+    SINGLE_ROUTES,
+    sentence,
+)
 from collector import body as bodies
 from collector.config import Config, Source
 from collector.commit import Committer
@@ -41,19 +51,9 @@ from collector.ingest import Pipeline
 from collector.log import deadletters as dead_letters
 from collector.log import make_store
 from collector.metrics import Metrics
-from collector.validate import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
 
 log = logging.getLogger("intilery.app")
 
-SINGLE_ROUTES = {
-    "track": ("/v1/track", "/v1/t"),
-    "page": ("/v1/page", "/v1/p"),
-    "screen": ("/v1/screen", "/v1/s"),
-    "identify": ("/v1/identify", "/v1/i"),
-    "group": ("/v1/group", "/v1/g"),
-    "alias": ("/v1/alias", "/v1/a"),
-}
-BATCH_ROUTES = ("/v1/batch", "/v1/b", "/v1/import")
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
@@ -117,7 +117,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             if not isinstance(messages, list):
                 raise BadRequest("invalid_batch", 'a batch body needs a "batch" array of messages')
             if len(messages) > MAX_BATCH_MESSAGES:
-                raise TooLarge("batch_too_large", f"a batch may hold at most {MAX_BATCH_MESSAGES} messages")
+                raise TooLarge("batch_too_large", sentence("batch_too_large"))
             context = payload.get("context")
             if context is not None and not isinstance(context, dict):
                 raise BadRequest("invalid_batch", "the batch context must be an object")
@@ -129,7 +129,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             payload.pop("writeKey", None)
             messages = [payload]
             if len(body) > MAX_MESSAGE_BYTES:
-                raise TooLarge("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES // 1024} KB")
+                raise TooLarge("message_too_large", sentence("message_too_large"))
             outcome = state.pipeline.process([payload], source, info, kind)
             if outcome.rejected:
                 error = outcome.rejected[0]
@@ -179,7 +179,7 @@ async def pixel(request: web.Request) -> web.Response:
         except (binascii.Error, ValueError):
             raise BadRequest("invalid_pixel", "data is not base64url") from None
         if len(raw) > MAX_MESSAGE_BYTES:
-            raise TooLarge("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES // 1024} KB")
+            raise TooLarge("message_too_large", sentence("message_too_large"))
         message = bodies.parse_json(raw)
         if isinstance(message, dict) and "type" not in message and message.get("event") not in (None, *SINGLE_ROUTES):
             message["type"] = "track"
@@ -295,12 +295,11 @@ def create_app(config: Config, store=None) -> web.Application:
             app.router.add_post(path, _route(kind))
     for path in BATCH_ROUTES:
         app.router.add_post(path, _route(None))
-    app.router.add_route("OPTIONS", "/v1/{tail:.*}", preflight)
-    app.router.add_get("/v1/pixel.gif", pixel)
-    app.router.add_get("/intilery.js", assets.tag)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    if not config.metrics_address:
-        app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/openapi.json", assets.openapi)
+    app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, preflight)
+    app.router.add_get(PIXEL_ROUTE, pixel)
+    handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,
+                "/openapi.json": assets.openapi}  # fmt: skip
+    for path in GET_ROUTES:
+        if not (path == "/metrics" and config.metrics_address):  # served on the private address instead
+            app.router.add_get(path, handlers[path])
     return app

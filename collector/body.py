@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from collector.errors import BadRequest, RequestTimeout, TooLarge, UnsupportedMediaType
-from collector.validate import MAX_BODY_BYTES
+from collector.api import MAX_BODY_BYTES
 
 ACCEPTED_TYPES = frozenset({"application/json", "text/plain", ""})
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api import sentence
 from collector.config import Config, Source
 from collector.enrich.ip import client_ip
 from collector.errors import Forbidden, Unauthorized
@@ -44,12 +45,12 @@ class Gate:
 
     def authenticate(self, key: Any, origin: str | None) -> Source:
         if key is None or key == "":
-            raise Unauthorized("missing_write_key", "a write key is required (Basic auth user, X-Write-Key, writeKey)")
+            raise Unauthorized("missing_write_key", sentence("missing_write_key"))
         source = self.source_for(key) if isinstance(key, str) else None
         if source is None:
-            raise Unauthorized("invalid_write_key", "the write key is not known")
+            raise Unauthorized("invalid_write_key", sentence("invalid_write_key"))
         if origin is not None and not source.allows_origin(origin):
-            raise Forbidden("origin_not_allowed", "this origin may not send events for this source")
+            raise Forbidden("origin_not_allowed", sentence("origin_not_allowed"))
         return source
 
     def admit(self, key: Any, request: web.Request) -> Source:

@@ -14,7 +14,8 @@ from collector.enrich.geo import Geo
 from collector.enrich.useragent import UserAgentParser
 from collector.errors import Invalid
 from collector.log.layout import iso_ms
-from collector.validate import MAX_MESSAGE_BYTES, parse_timestamp, validate
+from collector.api import MAX_MESSAGE_BYTES, sentence
+from collector.validate import parse_timestamp, validate
 
 
 YEAR_1 = -62135596800.0  # 0001-01-01T00:00:00Z, the earliest time ISO-8601 writes without a sign
@@ -71,7 +72,7 @@ class Pipeline:
         for index, raw in enumerate(messages):
             try:
                 if check_size and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
-                    raise Invalid("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES // 1024} KB")
+                    raise Invalid("message_too_large", sentence("message_too_large"))
                 message = validate(raw, default_type)
                 if outer_context:
                     message["context"] = merge_under(outer_context, message.get("context") or {})

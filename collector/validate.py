@@ -1,4 +1,4 @@
-"""Validation of one message against the Segment spec, with DESIGN.md's limits.
+"""Validation of one message against the Segment spec, with the limits of ``collector.api``.
 
 ``validate(raw, default_type)`` returns the message (normalised in place: the Intilery
 ``event``-style discriminator becomes ``type``, numeric ids become strings) or raises
@@ -10,14 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from collector.api import MAX_BATCH_MESSAGES, MAX_BODY_BYTES, MAX_ID_CHARS, MAX_MESSAGE_BYTES  # noqa: F401
+from collector.api import TYPES as CALLS
 from collector.errors import Invalid
 
-MAX_MESSAGE_BYTES = 32 * 1024
-MAX_BODY_BYTES = 500 * 1024
-MAX_BATCH_MESSAGES = 2_500
-MAX_ID_CHARS = 1_024
-
-TYPES = frozenset({"track", "page", "screen", "identify", "group", "alias"})
+TYPES = frozenset(CALLS)
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _STRING_FIELDS = ("event", "name", "category")
 _ID_FIELDS = ("userId", "anonymousId", "groupId", "previousId")

@@ -4,8 +4,10 @@
     python scripts/openapi.py           # write it
     python scripts/openapi.py --check   # exit 1 when the shipped file differs from what this writes
 
-Change the API here, then run it: tests/hardening/test_contract.py checks that the shipped file
-is what this script writes and that a live collector answers exactly as the document says.
+The routes, error codes and limits come from collector/api.py (the table the app and the
+validators use); the schemas and descriptions are here. Change the API there or here, then run
+it: tests/hardening/test_contract.py checks that the shipped file is what this script writes and
+that a live collector answers exactly as the document says.
 """
 
 from __future__ import annotations
@@ -14,30 +16,33 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
+
+from collector.api import (  # noqa: E402
+    BATCH_OPERATIONS,
+    MAX_BATCH_MESSAGES,
+    MAX_BODY_BYTES,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_REQUEST_LINE,
+    MESSAGE_CODES,
+    PIXEL_ROUTE,
+    SHORT,
+    TYPES,
+    codes,
+    kb,
+)
+
 OUT = Path(__file__).resolve().parent.parent / "collector" / "static" / "openapi.json"
-
-TYPES = ["track", "page", "screen", "identify", "group", "alias"]
-SHORT = {"track": "t", "page": "p", "screen": "s", "identify": "i", "group": "g", "alias": "a"}
-BATCH_PATHS = {"/v1/batch": "batch", "/v1/import": "import", "/v1/b": "batchShort"}
-
-# Codes a 400 carries (the request, or on a single-message path its message), and those a batch lists per message.
-CODES_400 = [
-    "invalid_json", "invalid_batch", "invalid_gzip", "invalid_message", "missing_type", "unknown_type",
-    "type_mismatch", "missing_id", "missing_event", "missing_group_id", "missing_previous_id", "invalid_field",
-    "invalid_timestamp",
-]  # fmt: skip
-MESSAGE_CODES = [
-    "invalid_message", "missing_type", "unknown_type", "type_mismatch", "missing_id", "missing_event",
-    "missing_group_id", "missing_previous_id", "invalid_field", "invalid_timestamp", "message_too_large",
-]  # fmt: skip
+BATCH, BODY, MESSAGE = f"{MAX_BATCH_MESSAGES:,}", kb(MAX_BODY_BYTES), kb(MAX_MESSAGE_BYTES)
 
 
 def ref(name: str, kind: str = "schemas") -> dict:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def error(codes: list[str], description: str) -> dict:
-    return {"description": description, "allOf": [ref("Error"), {"properties": {"code": {"enum": codes}}}]}
+def error(enum: list[str], description: str) -> dict:
+    return {"description": description, "allOf": [ref("Error"), {"properties": {"code": {"enum": enum}}}]}
 
 
 def json_response(description: str, schema: dict, headers: dict | None = None) -> dict:
@@ -63,7 +68,7 @@ def timestamp(description: str) -> dict:
 def identifier(description: str) -> dict:
     return {
         "description": description + " A number is stored as its string form; an empty string or null is absent.",
-        "anyOf": [{"type": "string", "maxLength": 1024}, {"type": "number"}, {"type": "null"}],
+        "anyOf": [{"type": "string", "maxLength": MAX_ID_CHARS}, {"type": "number"}, {"type": "null"}],
     }
 
 
@@ -76,7 +81,7 @@ COMMON_FIELDS = {
     "userId": identifier("The user's id in your system."),
     "anonymousId": identifier("The visitor's anonymous id (the tag's UUID v4)."),
     "messageId": {
-        "type": ["string", "null"], "minLength": 1, "maxLength": 1024,
+        "type": ["string", "null"], "minLength": 1, "maxLength": MAX_ID_CHARS,
         "description": "Idempotency key, generated when missing: a messageId stored within the dedup window is "
         "answered as accepted and not stored again.",
     },
@@ -129,7 +134,7 @@ def message_fields(kind: str) -> dict:
     schema = {
         "title": f"{kind.capitalize()}Fields",
         "type": "object",
-        "description": f"A Segment-spec {kind} message. Unknown fields are kept as sent. At most 32 KB serialised, "
+        "description": f"A Segment-spec {kind} message. Unknown fields are kept as sent. At most {MESSAGE} serialised, "
         "254 levels of nesting.",
         "allOf": all_of,
         "properties": fields,
@@ -160,7 +165,7 @@ def schemas() -> dict:
             "required": ["index", "code", "message"],
             "properties": {
                 "index": {"type": "integer", "minimum": 0, "description": "Its position in the batch."},
-                "code": {"type": "string", "enum": MESSAGE_CODES},
+                "code": {"type": "string", "enum": list(MESSAGE_CODES)},
                 "message": {"type": "string", "minLength": 1},
             },
             "additionalProperties": False,
@@ -183,27 +188,27 @@ def schemas() -> dict:
             "description": "The answer of a single-message path: an invalid message is a 400, so rejected is empty.",
             "allOf": [ref("Success"), {"properties": {"accepted": {"maximum": 1}, "rejected": {"maxItems": 0}}}],
         },
-        "BadRequestError": error(CODES_400, "The request, or on a single-message path its message, is not valid."),
-        "UnauthorizedError": error(["missing_write_key", "invalid_write_key"], "No write key, or one no source has."),
-        "ForbiddenError": error(["origin_not_allowed"], "A browser Origin not in the source's allowed_origins."),
-        "TimeoutError": error(["request_timeout"], "The body did not arrive within client_timeout."),
+        "BadRequestError": error(codes(400), "The request, or on a single-message path its message, is not valid."),
+        "UnauthorizedError": error(codes(401), "No write key, or one no source has."),
+        "ForbiddenError": error(codes(403), "A browser Origin not in the source's allowed_origins."),
+        "TimeoutError": error(codes(408), "The body did not arrive within client_timeout."),
         "TooLargeError": error(
-            ["body_too_large", "batch_too_large", "message_too_large"],
-            "Over a limit: 500 KB per request once inflated, 2,500 messages per batch, 32 KB per message.",
+            codes(413),
+            f"Over a limit: {BODY} per request once inflated, {BATCH} messages per batch, {MESSAGE} per message.",
         ),
         "UnsupportedError": error(
-            ["unsupported_content_type", "unsupported_encoding"],
+            codes(415),
             "A Content-Type other than application/json or text/plain, or a Content-Encoding other than gzip.",
         ),
-        "RateLimitedError": error(["rate_limited"], "Over the source's or the client address's rate limit."),
+        "RateLimitedError": error(codes(429), "Over the source's or the client address's rate limit."),
         "UnavailableError": error(
-            ["store_unavailable", "store_overloaded"],
+            codes(503),
             "The store cannot take writes now (disk full, directory gone, NATS down) or is behind.",
         ),
         "WriteKeyField": {"type": "string", "description": "The write key, when no Authorization or X-Write-Key header has one."},
         "PresentId": {
-            "description": "An id that counts: a non-empty string (at most 1,024 characters) or a number.",
-            "anyOf": [{"type": "string", "minLength": 1, "maxLength": 1024}, {"type": "number"}],
+            "description": f"An id that counts: a non-empty string (at most {MAX_ID_CHARS:,} characters) or a number.",
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}, {"type": "number"}],
         },
         "CommonFields": {"type": "object", "description": "Fields every message may carry.", "properties": COMMON_FIELDS},
     }  # fmt: skip
@@ -215,7 +220,7 @@ def schemas() -> dict:
             "allOf": [ref(f"{name}Fields"), {"required": ["type"], "properties": {"type": {"type": "string", "enum": [kind]}}}],
         }  # fmt: skip
         out[f"{name}Body"] = {
-            "description": f"The body of /v1/{kind}: one {kind} message (its type may be left out), at most 32 KB.",
+            "description": f"The body of /v1/{kind}: one {kind} message (its type may be left out), at most {MESSAGE}.",
             "allOf": [ref(f"{name}Fields"), {"properties": {"writeKey": ref("WriteKeyField")}}],
         }
     out["BatchMessage"] = {
@@ -233,7 +238,7 @@ def schemas() -> dict:
         "applies to messages without one.",
         "required": ["batch"],
         "properties": {
-            "batch": {"type": "array", "maxItems": 2500, "items": ref("BatchMessage")},
+            "batch": {"type": "array", "maxItems": MAX_BATCH_MESSAGES, "items": ref("BatchMessage")},
             "context": nullable_object("Context shared by every message (each message's own wins, key by key)."),
             "sentAt": timestamp("When the batch was sent (sender's clock)."),
             "writeKey": ref("WriteKeyField"),
@@ -289,7 +294,7 @@ def responses() -> dict:
 
 BODY_DESCRIPTION = (
     "JSON, as application/json or as text/plain (what browsers send to avoid a CORS preflight); with no "
-    "Content-Type at all it is read as JSON. Optionally Content-Encoding: gzip (at most 500 KB once inflated). "
+    f"Content-Type at all it is read as JSON. Optionally Content-Encoding: gzip (at most {BODY} once inflated). "
     "The write key may be in the body's writeKey field when no header carries one."
 )
 
@@ -360,20 +365,20 @@ def paths() -> dict:
                 ),
                 "options": preflight(path),
             }
-    for path, operation_id in BATCH_PATHS.items():
+    for path, operation_id in BATCH_OPERATIONS.items():
         what = {"/v1/import": " (same as /v1/batch)", "/v1/b": " (short alias of /v1/batch)"}.get(path, "")
         out[path] = {
             "post": ingest(
                 operation_id,
                 "Several messages" + what,
                 "Validates each message; stores the valid ones and lists each invalid one (index, code, sentence) "
-                "under rejected, with a 200. At most 2,500 messages and 500 KB.",
+                f"under rejected, with a 200. At most {BATCH} messages and {BODY}.",
                 "Batch",
                 "Accepted",
             ),
             "options": preflight(path),
         }
-    out["/v1/pixel.gif"] = {
+    out[PIXEL_ROUTE] = {
         **get(
             "pixel", "ingest", "No-JavaScript fallback",
             {
@@ -383,7 +388,7 @@ def paths() -> dict:
                     "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "400": text_response(
-                    "The request line is over 8,190 bytes: refused by the HTTP layer before the pixel (keep data "
+                    f"The request line is over {MAX_REQUEST_LINE:,} bytes: refused by the HTTP layer before the pixel (keep data "
                     "under about 8 KB)."
                 ),
             },
@@ -391,12 +396,12 @@ def paths() -> dict:
             "answers the 1x1 GIF, whatever happened: an invalid message from a known source is kept in rejected/.",
             parameters=[
                 {"name": "data", "in": "query", "required": False, "schema": {"type": "string"},
-                 "description": "base64url (padding optional) of one JSON message, at most 32 KB decoded."},
+                 "description": f"base64url (padding optional) of one JSON message, at most {MESSAGE} decoded."},
                 {"name": "writeKey", "in": "query", "required": False, "schema": {"type": "string"},
                  "description": "The source's write key."},
             ],
         ),
-        "options": preflight("/v1/pixel.gif"),
+        "options": preflight(PIXEL_ROUTE),
     }  # fmt: skip
     out["/intilery.js"] = get(
         "tag", "tag", "The browser tag",
@@ -480,7 +485,7 @@ def document() -> dict:
                 "query parameter. Every error body is {success: false, code, message}; client input never gets a "
                 "500. Everything rejected from an authenticated source is kept in rejected/ with its reason. A "
                 "request the HTTP layer cannot parse (malformed framing or headers, a request line or a header over "
-                "8,190 bytes) is answered 400 with a text/plain body before it reaches the collector."
+                f"{MAX_REQUEST_LINE:,} bytes) is answered 400 with a text/plain body before it reaches the collector."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },

@@ -1,0 +1,95 @@
+"""The HTTP API in one table: its routes, its error codes (status and sentence), its limits.
+
+The app routes from it, the validators check its limits, ``scripts/openapi.py`` serialises
+it into ``collector/static/openapi.json``, and the tests check every code the collector raises
+against it, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# --- limits (Segment's published ones) ----------------------------------------------------------
+MAX_MESSAGE_BYTES = 32 * 1024  # one message, serialised
+MAX_BODY_BYTES = 500 * 1024  # one request, after inflation
+MAX_BATCH_MESSAGES = 2_500
+MAX_ID_CHARS = 1_024  # userId, anonymousId, groupId, previousId, messageId
+MAX_REQUEST_LINE = 8_190  # aiohttp's, before the collector sees the request
+
+
+def kb(size: int) -> str:
+    return f"{size // 1024} KB"
+
+
+# --- routes -------------------------------------------------------------------------------------
+TYPES = ("track", "page", "screen", "identify", "group", "alias")
+SHORT = {"track": "t", "page": "p", "screen": "s", "identify": "i", "group": "g", "alias": "a"}
+SINGLE_ROUTES = {kind: (f"/v1/{kind}", f"/v1/{SHORT[kind]}") for kind in TYPES}
+BATCH_OPERATIONS = {"/v1/batch": "batch", "/v1/import": "import", "/v1/b": "batchShort"}  # path -> operationId
+BATCH_ROUTES = ("/v1/batch", "/v1/b", "/v1/import")
+PIXEL_ROUTE = "/v1/pixel.gif"
+PREFLIGHT_ROUTE = "/v1/{tail:.*}"
+GET_ROUTES = ("/intilery.js", "/healthz", "/readyz", "/metrics", "/openapi.json")
+
+
+# --- error codes --------------------------------------------------------------------------------
+class Error(NamedTuple):
+    status: int
+    when: str  # what the code means, for the document
+    sentence: str | None = None  # the answer's message, when it is always the same
+
+
+ERRORS: dict[str, Error] = {
+    "invalid_json": Error(400, "the body is not JSON, or not a JSON object"),
+    "invalid_batch": Error(400, 'a batch body without a "batch" array, or with a context that is not an object'),
+    "invalid_gzip": Error(400, "Content-Encoding: gzip and the body is not gzip"),
+    "invalid_message": Error(400, "a message that is not a JSON object"),
+    "missing_type": Error(400, "a message with no type, on a path that does not name one"),
+    "unknown_type": Error(400, "a type that is not a Segment call"),
+    "type_mismatch": Error(400, "a type other than the path's"),
+    "missing_id": Error(400, "neither userId nor anonymousId"),
+    "missing_event": Error(400, "a track without an event name"),
+    "missing_group_id": Error(400, "a group without groupId"),
+    "missing_previous_id": Error(400, "an alias without previousId"),
+    "invalid_field": Error(400, "a field of the wrong type or length"),
+    "invalid_timestamp": Error(400, "a timestamp that is not ISO-8601"),
+    "missing_write_key": Error(
+        401, "no write key", "a write key is required (Basic auth user, X-Write-Key, writeKey)"
+    ),
+    "invalid_write_key": Error(401, "a write key no source has", "the write key is not known"),
+    "origin_not_allowed": Error(
+        403, "a browser Origin not in the source's allowed_origins", "this origin may not send events for this source"
+    ),
+    "request_timeout": Error(408, "the body did not arrive within client_timeout"),
+    "body_too_large": Error(413, f"over {kb(MAX_BODY_BYTES)} per request once inflated"),
+    "batch_too_large": Error(
+        413, f"over {MAX_BATCH_MESSAGES:,} messages", f"a batch may hold at most {MAX_BATCH_MESSAGES} messages"
+    ),
+    "message_too_large": Error(
+        413, f"over {kb(MAX_MESSAGE_BYTES)} per message", f"a message may be at most {kb(MAX_MESSAGE_BYTES)}"
+    ),
+    "unsupported_content_type": Error(415, "a Content-Type other than JSON or text"),
+    "unsupported_encoding": Error(415, "a Content-Encoding other than gzip or identity"),
+    "rate_limited": Error(429, "over the source's or the client address's rate limit"),
+    "store_unavailable": Error(503, "the store cannot take writes"),
+    "store_overloaded": Error(503, "the store is behind"),
+}
+# Codes only the pixel uses (it always answers a GIF), and those a batch lists message by message.
+PIXEL_CODES = ("invalid_pixel",)
+MESSAGE_CODES = (
+    "invalid_message", "missing_type", "unknown_type", "type_mismatch", "missing_id", "missing_event",
+    "missing_group_id", "missing_previous_id", "invalid_field", "invalid_timestamp", "message_too_large",
+)  # fmt: skip
+
+
+def codes(status: int) -> list[str]:
+    """The codes answered with ``status``, in the table's order."""
+    return [code for code, error in ERRORS.items() if error.status == status]
+
+
+def sentence(code: str) -> str:
+    """The fixed answer sentence of ``code``."""
+    text = ERRORS[code].sentence
+    if text is None:
+        raise KeyError(f"{code} has no fixed sentence")
+    return text

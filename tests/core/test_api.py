@@ -1,0 +1,82 @@
+"""The API table (collector/api.py) is what the code raises, routes and documents."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from collector import api, errors
+from collector.app import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+RAISED = re.compile(r"\b(" + "|".join(c.__name__ for c in errors.CollectorError.__subclasses__()) + r'|Invalid)\(\s*"([a-z_]+)"')
+
+
+def raised_in_the_code() -> list[tuple[str, str, str]]:
+    """``(file, class, code)`` of every error the collector constructs with a literal code."""
+    found = []
+    for path in sorted((ROOT / "collector").rglob("*.py")):
+        for cls, code in RAISED.findall(path.read_text()):
+            found.append((path.relative_to(ROOT).as_posix(), cls, code))
+    return found
+
+
+def test_every_code_the_code_raises_is_in_the_table_with_its_status():
+    """A code raised anywhere is in the table, and the class raising it answers the table's status."""
+    found = raised_in_the_code()
+    assert len(found) > 25
+    for where, cls, code in found:
+        if cls == "Invalid":  # a message's code: listed in a batch answer, or the 400 of a single path
+            assert code in api.MESSAGE_CODES, f"{where}: {code} is not a message code of collector/api.py"
+            continue
+        if code in api.PIXEL_CODES:
+            continue
+        assert code in api.ERRORS, f"{where}: {code} is not in collector/api.py"
+        assert getattr(errors, cls).status == api.ERRORS[code].status, f"{where}: {cls} for {code}"
+
+
+def test_every_code_in_the_table_is_raised_somewhere():
+    """No code is documented that the collector never answers."""
+    raised = {code for _, _, code in raised_in_the_code()}
+    body = (ROOT / "collector" / "body.py").read_text()
+    unused = [code for code in api.ERRORS if code not in raised and f'"{code}"' not in body]
+    assert unused == []
+
+
+def test_the_app_serves_exactly_the_routes_of_the_table(config):
+    """Every route of the table is routed, and nothing else."""
+    app = create_app(config)
+    routed = {(r.method, r.resource.canonical) for r in app.router.routes()}
+    expected = {("POST", p) for paths in api.SINGLE_ROUTES.values() for p in paths}
+    expected |= {("POST", p) for p in api.BATCH_ROUTES} | {("GET", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)}
+    expected |= {("HEAD", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)} | {("OPTIONS", "/v1/{tail}")}
+    assert routed == expected
+
+
+def test_the_openapi_document_is_the_table_serialised():
+    """The shipped document is what scripts/openapi.py writes, and lists each status's codes from the table."""
+    check = subprocess.run([sys.executable, "scripts/openapi.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    document = json.loads((ROOT / "collector" / "static" / "openapi.json").read_text())
+    schemas = document["components"]["schemas"]
+    for status, name in [(400, "BadRequestError"), (401, "UnauthorizedError"), (403, "ForbiddenError"),
+                         (408, "TimeoutError"), (413, "TooLargeError"), (415, "UnsupportedError"),
+                         (429, "RateLimitedError"), (503, "UnavailableError")]:  # fmt: skip
+        assert schemas[name]["allOf"][1]["properties"]["code"]["enum"] == api.codes(status), name
+    assert set(document["paths"]) >= {p for paths in api.SINGLE_ROUTES.values() for p in paths} | set(api.BATCH_ROUTES)
+
+
+def test_the_bad_input_cases_answer_the_status_of_the_table():
+    """Each case of tests/core/test_bad_input.py expects the status the table gives its code."""
+    from tests.core.test_bad_input import CASES
+
+    checked = 0
+    for case in CASES:
+        status = next(v for v in case.values if isinstance(v, int) and not isinstance(v, bool))
+        code = next(v for v in case.values if isinstance(v, str) and v in api.ERRORS)
+        assert api.ERRORS[code].status == status, case.id
+        checked += 1
+    assert checked >= 20
