@@ -49,7 +49,7 @@ from collector.errors import (
 from collector.limits import TokenBuckets
 from collector.ingest import Pipeline
 from collector.log import deadletters as dead_letters
-from collector.log import make_store
+from collector.log.stores import make_store
 from collector.metrics import Metrics
 
 log = logging.getLogger("intilery.app")

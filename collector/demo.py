@@ -17,7 +17,8 @@ from aiohttp import web
 
 from collector.config import Config, Source
 from collector.logs import setup_logging
-from collector.serving import config_from_args, new_loop, serve_flags, until_signalled
+from collector.runtime import new_loop, until_signalled
+from collector.serving import config_from_args, serve_flags
 
 log = logging.getLogger("intilery.demo")
 

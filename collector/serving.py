@@ -1,18 +1,15 @@
-"""Serving: the collector's runtime helpers and ``intilery serve``.
+"""Serving: ``run_server``, the banner, and ``intilery serve``.
 
-``run_server`` serves one process until SIGINT/SIGTERM; ``new_loop`` is the event loop it
-runs on (uvloop where there is one); ``until_signalled`` is how serve, demo and archive wait
-for an operator's stop; ``serve_flags`` and ``config_from_args`` are the flags that serve and
-demo share.
+``run_server`` serves one process until SIGINT/SIGTERM (on ``runtime.new_loop``, waiting
+with ``runtime.until_signalled``); ``serve_flags`` and ``config_from_args`` are the flags
+that serve and demo share.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
-import signal
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +17,7 @@ from aiohttp import web
 from collector import __version__
 from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, load_config
 from collector.logs import setup_logging
+from collector.runtime import new_loop, until_signalled
 
 log = logging.getLogger("intilery")
 
@@ -72,15 +70,6 @@ def banner(config: Config, port: int) -> str:
     return "\n".join(lines)
 
 
-async def until_signalled() -> None:
-    """Returns at the first SIGINT or SIGTERM (Ctrl-C, or an operator's stop)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
     from collector.app import SERVER_KWARGS, create_app, metrics_app
@@ -113,15 +102,6 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         for each in reversed(runners):
             await each.cleanup()
     log.info("stopped")
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.new_event_loop()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -20,31 +20,6 @@ compression, crash recovery), ``files`` (the file store), ``reader`` (the one re
 ``rewrite`` (the one safe rewrite of a segment), ``deadletters`` (what ``rejected/`` keeps),
 ``stream`` (the JetStream stream: settings, creation, connection), ``nats`` (the NATS store,
 which publishes), ``archive`` (``intilery archive``: the stream into files), ``tail``
-(``intilery tail``). Nothing here imports the HTTP side.
+(``intilery tail``), ``stores`` (``make_store``: the store a configuration names). Nothing
+here imports the HTTP side.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from collector.config import Config
-    from collector.metrics import Metrics
-
-
-def make_store(config: Config, metrics: Metrics):
-    """The store ``config.store`` names, not started yet."""
-    if config.store == "nats":
-        from collector.log.nats import NatsStore
-
-        return NatsStore(config, metrics=metrics)
-    from collector.log.files import FileStore
-
-    return FileStore(
-        config.data_dir,
-        fsync=config.fsync,
-        fsync_interval=config.fsync_interval,
-        segment_max_bytes=config.segment_max_bytes,
-        max_pending_bytes=config.max_pending_bytes,
-        metrics=metrics,
-    )

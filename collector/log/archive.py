@@ -330,7 +330,7 @@ def add_parser(commands: Any) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from collector.logs import setup_logging
-    from collector.serving import new_loop
+    from collector.runtime import new_loop
 
     overrides = {
         "data_dir": args.data_dir,
