@@ -16,10 +16,10 @@ Two implementations share one interface: ``files.FileStore`` (the embedded defau
 stores that address messages one by one.
 
 Modules: ``layout`` (names, partitions), ``segments`` (files on disk, the instance lock,
-compression, crash recovery), ``files`` (the file store), ``reader`` (the one reader),
-``rewrite`` (the one safe rewrite of a segment), ``deadletters`` (what ``rejected/`` keeps),
-``stream`` (the JetStream stream: settings, creation, connection), ``nats`` (the NATS store,
-which publishes), ``archive`` (``intilery archive``: the stream into files), ``tail``
-(``intilery tail``), ``stores`` (``make_store``: the store a configuration names). Nothing
-here imports the HTTP side.
+compression, crash recovery), ``files`` (the file store), ``reader`` (the one reader) and
+``stream_reader`` (the same over the NATS stream), ``rewrite`` (the one safe rewrite of a
+segment), ``deadletters`` (what ``rejected/`` keeps), ``stream`` (the JetStream stream:
+settings, creation, connection), ``nats`` (the NATS store, which publishes), ``stores``
+(``make_store``: the store a configuration names), ``archive`` (``intilery archive``: the
+stream into files), ``tail`` (``intilery tail``). Nothing here imports the HTTP side.
 """

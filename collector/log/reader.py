@@ -16,7 +16,8 @@ What it promises:
 - a closed segment is read once: once its ``.gz`` is read to the end the cursor marks it
   done and it is never opened (or decompressed) again;
 - a line that is not a JSON object is quarantined: logged, counted in ``quarantined``,
-  skipped, never raised;
+  skipped, never raised (``Quarantine``, shared with ``stream_reader.StreamReader``, the
+  same interface over the NATS stream);
 - a poll of an unchanged log opens no file (an open segment is stat'ed, and opened only
   when it grew): only the directories of partitions that can
   still change are listed (the newest, and those with a segment not read to its end), and
@@ -53,7 +54,24 @@ class Record(NamedTuple):
     segment: str  # partition/name of the segment (without .gz)
 
 
-class Reader:
+class Quarantine:
+    """What every reader of the log does with a line: a record, or counted, logged and skipped."""
+
+    quarantined = 0
+
+    def record(self, line: bytes, where: str) -> Record | None:
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            return Record(event, line, where)
+        self.quarantined += 1
+        log.warning("skipped a line that is not a JSON object", extra={"segment": where, "bytes": len(line)})
+        return None
+
+
+class Reader(Quarantine):
     """Reads the segments under ``root`` (``<data_dir>/events`` or ``rejected``)."""
 
     def __init__(
@@ -70,7 +88,6 @@ class Reader:
         self.since = since
         self.newest_first = newest_first
         self.offsets: dict[str, int] = dict(cursor or {})  # partition/name -> bytes read, or DONE
-        self.quarantined = 0
         self.stats: Counter[str] = Counter()
         self._known: list[str] | None = None
         self._polls = 0
@@ -94,15 +111,9 @@ class Reader:
     def read(self) -> Iterator[Record]:
         """Every whole line not read yet, as records; returns when it reaches the end."""
         for line, key in self.lines():
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                event = None
-            if not isinstance(event, dict):
-                self.quarantined += 1
-                log.warning("skipped a line that is not a JSON object", extra={"segment": key, "bytes": len(line)})
-                continue
-            yield Record(event, line, key)
+            record = self.record(line, key)
+            if record is not None:
+                yield record
 
     def events(self) -> Iterator[dict]:
         return (record.event for record in self.read())
