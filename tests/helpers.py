@@ -21,6 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from collector.log.layout import LOGS
+from collector.log.reader import DONE, Reader
+
 # Networks of the test geo database: documentation ranges, so nothing real is implied.
 GEO_NETWORKS: dict[str, dict[str, Any]] = {
     "203.0.113.0/24": {
@@ -89,6 +92,24 @@ async def eventually(check: Callable[[], Any], timeout: float = 30, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
         await asyncio.sleep(interval)
+
+
+def assert_whole(data_dir: Path) -> None:
+    """Every segment holds whole JSON lines (read through the log's reader); no temporary file is left."""
+    data_dir = Path(data_dir)
+    leftovers = [p for p in data_dir.glob("**/part-*") if p.name.endswith(".tmp")]
+    assert not leftovers, f"left over: {leftovers}"
+    for log_name in LOGS:
+        reader = Reader(data_dir / log_name, log_name=log_name)
+        for _record in reader.read():
+            pass
+        assert reader.quarantined == 0, f"{reader.quarantined} lines under {log_name}/ are not JSON objects"
+        for segment, offset in reader.cursor.items():
+            try:
+                size = (data_dir / log_name / segment).stat().st_size if offset != DONE else offset
+            except FileNotFoundError:  # compressed since it was read: the .gz is whole
+                continue
+            assert offset == size, f"torn line in {segment}"
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

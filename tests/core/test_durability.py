@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import signal
 from collections import Counter
 
 import aiohttp
-import orjson
 
 from collector.log.reader import read_events
-from helpers import CollectorProcess
+from helpers import CollectorProcess, assert_whole
 
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
 
@@ -23,14 +21,6 @@ async def _send(session: aiohttp.ClientSession, url: str, ids: list[str]) -> boo
             return answer.status == 200
     except aiohttp.ClientError:
         return False
-
-
-def _every_line_is_whole(data_dir) -> None:
-    for path in data_dir.glob("**/part-*.ndjson*"):
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        assert raw == b"" or raw.endswith(b"\n"), f"torn line in {path}"
-        for line in raw.splitlines():
-            orjson.loads(line)
 
 
 async def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path):
@@ -61,7 +51,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path):
     missing = [i for i in acknowledged if counts[i] == 0]
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {missing[:3]}"
     assert all(counts[i] == 1 for i in acknowledged)
-    _every_line_is_whole(tmp_path / "data")
+    assert_whole(tmp_path / "data")
     assert not list((tmp_path / "data/events").glob("**/*.ndjson")), "segments left uncompressed after a clean stop"
 
 

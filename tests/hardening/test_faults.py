@@ -7,34 +7,21 @@ fault lasts, and the collector recovers by itself when it clears.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import signal
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 
 from collector.app import STATE
 from collector.log.layout import hour_partition
 from collector.log.reader import read_events
-from helpers import CollectorProcess
+from helpers import CollectorProcess, assert_whole
 from tests.conftest import stored
 
 KEY = {"X-Write-Key": "wk_web"}
-
-
-def assert_whole(data_dir: Path) -> None:
-    """Every segment holds whole JSON lines; no temporary file is left behind."""
-    for path in data_dir.glob("**/part-*"):
-        assert not path.name.endswith(".tmp"), f"left over: {path}"
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        assert raw == b"" or raw.endswith(b"\n"), f"torn line in {path}"
-        for line in raw.splitlines():
-            orjson.loads(line)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ For every example, on every ingest path (long names, one-letter aliases, /v1/bat
 - never a hang: every request has a timeout; never a crash: after each test the process is up,
   /healthz answers, and its log holds no traceback other than aiohttp's own protocol errors;
 - the store stays readable: every line of every segment under events/ and rejected/ (open or
-  gzipped, while running and after shutdown) is one JSON object, ``read_events`` reads them
-  all, and every stored event is a valid message (type, ids, what its type needs).
+  gzipped, while running and after shutdown) is one JSON object, the log's reader reads them
+  all (quarantining none), and every stored event is a valid message (type, ids, what its type needs).
 
 Default budget: about 20 s for this file (40 s with the contract test) on two cores;
 ``INTILERY_FUZZ_EXAMPLES=N`` runs N examples for every property (see tests/hardening/conftest.py).
@@ -39,8 +39,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.app import BATCH_ROUTES, SINGLE_ROUTES
-from collector.log.reader import read_events
-from helpers import CollectorProcess
+from collector.log.reader import Reader, read_events
+from helpers import CollectorProcess, assert_whole
 from tests.hardening.conftest import fuzz_settings
 
 KEY = "wk_fuzz"
@@ -122,7 +122,7 @@ def session(collector):
 
 ACCEPTED: set[str] = set()  # messageIds answered 200: each must be in the store
 LOG_CHECKED: dict[Path, int] = {}  # how much of the collector's log the tests before have checked
-CHECKED_LINES: dict[Path, int] = {}  # how many lines of each segment the tests before have checked
+READERS: dict[tuple[Path, str], Reader] = {}  # where the tests before stopped checking the store
 
 
 @pytest.fixture
@@ -152,30 +152,14 @@ def check_log(log: Path, start: int = 0) -> None:
         assert final.startswith("aiohttp.http_exceptions."), f"unexpected traceback ending {final!r}:\n{block[:3000]}"
 
 
-def _segment_lines(path: Path) -> list[bytes]:
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except FileNotFoundError:  # compressed meanwhile (hour boundary): its .gz is read instead
-        return []
-    assert not data or data.endswith(b"\n"), f"{path} ends in a partial line"
-    return data.splitlines()
-
-
 def check_store(data_dir: Path) -> None:
-    """Every line of every segment is one JSON object; read_events reads them all; events are valid."""
+    """Every line of every segment is one JSON object; events and dead letters are valid."""
     for root in ("events", "rejected"):
-        paths = [p for p in (data_dir / root).glob("**/part-*.ndjson*") if not p.name.endswith(".tmp")]
-        names = {p.as_posix() for p in paths}
-        for path in paths:
-            if path.suffix != ".gz" and path.as_posix() + ".gz" in names:
-                continue  # being compressed: the .gz holds the same lines
-            lines = _segment_lines(path)
-            fresh, CHECKED_LINES[path] = lines[CHECKED_LINES.get(path, 0) :], len(lines)
-            for line in fresh:  # each line once: a bad line fails the test that stored it, not every later one
-                record = orjson.loads(line)
-                assert isinstance(record, dict), f"{path}: {line[:200]!r}"
-                (check_event if root == "events" else check_rejected)(record)
-        list(read_events(data_dir, root))
+        reader = READERS.setdefault((data_dir, root), Reader(data_dir / root, log_name=root))
+        for record in reader.read():  # each line once: a bad line fails the test that stored it, not every later one
+            (check_event if root == "events" else check_rejected)(record.event)
+        assert reader.quarantined == 0, f"a line under {root}/ is not a JSON object"
+    assert_whole(data_dir)
 
 
 def _id(value) -> bool:

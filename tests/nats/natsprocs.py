@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from helpers import eventually, free_port, stop_process  # noqa: F401 (eventually: for the nats tests)
+from collector.log.reader import Reader
+from helpers import assert_whole, eventually, free_port, stop_process  # noqa: F401 (eventually: for the nats tests)
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
@@ -163,13 +164,9 @@ def output_segments(data_dir: Path, log_name: str = "events") -> dict[Path, byte
 
 
 def output_lines(data_dir: Path, log_name: str = "events") -> list[bytes]:
-    """Every complete line of the output; fails on a torn line or a leftover temporary file."""
-    lines: list[bytes] = []
-    for path, content in output_segments(data_dir, log_name).items():
-        assert not path.name.endswith(".tmp"), f"leftover temporary file {path}"
-        assert not content or content.endswith(b"\n"), f"torn last line in {path}: {content[-80:]!r}"
-        lines += content.splitlines()
-    return lines
+    """Every line of the output, through the log's reader; fails on a torn line or a leftover temporary file."""
+    assert_whole(data_dir)
+    return [record.line for record in Reader(Path(data_dir) / log_name, log_name=log_name).read()]
 
 
 def output_ids(data_dir: Path) -> list[str]:
