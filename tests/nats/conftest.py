@@ -72,3 +72,15 @@ def collectors(tmp_path):
     yield start
     for collector in started:
         collector.stop(timeout=15)
+
+
+@pytest.fixture
+async def publisher(nats_server):
+    """A NATS store (the collector's publisher) on ``nats_server``, started and closed."""
+    from collector.config import Config
+    from collector.log.nats import NatsStore
+
+    store = NatsStore(Config(store="nats", nats_url=nats_server.url))
+    await store.start()
+    yield store
+    await store.close()

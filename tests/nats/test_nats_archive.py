@@ -9,20 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
-import pytest
 from natsprocs import consumer_drained, eventually, output_ids, output_lines, output_segments
 
 from collector.log.archive import Archiver, ArchiveStore
 from collector.config import Config
 from collector.log.files import FileStore
-from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
+from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms
 from collector.log.nats import NatsStore
 
 HOUR = 3600
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"
 
 
 def make_events(count: int, start: int = 0, received_at: float | None = None) -> list[tuple[str, bytes]]:
@@ -33,15 +28,15 @@ def make_events(count: int, start: int = 0, received_at: float | None = None) ->
         message_id = f"evt-{i:07d}"
         line = orjson.dumps({
             "type": "track", "event": "Order Completed", "userId": f"u{i % 97}", "messageId": message_id,
-            "properties": {"n": i, "note": "x" * 120}, "receivedAt": _iso(received_at),
-            "timestamp": _iso(received_at), "source": "web", "context": {"ip": "203.0.113.0"},
+            "properties": {"n": i, "note": "x" * 120}, "receivedAt": iso_ms(received_at),
+            "timestamp": iso_ms(received_at), "source": "web", "context": {"ip": "203.0.113.0"},
         }) + b"\n"  # fmt: skip
         events.append((message_id, line))
     return events
 
 
 def dead_letter(code: str, n: int, received_at: float) -> bytes:
-    record = {"receivedAt": _iso(received_at), "source": "web", "code": code, "message": "bad", "payload": f"#{n}"}
+    record = {"receivedAt": iso_ms(received_at), "source": "web", "code": code, "message": "bad", "payload": f"#{n}"}
     return orjson.dumps(record) + b"\n"
 
 
@@ -49,14 +44,6 @@ async def publish(store: NatsStore, events: list[tuple[str, bytes]], partition: 
     for i in range(0, len(events), chunk):
         part = events[i : i + chunk]
         await store.append([line for _, line in part], partition=partition, ids=[m for m, _ in part], source="web")
-
-
-@pytest.fixture
-async def publisher(nats_server):
-    store = NatsStore(Config(store="nats", nats_url=nats_server.url))
-    await store.start()
-    yield store
-    await store.close()
 
 
 def line_count(data_dir: Path) -> int:

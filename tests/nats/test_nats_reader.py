@@ -6,7 +6,6 @@ import json
 from contextlib import aclosing
 
 import orjson
-import pytest
 
 from collector.config import Config
 from collector.log.layout import EVENTS, hour_partition
@@ -16,14 +15,6 @@ from collector.log.stream_reader import StreamReader
 
 def event(n: int) -> bytes:
     return orjson.dumps({"type": "track", "event": f"E{n}", "userId": "u", "messageId": f"m{n}"}) + b"\n"
-
-
-@pytest.fixture
-async def store(nats_server):
-    store = NatsStore(Config(store="nats", nats_url=nats_server.url))
-    await store.start()
-    yield store
-    await store.close()
 
 
 async def publish(store: NatsStore, numbers: range) -> None:
@@ -40,26 +31,26 @@ async def names(reader: StreamReader, stop_after: int | None = None) -> list[str
     return seen
 
 
-async def test_a_resumed_cursor_misses_nothing_and_repeats_nothing(nats_server, store):
+async def test_a_resumed_cursor_misses_nothing_and_repeats_nothing(nats_server, publisher):
     """Read part of the stream, save the cursor as JSON, resume in a new reader: every message once."""
-    await publish(store, range(0, 40))
+    await publish(publisher, range(0, 40))
     config = Config(store="nats", nats_url=nats_server.url)
     first = StreamReader(config)
     seen = await names(first, stop_after=15)
     saved = json.dumps(first.cursor)
     await first.close()
-    await publish(store, range(40, 60))
+    await publish(publisher, range(40, 60))
     resumed = StreamReader(config, cursor=json.loads(saved))
     seen += await names(resumed)
     await resumed.close()
     assert seen == [f"E{n}" for n in range(60)]
 
 
-async def test_a_malformed_message_is_quarantined_and_an_idle_read_fetches_nothing(nats_server, store):
+async def test_a_malformed_message_is_quarantined_and_an_idle_read_fetches_nothing(nats_server, publisher):
     """A message that is not a JSON object is counted and skipped; reading again at the end fetches nothing."""
-    await publish(store, range(0, 3))
-    await store.append([b"not json\n"], partition=hour_partition(0), ids=["bad"], source="web")
-    await publish(store, range(3, 5))
+    await publish(publisher, range(0, 3))
+    await publisher.append([b"not json\n"], partition=hour_partition(0), ids=["bad"], source="web")
+    await publish(publisher, range(3, 5))
     reader = StreamReader(Config(store="nats", nats_url=nats_server.url), log_name=EVENTS)
     try:
         assert await names(reader) == [f"E{n}" for n in range(5)]
