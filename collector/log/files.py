@@ -53,7 +53,10 @@ class SegmentLog:
         directory = self.root / partition
         make_dirs(directory)
         while True:
-            path = directory / segment_name(self.lock.name, self.lock.next_seq())
+            name = segment_name(self.lock.name, self.lock.next_seq())
+            if segments.taken(directory, name):
+                continue
+            path = directory / name
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
                 break
