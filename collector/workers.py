@@ -2,7 +2,8 @@
 
 Python runs one event loop on one core, so the collector scales with cores by running
 several processes. Each worker is a fork of the supervisor that runs
-``serve(config, reuse_port=True)`` (``serving.serve``, passed in by ``intilery serve``): every worker binds the port with
+``serve(config, reuse_port=True)`` (``serving.serve``, handed over by ``intilery serve``, so
+this module imports nothing of the server): every worker binds the port with
 ``SO_REUSEPORT`` and the kernel spreads new connections over them. A worker has its own
 event loop, its own store writer and its own store instance (the file store locks a free
 ``<host>_<n>`` name, so two workers never write the same segment).

@@ -5,13 +5,13 @@
 segment's place. The steps, and what a SIGKILL after each leaves (``recover`` runs at the
 next start, and before every rewrite)::
 
-    open      <name>.rewrite.tmp created (O_EXCL)       old file whole; recover removes the tmp
-    written   new lines written to it                   same
-    synced    the tmp fsynced                           same
-    ready     tmp renamed to <name>.rewrite.ready,      old file whole; recover finishes the
-              directory fsynced                         rewrite (the new file is complete)
-    renamed   .ready renamed over the segment           new file whole
-    done      directory fsynced                         new file whole, durable
+    open      <name>.rewrite.tmp created (O_EXCL)        old file whole; recover removes the tmp
+    written   new lines written to it                    same
+    synced    the tmp fsynced                            same
+    ready     tmp linked as <name>.rewrite.ready (never  old file whole; recover finishes the
+              over one), unlinked, directory fsynced     rewrite (the new file is complete)
+    renamed   .ready renamed over the segment            new file whole
+    done      directory fsynced                          new file whole, durable
 
 The final rename replaces only the file that was read: when the segment changed identity
 meanwhile (another rewrite, a restore) nothing is replaced and ``Conflict`` is raised. One
@@ -86,7 +86,8 @@ def rewrite(
             if not changed:
                 tmp.unlink()
                 return 0
-            os.rename(tmp, ready)
+            os.link(tmp, ready)  # unlike rename, fails rather than replace a .ready that appeared
+            os.unlink(tmp)
             fsync_dir(path.parent)
             pause("ready")
             now = os.stat(path)
