@@ -31,7 +31,7 @@ from collector.api import (
 )
 from collector import body as bodies
 from collector.config import Config, Source
-from collector.commit import Committer
+from collector.commit import Committer, dead_letters
 from collector.dedup import Dedup
 from collector.edge import CORS_HEADERS, Gate, cors, header_key, request_info
 from collector.enrich.geo import Geo
@@ -48,7 +48,7 @@ from collector.errors import (
 )
 from collector.limits import TokenBuckets
 from collector.ingest import Pipeline
-from collector.log import deadletters as dead_letters
+from collector.log.deadletters import body_payload
 from collector.log.stores import make_store
 from collector.metrics import Metrics
 
@@ -134,20 +134,16 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             if outcome.rejected:
                 error = outcome.rejected[0]
                 raise BadRequest(error["code"], error["message"])
-        rejected_lines = [
-            dead_letters.record(source, received_at, r["code"], r["message"], index=r["index"], payload=messages[r["index"]])
-            for r in outcome.rejected
-        ]
+        rejected_lines = dead_letters(source, received_at, outcome, messages)
         # the parsed messages are serialised by now: drop them rather than hold them (about
         # 3 KB an event) for as long as the store takes to answer
         payload = messages = context = None
-        duplicates = await state.committer.commit(source.name, outcome, received_at, rejected_lines)
+        duplicates = await state.committer.commit(source, outcome, received_at, rejected_lines)
     except CollectorError as exc:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
-                line = dead_letters.record(source, received_at, exc.code, exc.message, **dead_letters.body_payload(body))
-                await state.committer.dead_letter(source.name, received_at, line)
+                await state.committer.reject(source, received_at, exc.code, exc.message, **body_payload(body))
             except Unavailable as unavailable:
                 exc = unavailable
         if isinstance(exc, Unavailable):
@@ -184,10 +180,8 @@ async def pixel(request: web.Request) -> web.Response:
         if isinstance(message, dict) and "type" not in message and message.get("event") not in (None, *SINGLE_ROUTES):
             message["type"] = "track"
         outcome = state.pipeline.process([message], source, request_info(state.config, request, received_at))
-        rejected_lines = [
-            dead_letters.record(source, received_at, r["code"], r["message"], payload=message) for r in outcome.rejected
-        ]
-        await state.committer.commit(source.name, outcome, received_at, rejected_lines)
+        rejected_lines = dead_letters(source, received_at, outcome, [message], indexed=False)
+        await state.committer.commit(source, outcome, received_at, rejected_lines)
         for rejected in outcome.rejected:
             state.metrics.inc("intilery_events_rejected_total", source=source.name, code=rejected["code"])
         if outcome.ids:
@@ -195,9 +189,8 @@ async def pixel(request: web.Request) -> web.Response:
     except CollectorError as exc:
         state.metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, Unavailable):
-            line = dead_letters.record(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
             try:
-                await state.committer.dead_letter(source.name, received_at, line)
+                await state.committer.reject(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
             except Unavailable:
                 pass
     return gif

@@ -10,8 +10,9 @@ After the pipeline has turned a request's messages into lines, ``Committer.commi
 4. adds the stored ids to the window, even when the answer is a 503 because another write of
    the same request failed: a retry of them is then a duplicate.
 
-``dead_letter`` keeps one rejected request in ``rejected/``. The store is any log store
-(``collector.log``); nothing here knows which.
+``dead_letters`` turns the messages a batch rejected one by one into the lines ``commit``
+writes to ``rejected/`` with the events; ``reject`` keeps a whole rejected request there.
+The store is any log store (``collector.log``); nothing here knows which.
 """
 
 from __future__ import annotations
@@ -19,16 +20,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from collector.config import Source
 from collector.dedup import Dedup
 from collector.ingest import Outcome
+from collector.log import deadletters
 from collector.log.layout import REJECTED, day_partition, hour_partition
+
+
+def dead_letters(source: Source, received_at: float, outcome: Outcome, messages: list, indexed: bool = True) -> list[bytes]:
+    """The ``rejected/`` lines of the messages ``outcome`` rejected: code, sentence, the message as sent
+    (and its ``index`` in the batch when ``indexed``)."""
+    return [
+        deadletters.record(source, received_at, r["code"], r["message"], **({"index": r["index"]} if indexed else {}),
+                           payload=messages[r["index"]])  # fmt: skip
+        for r in outcome.rejected
+    ]
 
 
 class Committer:
     def __init__(self, store: Any, dedup: Dedup) -> None:
         self.store, self.dedup = store, dedup
 
-    async def commit(self, source: str, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
+    async def commit(self, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
         """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
         dedup, fresh_lines, fresh_ids, waits, seen_here = self.dedup, [], [], [], set()
         for message_id, line in zip(outcome.ids, outcome.lines):
@@ -43,9 +56,11 @@ class Committer:
             fresh_ids.append(message_id)
         commits = []
         if rejected_lines:
-            commits.append(self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source))
+            commits.append(
+                self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source.name)
+            )
         if fresh_lines:
-            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source)
+            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name)
             commits.append(commit)
             for message_id in fresh_ids:
                 dedup.in_flight[message_id] = commit
@@ -63,6 +78,7 @@ class Committer:
             raise failures[0]
         return len(outcome.ids) - len(fresh_ids)
 
-    async def dead_letter(self, source: str, received_at: float, line: bytes) -> None:
-        """Keep one dead letter (a whole rejected request) in ``rejected/``."""
-        await self.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source)
+    async def reject(self, source: Source, received_at: float, code: str, message: str, **payload) -> None:
+        """Keep a whole rejected request in ``rejected/``: ``payload=`` (or ``payloadBase64=``) as sent."""
+        line = deadletters.record(source, received_at, code, message, **payload)
+        await self.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)

@@ -7,11 +7,13 @@ import asyncio
 import pytest
 
 from collector.commit import Committer
+from collector.config import Source
 from collector.dedup import Dedup
 from collector.errors import Unavailable
 from collector.ingest import Outcome
 
 NOW = 1_795_000_000.0
+WEB = Source(name="web", write_key="wk_web")
 
 
 class HeldStore:
@@ -66,7 +68,7 @@ def committer(store) -> Committer:
 class TestDuplicates:
     async def test_a_repeat_within_the_request_is_stored_once(self, committer, store):
         """The same messageId twice in one batch: one line written, one duplicate counted."""
-        task = asyncio.create_task(committer.commit("web", outcome("a", "b", "a"), NOW, []))
+        task = asyncio.create_task(committer.commit(WEB, outcome("a", "b", "a"), NOW, []))
         await until(lambda: store.appends)
         store.settle("events")
         assert await task == 1
@@ -74,9 +76,9 @@ class TestDuplicates:
 
     async def test_a_concurrent_duplicate_waits_for_the_write_in_flight(self, committer, store):
         """Two requests with the same id at once: one write; the second answers only after it is durable."""
-        first = asyncio.create_task(committer.commit("web", outcome("a"), NOW, []))
+        first = asyncio.create_task(committer.commit(WEB, outcome("a"), NOW, []))
         await until(lambda: store.appends)
-        second = asyncio.create_task(committer.commit("web", outcome("a"), NOW, []))
+        second = asyncio.create_task(committer.commit(WEB, outcome("a"), NOW, []))
         await turns()
         assert not second.done(), "the duplicate answered before the write it depends on was durable"
         store.settle("events")
@@ -86,9 +88,9 @@ class TestDuplicates:
 
     async def test_a_concurrent_duplicate_shares_the_failure_of_the_write_it_waited_for(self, committer, store):
         """When the write in flight fails, its duplicate is not reported stored: both get the 503."""
-        first = asyncio.create_task(committer.commit("web", outcome("a"), NOW, []))
+        first = asyncio.create_task(committer.commit(WEB, outcome("a"), NOW, []))
         await until(lambda: store.appends)
-        second = asyncio.create_task(committer.commit("web", outcome("a"), NOW, []))
+        second = asyncio.create_task(committer.commit(WEB, outcome("a"), NOW, []))
         await turns()
         store.settle("events", Unavailable("store_unavailable", "disk full"))
         for task in (first, second):
@@ -100,14 +102,14 @@ class TestDuplicates:
     async def test_an_id_stored_before_is_not_written_again(self, committer, store):
         """An id in the window (a retry after a 200) is answered as a duplicate without a write."""
         committer.dedup.add(["a"], NOW)
-        assert await committer.commit("web", outcome("a"), NOW, []) == 1
+        assert await committer.commit(WEB, outcome("a"), NOW, []) == 1
         assert store.appends == []
 
 
 class TestFailures:
     async def test_one_failing_write_among_several_fails_the_commit_but_keeps_what_was_stored(self, committer, store):
         """The dead letters fail and the events succeed: a 503, every write awaited, the stored ids in the window."""
-        task = asyncio.create_task(committer.commit("web", outcome("a", "b"), NOW, [b'{"code":"invalid"}\n']))
+        task = asyncio.create_task(committer.commit(WEB, outcome("a", "b"), NOW, [b'{"code":"invalid"}\n']))
         await until(lambda: len(store.appends) == 2)
         store.settle("rejected", Unavailable("store_unavailable", "rejected/ is read-only"))
         await turns()
@@ -120,12 +122,12 @@ class TestFailures:
 
     async def test_a_failing_event_write_leaves_its_ids_free_for_the_retry(self, committer, store):
         """The events write fails: nothing enters the window, so the client's retry is stored."""
-        task = asyncio.create_task(committer.commit("web", outcome("a"), NOW, []))
+        task = asyncio.create_task(committer.commit(WEB, outcome("a"), NOW, []))
         await until(lambda: store.appends)
         store.settle("events", Unavailable("store_unavailable", "disk full"))
         with pytest.raises(Unavailable):
             await task
-        retry = asyncio.create_task(committer.commit("web", outcome("a"), NOW, []))
+        retry = asyncio.create_task(committer.commit(WEB, outcome("a"), NOW, []))
         await until(lambda: len(store.appends) == 2)
         store.settle("events")
         assert await retry == 0
