@@ -306,7 +306,7 @@ class FileStore:
                     return
                 continue
             batch, waiters = self._pending, self._waiters
-            self._pending, self._waiters, self.pending_bytes = [], [], 0
+            self._pending, self._waiters = [], []
             started = time.perf_counter()
             try:
                 await self._loop.run_in_executor(self._io, self._commit, batch)
@@ -326,6 +326,7 @@ class FileStore:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+            self.pending_bytes -= sum(size for _, _, _, size in batch)  # held until written, not until taken
             self.metrics.observe_flush(time.perf_counter() - started)
             if self._pending:
                 self._wake.set()

@@ -12,6 +12,7 @@ import errno
 import gzip
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -126,3 +127,36 @@ async def test_late_requests_at_the_hour_boundary_do_not_churn_segments(tmp_path
     await store.close()
     assert len(segments(tmp_path)) == 2
     assert sorted(e["n"] for e in read_events(tmp_path)) == list(range(20))
+
+
+async def test_the_pending_bound_counts_the_commit_under_way(tmp_path):
+    """Lines being written count against max_pending_bytes until they are durable, not only queued ones."""
+    limit = 50_000
+    store = FileStore(tmp_path, max_pending_bytes=limit)
+    await store.start()
+    real_commit, release = store._commit, threading.Event()
+
+    def slow_commit(batch):
+        assert release.wait(DEADLINE), "the test never released the commit"
+        return real_commit(batch)
+
+    store._commit = slow_commit
+    held, n = [], 0
+    try:
+        for _ in range(2):  # fill the queue; the writer takes it into a (blocked) commit; fill again
+            while True:
+                try:
+                    held.append(store.append([line(n) + b" " * 1000], partition=HOUR10))
+                    n += 1
+                except Unavailable as exc:
+                    assert exc.code == "store_overloaded"
+                    break
+            deadline = time.monotonic() + DEADLINE
+            while store._pending and time.monotonic() < deadline:  # the writer takes the queue into its commit
+                await asyncio.sleep(0.01)
+        accepted = sum(len(line(i)) + 1000 for i in range(n))
+        assert accepted <= limit + len(line(n)) + 1000, f"{accepted} bytes held against a bound of {limit}"
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*held), DEADLINE)
+        await store.close()
