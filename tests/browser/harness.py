@@ -23,18 +23,9 @@ from collector.testing import free_port, stop_process, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"
 WRITE_KEY = "wk_test"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # Lets a test open http://www.shop.example.com:PORT/ (our page server) to check the cookie
-    # domain; the name resolves to loopback inside this browser only, nothing leaves the machine.
-    "--host-resolver-rules=MAP *.example.com 127.0.0.1",
-]
+# Lets a test open http://www.shop.example.com:PORT/ (our page server) to check the cookie domain;
+# the names resolve to loopback inside this browser only, nothing leaves the machine.
+HOST_RULES = ("--host-resolver-rules=MAP *.example.com 127.0.0.1",)
 CONFIG = f"""
 [[source]]
 name = "web"
