@@ -8,10 +8,12 @@ import pytest
 
 from harness import Tab, event_named, of_visitor, wait_until
 
-# The page going to the background and coming back, as a tab switch does (headless Chromium
-# never changes visibility by itself).
-VISIBILITY = """state => { Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
-                           document.dispatchEvent(new Event('visibilitychange', {bubbles: true})) }"""
+# The page going to the background ('hidden') and coming back ('visible': the browser's own state
+# again), as a tab switch does: headless Chromium never changes visibility by itself.
+VISIBILITY = """state => {
+  if (state == 'hidden') Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
+  else delete document.visibilityState;
+  document.dispatchEvent(new Event('visibilitychange', {bubbles: true})) }"""
 # Counts the fetch calls the page makes while `body` runs (synchronously), and returns the count.
 FETCHES_DURING = """() => { let n = 0; const f = window.fetch; window.fetch = (...a) => (n++, f(...a));
                             try { %s } finally { window.fetch = f } return n }"""
