@@ -77,8 +77,8 @@ function boot() {
     later(fn, 300)
   }
 
-  // Stores every visitor value again (read before an optIn() made the cookie the truth): refreshes
-  // the cookie's year, and after optIn() stores what was kept in memory.
+  // Stores every visitor value again: at load, refreshes the cookie's year; at optIn(), stores
+  // the values read before it (from memory: once opted in, the cookie is the truth).
   const keepAll = (v = KEYS.map(get)) => KEYS.forEach((k, i) => set(k, v[i]))
 
   // The API methods, each given the call's arguments, page [url, title, referrer] and time.
@@ -90,6 +90,7 @@ function boot() {
       dbg.on = dbg.on || !!o.debug
       queue.init(writeKey, host.replace(/\/+$/, '') + '/v1/batch')
       store.keep = () => !blocked(o)
+      set('opt', get('opt')) // the choice's cookie, a year from now
       if (store.keep()) {
         // Another visitor's traits and group (signed out on a sibling subdomain): forgotten.
         if (local('aid') != get('aid')) KEYS.slice(2).forEach(k => set(k))

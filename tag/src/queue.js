@@ -37,7 +37,7 @@ function save(t = Date.now()) {
   let n = q.length, bytes = 100
   while (n && (bytes += size(JSON.stringify(q[n - 1])) + 1) < MAX_QUEUE) n--
   // kept when within both limits; else logged (log() gives undefined) and dropped
-  q = q.filter((m, i) => (i >= n && now - Date.parse(m.originalTimestamp) < WINDOW) || log('dropped', m))
+  q = q.filter((m, i) => (i >= n && !(now - Date.parse(m.originalTimestamp) > WINDOW)) || log('dropped', m))
   saving = 0
   ls(s => {
     try {

@@ -62,15 +62,15 @@ function topDomain() {
   return ''
 }
 
+// This origin's own copy of a value in localStorage (never the cookie).
+export const local = k => ls(s => s.getItem(name(k)))
+
 // Reads a value. The ids and the choice: the cookie where cookies work (memory while privacy
 // forbids storing ids, e.g. waiting for consent); elsewhere and for the rest, localStorage, then memory.
 export function get(k) {
   const c = inCookie(k) ? readCookie(k) : undefined
-  return (c == null ? ls(s => s.getItem(name(k))) || mem[k] : c || (k != 'opt' && !store.keep() && mem[k])) || null
+  return (c == null ? local(k) || mem[k] : c || (k != 'opt' && !store.keep() && mem[k])) || null
 }
-
-// This origin's own copy of a value in localStorage (never the cookie).
-export const local = k => ls(s => s.getItem(name(k)))
 
 // Writes (or, with v null/undefined, removes) a value and returns it. While privacy forbids
 // storing, only memory is written; the opt-in/out choice itself is always kept.
