@@ -293,8 +293,8 @@ class Tab:
         return {c["name"]: c for c in self.page.context.cookies() if c["name"].startswith("itl_")}
 
     def settle(self) -> None:
-        """Lets the tag's zero-delay timers (automatic page on navigation) run."""
-        self.js("() => new Promise(r => setTimeout(r, 0))")
+        """Lets the tag's zero-delay timers run: the automatic page on navigation, then the queue save it schedules."""
+        self.js("() => new Promise(r => setTimeout(() => setTimeout(r)))")
 
 
 def event_named(name: str, anonymous_id: str | None = None):

@@ -199,7 +199,8 @@ class TestOutage:
         assert {"Told to wait", "Meanwhile"} <= {m.get("event") for m in tab.queued()}
 
     def test_a_message_older_than_the_dedup_window_is_dropped(self, tab, site, collector, front):
-        """A message still queued 24 h after it was made is dropped: the collector would store it twice."""
+        """A message still queued 24 h after it was made is dropped: past the collector's dedup window a
+        resend of a message that did arrive would be stored twice."""
         front.fail(lambda m: m.get("event") == "Stale", 503, retry_after=600)
         tab.page.clock.install()
         tab.open(f"{site.url}/oneline.html?host={front.url}")
@@ -240,6 +241,23 @@ class TestOutage:
         assert 500 <= d[0] <= 1500 and 1000 <= d[1] <= 3000 and 2000 <= d[2] <= 6000  # 1 s, 2 s, 4 s, ±50 %
         assert {m.get("event") for m in tab.queued()} >= {"Retried"}
 
+    def test_the_queue_is_saved_once_per_task_not_on_every_call(self, tab, site, front):
+        """Fifty calls in one task write the queue to localStorage once, not fifty times."""
+        front.fail(lambda m: True, 503, retry_after=600, times=10**6)  # nothing leaves: no save but ours
+        tab.open(f"{site.url}/manual.html")
+        tab.js("host => intilery.load('wk_test', {host, debug: true})", front.url)
+        wait_until(lambda: retrying(tab), what="the queue waiting")
+        writes = tab.js(
+            """() => new Promise(resolve => {
+                 let n = 0;
+                 const set = Storage.prototype.setItem;
+                 Storage.prototype.setItem = function (k, v) { n += k.startsWith('itl_q.'); return set.call(this, k, v) };
+                 for (let i = 0; i < 50; i++) intilery.track('Burst', {i});
+                 setTimeout(() => { Storage.prototype.setItem = set; resolve(n) })
+               })"""
+        )
+        assert writes == 1
+        assert [m["properties"]["i"] for m in tab.queued() if m.get("event") == "Burst"] == list(range(50))
 
     def test_the_persisted_queue_is_capped_in_bytes(self, tab, site, make_collector):
         """While the collector is away the queue keeps the newest messages that fit in 500 KB."""
