@@ -75,6 +75,7 @@ class TestCalls:
         tab.js("intilery.debug(true); intilery.alias(); intilery.track('After alias')")
         collector.wait_for(event_named("After alias", aid))  # queued after the alias: it would have gone first
         assert not [e for e in collector.events() if e["anonymousId"] == aid and e["type"] == "alias"]
+        assert any("alias: no userId" in line for line in tab.console)
 
 
 class TestIdentity:
