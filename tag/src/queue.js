@@ -106,8 +106,7 @@ export async function send() {
     if (r.status == 408 || r.status == 429 || r.status > 499) {
       wait = r.headers.get('Retry-After') * 1000 // the collector's wait holds even against flush()
       wait ? (hold = Date.now() + wait) : (wait = backoff())
-    }
-    else if (!r.ok) log('dropped', b.length, 'messages: HTTP', r.status) // other 4xx: retrying cannot help
+    } else if (!r.ok) log('dropped', b.length, 'messages: HTTP', r.status) // other 4xx: retrying cannot help
     else if (dbg.on) r.json().then(j => j.rejected.forEach(x => log('rejected', b[x.index], x.message))).catch(log)
   } catch (e) {
     wait = backoff() // network error
