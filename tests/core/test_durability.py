@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from collector.store.files import read_events
-from collector.testing import CollectorProcess
+from collector.testing import CollectorProcess, eventually
 
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
 
@@ -23,6 +23,17 @@ async def _send(session: aiohttp.ClientSession, url: str, ids: list[str]) -> boo
             return answer.status == 200
     except aiohttp.ClientError:
         return False
+
+
+async def acknowledged_count(acknowledged: list[str], count: int, collector: CollectorProcess, timeout: float = 120) -> None:
+    """Wait until ``count`` events are acknowledged; fail at once if the collector died, and after ``timeout`` s."""
+
+    def enough() -> bool:
+        if collector.proc is None or collector.proc.poll() is not None:
+            raise AssertionError(f"the collector exited after acknowledging {len(acknowledged)} events")
+        return len(acknowledged) >= count
+
+    await eventually(enough, timeout, what=f"{count} acknowledged events (the collector accepts nothing?)")
 
 
 def _every_line_is_whole(data_dir) -> None:
@@ -41,7 +52,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path):
 
     async def client(worker: int) -> None:
         n = 0
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             while not stop.is_set():
                 ids = [f"w{worker}-{n}-{k}" for k in range(5)]
                 n += 1
@@ -49,11 +60,12 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path):
                     acknowledged.extend(ids)
 
     clients = [asyncio.create_task(client(w)) for w in range(16)]
-    while len(acknowledged) < 3000:
-        await asyncio.sleep(0.05)
-    collector.stop(signal.SIGKILL)
-    stop.set()
-    await asyncio.gather(*clients)
+    try:
+        await acknowledged_count(acknowledged, 3000, collector)
+    finally:
+        collector.stop(signal.SIGKILL)
+        stop.set()
+        await asyncio.gather(*clients)
 
     restarted = CollectorProcess(tmp_path, SOURCES, port=collector.port).start()
     restarted.stop()

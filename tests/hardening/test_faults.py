@@ -22,6 +22,7 @@ from collector.app import STATE
 from collector.store.files import hour_partition, read_events
 from collector.testing import CollectorProcess
 from tests.conftest import stored
+from tests.core.test_durability import acknowledged_count
 
 KEY = {"X-Write-Key": "wk_web"}
 
@@ -81,7 +82,7 @@ async def test_full_disk_gives_503_loses_nothing_and_recovers(make_client, confi
 
 async def _load(url: str, stop: asyncio.Event, acknowledged: list[str], worker: int) -> None:
     n = 0
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         while not stop.is_set():
             ids = [f"w{worker}-{n}-{k}" for k in range(10)]
             n += 1
@@ -102,11 +103,12 @@ async def test_sigkill_during_rotation_and_compression(tmp_path, kill_after):
     acknowledged: list[str] = []
     stop = asyncio.Event()
     clients = [asyncio.create_task(_load(collector.url, stop, acknowledged, w)) for w in range(8)]
-    while len(acknowledged) < kill_after:
-        await asyncio.sleep(0.02)
-    collector.stop(signal.SIGKILL)
-    stop.set()
-    await asyncio.gather(*clients)
+    try:
+        await acknowledged_count(acknowledged, kill_after, collector)
+    finally:
+        collector.stop(signal.SIGKILL)
+        stop.set()
+        await asyncio.gather(*clients)
     assert len(list((tmp_path / "data/events").glob("**/part-*"))) > 5, "no rotation happened before the kill"
 
     CollectorProcess(tmp_path, sources, port=collector.port, segment_max_bytes=16_384).start().stop()

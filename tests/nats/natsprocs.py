@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -133,21 +133,6 @@ class ArchiveProcess:
 
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
-    """Await ``check()`` (sync or async) until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
-        await asyncio.sleep(interval)
 
 
 async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:

@@ -7,7 +7,9 @@ from collections import Counter
 
 import aiohttp
 import nats
-from natsprocs import cluster_url, consumer_drained, eventually, output_ids, post_batch, track
+from natsprocs import cluster_url, consumer_drained, output_ids, post_batch, track
+
+from collector.testing import eventually
 
 BATCH = 20
 CLIENTS = 4

@@ -13,7 +13,6 @@ import pytest
 from natsprocs import (
     NatsServer,
     consumer_drained,
-    eventually,
     get_json,
     metric,
     output_lines,
@@ -26,6 +25,7 @@ from natsprocs import (
 )
 
 from collector.store.files import read_events
+from collector.testing import eventually
 
 
 def nats_args(url: str, *more: str) -> list[str]:
