@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from collector.testing import CollectorProcess
+from tests.conftest import stored
 
 EVENT = {"userId": "u", "event": "E"}
 
@@ -35,9 +36,14 @@ class TestRateLimits:
         assert (await client.post("/v1/track", json=EVENT, headers={"X-Write-Key": "wk_server"})).status == 200
 
     async def test_rate_limited_payloads_are_not_kept_as_rejected(self, make_client, config):
-        client = await make_client(config, ip_rate_limit=0.1, ip_rate_burst=1)
-        for _ in range(3):
-            await client.post("/v1/track", json=EVENT, headers={"X-Write-Key": "wk_web"})
+        """Past the burst, even an invalid body is answered 429 unread: nothing of it stored or kept."""
+        client = await make_client(config, ip_rate_limit=0.01, ip_rate_burst=1)  # the next token in 100 s
+        first = await client.post("/v1/track", json=EVENT, headers={"X-Write-Key": "wk_web"})
+        invalid = {"userId": "u"}  # no event: a 400 kept in rejected/, were it read
+        limited = [await client.post("/v1/track", json=invalid, headers={"X-Write-Key": "wk_web"}) for _ in range(2)]
+        assert [first.status] + [answer.status for answer in limited] == [200, 429, 429]
+        assert [(await answer.json())["code"] for answer in limited] == ["rate_limited"] * 2
+        assert len(stored(config.data_dir)) == 1
         assert not (config.data_dir / "rejected").exists()
 
 
