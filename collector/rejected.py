@@ -66,10 +66,10 @@ def deep_text(payload: Any) -> str:
         return "(nested too deeply to keep)"
 
 
-def body_payload(body: bytes | None) -> dict:
-    """A request body as sent: text when it is UTF-8, else base64."""
+def body_payload(body: bytes | None, declared_bytes: int | None = None) -> dict:
+    """A request body as sent: text when it is UTF-8, else base64; one refused unread (over the cap): its size."""
     if body is None:
-        return {"payload": None}
+        return {"payload": None, "payloadBytes": declared_bytes}
     try:
         return {"payload": body.decode("utf-8")}
     except UnicodeDecodeError:
