@@ -213,14 +213,6 @@ async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
         await nc.close()
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def metric(text: str, name: str) -> float:
     """A metric's value in Prometheus text (the sum over its labels), 0 when absent."""
     total = 0.0
@@ -228,3 +220,4 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
