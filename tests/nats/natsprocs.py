@@ -136,13 +136,20 @@ class ArchiveProcess:
 
 
 async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:
-    """Whether the archive consumer has nothing left to deliver and nothing unacknowledged."""
+    """Whether the archive consumer has acknowledged the stream up to its last message.
+
+    The consumer's own counts are not enough: a consumer led by a replica still catching up
+    (a node just restarted) sees fewer messages than the stream holds and reports nothing
+    pending; the stream's last sequence comes from the stream's leader.
+    """
     import nats
 
     nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
     try:
-        info = await nc.jetstream(timeout=3).consumer_info(stream, consumer)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        js = nc.jetstream(timeout=3)
+        info = await js.consumer_info(stream, consumer)
+        last = (await js.stream_info(stream)).state.last_seq
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq >= last
     except Exception:
         return False
     finally:

@@ -34,6 +34,19 @@ async def stream_leader(url: str) -> str:
         await nc.close()
 
 
+async def stream_whole(url: str) -> bool:
+    """Whether every replica of the stream is up and current (a restarted node has caught up)."""
+    nc = await nats.connect(url.split(","), connect_timeout=2)
+    try:
+        cluster = (await nc.jetstream(timeout=5).stream_info("INTILERY")).cluster
+        replicas = cluster.replicas or []
+        return len(replicas) == 2 and all(r.current and not r.offline and not r.lag for r in replicas)
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
 async def test_node_killed_under_load_loses_and_doubles_nothing(tmp_path, nats_cluster, collectors, archives):
     """Every event answered 200 is archived exactly once; 503s retried with the same messageId are stored once."""
     url = cluster_url(nats_cluster)
@@ -87,6 +100,7 @@ async def test_node_killed_under_load_loses_and_doubles_nothing(tmp_path, nats_c
         await eventually(acknowledged_past(restarted + PHASE), timeout=90, what="events accepted after the node came back")
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), timeout=120)
+        await eventually(lambda: stream_whole(url), timeout=90, what="the restarted node to catch up")
         assert answers["503"] + answers["None"] > 0, f"the kill was felt: {dict(answers)}"
 
     out = tmp_path / "out"
