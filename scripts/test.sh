@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, then runs all of it: ./scripts/test.sh [pytest args]
+# Python packages go into the project's own environment (.venv, or $INTILERY_VENV), built from
+# uv.lock; system tools (Chromium, nats-server, Node.js) come from apt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 
 say() { printf '\n== %s\n' "$*"; }
 
-# System packages: Chromium for the browser tests, nats-server for the scale-out tests.
+# System packages: Chromium for the browser tests, nats-server for the scale-out tests,
+# Node.js and npm to rebuild the tag and check that the shipped one is fresh.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     say "installing ${missing[*]} (apt-get)"
@@ -16,18 +22,15 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-say "installing the collector with its test extras (pip)"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+make_env --all-extras
 
 if ! command -v chromium >/dev/null 2>&1; then
     say "no system Chromium: fetching Playwright's build"
-    python3 -m playwright install chromium
+    "$VENV/bin/python" -m playwright install chromium
 fi
 
-if [ -f tag/package-lock.json ] && command -v npm >/dev/null 2>&1; then
-    say "installing the tag's pinned build tool (npm ci)"
-    (cd tag && npm ci --no-audit --no-fund --loglevel=error)
-fi
+say "installing the tag's pinned build tool (npm ci)"
+(cd tag && npm ci --no-audit --no-fund --loglevel=error)
 
 say "running the test suite"
-exec python3 -m pytest "$@"
+exec "$VENV/bin/python" -m pytest "$@"

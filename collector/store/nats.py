@@ -398,8 +398,8 @@ class NatsStore:
             ))  # fmt: skip
 
     async def _on_reconnected(self) -> None:
-        url = self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "?"
-        log.info("reconnected to NATS", extra={"server": url})
+        url = self.nc.connected_url if self.nc else None
+        log.info("reconnected to NATS", extra={"server": f"{url.hostname}:{url.port}" if url else "?"})
         self._last_error = ""
 
     # --- appending ----------------------------------------------------------------------
@@ -459,11 +459,11 @@ class NatsStore:
         batch = self._acks.pop(msg.subject[len(self._inbox):], None)
         if batch is None or batch.future.done():
             return
-        data = msg.data
-        if not data or b'"error"' in data:
-            self._fail(batch, self._refused(msg))
+        ack = _parse_ack(msg.data)
+        if ack is None or "error" in ack or "seq" not in ack:
+            self._fail(batch, self._refused(msg, ack))
             return
-        if b'"duplicate"' in data:  # stored before (a retry): still a success
+        if ack.get("duplicate") is True:  # stored before (a retry): still a success
             self.metrics.inc("intilery_nats_duplicates_total")
         batch.waiting -= 1
         if batch.waiting == 0:
@@ -472,19 +472,18 @@ class NatsStore:
             self._settle(batch)
             self.metrics.observe_flush(time.perf_counter() - batch.started)
 
-    def _refused(self, msg: Any) -> Unavailable:
+    def _refused(self, msg: Any, ack: dict | None) -> Unavailable:
         status = (msg.headers or {}).get("Status") if not msg.data else None
+        error = ack.get("error") if ack is not None else None
         if status == "503":
             reason = (
                 f"no leader for stream {self.settings.name!r}"
                 " (election under way, cluster without quorum, or the stream was deleted)"
             )
+        elif isinstance(error, dict):
+            reason = f"JetStream refused the event: {error.get('description', 'no description')}"
         else:
-            try:
-                error = orjson.loads(msg.data).get("error", {})
-                reason = f"JetStream refused the event: {error.get('description', msg.data[:200])}"
-            except orjson.JSONDecodeError:
-                reason = f"unexpected answer from JetStream: {msg.data[:200]!r}"
+            reason = f"unexpected answer from JetStream: {msg.data[:200]!r}"
         self._publish_failed(reason)
         log.warning("publish refused", extra={"reason": reason})
         return Unavailable("store_unavailable", f"the event store cannot take writes ({reason})", retry_after=RETRY_AFTER_DOWN)
@@ -559,6 +558,15 @@ class NatsStore:
             else:
                 self._probe_problem = None
         self._probed_at = time.monotonic()
+
+
+def _parse_ack(data: bytes) -> dict | None:
+    """A PubAck's fields (``{"stream", "seq", "duplicate"?}`` or ``{"error": {...}}``); None when it is not one."""
+    try:
+        ack = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        return None
+    return ack if isinstance(ack, dict) else None
 
 
 def _source_of(line: bytes) -> str:

@@ -77,16 +77,24 @@ class InstanceLock:
         raise RuntimeError(f"no free instance name under {lock_dir}")
 
     def next_seq(self) -> int:
-        """The next segment number, remembered in the lock file across restarts."""
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        text = os.read(self._fd, 32).decode(errors="replace").strip()
+        """The next segment number, remembered (and fsynced) in the lock file across restarts.
+
+        The counter is a hint that saves probing: the caller still skips any number whose
+        segment exists in any form (``taken``), since a lost ``.locks/`` starts it again at 1.
+        """
+        text = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
         seq = int(text) + 1 if text.isdigit() else 1
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{seq}\n".encode(), 0)
+        os.pwrite(self._fd, f"{seq:<20d}\n".encode(), 0)  # fixed width: no truncate, never shorter
+        os.fsync(self._fd)
         return seq
 
     def release(self) -> None:
         os.close(self._fd)
+
+
+def taken(directory: Path, name: str) -> bool:
+    """Whether a segment of this name exists in any form: open, compressed, or being compressed."""
+    return any(os.path.lexists(directory / (name + suffix)) for suffix in ("", ".gz", ".gz.tmp"))
 
 
 def try_lock(data_dir: Path, instance: str) -> int | None:
@@ -102,7 +110,7 @@ def try_lock(data_dir: Path, instance: str) -> int | None:
 
 
 def compress(path: Path) -> Path | None:
-    """Gzip a closed segment: write .gz.tmp, fsync, rename, then remove the original."""
+    """Gzip a closed segment: write .gz.tmp, fsync, link it to .gz (never over one), then remove the original."""
     if path.stat().st_size == 0:
         path.unlink()
         fsync_dir(path.parent)
@@ -114,7 +122,8 @@ def compress(path: Path) -> Path | None:
             shutil.copyfileobj(src, out, 1 << 20)
         raw.flush()
         os.fsync(raw.fileno())
-    os.rename(tmp, gz)
+    os.link(tmp, gz)  # unlike rename, fails (FileExistsError) rather than replace a segment
+    os.unlink(tmp)
     fsync_dir(path.parent)
     path.unlink()
     fsync_dir(path.parent)

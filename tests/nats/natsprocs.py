@@ -36,8 +36,11 @@ def _port_open(port: int) -> bool:
 class NatsServer:
     """One nats-server with JetStream; ``kill`` (SIGKILL) and ``start`` again keep its store."""
 
-    def __init__(self, workdir: Path, name: str = "n1", cluster: list[NatsServer] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, name: str = "n1", cluster: list[NatsServer] | None = None, auth: tuple[str, str] | None = None
+    ) -> None:
         self.workdir = Path(workdir) / name
+        self.auth = auth  # (user, password) that clients must give
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
@@ -53,6 +56,8 @@ class NatsServer:
     def command(self) -> list[str]:
         cmd = [NATS_SERVER, "-js", "-sd", str(self.workdir / "store"), "-a", "127.0.0.1", "-p", str(self.port),
                "-n", self.name]  # fmt: skip
+        if self.auth is not None:
+            cmd += ["--user", self.auth[0], "--pass", self.auth[1]]
         if self.peers is not None:
             routes = ",".join(f"nats://127.0.0.1:{p.cluster_port}" for p in self.peers if p is not self)
             cmd += ["--cluster_name", "intilery-test", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",

@@ -72,6 +72,16 @@ class TestStream:
         async with session.get(second.url + "/metrics") as answer:
             assert metric(await answer.text(), "intilery_nats_duplicates_total") == 5
 
+    @pytest.mark.parametrize("stream", ["error", "duplicate"])
+    async def test_the_puback_is_read_as_json_not_searched(self, nats_server, collectors, session, stream):
+        """A stream whose name is a PubAck field ("error", "duplicate") still gets plain successes."""
+        collector = await collectors("c1", *nats_args(nats_server.url, "--nats-stream", stream))
+        status, body, _ = await post_batch(session, collector.url, [track("p1"), track("p2")])
+        assert status == 200 and body["accepted"] == 2, body
+        async with session.get(collector.url + "/metrics") as answer:
+            assert metric(await answer.text(), "intilery_nats_duplicates_total") == 0
+        assert len(await stream_messages(nats_server.url, stream)) == 2
+
     async def test_archive_output_matches_the_file_store(self, tmp_path, nats_server, collectors, archives, session):
         """The same requests to a file-store collector and a NATS collector + archive give the same stored events."""
         file_collector = await collectors("file")
@@ -234,3 +244,24 @@ class TestOutage:
 
         await eventually(accepted, what="an accepted request after SIGCONT")
         assert await _status(session, collector.url + "/readyz", 200)
+
+
+class TestCredentials:
+    async def test_a_password_in_the_url_is_never_logged(self, tmp_path, collectors, session):
+        """Connect, lose the server, reconnect: no log line (nor /readyz) holds the URL's password."""
+        require_nats_server()
+        server = NatsServer(tmp_path, auth=("intilery", "s3cret-pass")).start()
+        try:
+            url = f"nats://intilery:s3cret-pass@127.0.0.1:{server.port}"
+            collector = await collectors("c1", *nats_args(url))
+            assert (await post_batch(session, collector.url, [track("before")]))[0] == 200
+            await asyncio.to_thread(server.kill)
+            await eventually(lambda: _status(session, collector.url + "/readyz", 503), what="/readyz to see the outage")
+            status, body = await get_json(session, collector.url + "/readyz")
+            await asyncio.to_thread(server.start)
+            await eventually(lambda: b"reconnected to NATS" in collector.log.read_bytes(), what="the reconnect log line")
+            assert (await post_batch(session, collector.url, [track("after")]))[0] == 200
+        finally:
+            server.kill()
+        assert "s3cret-pass" not in str(body)
+        assert b"s3cret-pass" not in collector.log.read_bytes()
