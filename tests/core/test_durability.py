@@ -101,8 +101,8 @@ _IDS = re.compile(r"fs-\d+-\d+-\d+")
 def _syscalls(trace: str):
     """(name, fd, first string argument, whole line, when) per syscall, in strace's order.
 
-    ``when`` is "start" or "end": a call that another thread interrupted comes as two lines
-    (``<unfinished ...>`` then ``<... resumed>``); both halves are reported, joined for the end.
+    ``when`` is "both", or for a call that another thread interrupted, which comes as two lines
+    (``<unfinished ...>`` then ``<... resumed>``), "start" and then "end" (with the whole line).
     """
     started: dict[str, tuple[str, str]] = {}
     for line in trace.splitlines():

@@ -223,7 +223,7 @@ class TestEndpoints:
         retry = send("retry")
         await eventually(lambda: ("waits", "in-flight-1") in order or len(appends) > 1, what="the retry to arrive")
         assert len(appends) == 1, "the retry was written a second time instead of waiting for the first"
-        assert not first.done() and not retry.done()
+        assert not first.done() and not retry.done(), "answered before the first copy was committed"
         order.append(("gate opened", ""))
         gate.set()
         answers = [await first, await retry]

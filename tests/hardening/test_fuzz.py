@@ -621,20 +621,18 @@ def test_hostile_requests_in_parallel(collector, healthy):
 
     jobs = [(name, path) for name in EDGE_CASES for path in INGEST_PATHS]
 
-    def send(job) -> int:
+    def send(job) -> None:
         name, path = job
         with requests.post(collector.url + path, data=EDGE_CASES[name][0](path), timeout=TIMEOUT,
                            headers={"X-Write-Key": KEY, "Content-Type": "application/json"}) as answer:  # fmt: skip
             check_response(answer, path)
-            return answer.status_code
 
     liars = [socket.create_connection(("127.0.0.1", collector.port), timeout=TIMEOUT) for _ in range(2)]
     try:
         for liar in liars:
             liar.sendall(raw_post(b"/v1/batch", b'{"batch":[', length=400_000))
         with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(send, jobs))
-        assert len(statuses) == len(jobs)
+            list(pool.map(send, jobs))
         for liar in liars:
             assert read_answer(liar, "/v1/batch") == 408
     finally:
