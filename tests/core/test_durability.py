@@ -154,14 +154,16 @@ def answers_before_fsync(trace: str) -> tuple[int, list[str]]:
 
 
 @pytest.mark.skipif(STRACE is None, reason="needs strace (apt-get install strace)")
-async def test_no_answer_is_sent_before_the_fsync_of_its_lines(tmp_path):
-    """strace on a real collector: each 200's send comes after the fsync of every line of its request.
+@pytest.mark.parametrize("settings", [{}, {"segment_max_bytes": 4096}], ids=["one-segment", "rotating"])
+async def test_no_answer_is_sent_before_the_fsync_of_its_lines(tmp_path, settings):
+    """strace on a real collector: each 200's send comes after the fsync of every line of its request,
+    in one segment and among rotations (a segment closed every dozen events).
 
     (The SIGKILL tests cannot see a missing fsync: the page cache survives a killed process.)
     Client 0 sends probes until the trace shows the writer thread's write of one, so the
     tracer is attached to every thread; the other clients' requests are the ones checked.
     """
-    collector = CollectorProcess(tmp_path, SOURCES).start()
+    collector = CollectorProcess(tmp_path, SOURCES, **settings).start()
     trace = tmp_path / "strace.txt"
     tracer = subprocess.Popen(
         [STRACE, "-f", "-qq", "-e", "signal=none", "-s", "1000000", "-e", f"trace={TRACED}", "-o", str(trace),
@@ -197,3 +199,5 @@ async def test_no_answer_is_sent_before_the_fsync_of_its_lines(tmp_path):
     answers, early = answers_before_fsync(trace.read_text())
     assert answers == sent, f"the trace shows {answers} of the {sent} answers"
     assert not early, f"{len(early)} events answered 200 before their fsync, e.g. {early[:3]}"
+    if settings:
+        assert len(list((tmp_path / "data/events").glob("**/part-*"))) > 10, "no rotation happened"
