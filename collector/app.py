@@ -244,7 +244,8 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
-                line = dead_letters.record(source, received_at, exc.code, exc.message, **dead_letters.body_payload(body))
+                kept = dead_letters.body_payload(body, request.content_length)
+                line = dead_letters.record(source, received_at, exc.code, exc.message, **kept)
                 await state.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
             except Unavailable as unavailable:
                 exc = unavailable

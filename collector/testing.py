@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -72,6 +73,24 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "") -> Any:
+    """Await ``check()`` (sync or async) until it returns something truthy, and return that.
+
+    Fails (AssertionError) after ``timeout`` s with the last value seen; an exception raised
+    by ``check`` (say, "the process died") ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}: last {last!r}")
+        await asyncio.sleep(interval)
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

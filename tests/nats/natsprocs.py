@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -140,29 +140,21 @@ class ArchiveProcess:
         return self.stop(signal.SIGKILL)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
-    """Await ``check()`` (sync or async) until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
-        await asyncio.sleep(interval)
-
-
 async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:
-    """Whether the archive consumer has nothing left to deliver and nothing unacknowledged."""
+    """Whether the archive consumer has acknowledged the stream up to its last message.
+
+    The consumer's own counts are not enough: a consumer led by a replica still catching up
+    (a node just restarted) sees fewer messages than the stream holds and reports nothing
+    pending; the stream's last sequence comes from the stream's leader.
+    """
     import nats
 
     nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
     try:
-        info = await nc.jetstream(timeout=3).consumer_info(stream, consumer)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        js = nc.jetstream(timeout=3)
+        info = await js.consumer_info(stream, consumer)
+        last = (await js.stream_info(stream)).state.last_seq
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq >= last
     except Exception:
         return False
     finally:
@@ -231,14 +223,6 @@ async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
         return [await js.get_msg(stream, seq) for seq in range(state.first_seq, state.last_seq + 1)]
     finally:
         await nc.close()
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def metric(text: str, name: str) -> float:

@@ -10,12 +10,13 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
-from natsprocs import consumer_drained, eventually, output_ids, output_lines, output_segments
+from natsprocs import consumer_drained, output_ids, output_lines, output_segments
 
 from collector.archive import Archiver, ArchiveStore
 from collector.config import Config
 from collector.store.files import EVENTS, REJECTED, FileStore, day_partition, hour_partition
 from collector.store.nats import NatsStore
+from collector.testing import eventually
 
 HOUR = 3600
 

@@ -12,13 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from collector.store.files import read_events
 from collector.store.segments import LOCK_DIR, try_lock
-from collector.testing import CollectorProcess
+from collector.testing import CollectorProcess, wait_until
 
 KEY = "wk_test"
 DEADLINE = 60.0  # seconds: a liveness bound, not a measurement
@@ -33,13 +32,7 @@ def workers_of(supervisor: int) -> list[int]:
 
 
 def wait_for(condition, what: str):
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
+    return wait_until(condition, timeout=DEADLINE, what=what)
 
 
 def held_instances(data_dir: Path) -> list[str]:
