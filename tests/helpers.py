@@ -79,10 +79,14 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float 
         time.sleep(interval)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
-    """``wait_until`` for async tests: awaits ``check()`` (sync or async) until it is truthy."""
+async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "") -> Any:
+    """``wait_until`` for async tests: awaits ``check()`` (sync or async) until it returns something
+    truthy, and returns that.
+
+    Fails (AssertionError) after ``timeout`` s with the last value seen; an exception raised
+    by ``check`` (say, "the process died") ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = check()
         if asyncio.iscoroutine(last):
@@ -90,7 +94,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 30, interval: fl
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}: last {last!r}")
         await asyncio.sleep(interval)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from collector.log.reader import Reader
-from helpers import assert_whole, eventually, free_port, stop_process  # noqa: F401 (eventually: for the nats tests)
+from helpers import assert_whole, free_port, stop_process
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
@@ -142,13 +142,20 @@ class ArchiveProcess:
 
 
 async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:
-    """Whether the archive consumer has nothing left to deliver and nothing unacknowledged."""
+    """Whether the archive consumer has acknowledged the stream up to its last message.
+
+    The consumer's own counts are not enough: a consumer led by a replica still catching up
+    (a node just restarted) sees fewer messages than the stream holds and reports nothing
+    pending; the stream's last sequence comes from the stream's leader.
+    """
     import nats
 
     nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
     try:
-        info = await nc.jetstream(timeout=3).consumer_info(stream, consumer)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        js = nc.jetstream(timeout=3)
+        info = await js.consumer_info(stream, consumer)
+        last = (await js.stream_info(stream)).state.last_seq
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq >= last
     except Exception:
         return False
     finally:
@@ -213,14 +220,6 @@ async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
         return [await js.get_msg(stream, seq) for seq in range(state.first_seq, state.last_seq + 1)]
     finally:
         await nc.close()
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def metric(text: str, name: str) -> float:
