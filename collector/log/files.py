@@ -191,6 +191,11 @@ class FileStore:
     def instance(self) -> str:
         return self.lock.name
 
+    @property
+    def where(self) -> str:
+        """Where the events go, for people (the start-up banner)."""
+        return f"{self.data_dir}/{EVENTS}"
+
     # --- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
