@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gzip
 import os
 import shutil
 import threading
@@ -23,6 +22,7 @@ from collector.errors import Unavailable
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, hour_partition
 from collector.log.reader import read_events
+from helpers import assert_whole
 
 HOUR10, HOUR11 = "dt=2026-11-28/hr=10", "dt=2026-11-28/hr=11"
 DEADLINE = 10  # seconds any single append may take before the test fails instead of hanging
@@ -34,16 +34,6 @@ def line(n: int) -> bytes:
 
 def segments(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("events/**/part-*") if p.is_file())
-
-
-def assert_whole(root: Path) -> None:
-    """Every segment: whole JSON lines, no NUL padding, no leftovers."""
-    for path in root.glob("**/part-*"):
-        assert not path.name.endswith(".tmp"), f"left over: {path}"
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        assert b"\0" not in raw, f"NUL bytes in {path}"
-        for row in raw.splitlines():
-            orjson.loads(row)
 
 
 async def append(store: FileStore, n: int, partition: str) -> None:
