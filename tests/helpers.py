@@ -153,7 +153,30 @@ def write_config(path: Path, sources: list[dict[str, Any]], **settings: Any) -> 
     return path
 
 
-class CollectorProcess:
+class ChildProcess:
+    """A ``python -m collector ...`` child writing its output to ``self.log``; ``stop`` or ``kill`` it."""
+
+    proc: subprocess.Popen | None = None
+    log: Path
+
+    def spawn(self, cmd: list[str]) -> subprocess.Popen:
+        self._out = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self.proc
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        stop_process(self.proc, sig, timeout)
+        self._out.close()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
+class CollectorProcess(ChildProcess):
     """``python -m collector serve`` on a free port, stopped (SIGTERM) on exit."""
 
     def __init__(
@@ -180,8 +203,7 @@ class CollectorProcess:
     def start(self, timeout: float = 30) -> "CollectorProcess":
         cmd = [sys.executable, "-m", "collector", "serve", "--config", str(self.config), "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]  # fmt: skip
-        self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.spawn(cmd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -194,17 +216,6 @@ class CollectorProcess:
                 time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"collector did not start within {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc is None:
-            return 0
-        stop_process(self.proc, sig, timeout)
-        self._log.close()
-        code, self.proc = self.proc.returncode, None
-        return code
-
-    def kill(self) -> int:
-        return self.stop(signal.SIGKILL)
 
     def __enter__(self) -> "CollectorProcess":
         return self.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from harness import Tab, event_named, of_visitor, wait_until
+from harness import Tab, event_named, of_visitor
 
 YEAR = 365 * 24 * 3600
 

@@ -10,7 +10,6 @@ import subprocess
 from collections import Counter
 
 import aiohttp
-
 import pytest
 
 from collector.log.reader import read_events

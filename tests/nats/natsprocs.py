@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from collector.log.reader import Reader
-from helpers import assert_whole, free_port, stop_process
+from helpers import ChildProcess, assert_whole, free_port, stop_process
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
@@ -104,7 +104,7 @@ def cluster_url(servers: list[NatsServer]) -> str:
     return ",".join(s.url for s in servers)
 
 
-class ArchiveProcess:
+class ArchiveProcess(ChildProcess):
     """``python -m collector archive`` writing into ``data_dir``."""
 
     def __init__(self, workdir: Path, data_dir: Path, nats_url: str, *args: str) -> None:
@@ -117,8 +117,7 @@ class ArchiveProcess:
                "--nats-url", self.nats_url, *self.args]  # fmt: skip
         with open(self.log, "ab") as out:
             out.write(b"--- start\n")
-        self._out = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.spawn(cmd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,17 +127,6 @@ class ArchiveProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"archive did not start within {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc is None:
-            return 0
-        stop_process(self.proc, sig, timeout)
-        self._out.close()
-        code, self.proc = self.proc.returncode, None
-        return code
-
-    def kill(self) -> int:
-        return self.stop(signal.SIGKILL)
 
 
 async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:
