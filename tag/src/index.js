@@ -13,7 +13,7 @@ import * as queue from './queue.js'
 import { get, local, set, store } from './storage.js'
 
 const METHODS = 'load page track identify group alias reset ready flush optIn optOut debug'.split(' ')
-const MAX_MESSAGE = 32000 // bytes: the collector's per-message limit is 32 KB
+const MAX_MESSAGE = 32768 // bytes: the collector's per-message limit (collector/api.py MAX_MESSAGE_BYTES)
 const MAX_HELD = 100 // calls kept in memory while waiting for consent
 
 const w = window

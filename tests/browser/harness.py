@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from collector.snippet import snippet
-from collector.store.files import read_events
-from collector.testing import free_port, stop_process, wait_until
+from collector.log.reader import read_events
+from helpers import free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"

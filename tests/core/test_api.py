@@ -80,3 +80,21 @@ def test_the_bad_input_cases_answer_the_status_of_the_table():
         assert api.ERRORS[code].status == status, case.id
         checked += 1
     assert checked >= 20
+
+
+def test_the_tag_keeps_to_the_api_limits():
+    """The tag's size limits and message expiry are the collector's, so the two cannot drift."""
+    import re
+    from pathlib import Path
+
+    from collector.config import Config
+
+    tag = Path(__file__).resolve().parents[2] / "tag" / "src"
+    constants = {
+        name: float(value)
+        for source in ("index.js", "queue.js")
+        for name, value in re.findall(r"^const ([A-Z_]+) = ([0-9.e]+)", (tag / source).read_text(), re.M)
+    }
+    assert constants["MAX_MESSAGE"] == api.MAX_MESSAGE_BYTES
+    assert constants["MAX_BODY"] <= api.MAX_BODY_BYTES
+    assert constants["WINDOW"] == Config().dedup_window_hours * 3600 * 1000
