@@ -2,7 +2,8 @@
 
 After the pipeline has turned a request's messages into lines, ``Committer.commit``:
 
-1. drops the ids seen in the window, and repeats within the request;
+1. drops the ids seen in the window, and repeats within the request (an id is a source's:
+   ``(source, messageId)``, so another source's event with the same id is stored);
 2. for an id another request is writing right now (in flight), waits for that write instead
    of writing it again;
 3. appends the fresh lines and the dead letters, and awaits every write (and every in-flight
@@ -43,17 +44,20 @@ class Committer:
 
     async def commit(self, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
         """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
-        dedup, fresh_lines, fresh_ids, waits, seen_here = self.dedup, [], [], [], set()
+        dedup, fresh_lines, fresh_ids, fresh_keys, waits = self.dedup, [], [], [], []
+        seen_here: set[tuple[str, str]] = set()
         for message_id, line in zip(outcome.ids, outcome.lines):
-            if message_id in seen_here or dedup.seen(message_id):
+            key = (source.name, message_id)  # another source's event with the same id is its own
+            if key in seen_here or dedup.seen(key):
                 continue
-            in_flight = dedup.in_flight.get(message_id)
+            in_flight = dedup.in_flight.get(key)
             if in_flight is not None:
                 waits.append(in_flight)
                 continue
-            seen_here.add(message_id)
+            seen_here.add(key)
             fresh_lines.append(line)
             fresh_ids.append(message_id)
+            fresh_keys.append(key)
         commits = []
         if rejected_lines:
             commits.append(
@@ -62,17 +66,17 @@ class Committer:
         if fresh_lines:
             commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name)
             commits.append(commit)
-            for message_id in fresh_ids:
-                dedup.in_flight[message_id] = commit
+            for key in fresh_keys:
+                dedup.in_flight[key] = commit
         try:
             # every write (and every in-flight duplicate) is awaited, even when one fails
             results = await asyncio.gather(*commits, *waits, return_exceptions=True)
         finally:
-            for message_id in fresh_ids:
-                if dedup.in_flight.get(message_id) is commits[-1]:
-                    del dedup.in_flight[message_id]
+            for key in fresh_keys:
+                if dedup.in_flight.get(key) is commits[-1]:
+                    del dedup.in_flight[key]
         if fresh_lines and not isinstance(results[len(commits) - 1], BaseException):
-            dedup.add(fresh_ids, received_at)  # stored: a retry of them is a duplicate even if the answer is a 503
+            dedup.add(fresh_keys, received_at)  # stored: a retry of them is a duplicate even if the answer is a 503
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]

@@ -16,7 +16,7 @@ Exactly once in the output, at any kill point:
 - a client retry that JetStream's duplicate window missed is dropped by messageId like the
   collector's file store does (a ``Dedup`` seeded from the output at start).
 
-Keys: an event is known by its ``Nats-Msg-Id`` (``message_id_header(messageId)``), a dead
+Keys: an event is known by its ``Nats-Msg-Id`` (``message_id_header(source, messageId)``), a dead
 letter (no messageId) by a digest of its bytes.
 """
 
@@ -77,11 +77,12 @@ def line_key(log_name: str, line: bytes) -> str:
     """How the output knows a line: an event by its Nats-Msg-Id, a dead letter by its bytes."""
     if log_name == EVENTS:
         try:
-            message_id = orjson.loads(line).get("messageId")
+            event = orjson.loads(line)
+            source, message_id = event.get("source"), event.get("messageId")
         except (orjson.JSONDecodeError, AttributeError):
-            message_id = None
-        if isinstance(message_id, str) and message_id:
-            return message_id_header(message_id)
+            source = message_id = None
+        if isinstance(message_id, str) and message_id and isinstance(source, str):
+            return message_id_header(source, message_id)
     return "b:" + hashlib.blake2b(line.rstrip(b"\n"), digest_size=16).hexdigest()
 
 

@@ -411,19 +411,19 @@ class FileStore:
         self.logs[EVENTS].rotate({hour_partition(now), hour_partition(late)})
         self.logs[REJECTED].rotate({day_partition(now), day_partition(late)})
 
-    async def recent_ids(self, window: float, limit: int) -> list[str]:
-        """The messageIds stored in the last ``window`` seconds, oldest first: the newest ``limit``."""
+    async def recent_ids(self, window: float, limit: int) -> list[tuple[str, str]]:
+        """The (source, messageId) of events stored in the last ``window`` seconds, oldest first: the newest ``limit``."""
         return await self._loop.run_in_executor(None, self._recent_ids, window, limit)
 
-    def _recent_ids(self, window: float, limit: int) -> list[str]:
+    def _recent_ids(self, window: float, limit: int) -> list[tuple[str, str]]:
         now = time.time()
         since = iso_ms(now - window)
-        ids: list[str] = []
+        ids: list[tuple[str, str]] = []
         reader = Reader(self.data_dir / EVENTS, since=hour_partition(now - window), newest_first=True)
         for event in reader.events():
             message_id = event.get("messageId")
             if isinstance(message_id, str) and str(event.get("receivedAt", "")) >= since:
-                ids.append(message_id)
+                ids.append((event.get("source"), message_id))
                 if len(ids) >= limit:
                     break
         ids.reverse()

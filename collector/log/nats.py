@@ -252,13 +252,13 @@ class NatsStore:
         for token in tokens:
             self._acks[token] = batch
         batch.timer = self._loop.call_later(self.publish_timeout, self._expire, batch)
-        task = self._loop.create_task(self._publish(batch, subject, lines, ids, partition))
+        task = self._loop.create_task(self._publish(batch, subject, lines, ids, source, partition))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
         return batch.future
 
     async def _publish(
-        self, batch: _Batch, subject: str, lines: list[bytes], ids: list[str] | None, partition: str
+        self, batch: _Batch, subject: str, lines: list[bytes], ids: list[str] | None, source: str, partition: str
     ) -> None:
         publish, inbox = self.nc.publish, self._inbox
         try:
@@ -267,7 +267,7 @@ class NatsStore:
                     return
                 headers = {HEADER_PARTITION: partition}
                 if ids is not None:
-                    headers[HEADER_ID] = message_id_header(ids[i])
+                    headers[HEADER_ID] = message_id_header(source, ids[i])
                 await publish(subject, line, reply=inbox + token, headers=headers)
         except Exception as exc:  # disconnected meanwhile, buffer full, payload too large
             self._fail(batch, Unavailable(
@@ -348,7 +348,7 @@ class NatsStore:
             batch.released = True
             self.inflight_bytes -= batch.size
 
-    async def recent_ids(self, window: float, limit: int) -> list[str]:
+    async def recent_ids(self, window: float, limit: int) -> list[tuple[str, str]]:
         """None to seed the collector's filter with: JetStream's duplicate window drops retries."""
         return []
 

@@ -41,11 +41,13 @@ def subject_token(name: str) -> str:
     return _TOKEN.sub("_", name) or "_"
 
 
-def message_id_header(message_id: str) -> str:
-    """The ``Nats-Msg-Id`` for a messageId: itself, or a digest when it is not header-safe."""
-    if _SAFE_ID.fullmatch(message_id):
-        return message_id
-    return "sha256:" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+def message_id_header(source: str, message_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a source's messageId: ``<source>/<messageId>``, so JetStream's duplicate
+    window, like the collector's, keeps two sources' events apart; a digest when that is not header-safe."""
+    if "/" not in source and _SAFE_ID.fullmatch(source) and _SAFE_ID.fullmatch(message_id):
+        return f"{source}/{message_id}"
+    key = f"{source}\0{message_id}".encode("utf-8", "surrogatepass")
+    return "sha256:" + hashlib.sha256(key).hexdigest()
 
 
 def server_list(url: str) -> list[str]:

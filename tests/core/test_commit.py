@@ -84,7 +84,7 @@ class TestDuplicates:
         store.settle("events")
         assert await first == 0 and await second == 1
         assert store.lines() == [b'{"messageId":"a"}\n']
-        assert committer.dedup.seen("a") and not committer.dedup.in_flight
+        assert committer.dedup.seen(("web", "a")) and not committer.dedup.in_flight
 
     async def test_a_concurrent_duplicate_shares_the_failure_of_the_write_it_waited_for(self, committer, store):
         """When the write in flight fails, its duplicate is not reported stored: both get the 503."""
@@ -96,12 +96,12 @@ class TestDuplicates:
         for task in (first, second):
             with pytest.raises(Unavailable):
                 await task
-        assert not committer.dedup.seen("a"), "a failed write entered the duplicate window"
+        assert not committer.dedup.seen(("web", "a")), "a failed write entered the duplicate window"
         assert not committer.dedup.in_flight
 
     async def test_an_id_stored_before_is_not_written_again(self, committer, store):
         """An id in the window (a retry after a 200) is answered as a duplicate without a write."""
-        committer.dedup.add(["a"], NOW)
+        committer.dedup.add([("web", "a")], NOW)
         assert await committer.commit(WEB, outcome("a"), NOW, []) == 1
         assert store.appends == []
 
@@ -117,7 +117,7 @@ class TestFailures:
         store.settle("events")
         with pytest.raises(Unavailable):
             await task
-        assert committer.dedup.seen("a") and committer.dedup.seen("b"), "a retry of stored events would be stored twice"
+        assert committer.dedup.seen(("web", "a")) and committer.dedup.seen(("web", "b")), "a retry of stored events would be stored twice"
         assert all(future.done() for *_, future in store.appends)
 
     async def test_a_failing_event_write_leaves_its_ids_free_for_the_retry(self, committer, store):

@@ -33,10 +33,6 @@ class TestDedup:
         assert dedup.seen("id-99-99") and not dedup.seen("id-0-0")
 
 
-import pytest
-
-
-@pytest.mark.xfail(reason="TODO issue 12 item 9: not fixed yet", strict=True)
 class TestAcrossSources:
     async def test_the_same_message_id_from_two_sources_is_stored_twice(self, client, config):
         """Duplicates are keyed by source and messageId: another source's event with the id is its own."""

@@ -221,7 +221,7 @@ class TestEndpoints:
         first = send("first")
         await eventually(lambda: appends, what="the first copy to reach the store")
         retry = send("retry")
-        await eventually(lambda: ("waits", "in-flight-1") in order or len(appends) > 1, what="the retry to arrive")
+        await eventually(lambda: ("waits", ("web", "in-flight-1")) in order or len(appends) > 1, what="the retry to arrive")
         assert len(appends) == 1, "the retry was written a second time instead of waiting for the first"
         assert not first.done() and not retry.done(), "answered before the first copy was committed"
         order.append(("gate opened", ""))
@@ -229,7 +229,7 @@ class TestEndpoints:
         answers = [await first, await retry]
         assert [answer.status for answer in answers] == [200, 200]
         assert [(await answer.json())["accepted"] for answer in answers] == [1, 1]
-        assert order[0] == ("waits", "in-flight-1")
+        assert order[0] == ("waits", ("web", "in-flight-1"))
         assert [event for event in order if event[0] != "waits"] == [
             ("gate opened", ""), ("committed", ""), ("answered", "first"), ("answered", "retry"),
         ]  # fmt: skip

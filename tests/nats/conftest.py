@@ -65,7 +65,7 @@ def collectors(tmp_path):
     async def start(name: str, *args: str, **settings: Any):
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
-        collector = CollectorProcess(workdir, SOURCES, args=list(args), **settings)
+        collector = CollectorProcess(workdir, settings.pop("sources", SOURCES), args=list(args), **settings)
         started.append(collector)
         return await asyncio.to_thread(collector.start)
 

@@ -12,6 +12,7 @@ import orjson
 from natsprocs import consumer_drained, output_ids, output_lines, output_segments
 
 from collector.log.archive import Archiver, ArchiveStore
+from collector.log.stream import message_id_header
 from collector.config import Config
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms
@@ -173,7 +174,7 @@ class TestRedelivery:
             other.write_bytes(written)  # by another process, after this one seeded its filter
 
             def msg(message_id: str, line: bytes, delivered: int) -> _Msg:
-                headers = {"Nats-Msg-Id": message_id, "Intilery-Partition": partition}
+                headers = {"Nats-Msg-Id": message_id_header("web", message_id), "Intilery-Partition": partition}
                 return _Msg("intilery.events.web", line, headers, delivered)
 
             batch = [msg(written_id, written, 2), msg(new_id, new, 1), msg(new_id, new, 1)]

@@ -38,7 +38,7 @@ async def session():
 
 class TestStream:
     async def test_events_are_in_the_stream_with_their_headers_and_body(self, nats_server, collectors, session):
-        """Each accepted event is one message: subject per source, Nats-Msg-Id = messageId, the stored line as body."""
+        """Each accepted event is one message: subject per source, Nats-Msg-Id = <source>/<messageId>, the line as body."""
         collector = await collectors("c1", *nats_args(nats_server.url))
         events = [track("m1"), track("m2", properties={"total": 12.5}), {"type": "page", "anonymousId": "a", "messageId": "m3"}]
         status, body, _ = await post_batch(session, collector.url, [*events, {"type": "bogus"}])
@@ -47,11 +47,11 @@ class TestStream:
 
         messages = await stream_messages(nats_server.url)
         stored = [m for m in messages if m.subject == "intilery.events.web"]
-        assert [m.headers["Nats-Msg-Id"] for m in stored] == ["m1", "m2", "m3"]
+        assert [m.headers["Nats-Msg-Id"] for m in stored] == ["web/m1", "web/m2", "web/m3"]
         for message in stored:
             assert message.data.endswith(b"\n") and message.data.count(b"\n") == 1
             event = orjson.loads(message.data)
-            assert event["messageId"] == message.headers["Nats-Msg-Id"] and event["source"] == "web"
+            assert "web/" + event["messageId"] == message.headers["Nats-Msg-Id"] and event["source"] == "web"
             received = event["receivedAt"]
             assert message.headers["Intilery-Partition"] == f"dt={received[:10]}/hr={received[11:13]}"
         assert orjson.loads(stored[1].data)["properties"] == {"total": 12.5}
@@ -68,7 +68,7 @@ class TestStream:
             status, body, _ = await post_batch(session, collector.url, batch)
             assert status == 200 and body["accepted"] == 5
         messages = await stream_messages(nats_server.url)
-        assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == [f"dup-{i}" for i in range(5)]
+        assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == [f"web/dup-{i}" for i in range(5)]
         async with session.get(second.url + "/metrics") as answer:
             assert metric(await answer.text(), "intilery_nats_duplicates_total") == 5
 
@@ -81,6 +81,18 @@ class TestStream:
         async with session.get(collector.url + "/metrics") as answer:
             assert metric(await answer.text(), "intilery_nats_duplicates_total") == 0
         assert len(await stream_messages(nats_server.url, stream)) == 2
+
+    async def test_the_same_message_id_from_two_sources_is_stored_for_each(self, nats_server, collectors, session):
+        """JetStream's duplicate window is keyed by source and messageId, as the collector's filter is."""
+        two = [{"name": "web", "write_key": "wk_test"}, {"name": "app", "write_key": "wk_app"}]
+        collector = await collectors("c1", *nats_args(nats_server.url), sources=two)
+        for key in ("wk_test", "wk_app"):
+            status, body, _ = await post_batch(session, collector.url, [track("shared")], key=key)
+            assert status == 200 and body["accepted"] == 1
+        async with session.get(collector.url + "/metrics") as answer:
+            assert metric(await answer.text(), "intilery_nats_duplicates_total") == 0
+        stored = sorted(m.headers["Nats-Msg-Id"] for m in await stream_messages(nats_server.url))
+        assert stored == ["app/shared", "web/shared"]
 
     async def test_archive_output_matches_the_file_store(self, tmp_path, nats_server, collectors, archives, session):
         """The same requests to a file-store collector and a NATS collector + archive give the same stored events."""
@@ -159,7 +171,7 @@ class TestStartup:
             await eventually(lambda: _status(session, collector.url + "/readyz", 200), what="readiness")
             status, _, _ = await post_batch(session, collector.url, [track("early")])
             assert status == 200
-            assert [m.headers["Nats-Msg-Id"] for m in await stream_messages(server.url)] == ["early"]
+            assert [m.headers["Nats-Msg-Id"] for m in await stream_messages(server.url)] == ["web/early"]
         finally:
             server.kill()
 
@@ -211,7 +223,7 @@ class TestOutage:
         status, body, _ = await post_batch(session, collector.url, [track("during-0"), track("after")])
         assert status == 200 and body["accepted"] == 2
         ids = [m.headers["Nats-Msg-Id"] for m in await stream_messages(nats_server.url)]
-        assert ids == ["before", "during-0", "after"]
+        assert ids == ["web/before", "web/during-0", "web/after"]
 
     async def test_unresponsive_server_gives_bounded_503s(self, nats_server, collectors, session):
         """A server that stops answering (SIGSTOP): every request a 503, bounded bytes in flight, then heals.
