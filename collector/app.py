@@ -33,7 +33,7 @@ from collector import body as bodies
 from collector.config import Config, Source
 from collector.commit import Committer, dead_letters
 from collector.dedup import Dedup
-from collector.edge import CORS_HEADERS, Gate, cors, header_key, request_info
+from collector.edge import CORS_HEADERS, Gate, cors, header_key, page_origin, request_info
 from collector.enrich.geo import Geo
 from collector.enrich.useragent import UserAgentParser
 from collector.errors import (
@@ -66,6 +66,7 @@ class State:
     dedup: Dedup
     gate: Gate
     committer: Committer
+    bodies: bodies.BodyBudget
     ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
     clock: Callable[[], float] = time.time  # tests move it to check a clock jumping backwards
 
@@ -99,15 +100,17 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
     received_at = state.clock()
     headers = cors(request)
     source: Source | None = None
-    body: bytes | None = None
+    raw = body = None  # as received, and inflated
+    reserved = 0  # of the body budget, released when answered
     info = request_info(state.config, request, received_at)
     try:
         state.ip_limits.take(info.ip or "", "client address")
         key = header_key(request)
         if key is not None:
             source = state.gate.admit(key, request)
-        body = await bodies.read_raw(request, timeout=state.config.client_timeout)
-        body = bodies.decode(request, body)
+        reserved = state.bodies.reserve(request)
+        raw = await bodies.read_raw(request, timeout=state.config.client_timeout)
+        body = bodies.decode(request, raw)
         payload = bodies.parse_json(body)
         if not isinstance(payload, dict):
             raise BadRequest("invalid_json" if kind else "invalid_batch", "the body must be a JSON object")
@@ -144,13 +147,17 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
-                kept = body_payload(body, request.content_length)
+                if body is None and raw is not None and not bodies.encoded(request):
+                    body = raw  # read, but refused before decoding (its content type): as sent
+                kept = body_payload(body, request.content_length if raw is None else len(raw))
                 await state.committer.reject(source, received_at, exc.code, exc.message, **kept)
             except Unavailable as unavailable:
                 exc = unavailable
         if isinstance(exc, Unavailable):
             log.warning("answered 503", extra={"code": exc.code, "reason": exc.message})
         return _error(exc, headers)
+    finally:
+        state.bodies.release(reserved)
 
     accepted = len(outcome.ids) + outcome.bots_dropped
     metrics.inc("intilery_events_accepted_total", len(outcome.ids) - duplicates, source=source.name)
@@ -168,9 +175,11 @@ async def pixel(request: web.Request) -> web.Response:
     state = request.app[STATE]
     received_at = state.clock()
     gif = web.Response(body=PIXEL, content_type="image/gif", headers={"Cache-Control": "no-store"})
-    source = None
+    source = raw = None
+    info = request_info(state.config, request, received_at)
     try:
-        source = state.gate.authenticate(request.query.get("writeKey"), None)
+        state.ip_limits.take(info.ip or "", "client address")
+        source = state.gate.admit(request.query.get("writeKey"), request, page_origin(request))
         data = request.query.get("data", "")
         try:
             raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
@@ -181,7 +190,7 @@ async def pixel(request: web.Request) -> web.Response:
         message = bodies.parse_json(raw)
         if isinstance(message, dict) and "type" not in message and message.get("event") not in (None, *SINGLE_ROUTES):
             message["type"] = "track"
-        outcome = state.pipeline.process([message], source, request_info(state.config, request, received_at))
+        outcome = state.pipeline.process([message], source, info)
         rejected_lines = dead_letters(source, received_at, outcome, [message], indexed=False)
         await state.committer.commit(source, outcome, received_at, rejected_lines)
         for rejected in outcome.rejected:
@@ -190,9 +199,10 @@ async def pixel(request: web.Request) -> web.Response:
             state.metrics.inc("intilery_events_accepted_total", source=source.name)
     except CollectorError as exc:
         state.metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
-        if source is not None and not isinstance(exc, Unavailable):
+        if source is not None and not isinstance(exc, NOT_KEPT):
+            kept = body_payload(raw) if raw is not None else {"payload": request.query.get("data")}
             try:
-                await state.committer.reject(source, received_at, exc.code, exc.message, payload=request.query.get("data"))
+                await state.committer.reject(source, received_at, exc.code, exc.message, **kept)
             except Unavailable:
                 pass
     return gif
@@ -210,7 +220,7 @@ async def readyz(request: web.Request) -> web.Response:
     ready, reason = await request.app[STATE].store.ready()
     if ready:
         return _json({"ready": True})
-    return _json({"ready": False, "reason": reason}, status=503, headers={"Retry-After": "5"})
+    return _json({"ready": False, "code": "store_unavailable", "reason": reason}, status=503, headers={"Retry-After": "5"})
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -268,6 +278,7 @@ def create_app(config: Config, store=None) -> web.Application:
         dedup=dedup,
         gate=Gate(config),
         committer=Committer(store, dedup),
+        bodies=bodies.BodyBudget(config.max_body_bytes_in_flight),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
     )
     app = web.Application(middlewares=[count_requests])

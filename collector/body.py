@@ -9,10 +9,34 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from collector.errors import BadRequest, RequestTimeout, TooLarge, UnsupportedMediaType
+from collector.errors import BadRequest, RequestTimeout, TooLarge, Unavailable, UnsupportedMediaType
 from collector.api import MAX_BODY_BYTES
 
 ACCEPTED_TYPES = frozenset({"application/json", "text/plain", ""})
+
+
+class BodyBudget:
+    """The bytes of request bodies being read or held by handlers, bounded: past ``limit``, a 503.
+
+    A request reserves what its body can grow to (its Content-Length, or the cap when it does
+    not say; once more the cap when it is gzip, for the inflated copy) before a byte is read,
+    and releases it when it is answered. Without it, clients that announce large bodies and
+    stall mid-way make the collector hold every partial body until each times out.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def reserve(self, request: web.Request) -> int:
+        size = min(request.content_length or MAX_BODY_BYTES, MAX_BODY_BYTES) + (MAX_BODY_BYTES if encoded(request) else 0)
+        if self.held and self.held + size > self.limit:
+            raise Unavailable("store_overloaded", "the collector is holding too many request bodies; retry shortly",
+                              retry_after=1)  # fmt: skip
+        self.held += size
+        return size
+
+    def release(self, size: int) -> None:
+        self.held -= size
 
 
 def check_content_type(request: web.Request) -> None:
@@ -49,13 +73,17 @@ async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES, timeout: f
     return b"".join(chunks)
 
 
+def encoded(request: web.Request) -> bool:
+    """Whether the body is sent with a Content-Encoding (other than identity)."""
+    return request.headers.get("Content-Encoding", "identity").strip().lower() not in ("identity", "")
+
+
 def decode(request: web.Request, raw: bytes, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body inflated per Content-Encoding (gzip or none), capped at ``limit`` bytes."""
     check_content_type(request)
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding in ("identity", ""):
+    if not encoded(request):
         return raw
-    if encoding != "gzip":
+    if request.headers["Content-Encoding"].strip().lower() != "gzip":
         raise UnsupportedMediaType("unsupported_encoding", "the only Content-Encoding supported is gzip")
     return inflate(raw, limit)
 

@@ -63,6 +63,9 @@ class Config:
     sources: tuple[Source, ...] = ()
     segment_max_bytes: int = 128 * 1024 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024  # request bodies being read or held; past it, 503
+    rejected_retention_days: float = 30.0  # closed rejected/ segments older than this are deleted (0: kept)
+    rejected_max_bytes: int = 1024 * 1024 * 1024  # and the oldest beyond this total (0: no cap)
     dedup_window_hours: float = 24.0
     dedup_max_entries: int = 500_000
     ua_cache_size: int = 10_000
@@ -98,6 +101,9 @@ SETTINGS: dict[str, type] = {
     "log_format": str,
     "segment_max_bytes": int,
     "max_pending_bytes": int,
+    "max_body_bytes_in_flight": int,
+    "rejected_retention_days": float,
+    "rejected_max_bytes": int,
     "dedup_window_hours": float,
     "dedup_max_entries": int,
     "ua_cache_size": int,

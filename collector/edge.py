@@ -12,6 +12,7 @@ import hmac
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from collector.api import sentence
 from collector.config import Config, Source
@@ -53,9 +54,9 @@ class Gate:
             raise Forbidden("origin_not_allowed", sentence("origin_not_allowed"))
         return source
 
-    def admit(self, key: Any, request: web.Request) -> Source:
-        """Authenticate, check the origin, spend a token of the source's rate limit."""
-        source = self.authenticate(key, request.headers.get("Origin"))
+    def admit(self, key: Any, request: web.Request, origin: str | None = None) -> Source:
+        """Authenticate, check the origin (``Origin`` unless given), spend a token of the source's rate limit."""
+        source = self.authenticate(key, origin or request.headers.get("Origin"))
         limits = self.source_limits.get(source.name)
         if limits is not None:
             limits.take(source.name, "source")
@@ -73,6 +74,18 @@ def header_key(request: web.Request) -> str | None:
         if user:
             return user
     return request.headers.get("X-Write-Key") or None
+
+
+def page_origin(request: web.Request) -> str | None:
+    """The origin of the page behind a request: ``Origin``, else that of ``Referer`` (an ``<img>`` sends no Origin)."""
+    origin = request.headers.get("Origin")
+    if origin:
+        return origin
+    referer = request.headers.get("Referer")
+    try:
+        return str(URL(referer).origin()) if referer else None
+    except ValueError:  # not an absolute URL: no origin to check
+        return None
 
 
 def cors(request: web.Request) -> dict:

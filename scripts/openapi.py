@@ -440,9 +440,10 @@ def paths() -> dict:
                 "properties": {"ready": {"type": "boolean", "enum": [True]}},
             }),
             "503": json_response(
-                "Not ready: the store cannot take writes; reason says why.",
-                {"type": "object", "required": ["ready", "reason"], "additionalProperties": False,
-                 "properties": {"ready": {"type": "boolean", "enum": [False]}, "reason": {"type": "string"}}},
+                "Not ready: the store cannot take writes; reason says what kind of fault (details are in the log).",
+                {"type": "object", "required": ["ready", "code", "reason"], "additionalProperties": False,
+                 "properties": {"ready": {"type": "boolean", "enum": [False]},
+                                "code": {"type": "string", "enum": ["store_unavailable"]}, "reason": {"type": "string"}}},
                 {"Retry-After": RETRY_AFTER},
             ),
         },

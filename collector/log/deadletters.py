@@ -2,14 +2,15 @@
 
 A record is ``{receivedAt, source, code, message, payload}`` (plus ``index`` for a message
 inside a batch). The payload is kept as sent, except that client addresses in it follow the
-source's IP mode, so ``rejected/`` holds no full IP a source asked not to keep. A body that
-is not UTF-8 is kept as ``payloadBase64``; one refused unread (over the size cap) as its
-declared size alone, ``payloadBytes`` (with ``payload`` null).
+source's IP mode, so ``rejected/`` holds no full IP a source asked not to keep, and a
+``writeKey`` in it is removed. Only what can be scrubbed is kept: a body that is not UTF-8 is
+kept as text with its undecodable bytes replaced (then scrubbed); one that could not be read
+or inflated (over the size cap, gzip that does not inflate) as its size alone,
+``payloadBytes``, with ``payload`` null.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -21,10 +22,12 @@ from collector.enrich.ip import anonymize, valid_ip
 from collector.log.layout import iso_ms
 
 _ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.]{7,45}")
+_WRITE_KEY = re.compile(r'"writeKey"\s*:\s*"(?:[^"\\]|\\.)*"?')
 
 
 def private_text(text: str, source: Source) -> str:
-    """Addresses inside an unparsable body, anonymised or removed per the source's ip mode."""
+    """An unparsable body without its write key, its addresses anonymised or removed per the source's ip mode."""
+    text = _WRITE_KEY.sub('"writeKey":"(removed)"', text)
 
     def hide(match: re.Match) -> str:
         ip = valid_ip(match.group())
@@ -36,9 +39,11 @@ def private_text(text: str, source: Source) -> str:
 
 
 def private(payload: Any, source: Source) -> Any:
-    """A rejected message's client-sent context.ip, anonymised or dropped per the source's ip mode."""
+    """A rejected message without its writeKey, its client-sent context.ip anonymised or dropped per the ip mode."""
     if isinstance(payload, str):
         return private_text(payload, source)
+    if isinstance(payload, dict) and "writeKey" in payload:
+        payload = {k: v for k, v in payload.items() if k != "writeKey"}
     context = payload.get("context") if isinstance(payload, dict) else None
     if source.ip_mode == "full" or not isinstance(context, dict) or "ip" not in context:
         return payload
@@ -68,11 +73,9 @@ def deep_text(payload: Any) -> str:
         return "(nested too deeply to keep)"
 
 
-def body_payload(body: bytes | None, declared_bytes: int | None = None) -> dict:
-    """A request body as sent: text when it is UTF-8, else base64; one refused unread (over the cap): its size."""
+def body_payload(body: bytes | None, size: int | None = None) -> dict:
+    """A request body as text (bytes that are not UTF-8 replaced, so what is kept can be scrubbed);
+    one that was not read or could not be inflated (``body`` None): its ``size`` alone."""
     if body is None:
-        return {"payload": None, "payloadBytes": declared_bytes}
-    try:
-        return {"payload": body.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"payloadBase64": base64.b64encode(body).decode()}
+        return {"payload": None, "payloadBytes": size}
+    return {"payload": body.decode("utf-8", "replace")}

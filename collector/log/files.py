@@ -22,7 +22,7 @@ import orjson
 
 from collector.errors import Unavailable
 from collector.log import rewrite, segments
-from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms, segment_name
+from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms, parse_name, segment_name
 from collector.log.reader import Reader
 from collector.log.segments import InstanceLock, compress, make_dirs
 from collector.metrics import Metrics
@@ -149,6 +149,7 @@ def _background_priority() -> None:
 # is stamped before its body arrives (up to client_timeout), so late lines keep coming for a
 # while, and closing at once would open a new tiny segment for each of them.
 LATE_LINES_SECONDS = 60.0
+TRIM_EVERY_SECONDS = 60.0  # how often rejected/ is checked against its retention and size cap
 
 
 class FileStore:
@@ -166,6 +167,8 @@ class FileStore:
         fsync_interval: float = 1.0,
         segment_max_bytes: int = 128 * 1024 * 1024,
         max_pending_bytes: int = 64 * 1024 * 1024,
+        rejected_retention_days: float = 30.0,
+        rejected_max_bytes: int = 1024 * 1024 * 1024,
         metrics: Metrics | None = None,
         instance_prefix: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -176,6 +179,8 @@ class FileStore:
         self.metrics = metrics or Metrics()
         self.instance_prefix = instance_prefix
         self.clock = clock  # which partitions are current (tests set it)
+        self.rejected_retention_days, self.rejected_max_bytes = rejected_retention_days, rejected_max_bytes
+        self._trimmed_at = float("-inf")
         self.error: str | None = None
         self._pending: list[tuple[str, str, list[bytes], int]] = []  # (log, partition, lines, bytes)
         self._waiters: list[asyncio.Future] = []
@@ -368,9 +373,10 @@ class FileStore:
         return Unavailable("store_unavailable", "the event store hit an internal error; retry", retry_after=5)
 
     def _failed(self, exc: OSError) -> Unavailable:
-        reason = "disk full" if segments.is_disk_full(exc) else f"cannot write to {self.data_dir}: {exc.strerror or exc}"
+        """A disk fault: the details (path, the OS's error) go to the log, the answer says what kind it is."""
+        reason = "disk full" if segments.is_disk_full(exc) else "cannot write to the data directory"
         if self.error != reason:
-            log.error("store unavailable", extra={"reason": reason})
+            log.error("store unavailable", extra={"reason": reason, "data_dir": str(self.data_dir), "error": str(exc)})
         self.error = reason
         return Unavailable("store_unavailable", f"the event store cannot take writes ({reason})", retry_after=5)
 
@@ -410,6 +416,35 @@ class FileStore:
         now, late = self.clock(), self.clock() - LATE_LINES_SECONDS
         self.logs[EVENTS].rotate({hour_partition(now), hour_partition(late)})
         self.logs[REJECTED].rotate({day_partition(now), day_partition(late)})
+        if now - self._trimmed_at >= TRIM_EVERY_SECONDS:
+            self._trimmed_at = now
+            self._trim_rejected(now)
+
+    def _trim_rejected(self, now: float) -> None:
+        """Delete closed ``rejected/`` segments past their retention, then the oldest beyond the size cap.
+
+        Dead letters hold what clients sent (scrubbed, but personal data all the same): they are
+        kept to find out why something was refused, not for ever. Open segments are left alone.
+        """
+        closed = sorted(
+            (p for p in (self.data_dir / REJECTED).glob("dt=*/part-*.ndjson.gz") if parse_name(p.name)),
+            key=lambda p: (p.parent.name, p.name),
+        )
+        sizes = {p: p.stat().st_size for p in closed}
+        total = sum(sizes.values())
+        expired = day_partition(now - self.rejected_retention_days * 86400) if self.rejected_retention_days else ""
+        removed = 0
+        for path in closed:
+            too_old = path.parent.name < expired
+            too_big = self.rejected_max_bytes and total > self.rejected_max_bytes
+            if not (too_old or too_big):
+                break
+            path.unlink(missing_ok=True)
+            segments.fsync_dir(path.parent)
+            total -= sizes[path]
+            removed += 1
+        if removed:
+            log.info("old dead letters deleted", extra={"segments": removed, "kept_bytes": total})
 
     async def recent_ids(self, window: float, limit: int) -> list[tuple[str, str]]:
         """The (source, messageId) of events stored in the last ``window`` seconds, oldest first: the newest ``limit``."""

@@ -106,7 +106,7 @@ class NatsStore:
 
     @property
     def error(self) -> str | None:
-        """Why the store cannot take writes now, or None."""
+        """Why the store cannot take writes now, or None: in full, for the log (servers, stream, exception text)."""
         if self._fatal:
             return self._fatal
         if self.nc is None or not self.nc.is_connected:
@@ -117,6 +117,17 @@ class NatsStore:
         if self._publish_problem and time.monotonic() - self._publish_problem_at < PROBLEM_HOLD:
             return self._publish_problem
         return self._probe_problem
+
+    @property
+    def public_error(self) -> str | None:
+        """``error`` as an answer may say it: what kind of problem, never a host, a name or an exception."""
+        if self._fatal:
+            return "the NATS store could not start"
+        if self.nc is None or not self.nc.is_connected:
+            return "not connected to NATS (reconnecting)"
+        if not self._stream_ok:
+            return "the stream is being created or checked"
+        return "JetStream is not taking writes" if self.error else None
 
     # --- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -234,7 +245,7 @@ class NatsStore:
         nc = self.nc
         if self._fatal or not self._stream_ok or nc is None or not nc.is_connected:
             raise Unavailable(
-                "store_unavailable", f"the event store cannot take writes ({self.error})", retry_after=RETRY_AFTER_DOWN
+                "store_unavailable", f"the event store cannot take writes ({self.public_error})", retry_after=RETRY_AFTER_DOWN
             )
         size = sum(map(len, lines))
         if self.inflight_bytes and self.inflight_bytes + size > self.max_inflight_bytes:
@@ -271,8 +282,9 @@ class NatsStore:
                 await publish(subject, line, reply=inbox + token, headers=headers)
         except Exception as exc:  # disconnected meanwhile, buffer full, payload too large
             self._fail(batch, Unavailable(
-                "store_unavailable", f"cannot publish to NATS ({describe(exc)})", retry_after=RETRY_AFTER_BUSY
+                "store_unavailable", "cannot publish to NATS; retry", retry_after=RETRY_AFTER_BUSY
             ))  # fmt: skip
+            log.warning("publish failed", extra={"reason": describe(exc)})
         finally:
             batch.published = True
             self._release(batch)
@@ -308,7 +320,8 @@ class NatsStore:
             reason = f"unexpected answer from JetStream: {msg.data[:200]!r}"
         self._publish_failed(reason)
         log.warning("publish refused", extra={"reason": reason})
-        return Unavailable("store_unavailable", f"the event store cannot take writes ({reason})", retry_after=RETRY_AFTER_DOWN)
+        return Unavailable("store_unavailable", "the event store cannot take writes (JetStream refused the events)",
+                           retry_after=RETRY_AFTER_DOWN)  # fmt: skip
 
     def _expire(self, batch: _Batch) -> None:
         if batch.future.done():
@@ -320,7 +333,8 @@ class NatsStore:
         self._publish_failed(reason)
         log.warning("publish timed out", extra={"reason": reason, "events": len(batch.tokens)})
         self._fail(batch, Unavailable(
-            "store_unavailable", f"the event store cannot take writes ({reason})", retry_after=RETRY_AFTER_DOWN
+            "store_unavailable", "the event store cannot take writes (JetStream did not acknowledge in time)",
+            retry_after=RETRY_AFTER_DOWN,
         ))  # fmt: skip
 
     def _publish_failed(self, reason: str) -> None:
@@ -358,12 +372,12 @@ class NatsStore:
         if self._closing:
             return False, "shutting down"
         if self._fatal or not self._stream_ok or self.nc is None or not self.nc.is_connected:
-            return False, self.error
+            return False, self.public_error
         if time.monotonic() - self._probed_at > PROBE_CACHE:
             if self._probe is None or self._probe.done():
                 self._probe = asyncio.create_task(self._probe_stream())
             await asyncio.shield(self._probe)
-        return self.error is None, self.error
+        return self.error is None, self.public_error
 
     async def _probe_stream(self) -> None:
         """Ask the stream for its info: answered only by its leader, so it also tests quorum."""

@@ -23,5 +23,7 @@ def make_store(config: Config, metrics: Metrics):
         fsync_interval=config.fsync_interval,
         segment_max_bytes=config.segment_max_bytes,
         max_pending_bytes=config.max_pending_bytes,
+        rejected_retention_days=config.rejected_retention_days,
+        rejected_max_bytes=config.rejected_max_bytes,
         metrics=metrics,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gzip
 import os
 import shutil
 import threading
@@ -152,3 +153,24 @@ async def test_the_pending_bound_counts_the_commit_under_way(tmp_path):
         release.set()
         await asyncio.wait_for(asyncio.gather(*held), DEADLINE)
         await store.close()
+
+
+async def test_rejected_segments_have_a_retention_and_a_size_cap(tmp_path):
+    """Closed dead-letter segments past the retention go, then the oldest past the size cap; open ones stay."""
+    now = 1_795_003_200.0  # 2026-11-18
+    day = 86400
+    root = tmp_path / "rejected"
+    for age, name in ((40, "a"), (20, "b"), (10, "c"), (1, "d")):
+        partition = root / time.strftime("dt=%Y-%m-%d", time.gmtime(now - age * day))
+        partition.mkdir(parents=True, exist_ok=True)
+        (partition / f"part-old{name}_0-000001.ndjson.gz").write_bytes(gzip.compress(b"x" * 50_000, mtime=0) + b"\0" * 10_000)
+    store = FileStore(tmp_path, clock=lambda: now, rejected_retention_days=30, rejected_max_bytes=15_000)
+    await store.start()
+    await asyncio.wait_for(store.append([line(1)], partition=time.strftime("dt=%Y-%m-%d", time.gmtime(now)),
+                                        log="rejected"), DEADLINE)  # fmt: skip
+    await store.housekeep()
+    left = sorted(p.name for p in root.glob("*/part-*"))
+    await store.close()
+    # 40 days: past the retention; 20 and 10 days: the oldest beyond the 15,000-byte cap (about 10 KB each); the open one stays
+    assert [n for n in left if n.startswith("part-old")] == ["part-oldd_0-000001.ndjson.gz"]
+    assert any(n.endswith(".ndjson") for n in left), left

@@ -78,9 +78,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("mode", [pytest.param("anonymize", marks=pytest.mark.xfail(reason="TODO issue 12 item 8", strict=True)),
-                                  pytest.param("drop", marks=pytest.mark.xfail(reason="TODO issue 12 item 8", strict=True)),
-                                  "full"])
+@pytest.mark.parametrize("mode", ["anonymize", "drop", "full"])
 def test_no_full_ip_in_any_file(tmp_path, mode):
     """Events, rejects and torn lines alike; in full mode the address is kept (so the check can fail)."""
     sources = [{"name": "web", "write_key": "wk", "ip_mode": mode}]
