@@ -1,0 +1,117 @@
+"""The builder: one more consumer of the log, keeping the profile database current.
+
+It reads through the log's one ``Reader`` from the cursor saved in the database, a batch at
+a time, and commits what a batch changed together with the cursor after it::
+
+    builder = Builder(store, data_dir, rules)
+    builder.step()          # one batch (at most ``batch`` events); 0 when nothing is new
+    builder.follow(keep_going)
+
+A kill at any point leaves the database at the end of the last committed batch, cursor
+included: the next start reads on from there, so no event is missed or counted twice. A
+``messageId`` already in the database is dropped (a duplicate in the log, or a replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+from collector.log.layout import EVENTS
+from collector.log.reader import Reader
+from collector.profiles.graph import Graph
+from collector.profiles.rules import Rules, contribution, event_key, key_time, merge, node_id
+
+log = logging.getLogger("intilery.profiles")
+
+BATCH = 5_000  # events per transaction
+POLL = 0.2  # seconds between reads of an idle log (a profile shows an event within 2 s of its 200)
+CHECKPOINT = "events"
+
+
+class Builder:
+    def __init__(self, store, data_dir: Path, rules: Rules = Rules(), *, batch: int = BATCH) -> None:
+        self.store, self.rules, self.batch = store, rules, batch
+        cursor, self.count = store.checkpoint(CHECKPOINT)
+        self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
+        self.stats = {"events": self.count, "duplicates": 0, "unattributed": 0, "replays": 0}
+
+    def step(self) -> int:
+        """Read and apply one batch, commit it with its cursor; the number of records read."""
+        records = []
+        for record in self.reader.read():
+            end = self.reader.offsets[record.segment]
+            records.append((record, end - len(record.line) - 1))
+            if len(records) >= self.batch:
+                break
+        if not records:
+            return 0
+        try:
+            self.apply(records)
+            self.store.save_checkpoint(CHECKPOINT, self.reader.cursor, self.count)
+            self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            raise
+        return len(records)
+
+    def apply(self, records: list) -> None:
+        graph = Graph(self.rules, self.store)
+        ids = [r.event.get("messageId") for r, _ in records]
+        known = self.store.seen([i for i in ids if isinstance(i, str)])
+        rows = []
+        for (record, position), message_id in zip(records, ids):
+            event = record.event
+            if not isinstance(message_id, str) or message_id in known:
+                self.stats["duplicates"] += 1
+                continue
+            known.add(message_id)
+            idents = self.rules.identifiers(event)
+            if not idents:
+                self.stats["unattributed"] += 1
+                continue
+            key = event_key(event)
+            for ident in idents:
+                self.ensure_seen(graph, ident, key, event)
+            if len(idents) > 1:
+                self.store.add_link(key, idents)
+                if graph.is_late(idents, key):
+                    self.stats["replays"] += 1
+                    self.store.write(graph)  # the component is read from the database
+                    graph.replay(*self.store.component(idents))
+                else:
+                    graph.apply_link(idents, key, message_id)
+            home = graph.nodes[idents[0]]
+            home.state = merge(home.state, contribution(event, key))
+            graph.dirty_nodes.add(idents[0])
+            rows.append((message_id, node_id(idents[0]), key, record.segment, position))
+            self.count += 1
+        self.store.write(graph)
+        self.store.add_events(rows)
+        self.stats["events"] = self.count
+
+    @staticmethod
+    def ensure_seen(graph: Graph, ident, key: str, event: dict) -> None:
+        node = graph.ensure(ident)
+        when = key_time(key)
+        if not node.first_seen or when < node.first_seen:
+            node.first_seen, node.source = when, str(event.get("source") or "")
+        node.last_seen = max(node.last_seen, when)
+        graph.dirty_nodes.add(ident)
+
+    def run(self, keep_going: Callable[[], bool] = lambda: True, interval: float = POLL) -> None:
+        """Follow the log until ``keep_going()`` is false."""
+        while keep_going():
+            if self.step() == 0:
+                time.sleep(interval)
+
+    def catch_up(self) -> int:
+        """Read until nothing is new; the number of records read."""
+        total = 0
+        while True:
+            n = self.step()
+            if n == 0:
+                return total
+            total += n
