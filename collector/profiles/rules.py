@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from collector.config import BLOCKED_IDS
+
 USER_ID, ANONYMOUS_ID, EMAIL = "user_id", "anonymous_id", "email"
 ID_TYPES = (USER_ID, ANONYMOUS_ID, EMAIL, "profile_id")  # what the Profile API looks up by
 
-# Values that never identify anyone (compared trimmed and lower-cased): shared-device and
-# broken-client junk that PostHog, RudderStack and Segment users most complain about.
-BLOCKED_IDS = ("", "null", "undefined", "none", "nan", "0", "-1", "anonymous", "guest", "[object object]",
-               "unknown", "true", "false", "not_authenticated")  # fmt: skip
+# BLOCKED_IDS (config): values that never identify anyone, the shared-device and broken-client
+# junk that PostHog, RudderStack and Segment users most complain about.
 ALL_ZERO = re.compile(r"^[0\-]*$")  # "0", "000", the all-zero UUID, always junk
 MAX_ID_CHARS = 1024
 DEFAULT_CAPS = {USER_ID: 1, ANONYMOUS_ID: 100, EMAIL: 5}

@@ -1,0 +1,85 @@
+"""The builder inside the collector process (``intilery serve`` and ``demo``; ``--no-profiles``).
+
+It runs in a thread beside the event loop, reading the log the collector writes: it is one
+more consumer of the log, never a step of a request. With ``--workers N`` every worker tries
+to take ``<data_dir>/profiles.lock`` and the one that holds it builds: one builder per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import AsyncIterator
+
+from collector.profiles.builder import POLL, Builder
+from collector.profiles.rules import Rules
+from collector.profiles.store import open_store
+
+log = logging.getLogger("intilery.profiles")
+
+LOCK = "profiles.lock"
+RETRY_LOCK = 5.0  # seconds between tries of a worker that does not hold the lock
+
+
+def db_target(config) -> str:
+    """Where the profiles are: ``profiles_db``, else ``<data_dir>/profiles.db``."""
+    return config.profiles_db or str(Path(config.data_dir) / "profiles.db")
+
+
+def take_lock(data_dir: Path) -> int | None:
+    """The host's builder lock (a file descriptor held open), or None when another process has it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def run_builder(config, stop: asyncio.Event) -> None:
+    """Follow the log until ``stop`` is set (a step in progress is finished, then committed)."""
+    fd = None
+    while fd is None:
+        fd = take_lock(Path(config.data_dir))
+        if fd is None:
+            try:
+                await asyncio.wait_for(stop.wait(), RETRY_LOCK)
+                return
+            except asyncio.TimeoutError:
+                continue
+    store = await asyncio.to_thread(open_store, db_target(config))
+    try:
+        builder = Builder(store, Path(config.data_dir), Rules.from_config(config))
+        log.info("profile builder following the log", extra={"events": builder.count})
+        while not stop.is_set():
+            try:
+                read = await asyncio.to_thread(builder.step)
+            except Exception:  # a bug or a broken database: logged, retried, never the collector's end
+                log.exception("profile builder step failed")
+                read = 0
+            if read == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), POLL)
+                except asyncio.TimeoutError:
+                    pass
+    finally:
+        store.close()
+        os.close(fd)
+
+
+def builder_context(config):
+    """An ``app.cleanup_ctx`` entry running the builder for as long as the app runs."""
+
+    async def context(app) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_builder(config, stop))
+        yield
+        stop.set()
+        await task
+
+    return context

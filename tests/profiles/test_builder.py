@@ -1,0 +1,138 @@
+"""The builder as a process: killed at any point and restarted, its counts stay exact."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from collector.profiles import views
+from collector.profiles.store import SqliteStore
+from helpers import CollectorProcess, stop_process, wait_until
+
+KEY = "wk_test"
+USERS = 40
+
+
+def send(url: str, batch: list[dict]) -> bool:
+    request = urllib.request.Request(url + "/v1/batch", data=json.dumps({"batch": batch}).encode(),
+                                     headers={"Content-Type": "application/json", "X-Write-Key": KEY})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def profiles_process(data_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "collector", "profiles", "--data-dir", str(data_dir), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def committed(db: Path) -> int:
+    """The builder's committed event count (0 before its first commit)."""
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            rows = conn.execute("SELECT events FROM checkpoint").fetchall()
+    except sqlite3.OperationalError:
+        return 0
+    return rows[0][0] if rows else 0
+
+
+def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path):
+    """A builder killed (SIGKILL) again and again while the collector takes events, across rotations
+    and compressions, then restarted: every acknowledged event is counted exactly once, per person."""
+    collector = CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], args=["--no-profiles"],
+                                 segment_max_bytes=64_000).start()  # fmt: skip
+    data_dir, db = collector.data_dir, collector.data_dir / "profiles.db"
+    sent: Counter[str] = Counter()
+    stop = threading.Event()
+    rng = random.Random(3)
+
+    def client() -> None:
+        n = 0
+        while not stop.is_set():
+            batch = []
+            for _ in range(50):
+                n += 1
+                user = f"u{rng.randrange(USERS)}"
+                batch.append({"type": "track", "event": "Viewed", "userId": user, "anonymousId": f"a-{user}",
+                              "messageId": f"m{n}"})  # fmt: skip
+            if send(collector.url, batch):
+                sent.update(e["userId"] for e in batch)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        kills = 0
+        while kills < 15:
+            builder = profiles_process(data_dir)
+            before = committed(db)
+            wait_until(lambda: committed(db) > before, timeout=60, what="the builder to commit")
+            threading.Event().wait(rng.uniform(0, 0.25))  # not a wait for a result: the kill lands anywhere in a batch
+            builder.send_signal(signal.SIGKILL)
+            builder.wait(30)
+            kills += 1
+    finally:
+        stop.set()
+        thread.join(60)
+        collector.stop()  # every segment closed and gzipped
+    assert len(list(data_dir.glob("events/**/*.gz"))) > 3, "the test did not cross rotations"
+    rest = profiles_process(data_dir, "--once")
+    assert rest.wait(120) == 0, rest.stdout.read().decode()
+
+    store = SqliteStore(db)
+    try:
+        counted = {}
+        for pid in store.profile_ids():
+            ids = {i["type"]: i["id"] for i in views.external_ids(store, pid)}
+            counted[ids["user_id"]] = views.traits(store, pid)["event_count"]
+    finally:
+        store.close()
+    assert counted == dict(sent), "counts differ from what the collector acknowledged"
+    assert committed(db) == sum(sent.values())
+
+
+def test_rebuild_gives_the_profiles_that_following_gave(tmp_path, log):
+    """``intilery profiles --rebuild --once`` empties the database and builds the same profiles from the log."""
+    from .conftest import at, ev
+
+    log.write([ev(anonymousId="a1", timestamp=at(1)), ev("identify", userId="u1", anonymousId="a1", timestamp=at(2),
+                                                          traits={"email": "z@x.io"})])  # fmt: skip
+    first = profiles_process(log.data_dir, "--once")
+    assert first.wait(60) == 0
+    store = SqliteStore(log.data_dir / "profiles.db")
+    followed = views.snapshot(store)
+    store.close()
+    log.write([ev(userId="u1", timestamp=at(3))])
+    again = profiles_process(log.data_dir, "--rebuild", "--once")
+    assert again.wait(60) == 0
+    store = SqliteStore(log.data_dir / "profiles.db")
+    rebuilt = views.snapshot(store)
+    store.close()
+    (pid,) = rebuilt
+    assert rebuilt[pid]["traits"]["event_count"] == 3
+    rebuilt[pid]["traits"] = followed[pid]["traits"] = None
+    rebuilt[pid]["metadata"]["updated_at"] = followed[pid]["metadata"]["updated_at"] = None
+    rebuilt[pid]["external_ids"] = followed[pid]["external_ids"] = None
+    assert rebuilt == followed
+
+
+def test_a_second_builder_on_the_same_data_directory_refuses_to_start(tmp_path, log):
+    """One builder per host: a second ``intilery profiles`` exits 1 while the first holds the lock."""
+    log.data_dir.mkdir(parents=True)
+    first = profiles_process(log.data_dir)
+    try:
+        wait_until(lambda: (log.data_dir / "profiles.db").exists(), timeout=30, what="the first builder")
+        second = profiles_process(log.data_dir)
+        assert second.wait(60) == 1
+        assert b"profiles.lock" in second.stdout.read()
+    finally:
+        assert stop_process(first) == 0
