@@ -294,10 +294,9 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
     app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, preflight)
     app.router.add_get(PIXEL_ROUTE, pixel)
     from collector.profiles import api as profile_api
-    from collector.profiles.service import builder_context, db_target
-    from collector.profiles.store import open_store
+    from collector.profiles.service import builder_context, db_target, open_store
 
-    profile_api.mount(app, config, lambda: open_store(db_target(config)))
+    profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
     if profiles_builder:
         app.cleanup_ctx.append(builder_context(config))
     handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,

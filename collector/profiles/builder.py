@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import orjson
+
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles.graph import Graph
@@ -28,13 +30,14 @@ log = logging.getLogger("intilery.profiles")
 
 BATCH = 5_000  # events per transaction
 POLL = 0.2  # seconds between reads of an idle log (a profile shows an event within 2 s of its 200)
-CHECKPOINT = "events"
+CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per log (service.checkpoint_name)
 
 
 class Builder:
-    def __init__(self, store, data_dir: Path, rules: Rules = Rules(), *, batch: int = BATCH) -> None:
-        self.store, self.rules, self.batch = store, rules, batch
-        cursor, self.count = store.checkpoint(CHECKPOINT)
+    def __init__(self, store, data_dir: Path, rules: Rules = Rules(), *, batch: int = BATCH,
+                 checkpoint: str = CHECKPOINT) -> None:  # fmt: skip
+        self.store, self.rules, self.batch, self.name = store, rules, batch, checkpoint
+        cursor, self.count = store.checkpoint(checkpoint)
         self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
         self.stats = {"events": self.count, "duplicates": 0, "unattributed": 0, "replays": 0}
 
@@ -49,8 +52,9 @@ class Builder:
         if not records:
             return 0
         try:
+            self.store.begin()
             self.apply(records)
-            self.store.save_checkpoint(CHECKPOINT, self.reader.cursor, self.count)
+            self.store.save_checkpoint(self.name, self.reader.cursor, self.count)
             self.store.commit()
         except BaseException:
             self.store.rollback()
@@ -59,6 +63,7 @@ class Builder:
 
     def apply(self, records: list) -> None:
         graph = Graph(self.rules, self.store)
+        links: dict[str, str | None] = {}  # members -> earliest key, for the sets this batch saw
         ids = [r.event.get("messageId") for r, _ in records]
         known = self.store.seen([i for i in ids if isinstance(i, str)])
         rows = []
@@ -76,13 +81,7 @@ class Builder:
             for ident in idents:
                 self.ensure_seen(graph, ident, key, event)
             if len(idents) > 1:
-                self.store.add_link(key, idents)
-                if graph.is_late(idents, key):
-                    self.stats["replays"] += 1
-                    self.store.write(graph)  # the component is read from the database
-                    graph.replay(*self.store.component(idents))
-                else:
-                    graph.apply_link(idents, key, message_id)
+                self.link(graph, links, idents, key, message_id)
             home = graph.nodes[idents[0]]
             home.state = merge(home.state, contribution(event, key))
             graph.dirty_nodes.add(idents[0])
@@ -91,6 +90,24 @@ class Builder:
         self.store.write(graph)
         self.store.add_events(rows)
         self.stats["events"] = self.count
+
+    def link(self, graph: Graph, links: dict, idents: list, key: str, message_id: str) -> None:
+        """Apply a set of identifiers seen together. Only the earliest message of each distinct set
+        counts (a later one changes nothing), so a person's thousands of events are a few links."""
+        members = orjson.dumps(idents).decode()
+        if members not in links:
+            links[members] = self.store.link_key(members)
+        known = links[members]
+        if known is not None and known <= key:
+            return
+        links[members] = key
+        self.store.put_link(members, idents, key, new=known is None)
+        if known is None and not graph.is_late(idents, key):
+            graph.apply_link(idents, key, message_id)
+            return
+        self.stats["replays"] += 1  # earlier than what is applied: resolve the component again
+        self.store.write(graph)  # the component is read from the database
+        graph.replay(*self.store.component(idents))
 
     @staticmethod
     def ensure_seen(graph: Graph, ident, key: str, event: dict) -> None:

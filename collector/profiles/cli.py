@@ -16,8 +16,7 @@ from collector.logs import setup_logging
 from collector.profiles import views
 from collector.profiles.builder import Builder
 from collector.profiles.rules import EMAIL, ID_TYPES, Rules
-from collector.profiles.service import db_target, take_lock
-from collector.profiles.store import open_store
+from collector.profiles.service import checkpoint_name, db_target, open_store, take_lock
 
 
 def _config(args: argparse.Namespace):
@@ -60,7 +59,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     try:
         if args.rebuild:
             store.reset()
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config))
+        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config))
         if args.once:
             builder.catch_up()
         else:

@@ -11,12 +11,13 @@ import asyncio
 import fcntl
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import AsyncIterator
 
-from collector.profiles.builder import POLL, Builder
+from collector.profiles.builder import CHECKPOINT, POLL, Builder
 from collector.profiles.rules import Rules
-from collector.profiles.store import open_store
+from collector.profiles.store import SqliteStore
 
 log = logging.getLogger("intilery.profiles")
 
@@ -24,9 +25,25 @@ LOCK = "profiles.lock"
 RETRY_LOCK = 5.0  # seconds between tries of a worker that does not hold the lock
 
 
+def open_store(target: str | Path, *, reads_only: bool = False):
+    """The store a ``--profiles-db`` names: a ``postgresql://`` URL, or a SQLite file path."""
+    if str(target).startswith(("postgresql://", "postgres://")):
+        from collector.profiles.postgres import PostgresStore
+
+        return PostgresStore(str(target), reads_only=reads_only)
+    return SqliteStore(Path(target))
+
+
 def db_target(config) -> str:
     """Where the profiles are: ``profiles_db``, else ``<data_dir>/profiles.db``."""
     return config.profiles_db or str(Path(config.data_dir) / "profiles.db")
+
+
+def checkpoint_name(config) -> str:
+    """The builder's checkpoint: one per log when a database is shared (PostgreSQL)."""
+    if not config.profiles_db.startswith(("postgresql://", "postgres://")):
+        return CHECKPOINT
+    return f"{CHECKPOINT}@{socket.gethostname()}:{Path(config.data_dir).resolve()}"
 
 
 def take_lock(data_dir: Path) -> int | None:
@@ -54,7 +71,7 @@ async def run_builder(config, stop: asyncio.Event) -> None:
                 continue
     store = await asyncio.to_thread(open_store, db_target(config))
     try:
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config))
+        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config))
         log.info("profile builder following the log", extra={"events": builder.count})
         while not stop.is_set():
             try:

@@ -4,8 +4,8 @@ Tables::
 
     identifiers  (type, value) → node id, profile, first/last seen, source, the node's state
     profiles     profile id → latest link key, refused links, profiles merged into it
-    links        every message that linked identifiers (key, members), and link_index by member:
-                 what ``replay`` re-applies after a late link
+    links        each distinct set of identifiers seen together, with the earliest key it was seen
+                 at, and link_index by member: what ``replay`` re-applies after a late link
     events       messageId → home node, key, segment and offset in the log (the duplicate filter
                  and the index the events endpoint reads the log by)
     checkpoint   the builder's reader cursor and event count, written in the same transaction
@@ -26,18 +26,19 @@ import orjson
 from collector.profiles.graph import Graph, Ident, Node, Profile
 from collector.profiles.rules import node_id
 
+# {text}: TEXT, compared byte by byte (PostgreSQL says COLLATE "C": keys must sort as Python sorts them)
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS identifiers (type TEXT NOT NULL, value TEXT NOT NULL, node_id TEXT NOT NULL,
         profile_id TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, source TEXT NOT NULL,
         state TEXT NOT NULL, PRIMARY KEY (type, value))""",
     "CREATE INDEX IF NOT EXISTS identifiers_profile ON identifiers (profile_id)",
     "CREATE INDEX IF NOT EXISTS identifiers_node ON identifiers (node_id)",
-    """CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, max_key TEXT NOT NULL,
+    """CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, max_key {text} NOT NULL,
         refused TEXT NOT NULL, merged TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS links (mkey TEXT PRIMARY KEY, members TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS link_index (type TEXT NOT NULL, value TEXT NOT NULL, mkey TEXT NOT NULL,
-        PRIMARY KEY (type, value, mkey))""",
-    """CREATE TABLE IF NOT EXISTS events (message_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, key TEXT NOT NULL,
+    "CREATE TABLE IF NOT EXISTS links (members TEXT PRIMARY KEY, mkey {text} NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS link_index (type TEXT NOT NULL, value TEXT NOT NULL, members TEXT NOT NULL,
+        PRIMARY KEY (type, value, members))""",
+    """CREATE TABLE IF NOT EXISTS events (message_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, key {text} NOT NULL,
         segment TEXT NOT NULL, position BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_node ON events (node_id, key)",
     "CREATE TABLE IF NOT EXISTS checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)",
@@ -47,6 +48,7 @@ CHUNK = 500  # parameters per IN (...) query
 
 
 def _dumps(value) -> str:
+    """JSON text (also the key of a set of identifiers: ``members``)."""
     return orjson.dumps(value).decode()
 
 
@@ -54,6 +56,7 @@ class SqlStore:
     """The queries, on a DB-API connection whose placeholder is ``P``."""
 
     P = "?"
+    TEXT = "TEXT"
     conn: object
 
     def _q(self, sql: str) -> str:
@@ -74,7 +77,7 @@ class SqlStore:
     # --- transactions ------------------------------------------------------------------------
     def create(self) -> None:
         for statement in SCHEMA:
-            self._run(statement)
+            self._run(statement.replace("{text}", self.TEXT))
         self.commit()
 
     def reset(self) -> None:
@@ -84,7 +87,7 @@ class SqlStore:
         self.commit()
 
     def begin(self) -> None:
-        pass
+        """Start a batch: builders sharing one database take turns (PostgreSQL locks; SQLite has one writer)."""
 
     def commit(self) -> None:
         self.conn.commit()
@@ -118,21 +121,30 @@ class SqlStore:
             found |= {r[0] for r in self._all(f"SELECT message_id FROM events WHERE message_id IN ({marks})", chunk)}
         return found
 
-    def add_link(self, key: str, idents: list[Ident]) -> None:
-        self._run("INSERT INTO links (mkey, members) VALUES (?, ?)", (key, _dumps(idents)))
-        self._many("INSERT INTO link_index (type, value, mkey) VALUES (?, ?, ?)", [(k, v, key) for k, v in idents])
+    def link_key(self, members: str) -> str | None:
+        """The earliest key a set of identifiers (``members``, as JSON) was linked at, if ever."""
+        rows = self._all("SELECT mkey FROM links WHERE members = ?", (members,))
+        return rows[0][0] if rows else None
+
+    def put_link(self, members: str, idents: list[Ident], key: str, new: bool) -> None:
+        if new:
+            self._run("INSERT INTO links (members, mkey) VALUES (?, ?)", (members, key))
+            self._many("INSERT INTO link_index (type, value, members) VALUES (?, ?, ?)", [(k, v, members) for k, v in idents])
+        else:
+            self._run("UPDATE links SET mkey = ? WHERE members = ?", (key, members))
 
     def component(self, start: list[Ident]) -> tuple[set[Ident], list[tuple[str, list[Ident], str]]]:
         """Every identifier reachable from ``start`` through stored links, and those links."""
         seen, frontier, links = set(start), list(start), {}
         while frontier:
             ident = frontier.pop()
-            for (mkey,) in self._all("SELECT mkey FROM link_index WHERE type = ? AND value = ?", ident):
-                if mkey in links:
+            for (members,) in self._all("SELECT members FROM link_index WHERE type = ? AND value = ?", ident):
+                if members in links:
                     continue
-                members = [tuple(m) for m in orjson.loads(self._all("SELECT members FROM links WHERE mkey = ?", (mkey,))[0][0])]
-                links[mkey] = (mkey, members, mkey.split("|", 1)[1])
-                for member in members:
+                mkey = self._all("SELECT mkey FROM links WHERE members = ?", (members,))[0][0]
+                idents = [tuple(m) for m in orjson.loads(members)]
+                links[members] = (mkey, idents, mkey.split("|", 1)[1])
+                for member in idents:
                     if member not in seen:
                         seen.add(member)
                         frontier.append(member)
@@ -168,6 +180,7 @@ class SqlStore:
 
     def checkpoint(self, name: str) -> tuple[dict, int]:
         rows = self._all("SELECT cursor, events FROM checkpoint WHERE name = ?", (name,))
+        self.commit()  # a read opens a transaction on PostgreSQL: end it
         return (orjson.loads(rows[0][0]), rows[0][1]) if rows else ({}, 0)
 
     def save_checkpoint(self, name: str, cursor: dict, events: int) -> None:
@@ -217,11 +230,3 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         self.conn.close()
 
-
-def open_store(target: str | Path):
-    """The store a ``--profiles-db`` names: a ``postgresql://`` URL, or a SQLite file path."""
-    if str(target).startswith(("postgresql://", "postgres://")):
-        from collector.profiles.postgres import PostgresStore
-
-        return PostgresStore(str(target))
-    return SqliteStore(Path(target))

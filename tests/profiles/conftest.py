@@ -10,6 +10,7 @@ import pytest
 
 from collector.profiles.builder import Builder
 from collector.profiles.rules import Rules
+from collector.profiles.service import open_store
 from collector.profiles.store import SqliteStore
 
 PARTITION = "dt=2026-11-28/hr=10"
@@ -51,12 +52,42 @@ def log(tmp_path) -> Log:
     return Log(tmp_path / "data")
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session (a database per store)."""
+    from .pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="postgresql")]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def make_store(tmp_path):
+def profiles_db(backend, tmp_path, request) -> str:
+    """A new empty profile database of the backend under test: its ``--profiles-db``."""
+    if backend == "sqlite":
+        return str(tmp_path / f"profiles-{next(_ids)}.db")
+    return request.getfixturevalue("postgres").database()
+
+
+@pytest.fixture
+def make_store(backend, tmp_path, request):
+    """New empty stores of the backend under test (each test runs on SQLite and on PostgreSQL)."""
     made = []
 
     def make(name: str = "profiles.db"):
-        store = SqliteStore(tmp_path / name)
+        if backend == "sqlite":
+            store = SqliteStore(tmp_path / name)
+        else:
+            store = open_store(request.getfixturevalue("postgres").database())
         made.append(store)
         return store
 

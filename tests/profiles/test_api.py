@@ -10,7 +10,7 @@ import pytest
 
 from collector.access import access_token
 from collector.profiles.builder import Builder
-from collector.profiles.store import SqliteStore
+from collector.profiles.service import open_store
 
 TOKEN = "at_test_secret_token"
 BASE = "/v1/spaces/default/collections/users/profiles"
@@ -23,9 +23,9 @@ def basic(user: str) -> dict:
 
 
 @pytest.fixture
-async def api(make_client, config):
-    """A collector with two people's events in its log, and their profiles built from it."""
-    client = await make_client(config, access_token=TOKEN)
+async def api(make_client, config, profiles_db):
+    """A collector with two people's events in its log, and their profiles built from it (SQLite and PostgreSQL)."""
+    client = await make_client(config, access_token=TOKEN, profiles_db=profiles_db)
     batch = [
         {"type": "page", "anonymousId": "a1", "name": "Home", "timestamp": "2026-11-28T10:00:01.000Z"},
         {"type": "track", "anonymousId": "a1", "event": "Product Viewed", "timestamp": "2026-11-28T10:00:02.000Z"},
@@ -35,7 +35,7 @@ async def api(make_client, config):
          for n in range(25)] + [{"type": "track", "userId": "u-7", "event": "Other"}]  # fmt: skip
     answer = await client.post("/v1/batch", json={"batch": batch}, headers=WRITE)
     assert answer.status == 200
-    store = SqliteStore(config.data_dir / "profiles.db")
+    store = open_store(profiles_db)
     Builder(store, config.data_dir).catch_up()
     store.close()
     return client

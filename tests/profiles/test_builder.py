@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from collector.profiles import views
+from collector.profiles.service import open_store
 from collector.profiles.store import SqliteStore
 from helpers import CollectorProcess, stop_process, wait_until
 
@@ -31,27 +31,28 @@ def send(url: str, batch: list[dict]) -> bool:
         return False
 
 
-def profiles_process(data_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "collector", "profiles", "--data-dir", str(data_dir), *args],
+def profiles_process(data_dir: Path, *args: str, db: str | None = None) -> subprocess.Popen:
+    more = ["--profiles-db", db] if db else []
+    return subprocess.Popen([sys.executable, "-m", "collector", "profiles", "--data-dir", str(data_dir), *more, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
 
 
-def committed(db: Path) -> int:
+def committed(db: str) -> int:
     """The builder's committed event count (0 before its first commit)."""
+    store = open_store(db, reads_only=True)
     try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            rows = conn.execute("SELECT events FROM checkpoint").fetchall()
-    except sqlite3.OperationalError:
-        return 0
+        rows = store._all("SELECT events FROM checkpoint")
+    finally:
+        store.close()
     return rows[0][0] if rows else 0
 
 
-def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path):
+def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path, profiles_db):
     """A builder killed (SIGKILL) again and again while the collector takes events, across rotations
     and compressions, then restarted: every acknowledged event is counted exactly once, per person."""
     collector = CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], args=["--no-profiles"],
                                  segment_max_bytes=64_000).start()  # fmt: skip
-    data_dir, db = collector.data_dir, collector.data_dir / "profiles.db"
+    data_dir, db = collector.data_dir, profiles_db
     sent: Counter[str] = Counter()
     stop = threading.Event()
     rng = random.Random(3)
@@ -73,7 +74,7 @@ def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path
     try:
         kills = 0
         while kills < 15:
-            builder = profiles_process(data_dir)
+            builder = profiles_process(data_dir, db=db)
             before = committed(db)
             wait_until(lambda: committed(db) > before, timeout=60, what="the builder to commit")
             threading.Event().wait(rng.uniform(0, 0.25))  # not a wait for a result: the kill lands anywhere in a batch
@@ -85,10 +86,10 @@ def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path
         thread.join(60)
         collector.stop()  # every segment closed and gzipped
     assert len(list(data_dir.glob("events/**/*.gz"))) > 3, "the test did not cross rotations"
-    rest = profiles_process(data_dir, "--once")
+    rest = profiles_process(data_dir, "--once", db=db)
     assert rest.wait(120) == 0, rest.stdout.read().decode()
 
-    store = SqliteStore(db)
+    store = open_store(db)
     try:
         counted = {}
         for pid in store.profile_ids():
