@@ -64,6 +64,7 @@ class Builder:
     def apply(self, records: list) -> None:
         graph = Graph(self.rules, self.store)
         links: dict[str, str | None] = {}  # members -> earliest key, for the sets this batch saw
+        self.pending: dict[str, tuple] = {}  # the sets to store: members -> (idents, key, new)
         ids = [r.event.get("messageId") for r, _ in records]
         known = self.store.seen([i for i in ids if isinstance(i, str)])
         rows = []
@@ -87,7 +88,7 @@ class Builder:
             graph.dirty_nodes.add(idents[0])
             rows.append((message_id, node_id(idents[0]), key, record.segment, position))
             self.count += 1
-        self.store.write(graph)
+        self.flush(graph)
         self.store.add_events(rows)
         self.stats["events"] = self.count
 
@@ -101,13 +102,19 @@ class Builder:
         if known is not None and known <= key:
             return
         links[members] = key
-        self.store.put_link(members, idents, key, new=known is None)
+        new = known is None or (members in self.pending and self.pending[members][2])
+        self.pending[members] = (idents, key, new)
         if known is None and not graph.is_late(idents, key):
             graph.apply_link(idents, key, message_id)
             return
         self.stats["replays"] += 1  # earlier than what is applied: resolve the component again
-        self.store.write(graph)  # the component is read from the database
+        self.flush(graph)  # the component is read from the database
         graph.replay(*self.store.component(idents))
+
+    def flush(self, graph: Graph) -> None:
+        self.store.put_links(self.pending)
+        self.pending = {}
+        self.store.write(graph)
 
     @staticmethod
     def ensure_seen(graph: Graph, ident, key: str, event: dict) -> None:

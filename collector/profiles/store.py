@@ -126,12 +126,12 @@ class SqlStore:
         rows = self._all("SELECT mkey FROM links WHERE members = ?", (members,))
         return rows[0][0] if rows else None
 
-    def put_link(self, members: str, idents: list[Ident], key: str, new: bool) -> None:
-        if new:
-            self._run("INSERT INTO links (members, mkey) VALUES (?, ?)", (members, key))
-            self._many("INSERT INTO link_index (type, value, members) VALUES (?, ?, ?)", [(k, v, members) for k, v in idents])
-        else:
-            self._run("UPDATE links SET mkey = ? WHERE members = ?", (key, members))
+    def put_links(self, links: dict[str, tuple[list[Ident], str, bool]]) -> None:
+        """Store sets of identifiers (``members`` → idents, earliest key, new) seen by a batch."""
+        self._many("INSERT INTO links (members, mkey) VALUES (?, ?)", [(m, k) for m, (_, k, new) in links.items() if new])
+        self._many("INSERT INTO link_index (type, value, members) VALUES (?, ?, ?)",
+                   [(kind, value, m) for m, (idents, _, new) in links.items() if new for kind, value in idents])
+        self._many("UPDATE links SET mkey = ? WHERE members = ?", [(k, m) for m, (_, k, new) in links.items() if not new])
 
     def component(self, start: list[Ident]) -> tuple[set[Ident], list[tuple[str, list[Ident], str]]]:
         """Every identifier reachable from ``start`` through stored links, and those links."""
