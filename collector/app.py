@@ -63,6 +63,7 @@ class State:
     store: Any
     metrics: Metrics
     pipeline: Pipeline
+    dedup: Dedup
     gate: Gate
     committer: Committer
     ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
@@ -143,7 +144,8 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
         if source is not None and not isinstance(exc, NOT_KEPT):
             try:
-                await state.committer.reject(source, received_at, exc.code, exc.message, **body_payload(body))
+                kept = body_payload(body, request.content_length)
+                await state.committer.reject(source, received_at, exc.code, exc.message, **kept)
             except Unavailable as unavailable:
                 exc = unavailable
         if isinstance(exc, Unavailable):
@@ -266,6 +268,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
         store=store,
         metrics=metrics,
         pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo),
+        dedup=dedup,
         gate=Gate(config),
         committer=Committer(store, dedup),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),

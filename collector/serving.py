@@ -65,11 +65,9 @@ def profiles_line(config: Config) -> str:
     return f"  profiles: {db_target(config)}, {builder}; Profile API {token}"
 
 
-def banner(config: Config, port: int) -> str:
+def banner(config: Config, port: int, where: str) -> str:
+    """What ``intilery serve`` prints at start: the address, the store (``where`` its events go)."""
     url = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{port}"
-    from collector.log.stream import redact
-
-    where = f"{config.nats_stream} on {redact(config.nats_url)}" if config.store == "nats" else f"{config.data_dir}/events"
     lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({where})"]
     lines.append(profiles_line(config))
     if config.dev_source:
@@ -87,7 +85,7 @@ def banner(config: Config, port: int) -> str:
 
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
-    from collector.app import SERVER_KWARGS, create_app, metrics_app
+    from collector.app import SERVER_KWARGS, STATE, create_app, metrics_app
     from collector.limits import LimitedSite
 
     app = create_app(config, profiles_builder=config.profiles)
@@ -106,7 +104,7 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
             await private.setup()
             await web.TCPSite(private, host.strip("[]") or "127.0.0.1", int(port), reuse_port=reuse_port or None).start()
         if not quiet:
-            print(banner(config, site.port), flush=True)
+            print(banner(config, site.port, app[STATE].store.where), flush=True)
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's scans, and collect less often (full collections set the p99; bench/README).
         gc.freeze()

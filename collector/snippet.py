@@ -8,7 +8,8 @@ Pasting it twice is harmless: the second copy sees ``intilery.invoked`` and does
 Readable form of the script (the minified copy below is what is printed)::
 
     !function (w, d, key, host) {
-      var i = w.intilery = w.intilery || [];
+      var i = w.intilery;
+      i = w.intilery = i && i.push ? i : [];      // not an element with id="intilery" (window.intilery too)
       if (i.invoked) return;                      // pasted twice, or the tag already runs
       i.invoked = true;
       "load page track ...".split(" ").forEach(function (m) {
@@ -39,7 +40,7 @@ from typing import Any
 METHODS = "load page track identify group alias reset ready flush optIn optOut debug"
 
 _STUB = (
-    "!function(w,d,k,h){var i=w.intilery=w.intilery||[];if(i.invoked)return;i.invoked=!0;"
+    "!function(w,d,k,h){var i=w.intilery;i=w.intilery=i&&i.push?i:[];if(i.invoked)return;i.invoked=!0;"
     '"' + METHODS + '".split(" ").forEach(function(m){i[m]=function(){'
     "var a=[].slice.call(arguments);a.unshift(m);a.p=[d.location.href,d.title,d.referrer];"
     "a.t=new Date().toISOString();i.push(a);return i}});"

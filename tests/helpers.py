@@ -79,10 +79,14 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float 
         time.sleep(interval)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
-    """``wait_until`` for async tests: awaits ``check()`` (sync or async) until it is truthy."""
+async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "") -> Any:
+    """``wait_until`` for async tests: awaits ``check()`` (sync or async) until it returns something
+    truthy, and returns that.
+
+    Fails (AssertionError) after ``timeout`` s with the last value seen; an exception raised
+    by ``check`` (say, "the process died") ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = check()
         if asyncio.iscoroutine(last):
@@ -90,7 +94,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 30, interval: fl
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}: last {last!r}")
         await asyncio.sleep(interval)
 
 
@@ -149,7 +153,30 @@ def write_config(path: Path, sources: list[dict[str, Any]], **settings: Any) -> 
     return path
 
 
-class CollectorProcess:
+class ChildProcess:
+    """A ``python -m collector ...`` child writing its output to ``self.log``; ``stop`` or ``kill`` it."""
+
+    proc: subprocess.Popen | None = None
+    log: Path
+
+    def spawn(self, cmd: list[str]) -> subprocess.Popen:
+        self._out = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self.proc
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        stop_process(self.proc, sig, timeout)
+        self._out.close()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
+class CollectorProcess(ChildProcess):
     """``python -m collector serve`` on a free port, stopped (SIGTERM) on exit."""
 
     def __init__(
@@ -176,8 +203,7 @@ class CollectorProcess:
     def start(self, timeout: float = 30) -> "CollectorProcess":
         cmd = [sys.executable, "-m", "collector", "serve", "--config", str(self.config), "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]  # fmt: skip
-        self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.spawn(cmd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -190,17 +216,6 @@ class CollectorProcess:
                 time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"collector did not start within {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc is None:
-            return 0
-        stop_process(self.proc, sig, timeout)
-        self._log.close()
-        code, self.proc = self.proc.returncode, None
-        return code
-
-    def kill(self) -> int:
-        return self.stop(signal.SIGKILL)
 
     def __enter__(self) -> "CollectorProcess":
         return self.start()

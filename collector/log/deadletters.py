@@ -2,7 +2,9 @@
 
 A record is ``{receivedAt, source, code, message, payload}`` (plus ``index`` for a message
 inside a batch). The payload is kept as sent, except that client addresses in it follow the
-source's IP mode, so ``rejected/`` holds no full IP a source asked not to keep.
+source's IP mode, so ``rejected/`` holds no full IP a source asked not to keep. A body that
+is not UTF-8 is kept as ``payloadBase64``; one refused unread (over the size cap) as its
+declared size alone, ``payloadBytes`` (with ``payload`` null).
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ def deep_text(payload: Any) -> str:
         return "(nested too deeply to keep)"
 
 
-def body_payload(body: bytes | None) -> dict:
-    """A request body as sent: text when it is UTF-8, else base64."""
+def body_payload(body: bytes | None, declared_bytes: int | None = None) -> dict:
+    """A request body as sent: text when it is UTF-8, else base64; one refused unread (over the cap): its size."""
     if body is None:
-        return {"payload": None}
+        return {"payload": None, "payloadBytes": declared_bytes}
     try:
         return {"payload": body.decode("utf-8")}
     except UnicodeDecodeError:

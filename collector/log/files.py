@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -48,8 +49,6 @@ class SegmentLog:
         seg = self.open.get(partition)
         if seg is not None:
             return seg
-        for other in list(self.open):  # time moved on: the older partitions are done
-            self.close(other)
         directory = self.root / partition
         make_dirs(directory)
         while True:
@@ -95,8 +94,8 @@ class SegmentLog:
     def _drop(self, seg: _Segment) -> None:
         """Forget a segment that cannot be used (removed from under us, or not truncatable)."""
         self.open = {p: s for p, s in self.open.items() if s is not seg}
-        os.close(seg.fd)
-        seg.fd = -1
+        fd, seg.fd = seg.fd, -1
+        os.close(fd)
 
     def sync(self) -> None:
         for seg in list(self.open.values()):
@@ -107,18 +106,25 @@ class SegmentLog:
                     raise FileNotFoundError(f"segment {seg.path} was removed from under the store")
                 seg.dirty = False
 
-    def rotate(self, current: str | None) -> None:
-        """Close full segments, and every segment not in the ``current`` partition."""
+    def rotate(self, keep: set[str] | None = None) -> None:
+        """Close full segments, and those of partitions that time has left behind.
+
+        ``keep``: the partitions still taking lines (this hour, and the last one while late
+        requests may still arrive); without it, the two newest stay open. Called between
+        commits only, so a commit's undo never meets a segment closed under it.
+        """
+        newest = set(sorted(self.open)[-2:])
         for partition, seg in list(self.open.items()):
-            if seg.size >= self.max_bytes or (current is not None and partition != current):
+            if seg.size >= self.max_bytes or partition not in (newest if keep is None else keep):
                 self.close(partition)
 
     def close(self, partition: str) -> None:
         seg = self.open.pop(partition)
+        fd, seg.fd = seg.fd, -1  # forgotten: an undo can never act on a number reused since
         try:
-            os.fsync(seg.fd)
+            os.fsync(fd)
         finally:
-            os.close(seg.fd)
+            os.close(fd)
         self.on_close(seg.path)
 
     def close_all(self) -> None:
@@ -139,6 +145,12 @@ def _background_priority() -> None:
         pass
 
 
+# How long a partition stays open after its hour (or day, for rejected/) is over: a request
+# is stamped before its body arrives (up to client_timeout), so late lines keep coming for a
+# while, and closing at once would open a new tiny segment for each of them.
+LATE_LINES_SECONDS = 60.0
+
+
 class FileStore:
     """The embedded store. ``fsync``: ``always`` (default), ``interval`` (at most ``interval`` s of loss) or ``never``."""
 
@@ -156,12 +168,14 @@ class FileStore:
         max_pending_bytes: int = 64 * 1024 * 1024,
         metrics: Metrics | None = None,
         instance_prefix: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.fsync, self.fsync_interval = fsync, fsync_interval
         self.segment_max_bytes, self.max_pending_bytes = segment_max_bytes, max_pending_bytes
         self.metrics = metrics or Metrics()
         self.instance_prefix = instance_prefix
+        self.clock = clock  # which partitions are current (tests set it)
         self.error: str | None = None
         self._pending: list[tuple[str, str, list[bytes], int]] = []  # (log, partition, lines, bytes)
         self._waiters: list[asyncio.Future] = []
@@ -176,6 +190,11 @@ class FileStore:
     @property
     def instance(self) -> str:
         return self.lock.name
+
+    @property
+    def where(self) -> str:
+        """Where the events go, for people (the start-up banner)."""
+        return f"{self.data_dir}/{EVENTS}"
 
     # --- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -292,13 +311,16 @@ class FileStore:
                     return
                 continue
             batch, waiters = self._pending, self._waiters
-            self._pending, self._waiters, self.pending_bytes = [], [], 0
+            self._pending, self._waiters = [], []
             started = time.perf_counter()
             try:
                 await self._loop.run_in_executor(self._io, self._commit, batch)
-            except OSError as exc:
-                error = self._failed(exc)
-                self._needed = sum(size for _, _, _, size in batch)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the waiters get an answer
+                if isinstance(exc, OSError):
+                    error = self._failed(exc)
+                    self._needed = sum(size for _, _, _, size in batch)
+                else:
+                    error = self._broken(exc)
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(error)
@@ -309,6 +331,7 @@ class FileStore:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+            self.pending_bytes -= sum(size for _, _, _, size in batch)  # held until written, not until taken
             self.metrics.observe_flush(time.perf_counter() - started)
             if self._pending:
                 self._wake.set()
@@ -326,17 +349,23 @@ class FileStore:
                 self.fsync == "interval" and time.monotonic() - self._last_sync >= self.fsync_interval
             ):
                 self._sync()
-        except OSError:
+        except Exception:
             for segment_log, seg, size in written:
                 segment_log.undo(seg, size)
             raise
         for segment_log in self.logs.values():
-            segment_log.rotate(None)
+            segment_log.rotate()
 
     def _sync(self) -> None:
         for segment_log in self.logs.values():
             segment_log.sync()
         self._last_sync = time.monotonic()
+
+    def _broken(self, exc: Exception) -> Unavailable:
+        """A fault that is not the disk's (a bug): logged with its traceback, answered 503; the writer goes on."""
+        log.error("the store writer failed; its requests were answered 503", exc_info=exc)
+        self.error = "internal error in the store writer"
+        return Unavailable("store_unavailable", "the event store hit an internal error; retry", retry_after=5)
 
     def _failed(self, exc: OSError) -> Unavailable:
         reason = "disk full" if segments.is_disk_full(exc) else f"cannot write to {self.data_dir}: {exc.strerror or exc}"
@@ -364,17 +393,23 @@ class FileStore:
         """Once a second: fsync for the interval policy, close segments of past hours."""
         while True:
             await asyncio.sleep(min(1.0, self.fsync_interval))
-            try:
-                await self._loop.run_in_executor(self._io, self._housekeep)
-            except OSError as exc:
-                self._failed(exc)
+            await self.housekeep()
+
+    async def housekeep(self) -> None:
+        """Sync (per the policy) and close the segments of partitions that time has left behind."""
+        try:
+            await self._loop.run_in_executor(self._io, self._housekeep)
+        except OSError as exc:
+            self._failed(exc)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must go on
+            self._broken(exc)
 
     def _housekeep(self) -> None:
         if self.fsync != "never":
             self._sync()
-        now = time.time()
-        self.logs[EVENTS].rotate(hour_partition(now))
-        self.logs[REJECTED].rotate(day_partition(now))
+        now, late = self.clock(), self.clock() - LATE_LINES_SECONDS
+        self.logs[EVENTS].rotate({hour_partition(now), hour_partition(late)})
+        self.logs[REJECTED].rotate({day_partition(now), day_partition(late)})
 
     async def recent_ids(self, window: float, limit: int) -> list[str]:
         """The messageIds stored in the last ``window`` seconds, oldest first: the newest ``limit``."""

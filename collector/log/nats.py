@@ -100,6 +100,11 @@ class NatsStore:
         self._last_error = ""
 
     @property
+    def where(self) -> str:
+        """Where the events go, for people (the start-up banner): no password or token."""
+        return f"{self.settings.name} on {redact(self.config.nats_url)}"
+
+    @property
     def error(self) -> str | None:
         """Why the store cannot take writes now, or None."""
         if self._fatal:

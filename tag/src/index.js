@@ -10,7 +10,7 @@ import { KEYS, obj, user, uuid } from './identity.js'
 import { dbg, log } from './log.js'
 import { CONSENT, blocked } from './privacy.js'
 import * as queue from './queue.js'
-import { get, set, store } from './storage.js'
+import { get, local, set, store } from './storage.js'
 
 const METHODS = 'load page track identify group alias reset ready flush optIn optOut debug'.split(' ')
 const MAX_MESSAGE = 32000 // bytes: the collector's per-message limit is 32 KB
@@ -21,7 +21,8 @@ const d = document
 const prior = w.intilery
 
 // A second copy of the tag (pasted twice, or one-line plus stub) leaves the first one alone.
-if (!prior || Array.isArray(prior)) boot()
+// window.intilery may also be an element with id="intilery": the tag takes the name over.
+if (!(prior && prior.invoked) || Array.isArray(prior)) boot()
 
 function boot() {
   const script = d.currentScript
@@ -76,8 +77,9 @@ function boot() {
     later(fn, 300)
   }
 
-  // Stores every visitor value again: refreshes the cookie's year and mirrors it after optIn().
-  const keepAll = () => KEYS.forEach(k => set(k, get(k)))
+  // Stores every visitor value again: at load, refreshes the cookie's year; at optIn(), stores
+  // the values read before it (from memory: once opted in, the cookie is the truth).
+  const keepAll = (v = KEYS.map(get)) => KEYS.forEach((k, i) => set(k, v[i]))
 
   // The API methods, each given the call's arguments, page [url, title, referrer] and time.
   const api = {
@@ -88,7 +90,13 @@ function boot() {
       dbg.on = dbg.on || !!o.debug
       queue.init(writeKey, host.replace(/\/+$/, '') + '/v1/batch')
       store.keep = () => !blocked(o)
-      if (store.keep()) keepAll(), queue.adopt()
+      set('opt', get('opt')) // the choice's cookie, a year from now
+      if (store.keep()) {
+        // Another visitor's traits and group (signed out on a sibling subdomain): forgotten.
+        if (local('aid') != get('aid')) KEYS.slice(2).forEach(k => set(k))
+        keepAll()
+        queue.adopt()
+      }
       if (o.autoPage !== false) {
         for (const f of ['pushState', 'replaceState']) {
           const orig = history[f]
@@ -139,6 +147,7 @@ function boot() {
 
     alias(a, p, t) {
       const [[to, from], o, , fn] = shuffle(a, 2)
+      if (to == null) return log('alias: no userId')
       emit('alias', { userId: '' + to, previousId: from || user.id() || user.anonymousId() }, o, p, t, fn)
     },
 
@@ -155,8 +164,9 @@ function boot() {
     },
 
     optIn() {
+      const v = KEYS.map(get)
       set('opt', 'in')
-      keepAll()
+      keepAll(v)
       queue.adopt()
       queue.add(...held.splice(0))
     },
@@ -202,7 +212,7 @@ function boot() {
 
   const ds = (script && script.dataset) || {}
   if (ds.writeKey) call(['load', ds.writeKey, { host: ds.host, consent: ds.consent }])
-  if (prior) {
+  if (Array.isArray(prior)) {
     prior.forEach(call)
     prior.push = call // code that kept a reference to the stub still reaches the tag
   }

@@ -1,43 +1,58 @@
 // Delivery: messages wait in a queue (kept in localStorage under this tab's own key), go out in
 // small batches by fetch(keepalive) with a text/plain body (no CORS preflight), are retried
-// with exponential backoff and jitter, and leave by sendBeacon when the page is hidden.
-// Every messageId is fixed at call time, so a message sent twice is stored once by the collector.
+// with exponential backoff and jitter, and also leave by sendBeacon when the page is hidden.
+// Every messageId is fixed at call time, so a message sent twice is stored once by the collector;
+// a message leaves the queue only when a fetch is answered, or 24 h after it was made.
 
 import { uuid } from './identity.js'
 import { dbg, log } from './log.js'
 import { json, ls } from './storage.js'
 
 const MAX_BODY = 60000 // bytes per request: under the browser's 64 KB keepalive/beacon budget
-const MAX_QUEUE = 200 // messages kept for later; the oldest go first
+const MAX_QUEUE = 500000 // bytes of queue kept for later (localStorage holds about 5 MB); the oldest go first
+const WINDOW = 864e5 // ms: the collector's dedup window (24 h); an older message would be stored twice
 const STALE = 120000 // ms: another tab's queue untouched this long belongs to a closed tab
 const PREFIX = 'itl_q.'
 const me = PREFIX + uuid() // this tab's queue key: {t: last touched (0 = page gone), q: [...]}
 
 let q = [] // waiting messages, oldest first
-let url, key, timer, busy, tries = 0
+let url, key, timer, busy, saving, hold = 0, tries = 0
 
 const size = s => new Blob([s]).size
 const body = b => JSON.stringify({ batch: b, sentAt: new Date().toISOString(), writeKey: key })
-const has = (list, m) => list.some(x => x.messageId == m.messageId)
 
 export function init(writeKey, endpoint) {
   key = writeKey
   url = endpoint
   addEventListener('pagehide', hide)
-  addEventListener('visibilitychange', () => document.visibilityState == 'hidden' && hide())
+  addEventListener('visibilitychange', () => (document.visibilityState == 'hidden' ? hide() : save()))
   addEventListener('online', send)
 }
 
-// Saves the queue under this tab's key; t = 0 marks it orphaned (the page is going away).
-function save(t = Date.now(), list = q) {
-  ls(s => (list.length ? s.setItem(me, JSON.stringify({ t, q: list })) : s.removeItem(me)))
+// Drops the oldest messages beyond MAX_QUEUE bytes and those older than the dedup window, then
+// saves the queue under this tab's key (t = 0 marks it orphaned: the page is going away). When the
+// storage refuses it (full), the key is removed: no stale copy is left for a later page to resend.
+function save(t = Date.now()) {
+  const now = Date.now()
+  let n = q.length, bytes = 100
+  while (n && (bytes += size(JSON.stringify(q[n - 1])) + 1) < MAX_QUEUE) n--
+  // kept when within both limits; else logged (log() gives undefined) and dropped
+  q = q.filter((m, i) => (i >= n && !(now - Date.parse(m.originalTimestamp) > WINDOW)) || log('dropped', m))
+  saving = 0
+  ls(s => {
+    try {
+      q.length ? s.setItem(me, JSON.stringify({ t, q })) : s.removeItem(me)
+    } catch (e) {
+      log('queue not saved', e)
+      s.removeItem(me)
+    }
+  })
 }
 
-// Adds messages to the queue (unless already there), keeps it bounded, and schedules a send.
+// Adds messages to the queue (unless already there) and schedules a save and a send.
 export function add(...ms) {
-  for (const m of ms) has(q, m) || q.push(m)
-  while (q.length > MAX_QUEUE) log('queue full, dropped', q.shift())
-  save()
+  for (const m of ms) q.some(x => x.messageId == m.messageId) || q.push(m)
+  saving = saving || setTimeout(save)
   timer || busy || (timer = setTimeout(send, 100))
 }
 
@@ -77,16 +92,21 @@ function pause(ms) {
 const backoff = () => Math.min(30000, 1000 * 2 ** tries) * (0.5 + Math.random())
 
 // Sends the next batch now; on success the next one follows, on failure a retry is scheduled.
+// Called early (flush(), online) it cuts a backoff short, never the collector's Retry-After.
 export async function send() {
   clearTimeout(timer)
   timer = 0
   if (busy || !q.length || !url) return
+  if (Date.now() < hold) return pause(hold - Date.now())
+  save() // drops what expired meanwhile
   const b = (busy = take(q))
   let wait = 0
   try {
     const r = await fetch(url, { method: 'POST', body: body(b), keepalive: true, credentials: 'omit' })
-    if (r.status == 429 || r.status > 499) wait = r.headers.get('Retry-After') * 1000 || backoff()
-    else if (!r.ok) log('dropped', b.length, 'messages: HTTP', r.status) // other 4xx: retrying cannot help
+    if (r.status == 408 || r.status == 429 || r.status > 499) {
+      wait = r.headers.get('Retry-After') * 1000 // the collector's wait holds even against flush()
+      wait ? (hold = Date.now() + wait) : (wait = backoff())
+    } else if (!r.ok) log('dropped', b.length, 'messages: HTTP', r.status) // other 4xx: retrying cannot help
     else if (dbg.on) r.json().then(j => j.rejected.forEach(x => log('rejected', b[x.index], x.message))).catch(log)
   } catch (e) {
     wait = backoff() // network error
@@ -99,24 +119,22 @@ export async function send() {
   } else {
     tries = 0
     q = q.filter(m => !b.includes(m))
-    save()
-    send()
+    q.length ? send() : save() // send() saves what is left
   }
 }
 
 // The page is hidden or going away: beacon what is not already in flight, in requests that fit
-// the keepalive budget. What the queue held stays saved, marked orphaned, so that the next page
-// resends it if the beacons were lost (collector down); the collector drops the duplicates.
+// the keepalive budget, and keep it all queued and saved, marked orphaned. A beacon cannot report
+// failure (sendBeacon says true with the collector down), so only an answered fetch, here or on
+// the next page (which adopts an orphaned queue), takes a message out; the collector drops the
+// duplicates. A missing or throwing sendBeacon is logged, never thrown into the page.
 function hide() {
-  if (!url) return
-  const kept = (json(ls(s => s.getItem(me))) || {}).q || []
-  for (const m of q) has(kept, m) || kept.push(m)
-  const rest = q.filter(m => !(busy && busy.includes(m)))
-  while (rest.length) {
-    const b = take(rest)
-    if (!navigator.sendBeacon(url, new Blob([body(b)], { type: 'text/plain' }))) break
-    rest.splice(0, b.length)
-    q = q.filter(m => !b.includes(m))
+  try {
+    const rest = q.filter(m => !(busy && busy.includes(m)))
+    for (let b; rest.length && navigator.sendBeacon(url, new Blob([body((b = take(rest)))], { type: 'text/plain' })); )
+      rest.splice(0, b.length)
+  } catch (e) {
+    log(e)
   }
-  save(0, kept)
+  save(0)
 }

@@ -1,11 +1,13 @@
 // Where the tag keeps state: localStorage for everything, plus a first-party cookie on the
-// top-level domain for the two ids, with memory behind both so that a browser whose storage
-// throws (private mode, blocked cookies, sandboxed frames) still works for the page's life.
+// top-level domain for the two ids and the opt-in/out choice, with memory behind both so that a
+// browser whose storage throws (private mode, blocked cookies, sandboxed frames) still works for
+// the page's life. Where cookies work, the cookie is the one truth for those three: it spans the
+// subdomains, localStorage does not, so a sign-out or opt-out on one subdomain holds on all.
 
 const mem = {}
 const YEAR = 31536000
 const name = k => 'itl_' + k
-const inCookie = k => k == 'aid' || k == 'uid'
+const inCookie = k => k == 'aid' || k == 'uid' || k == 'opt'
 
 // store.keep(): whether the privacy state lets the tag write to the browser now (set by index.js
 // from privacy.js; asked on every write, so an optOut() in another tab is seen at once).
@@ -27,10 +29,11 @@ export function json(s) {
   } catch (e) {}
 }
 
+// A cookie's value, '' when absent, undefined when cookies cannot be used here.
 function readCookie(k) {
   try {
-    const m = document.cookie.match('(^|; )' + name(k) + '=([^;]*)')
-    return m && decodeURIComponent(m[2])
+    const m = navigator.cookieEnabled && document.cookie.match('(^|; )' + name(k) + '=([^;]*)')
+    return m ? decodeURIComponent(m[2]) : m == null ? '' : undefined
   } catch (e) {}
 }
 
@@ -59,9 +62,14 @@ function topDomain() {
   return ''
 }
 
-// Reads a value: cookie first (ids), then localStorage, then memory.
+// This origin's own copy of a value in localStorage (never the cookie).
+export const local = k => ls(s => s.getItem(name(k)))
+
+// Reads a value. The ids and the choice: the cookie where cookies work (memory while privacy
+// forbids storing ids, e.g. waiting for consent); elsewhere and for the rest, localStorage, then memory.
 export function get(k) {
-  return (inCookie(k) && readCookie(k)) || ls(s => s.getItem(name(k))) || mem[k] || null
+  const c = inCookie(k) ? readCookie(k) : undefined
+  return (c == null ? local(k) || mem[k] : c || (k != 'opt' && !store.keep() && mem[k])) || null
 }
 
 // Writes (or, with v null/undefined, removes) a value and returns it. While privacy forbids

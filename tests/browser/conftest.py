@@ -10,12 +10,12 @@ Local servers, all on 127.0.0.1 and stopped by these fixtures:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from harness import CHROMIUM, CHROMIUM_ARGS, TIMEOUT, Collector, Front, PageServer, Tab
+from browser_launcher import launch
+from harness import HOST_RULES, TIMEOUT, Collector, Front, PageServer, Tab
 
 
 def pytest_configure(config):
@@ -69,15 +69,10 @@ def front(collector):
 # after it. Ending Playwright with each module leaves later tests a clean thread.
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # CI installs it: a missing browser must not pass as skipped tests
-        pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch(pw, HOST_RULES)
         yield b
         b.close()
 

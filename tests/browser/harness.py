@@ -23,18 +23,9 @@ from collector.testing import free_port, stop_process, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"
 WRITE_KEY = "wk_test"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # Lets a test open http://www.shop.example.com:PORT/ (our page server) to check the cookie
-    # domain; the name resolves to loopback inside this browser only, nothing leaves the machine.
-    "--host-resolver-rules=MAP *.example.com 127.0.0.1",
-]
+# Lets a test open http://www.shop.example.com:PORT/ (our page server) to check the cookie domain;
+# the names resolve to loopback inside this browser only, nothing leaves the machine.
+HOST_RULES = ("--host-resolver-rules=MAP *.example.com 127.0.0.1",)
 CONFIG = f"""
 [[source]]
 name = "web"
@@ -302,8 +293,8 @@ class Tab:
         return {c["name"]: c for c in self.page.context.cookies() if c["name"].startswith("itl_")}
 
     def settle(self) -> None:
-        """Lets the tag's zero-delay timers (automatic page on navigation) run."""
-        self.js("() => new Promise(r => setTimeout(r, 0))")
+        """Lets the tag's zero-delay timers run: the automatic page on navigation, then the queue save it schedules."""
+        self.js("() => new Promise(r => setTimeout(() => setTimeout(r)))")
 
 
 def event_named(name: str, anonymous_id: str | None = None):

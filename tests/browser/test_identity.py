@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from harness import event_named, of_visitor
+from harness import Tab, event_named, of_visitor
 
 YEAR = 365 * 24 * 3600
 
@@ -68,6 +68,16 @@ class TestCalls:
         collector.wait_for(event_named("With callback", got["aid"]))
 
 
+    def test_alias_without_a_user_id_sends_nothing(self, tab, site, collector):
+        """alias() with no userId is dropped (debug says so), not sent with the userId "undefined"."""
+        tab.open(f"{site.url}/oneline.html")
+        aid = tab.anonymous_id()
+        tab.js("intilery.debug(true); intilery.alias(); intilery.track('After alias')")
+        collector.wait_for(event_named("After alias", aid))  # queued after the alias: it would have gone first
+        assert not [e for e in collector.events() if e["anonymousId"] == aid and e["type"] == "alias"]
+        assert any("alias: no userId" in line for line in tab.console)
+
+
 class TestIdentity:
     def test_identity_persists_across_loads_and_reset_clears_it(self, tab, site, collector):
         """anonymousId, userId and traits survive a page load; reset() forgets them all."""
@@ -95,8 +105,8 @@ class TestIdentity:
         tab.open(f"{site.url}/oneline.html")  # and it stays forgotten
         assert tab.js("intilery.user().id()") is None
 
-    def test_cookie_is_first_party_for_a_year_and_mirrored(self, tab, site, collector):
-        """The ids live in SameSite=Lax cookies for a year, mirrored in localStorage; traits in localStorage."""
+    def test_cookie_is_first_party_for_a_year_and_the_one_truth(self, tab, site, collector):
+        """The ids live in SameSite=Lax cookies for a year (mirrored in localStorage); traits in localStorage."""
         tab.open(f"{site.url}/oneline.html")
         aid = tab.anonymous_id()
         tab.js("intilery.identify('user-c', {x: 1})")
@@ -111,12 +121,13 @@ class TestIdentity:
         assert stored["itl_aid"] == aid and stored["itl_uid"] == "user-c"
         assert json.loads(stored["itl_traits"]) == {"x": 1}
 
-        # Cookies cleared (e.g. by the browser's cookie cap): localStorage restores the visitor.
+        # Cookies cleared (by the visitor, or a sibling subdomain's reset): the mirror does not bring them back.
         tab.page.context.clear_cookies()
         tab.open(f"{site.url}/other.html")
-        assert tab.anonymous_id() == aid
-        collector.wait_for(lambda e: e["anonymousId"] == aid and e["context"]["page"]["path"] == "/other.html")
-        assert tab.cookies()["itl_aid"]["value"] == aid
+        assert tab.js("intilery.user().id()") is None
+        new_aid = tab.anonymous_id()
+        assert new_aid != aid and tab.cookies()["itl_aid"]["value"] == new_aid
+        assert tab.js("intilery.user().traits()") == {}  # another visitor's traits are not carried over
 
     def test_cookie_goes_on_the_top_level_domain(self, tab, site, collector):
         """On www.shop.example.com the cookie is set for example.com, shared by its subdomains."""
@@ -130,3 +141,21 @@ class TestIdentity:
 
         tab.open(f"http://blog.example.com:{site.port}/other.html")
         assert tab.anonymous_id() == aid  # another subdomain: the same visitor
+
+    def test_sign_out_on_one_subdomain_holds_on_another(self, context, site, collector):
+        """reset() on a.example.com is not undone by b.example.com's localStorage on its next load."""
+        a = Tab(context.new_page()).open(f"http://a.example.com:{site.port}/oneline.html")
+        a.js("intilery.identify('user-sib', {plan: 'pro'})")
+        aid = a.anonymous_id()
+        b = Tab(context.new_page()).open(f"http://b.example.com:{site.port}/oneline.html")
+        b.js("intilery.identify({seen: 'b'})")
+        assert b.js("[intilery.user().anonymousId(), intilery.user().id()]") == [aid, "user-sib"]
+
+        a.js("intilery.reset()")  # signed out on a
+        b.open(f"http://b.example.com:{site.port}/other.html")
+        assert b.js("[intilery.user().id(), intilery.user().traits()]") == [None, {}]
+        assert b.anonymous_id() != aid
+        a.open(f"http://a.example.com:{site.port}/other.html")
+        assert a.js("intilery.user().id()") is None and a.anonymous_id() == b.anonymous_id()
+        assert "itl_uid" not in a.cookies()
+        assert not a.errors + b.errors

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
+
+import pytest
 
 from harness import WRITE_KEY, event_named, of_visitor
 
@@ -116,3 +119,18 @@ class TestStub:
         tab.js("intilery.track('Once')")
         collector.wait_for(event_named("Once", aid))
         assert [e["type"] for e in collector.events() if e["anonymousId"] == aid] == ["page", "track"]
+
+
+class TestNames:
+    @pytest.mark.parametrize("page", ["element-stub.html", "element-oneline.html"])
+    def test_an_element_with_id_intilery_changes_nothing(self, tab, site, collector, page):
+        """An element with id="intilery" (window.intilery until a script assigns it) neither stops the tag
+        nor makes the stub throw."""
+        marker = uuid.uuid4().hex
+        tab.page.goto(f"{site.url}/{page}?m={marker}")
+        [event] = collector.wait_for(lambda e: e["type"] == "page" and marker in e["context"]["page"]["url"])
+        tab.page.wait_for_function("window.intilery && typeof window.intilery.user == 'function'")
+        assert tab.anonymous_id() == event["anonymousId"]
+        if page == "element-stub.html":
+            collector.wait_for(event_named("Next to the element", event["anonymousId"]))
+        assert tab.errors == []

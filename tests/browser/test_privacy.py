@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import event_named, of_visitor
+from harness import Tab, event_named, of_visitor, wait_until
 
 GPC_ON = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
 DNT_ON = "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'})"
@@ -94,8 +94,26 @@ class TestConsent:
         tab.page.wait_for_timeout(1000)
         assert len(front.records) == before
         assert not [e for e in collector.events() if e["anonymousId"] == aid and e.get("event") in ("After opt-out", "Next page")]
-        assert tab.storage() == {"itl_opt": "out"} and tab.cookies() == {}
+        assert tab.storage() == {"itl_opt": "out"} and set(tab.cookies()) == {"itl_opt"}
         assert any('dropped track "Next page": opted out' in line for line in tab.console)
+
+    def test_opt_out_on_one_subdomain_holds_on_another(self, context, site, collector):
+        """optOut() on a.example.com holds on b.example.com, which had stored the visitor before."""
+        a = Tab(context.new_page()).open(f"http://a.example.com:{site.port}/oneline.html")
+        aid = a.anonymous_id()
+        b = Tab(context.new_page()).open(f"http://b.example.com:{site.port}/oneline.html")
+        assert b.anonymous_id() == aid
+        collector.wait_for(of_visitor(aid), count=2)
+
+        a.js("intilery.optOut()")
+        sent = len(b.sent_messages())
+        b.open(f"http://b.example.com:{site.port}/other.html")
+        b.js("intilery.debug(true); intilery.track('After opt-out elsewhere')")
+        dropped = 'dropped track "After opt-out elsewhere": opted out'
+        wait_until(lambda: b.js("0") or any(dropped in line for line in b.console), what="the drop")
+        assert len(b.sent_messages()) == sent
+        assert b.cookies()["itl_opt"]["value"] == "out" and "itl_aid" not in b.cookies()
+        assert not a.errors + b.errors
 
 
 class TestHostileSites:

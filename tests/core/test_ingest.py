@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import time
@@ -9,7 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 
+from collector.app import SERVER_KWARGS, STATE, create_app
+from helpers import eventually
 from tests.conftest import rejected, stored
 
 CHROME = (
@@ -172,6 +176,64 @@ class TestEndpoints:
         batch = {"batch": [{**message, "type": "track"}, {**message, "type": "track", "messageId": "dup-2"}] * 2}
         assert (await (await client.post("/v1/batch", json=batch, headers=KEY)).json())["accepted"] == 4
         assert sorted(line["messageId"] for line in stored(config.data_dir)) == ["dup-1", "dup-2"]
+
+    async def test_a_retry_while_the_first_copy_is_in_flight_is_stored_once(self, aiohttp_client, config):
+        """A retry arriving while its first copy is still being written waits for that write:
+        one stored line, and both copies answered 200 only once it is committed."""
+        app = create_app(config)
+        order: list[tuple[str, str]] = []
+
+        async def answered(request, response) -> None:
+            order.append(("answered", request.headers.get("X-Copy", "")))
+
+        app.on_response_prepare.append(answered)
+        server = TestServer(app)
+        await server.start_server(**SERVER_KWARGS)
+        client = await aiohttp_client(server)
+        state = app[STATE]
+
+        gate, appends, write = asyncio.Event(), [], state.store.append
+
+        def slow_append(lines, **kwargs):  # the first copy's commit is held until the test opens the gate
+            appends.append(lines)
+            written = write(lines, **kwargs)
+
+            async def commit() -> None:
+                await gate.wait()
+                await written
+                order.append(("committed", ""))
+
+            return asyncio.ensure_future(commit())
+
+        class InFlight(dict):  # records a retry finding its id in flight
+            def get(self, key, default=None):
+                found = super().get(key, default)
+                if found is not None:
+                    order.append(("waits", key))
+                return found
+
+        state.store.append, state.dedup.in_flight = slow_append, InFlight()
+        message = {"userId": "u", "event": "E", "messageId": "in-flight-1"}
+
+        def send(copy: str):
+            return asyncio.create_task(client.post("/v1/track", json=message, headers={**KEY, "X-Copy": copy}))
+
+        first = send("first")
+        await eventually(lambda: appends, what="the first copy to reach the store")
+        retry = send("retry")
+        await eventually(lambda: ("waits", "in-flight-1") in order or len(appends) > 1, what="the retry to arrive")
+        assert len(appends) == 1, "the retry was written a second time instead of waiting for the first"
+        assert not first.done() and not retry.done(), "answered before the first copy was committed"
+        order.append(("gate opened", ""))
+        gate.set()
+        answers = [await first, await retry]
+        assert [answer.status for answer in answers] == [200, 200]
+        assert [(await answer.json())["accepted"] for answer in answers] == [1, 1]
+        assert order[0] == ("waits", "in-flight-1")
+        assert [event for event in order if event[0] != "waits"] == [
+            ("gate opened", ""), ("committed", ""), ("answered", "first"), ("answered", "retry"),
+        ]  # fmt: skip
+        assert [line["messageId"] for line in stored(config.data_dir)] == ["in-flight-1"]
 
     async def test_health_ready_metrics(self, client):
         await client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=KEY)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gzip
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -20,8 +20,9 @@ import pytest
 
 from collector.errors import Unavailable
 from collector.log.files import FileStore
-from collector.log.layout import hour_partition
+from collector.log.layout import EVENTS, hour_partition
 from collector.log.reader import read_events
+from helpers import assert_whole
 
 HOUR10, HOUR11 = "dt=2026-11-28/hr=10", "dt=2026-11-28/hr=11"
 DEADLINE = 10  # seconds any single append may take before the test fails instead of hanging
@@ -33,16 +34,6 @@ def line(n: int) -> bytes:
 
 def segments(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("events/**/part-*") if p.is_file())
-
-
-def assert_whole(root: Path) -> None:
-    """Every segment: whole JSON lines, no NUL padding, no leftovers."""
-    for path in root.glob("**/part-*"):
-        assert not path.name.endswith(".tmp"), f"left over: {path}"
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        assert b"\0" not in raw, f"NUL bytes in {path}"
-        for row in raw.splitlines():
-            orjson.loads(row)
 
 
 async def append(store: FileStore, n: int, partition: str) -> None:
@@ -61,7 +52,6 @@ async def test_a_lost_sequence_never_reuses_a_segment_name(tmp_path):
     assert len(segments(tmp_path)) == 3 and all(p.suffix == ".gz" for p in segments(tmp_path))
 
 
-@pytest.mark.xfail(reason="TODO issue 12: not fixed yet", strict=True)
 async def test_a_failed_write_after_an_hour_change_leaves_every_segment_whole(tmp_path, monkeypatch):
     """One commit spans two hours and its second write fails: nothing of it is kept, no other file is touched."""
     store = FileStore(tmp_path)
@@ -87,7 +77,6 @@ async def test_a_failed_write_after_an_hour_change_leaves_every_segment_whole(tm
     assert sorted(e["n"] for e in read_events(tmp_path)) == [1, 4, 5]
 
 
-@pytest.mark.xfail(reason="TODO issue 12: not fixed yet", strict=True)
 async def test_an_unexpected_error_in_the_writer_fails_its_waiters_and_the_store_goes_on(tmp_path):
     """A bug in one commit: its requests get a 503 (not a hang), /readyz says so, later commits work."""
     store = FileStore(tmp_path)
@@ -113,19 +102,53 @@ async def test_an_unexpected_error_in_the_writer_fails_its_waiters_and_the_store
     assert [e["n"] for e in read_events(tmp_path)] == [2]
 
 
-@pytest.mark.xfail(reason="TODO issue 12: not fixed yet", strict=True)
 async def test_late_requests_at_the_hour_boundary_do_not_churn_segments(tmp_path):
-    """Lines alternating between this hour and the last (late bodies) go to one open segment each."""
-    for _attempt in range(2):  # the hour may turn during the test: then once more
-        now = time.time()
-        current, previous = hour_partition(now), hour_partition(now - 3600)
-        store = FileStore(tmp_path / str(_attempt))
-        await store.start()
-        for n in range(20):
-            await append(store, n, (current, previous)[n % 2])
-        open_names = [p.name for p in segments(tmp_path / str(_attempt))]
+    """Just after 11:00, lines alternating between 11 and 10 (late bodies) go to one open segment each."""
+    boundary = 1_795_003_200.0  # 2026-11-18T11:00:00Z: on an hour
+    clock = [boundary + 5]
+    store = FileStore(tmp_path, clock=lambda: clock[0])
+    await store.start()
+    current, previous = hour_partition(boundary), hour_partition(boundary - 1)
+    for n in range(20):
+        await append(store, n, (current, previous)[n % 2])
+    await store.housekeep()
+    assert len(segments(tmp_path)) == 2 and sorted(store.logs[EVENTS].open) == [previous, current]
+    clock[0] = boundary + 120  # the late lines are over: the last hour's segment is closed
+    await store.housekeep()
+    assert sorted(store.logs[EVENTS].open) == [current]
+    await store.close()
+    assert len(segments(tmp_path)) == 2
+    assert sorted(e["n"] for e in read_events(tmp_path)) == list(range(20))
+
+
+async def test_the_pending_bound_counts_the_commit_under_way(tmp_path):
+    """Lines being written count against max_pending_bytes until they are durable, not only queued ones."""
+    limit = 50_000
+    store = FileStore(tmp_path, max_pending_bytes=limit)
+    await store.start()
+    real_commit, release = store._commit, threading.Event()
+
+    def slow_commit(batch):
+        assert release.wait(DEADLINE), "the test never released the commit"
+        return real_commit(batch)
+
+    store._commit = slow_commit
+    held, n = [], 0
+    try:
+        for _ in range(2):  # fill the queue; the writer takes it into a (blocked) commit; fill again
+            while True:
+                try:
+                    held.append(store.append([line(n) + b" " * 1000], partition=HOUR10))
+                    n += 1
+                except Unavailable as exc:
+                    assert exc.code == "store_overloaded"
+                    break
+            deadline = time.monotonic() + DEADLINE
+            while store._pending and time.monotonic() < deadline:  # the writer takes the queue into its commit
+                await asyncio.sleep(0.01)
+        accepted = sum(len(line(i)) + 1000 for i in range(n))
+        assert accepted <= limit + len(line(n)) + 1000, f"{accepted} bytes held against a bound of {limit}"
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*held), DEADLINE)
         await store.close()
-        if hour_partition(time.time()) == current:
-            break
-    assert len(open_names) == 2, open_names
-    assert sorted(e["n"] for e in read_events(tmp_path / str(_attempt))) == list(range(20))

@@ -15,14 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_launcher import launch
 
 from collector.store.files import read_events
 from collector.testing import GEO_NETWORKS, build_geo_db, free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
 TIMEOUT = 30.0
 
 
@@ -99,10 +97,7 @@ def playwright_instance():
 
 @pytest.fixture(scope="module")
 def browser(playwright_instance):
-    if not Path(CHROMIUM).exists():
-        launched = playwright_instance.chromium.launch(args=CHROMIUM_ARGS)
-    else:
-        launched = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    launched = launch(playwright_instance)
     yield launched
     launched.close()
 

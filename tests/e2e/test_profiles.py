@@ -30,6 +30,12 @@ def sign_in(page, name: str) -> None:
     page.click("#signin-submit")
 
 
+def anonymous_id(page) -> str:
+    """The tag's anonymous id, once the tag (not only its stub) has loaded."""
+    page.wait_for_function("typeof intilery.user === 'function'")
+    return page.evaluate("intilery.user().anonymousId()")
+
+
 def anonymous_ids(demo, who: str) -> set[str]:
     found = profile_api(demo, who, "external_ids")
     return {i["id"] for i in found["data"] if i["type"] == "anonymous_id"} if found else set()
@@ -45,7 +51,7 @@ def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_contex
     first.click("#card-mug-01")
     first.click("#add-to-cart")
     first.wait_for_selector("#added:not([hidden])")
-    ann_first_device = first.evaluate("intilery.user().anonymousId()")
+    ann_first_device = anonymous_id(first)
     first.click("#cart-link")
     first.click("#signin-to-checkout")
     sign_in(first, "ann")
@@ -55,13 +61,13 @@ def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_contex
     first.click("nav >> text=My account")
     first.click("#sign-out")
     first.wait_for_url(demo.site + "/")
-    after_sign_out = first.evaluate("intilery.user().anonymousId()")
+    after_sign_out = anonymous_id(first)
 
     bob = new_context().new_page()
     bob.goto(demo.site + "/")
     bob.click("#consent-accept")
     bob.click("#card-tee-02")
-    bob_device = bob.evaluate("intilery.user().anonymousId()")
+    bob_device = anonymous_id(bob)
     bob.click("#sign-in")
     sign_in(bob, "bob")
     bob.wait_for_url(demo.site + "/")
@@ -69,7 +75,7 @@ def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_contex
     second = new_context().new_page()
     second.goto(demo.site + "/")
     second.click("#consent-accept")
-    ann_second_device = second.evaluate("intilery.user().anonymousId()")
+    ann_second_device = anonymous_id(second)
     second.click("#sign-in")
     sign_in(second, "ann")
     second.wait_for_url(demo.site + "/")

@@ -21,6 +21,7 @@ from collector.log.layout import hour_partition
 from collector.log.reader import read_events
 from helpers import CollectorProcess, assert_whole
 from tests.conftest import stored
+from tests.core.test_durability import acknowledged_count
 
 KEY = {"X-Write-Key": "wk_web"}
 
@@ -84,7 +85,7 @@ async def test_full_disk_gives_503_loses_nothing_and_recovers(request, make_clie
 
 async def _load(url: str, stop: asyncio.Event, acknowledged: list[str], worker: int) -> None:
     n = 0
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         while not stop.is_set():
             ids = [f"w{worker}-{n}-{k}" for k in range(10)]
             n += 1
@@ -105,11 +106,12 @@ async def test_sigkill_during_rotation_and_compression(tmp_path, kill_after):
     acknowledged: list[str] = []
     stop = asyncio.Event()
     clients = [asyncio.create_task(_load(collector.url, stop, acknowledged, w)) for w in range(8)]
-    while len(acknowledged) < kill_after:
-        await asyncio.sleep(0.02)
-    collector.stop(signal.SIGKILL)
-    stop.set()
-    await asyncio.gather(*clients)
+    try:
+        await acknowledged_count(acknowledged, kill_after, collector)
+    finally:
+        collector.stop(signal.SIGKILL)
+        stop.set()
+        await asyncio.gather(*clients)
     assert len(list((tmp_path / "data/events").glob("**/part-*"))) > 5, "no rotation happened before the kill"
 
     CollectorProcess(tmp_path, sources, port=collector.port, segment_max_bytes=16_384).start().stop()
@@ -121,19 +123,28 @@ async def test_sigkill_during_rotation_and_compression(tmp_path, kill_after):
 
 
 async def test_clock_jumping_backwards(make_client, config):
-    """receivedAt goes back two hours and forward again: every event is kept, in the partition of its receivedAt."""
+    """receivedAt goes back two hours and forward again: every event is kept, in the partition of its receivedAt.
+
+    Each message is stamped 10:30, between the clock before the jump (11:06) and after it
+    (09:06): after the jump the stamp is in the future, and is clamped to receivedAt.
+    """
     client = await make_client(config)
     state = client.server.app[STATE]
-    now = 1_795_000_000.0  # 2026-11-18T11:46:40Z
+    now = 1_795_000_000.0  # 2026-11-18T11:06:40Z
+    stamp = "2026-11-18T10:30:00.000Z"
     for t, name in ((now, "before"), (now - 7200, "after the jump"), (now + 1, "clock fixed")):
         state.clock = lambda t=t: t
-        answer = await client.post("/v1/track", json={"userId": "u", "event": name, "timestamp": "2026-11-18T09:00:00Z"}, headers=KEY)
+        answer = await client.post("/v1/track", json={"userId": "u", "event": name, "timestamp": stamp}, headers=KEY)
         assert answer.status == 200
     await client.close()
-    events = stored(config.data_dir)
-    assert sorted(e["event"] for e in events) == ["after the jump", "before", "clock fixed"]
-    for event in events:
-        assert event["timestamp"] <= event["receivedAt"]
+    events = {e["event"]: e for e in stored(config.data_dir)}
+    assert sorted(events) == ["after the jump", "before", "clock fixed"]
+    assert [events[name]["receivedAt"] for name in ("before", "after the jump", "clock fixed")] == [
+        "2026-11-18T11:06:40.000Z", "2026-11-18T09:06:40.000Z", "2026-11-18T11:06:41.000Z",
+    ]  # fmt: skip
+    assert events["after the jump"]["timestamp"] == events["after the jump"]["receivedAt"], "a timestamp in the future"
+    assert events["before"]["timestamp"] == events["clock fixed"]["timestamp"] == stamp
+    assert all(e["originalTimestamp"] == stamp for e in events.values())
     partitions = {p.parent.relative_to(config.data_dir / "events").as_posix() for p in (config.data_dir / "events").glob("**/part-*")}
     assert partitions == {hour_partition(now), hour_partition(now - 7200)}
     assert_whole(config.data_dir)

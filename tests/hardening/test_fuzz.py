@@ -24,8 +24,8 @@ import http.client
 import ipaddress
 import json
 import re
+import select
 import socket
-import time
 import uuid
 import zlib
 from importlib import resources
@@ -230,6 +230,14 @@ def raw_post(path: bytes, body: bytes, headers: bytes = b"", length: int | None 
         + b"X-Write-Key: " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
         + headers + b"Content-Length: " + str(length).encode() + b"\r\n\r\n" + body
     )  # fmt: skip
+
+
+def read_answer(sock: socket.socket, path: str) -> int:
+    """The status of the answer on an open connection, checked as documented."""
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    check_answer(answer.status, answer.getheader("Content-Type", ""), answer.read(), path)
+    return answer.status
 
 
 def check_raw(port: int, path: str, request: bytes) -> tuple[int, bytes]:
@@ -592,29 +600,28 @@ def test_edge_case_on_every_ingest_path(collector, session, healthy, name):
 
 def test_hostile_requests_in_parallel(collector, healthy):
     """Eight clients at once sending every edge case to every path, beside two that never finish their
-    bodies: all answered as documented, promptly."""
+    bodies: every request answered as documented (none outlasts its timeout), the two liars a 408."""
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [(name, path) for name in EDGE_CASES for path in INGEST_PATHS]
 
-    def send(job):
+    def send(job) -> None:
         name, path = job
-        started = time.monotonic()
         with requests.post(collector.url + path, data=EDGE_CASES[name][0](path), timeout=TIMEOUT,
                            headers={"X-Write-Key": KEY, "Content-Type": "application/json"}) as answer:  # fmt: skip
             check_response(answer, path)
-        return time.monotonic() - started
 
     liars = [socket.create_connection(("127.0.0.1", collector.port), timeout=TIMEOUT) for _ in range(2)]
     try:
         for liar in liars:
             liar.sendall(raw_post(b"/v1/batch", b'{"batch":[', length=400_000))
         with ThreadPoolExecutor(8) as pool:
-            durations = list(pool.map(send, jobs))
+            list(pool.map(send, jobs))
+        for liar in liars:
+            assert read_answer(liar, "/v1/batch") == 408
     finally:
         for liar in liars:
             liar.close()
-    assert max(durations) < 10, f"slowest answer took {max(durations):.1f} s"
 
 
 def test_escaped_nul_and_surrogate_pairs_are_stored_as_sent(collector, session, healthy):
@@ -650,20 +657,22 @@ def test_absurd_clock_skew_still_stores_an_iso_timestamp(collector, session, hea
 
 
 def test_content_length_larger_than_the_body_times_out_without_blocking_others(collector, healthy):
-    """The body never comes: 408 after the read deadline, while other clients are answered at once."""
+    """The body never comes: 408 after the read deadline; meanwhile other clients are answered.
+
+    Others are sent one after another until the liar's 408 is there: a server that the liar
+    blocked would answer none of them before it (counted, not timed).
+    """
     body = as_message("/v1/track")
-    started = time.monotonic()
     with socket.create_connection(("127.0.0.1", collector.port), timeout=TIMEOUT) as liar:
         liar.sendall(raw_post(b"/v1/track", body, length=len(body) + 100))
-        for _ in range(3):
-            t0 = time.monotonic()
+        answered_meanwhile = 0
+        for _ in range(1000):
             assert check_raw(collector.port, "/v1/track", raw_post(b"/v1/track", as_message("/v1/track")))[0] == 200
-            assert time.monotonic() - t0 < 2
-        answer = http.client.HTTPResponse(liar)
-        answer.begin()
-        assert answer.status == 408, answer.read()
-        check_answer(answer.status, answer.getheader("Content-Type", ""), answer.read(), "/v1/track")
-    assert time.monotonic() - started < CLIENT_TIMEOUT + 5
+            if select.select([liar], [], [], 0)[0]:  # the 408 had come (or was on its way) already
+                break
+            answered_meanwhile += 1
+        assert answered_meanwhile > 0, "no other client was answered while the liar's body was awaited"
+        assert read_answer(liar, "/v1/track") == 408
 
 
 def test_content_length_larger_then_the_client_leaves(collector, healthy):
@@ -692,10 +701,8 @@ def test_content_length_larger_then_the_client_leaves(collector, healthy):
 )  # fmt: skip
 def test_framing_that_lies(collector, healthy, name, request_for):
     """Wrong, duplicate, negative, huge or missing lengths, chunked framing: a 4xx or a 200, never a 5xx or a hang."""
-    for path in INGEST_PATHS:
-        started = time.monotonic()
+    for path in INGEST_PATHS:  # a hang is a socket timeout (TIMEOUT) in check_raw
         status, _ = check_raw(collector.port, path, request_for(path.encode(), as_message(path)))
-        assert time.monotonic() - started < CLIENT_TIMEOUT + 5
         if name == "chunked-ok":
             assert status == 200
 
@@ -728,10 +735,8 @@ def bomb(inflated: bytes) -> bytes:
 def test_bodies_that_lie_about_their_encoding(collector, session, healthy, name):
     """gzip that is not gzip, is truncated, corrupt, nested, or inflates to far more than 500 KB."""
     transform, encoding, expected = GZIP_CASES[name]
-    for path in INGEST_PATHS:
-        started = time.monotonic()
+    for path in INGEST_PATHS:  # a bomb is a 413 (inflating stops at the cap), a hang a request timeout
         answer = post(session, collector, path, transform(as_message(path)), {"Content-Type": "application/json", "Content-Encoding": encoding})
-        assert time.monotonic() - started < 5, "inflating took too long"
         if expected is not None:
             assert answer.status_code in expected, (name, path, answer.status_code, answer.content[:200])
         check_response(answer, path)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from collector.log.reader import Reader
-from helpers import assert_whole, eventually, free_port, stop_process  # noqa: F401 (eventually: for the nats tests)
+from helpers import ChildProcess, assert_whole, free_port, stop_process
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
@@ -104,7 +104,7 @@ def cluster_url(servers: list[NatsServer]) -> str:
     return ",".join(s.url for s in servers)
 
 
-class ArchiveProcess:
+class ArchiveProcess(ChildProcess):
     """``python -m collector archive`` writing into ``data_dir``."""
 
     def __init__(self, workdir: Path, data_dir: Path, nats_url: str, *args: str) -> None:
@@ -117,8 +117,7 @@ class ArchiveProcess:
                "--nats-url", self.nats_url, *self.args]  # fmt: skip
         with open(self.log, "ab") as out:
             out.write(b"--- start\n")
-        self._out = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.spawn(cmd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -129,26 +128,22 @@ class ArchiveProcess:
         self.kill()
         raise RuntimeError(f"archive did not start within {timeout}s:\n{self.log.read_text()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc is None:
-            return 0
-        stop_process(self.proc, sig, timeout)
-        self._out.close()
-        code, self.proc = self.proc.returncode, None
-        return code
-
-    def kill(self) -> int:
-        return self.stop(signal.SIGKILL)
-
 
 async def consumer_drained(nats_url: str, stream: str = "INTILERY", consumer: str = "intilery-archive") -> bool:
-    """Whether the archive consumer has nothing left to deliver and nothing unacknowledged."""
+    """Whether the archive consumer has acknowledged the stream up to its last message.
+
+    The consumer's own counts are not enough: a consumer led by a replica still catching up
+    (a node just restarted) sees fewer messages than the stream holds and reports nothing
+    pending; the stream's last sequence comes from the stream's leader.
+    """
     import nats
 
     nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
     try:
-        info = await nc.jetstream(timeout=3).consumer_info(stream, consumer)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        js = nc.jetstream(timeout=3)
+        info = await js.consumer_info(stream, consumer)
+        last = (await js.stream_info(stream)).state.last_seq
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq >= last
     except Exception:
         return False
     finally:
@@ -213,14 +208,6 @@ async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
         return [await js.get_msg(stream, seq) for seq in range(state.first_seq, state.last_seq + 1)]
     finally:
         await nc.close()
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def metric(text: str, name: str) -> float:

@@ -9,13 +9,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
-from natsprocs import consumer_drained, eventually, output_ids, output_lines, output_segments
+from natsprocs import consumer_drained, output_ids, output_lines, output_segments
 
 from collector.log.archive import Archiver, ArchiveStore
 from collector.config import Config
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms
 from collector.log.nats import NatsStore
+from helpers import eventually
 
 HOUR = 3600
 

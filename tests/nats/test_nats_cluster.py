@@ -7,10 +7,13 @@ from collections import Counter
 
 import aiohttp
 import nats
-from natsprocs import cluster_url, consumer_drained, eventually, output_ids, post_batch, track
+from natsprocs import cluster_url, consumer_drained, output_ids, post_batch, track
+
+from helpers import eventually
 
 BATCH = 20
 CLIENTS = 4
+PHASE = 1000  # events acknowledged before the kill, while the node is down, after it is back
 
 
 async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
@@ -27,6 +30,19 @@ async def stream_leader(url: str) -> str:
         info = await nc.jetstream(timeout=5).stream_info("INTILERY")
         assert info.config.num_replicas == 3
         return info.cluster.leader
+    finally:
+        await nc.close()
+
+
+async def stream_whole(url: str) -> bool:
+    """Whether every replica of the stream is up and current (a restarted node has caught up)."""
+    nc = await nats.connect(url.split(","), connect_timeout=2)
+    try:
+        cluster = (await nc.jetstream(timeout=5).stream_info("INTILERY")).cluster
+        replicas = cluster.replicas or []
+        return len(replicas) == 2 and all(r.current and not r.offline and not r.lag for r in replicas)
+    except Exception:
+        return False
     finally:
         await nc.close()
 
@@ -69,18 +85,22 @@ async def test_node_killed_under_load_loses_and_doubles_nothing(tmp_path, nats_c
                     answers[f"resent {status}"] += 1
                 await asyncio.sleep(0.02)  # a steady load, not a benchmark (the machine is shared)
 
+        def acknowledged_past(count: int):  # the phases of the run are counted events, not seconds
+            return lambda: len(acknowledged) >= count
+
         clients = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
-        await asyncio.sleep(3)
+        await eventually(acknowledged_past(PHASE), timeout=60, what=f"{PHASE} events accepted before the kill")
         leader = await stream_leader(url)
         victim = next(server for server in nats_cluster if server.name == leader)
         victim.kill()
         before_kill = len(acknowledged)
-        await asyncio.sleep(8)
+        await eventually(acknowledged_past(before_kill + PHASE), timeout=90, what="events accepted while a node was down")
         await asyncio.to_thread(victim.start)
-        await asyncio.sleep(4)
+        restarted = len(acknowledged)
+        await eventually(acknowledged_past(restarted + PHASE), timeout=90, what="events accepted after the node came back")
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), timeout=120)
-        assert len(acknowledged) > before_kill, "events were accepted while a node was down"
+        await eventually(lambda: stream_whole(url), timeout=90, what="the restarted node to catch up")
         assert answers["503"] + answers["None"] > 0, f"the kill was felt: {dict(answers)}"
 
     out = tmp_path / "out"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import aiohttp
 import orjson
@@ -13,19 +12,18 @@ import pytest
 from natsprocs import (
     NatsServer,
     consumer_drained,
-    eventually,
     get_json,
     metric,
     output_lines,
     output_segments,
     post_batch,
     require_nats_server,
-    rss_bytes,
     stream_messages,
     track,
 )
 
 from collector.log.reader import read_events
+from helpers import eventually
 
 
 def nats_args(url: str, *more: str) -> list[str]:
@@ -174,28 +172,39 @@ async def _status(session, url: str, expected: int) -> bool:
         return False
 
 
+async def _held(session, url: str) -> tuple[float, float]:
+    """What the collector's store holds: (bytes in flight, messages awaiting their PubAck)."""
+    async with session.get(url + "/metrics") as answer:
+        text = await answer.text()
+    return metric(text, "intilery_store_queue_bytes"), metric(text, "intilery_nats_inflight_messages")
+
+
 class TestOutage:
     async def test_all_servers_down_then_back(self, nats_server, collectors, session):
-        """NATS gone: every request is a prompt 503 and memory stays flat; NATS back: accepted again, no restart."""
+        """NATS gone: every request is a 503 and nothing is held for it; NATS back: accepted again, no restart.
+
+        "Prompt" and "bounded memory" are counted, not timed: each refused request is answered
+        (not cut off by the session's deadline) and, even while 20 are in progress at once,
+        leaves no byte and no message held by the store.
+        """
         collector = await collectors("c1", *nats_args(nats_server.url))
         assert (await post_batch(session, collector.url, [track("before")]))[0] == 200
         await asyncio.to_thread(nats_server.kill)
 
-        started = time.monotonic()
         status, body, headers = await post_batch(session, collector.url, [track("during-0")])
         assert status == 503 and int(headers["Retry-After"]) > 0
-        assert time.monotonic() - started < 15, "the 503 comes within the bound, not after a hang"
         status, body = await get_json(session, collector.url + "/readyz")
         assert status == 503 and "not connected to NATS" in body["reason"]
 
-        rss_before = rss_bytes(collector.proc.pid)
+        held = []
         for round in range(20):
             batches = [[track(f"flood-{round}-{n}-{i}", properties={"pad": "x" * 200}) for i in range(100)] for n in range(20)]
-            answers = await asyncio.gather(*(post_batch(session, collector.url, batch) for batch in batches))
+            *answers, during = await asyncio.gather(
+                *(post_batch(session, collector.url, batch) for batch in batches), _held(session, collector.url)
+            )
             assert {a[0] for a in answers} == {503}
-        assert rss_bytes(collector.proc.pid) - rss_before < 64 * 1024 * 1024
-        async with session.get(collector.url + "/metrics") as answer:
-            assert metric(await answer.text(), "intilery_store_queue_bytes") == 0
+            held += [during, await _held(session, collector.url)]
+        assert set(held) == {(0, 0)}, f"refused requests left bytes or messages held: {max(held)}"
 
         await asyncio.to_thread(nats_server.start)
         await eventually(lambda: _status(session, collector.url + "/readyz", 200), what="readiness after NATS returned")
@@ -205,24 +214,26 @@ class TestOutage:
         assert ids == ["before", "during-0", "after"]
 
     async def test_unresponsive_server_gives_bounded_503s(self, nats_server, collectors, session):
-        """A server that stops answering (SIGSTOP): 503 within the publish timeout, bounded bytes in flight, then heals."""
+        """A server that stops answering (SIGSTOP): every request a 503, bounded bytes in flight, then heals.
+
+        The bytes in flight are sampled for as long as the flood lasts (each request ends by the
+        publish timeout, or fails at the session's deadline): some are held, never more than the limit.
+        """
         limit = 256 * 1024
         collector = await collectors("c1", *nats_args(nats_server.url), nats_publish_timeout=1.5, max_pending_bytes=limit)
         assert (await post_batch(session, collector.url, [track("before")]))[0] == 200
         os.kill(nats_server.proc.pid, signal.SIGSTOP)
         try:
             batches = [[track(f"stalled-{n}-{i}", properties={"pad": "x" * 200}) for i in range(100)] for n in range(30)]
-            started = time.monotonic()
             flood = [asyncio.create_task(post_batch(session, collector.url, batch)) for batch in batches]
-            await asyncio.sleep(0.5)
-            async with session.get(collector.url + "/metrics") as answer:
-                in_flight = metric(await answer.text(), "intilery_store_queue_bytes")
+            in_flight = []
+            while not all(task.done() for task in flood):
+                in_flight.append((await _held(session, collector.url))[0])
+                await asyncio.sleep(0.05)
             answers = await asyncio.gather(*flood)
-            elapsed = time.monotonic() - started
-            assert 0 < in_flight <= limit
+            assert 0 < max(in_flight) <= limit, in_flight
             assert {a[0] for a in answers} == {503}
             assert {a[1]["code"] for a in answers} == {"store_unavailable", "store_overloaded"}
-            assert elapsed < 15, "every request was answered within the bound"
             status, body = await get_json(session, collector.url + "/readyz")
             assert status == 503 and body["reason"]
         finally:
