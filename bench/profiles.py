@@ -13,8 +13,9 @@ Rows:
 - *traits*: ``GET .../user_id:<id>/traits`` for random people of a database of ``--profiles``
   profiles, one keep-alive connection to ``intilery serve --no-profiles``: p50 / p99 / max ms
   seen by the client (the database is built with the rebuild above, kept under ``--dir``);
-- *ingest*: ``bench.run``'s batched ingest row with the in-process builder on, then off
-  (``--no-profiles``), same run, same machine: the ratio, and the builder's lag at the end.
+- *visible*: ``intilery serve`` with the in-process builder, one idle collector: the time from
+  a ``200`` until ``/traits`` shows the event (polled every 10 ms), over ``--visible`` events;
+- ingest with the builder on and off is a pair of ``bench.run`` rows (``--only "collector batch"``).
 """
 
 from __future__ import annotations
@@ -131,15 +132,60 @@ async def traits_latency(data_dir: Path, db: Path, people: int, lookups: int) ->
             "p99_ms": round(times[int(len(times) * 0.99)], 2), "max_ms": round(times[-1], 2)}  # fmt: skip
 
 
+def visible_latency(events: int) -> dict:
+    import json
+    import urllib.request
+
+    from helpers import CollectorProcess
+
+    work = Path(tempfile.mkdtemp(prefix="bench-visible-"))
+    collector = CollectorProcess(work, [{"name": "web", "write_key": "wk"}], access_token="at_bench").start()
+    url = f"{collector.url}/v1/spaces/default/collections/users/profiles/user_id:u-1/traits"
+    times = []
+
+    def count() -> int:
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer at_bench"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return json.loads(answer.read())["traits"]["event_count"]
+        except OSError:
+            return 0
+
+    try:
+        for n in range(1, events + 1):
+            body = json.dumps({"type": "track", "event": "Clicked", "userId": "u-1"}).encode()
+            request = urllib.request.Request(collector.url + "/v1/track", data=body,
+                                             headers={"Content-Type": "application/json", "X-Write-Key": "wk"})  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200
+            acknowledged = time.perf_counter()
+            deadline = acknowledged + 30
+            while count() < n:
+                if time.perf_counter() > deadline:
+                    raise SystemExit("an event did not show within 30 s")
+                time.sleep(0.01)
+            times.append((time.perf_counter() - acknowledged) * 1000)
+    finally:
+        collector.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    times.sort()
+    return {"events": events, "p50_ms": round(statistics.median(times)), "max_ms": round(times[-1])}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", type=int, default=1_000_000, help="people in the generated log (default 1M)")
     parser.add_argument("--lookups", type=int, default=5_000)
     parser.add_argument("--dir", help="keep the log and database here (reused when present)")
-    parser.add_argument("--only", choices=("rebuild", "traits"))
+    parser.add_argument("--only", choices=("rebuild", "traits", "visible"))
+    parser.add_argument("--visible", type=int, default=30, help="events timed from their 200 to the profile")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {0})  # one core, as the target says
+    if args.only == "visible":
+        result = visible_latency(args.visible)
+        print(orjson.dumps(result).decode(), flush=True)
+        return {"visible": result}
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-profiles-"))
     data_dir, db = root / "data", root / "profiles.db"
     results: dict = {}
@@ -152,6 +198,9 @@ def main(argv: list[str] | None = None) -> dict:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         results["traits"] = asyncio.run(traits_latency(data_dir, db, args.profiles, args.lookups))
         print(orjson.dumps(results["traits"]).decode(), flush=True)
+    if args.only is None:
+        results["visible"] = visible_latency(args.visible)
+        print(orjson.dumps(results["visible"]).decode(), flush=True)
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
     return results
