@@ -42,7 +42,11 @@ class Builder:
         self.stats = {"events": self.count, "duplicates": 0, "unattributed": 0, "replays": 0}
 
     def step(self) -> int:
-        """Read and apply one batch, commit it with its cursor; the number of records read."""
+        """Read and apply one batch, commit it with its cursor; the number of records read.
+
+        When the batch fails it is rolled back and the reader put back where it was: the next
+        step reads the same events again."""
+        cursor, count = self.reader.cursor, self.count
         records = []
         for record in self.reader.read():
             end = self.reader.offsets[record.segment]
@@ -58,6 +62,7 @@ class Builder:
             self.store.commit()
         except BaseException:
             self.store.rollback()
+            self.reader.offsets, self.count = cursor, count
             raise
         return len(records)
 

@@ -30,6 +30,7 @@ RETRY_LOCK = 5.0  # seconds between tries of a worker that does not hold the loc
 # behind and catches up when the load drops; a host that must keep up runs ``intilery profiles``
 # in a process of its own (another core).
 CPU_SHARE = 0.1
+RETRY_FAILED = 5.0  # seconds before a failed batch is tried again
 IN_PROCESS_BATCH = 500
 
 
@@ -86,10 +87,10 @@ async def run_builder(config, stop: asyncio.Event) -> None:
             started = time.monotonic()
             try:
                 read = await asyncio.to_thread(builder.step)
-            except Exception:  # a bug or a broken database: logged, retried, never the collector's end
-                log.exception("profile builder step failed")
-                read = 0
-            rest = POLL if read == 0 else (time.monotonic() - started) * (1 / CPU_SHARE - 1)
+                rest = POLL if read == 0 else (time.monotonic() - started) * (1 / CPU_SHARE - 1)
+            except Exception:  # a full disk, a broken database, a bug: logged, retried, never the collector's end
+                log.exception("profile builder step failed; the batch is read again")
+                rest = RETRY_FAILED
             try:
                 await asyncio.wait_for(stop.wait(), rest)
             except asyncio.TimeoutError:

@@ -183,3 +183,21 @@ def test_external_ids_and_metadata(build):
         ("anonymous_id", "a1", at(1), at(5), "web"), ("user_id", "u1", at(5), at(5), "web")]  # fmt: skip
     assert found["meta"]["created_at"] == at(1) and found["meta"]["updated_at"] == at(5)
     assert store.find("profile_id", found["meta"]["profile_id"]) == found["meta"]["profile_id"]
+
+
+def test_a_failed_batch_is_read_again_not_skipped(log, make_store, backend):
+    """A batch whose commit fails (here: a table gone) is rolled back, and the next step reads it again."""
+    from collector.profiles.builder import Builder
+
+    store = make_store()
+    builder = Builder(store, log.data_dir)
+    log.write([ev(userId="u1"), ev(userId="u1")])
+    store._run("ALTER TABLE events RENAME TO events_away")
+    store.commit()
+    with pytest.raises(Exception):
+        builder.step()
+    store.rollback()
+    store._run("ALTER TABLE events_away RENAME TO events")
+    store.commit()
+    assert builder.step() == 2
+    assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
