@@ -4,5 +4,6 @@
 which identifiers it carries and what it adds, ``graph`` joins identifiers into profiles
 (refusing what would join two people), ``store`` keeps it all in SQLite (``postgres`` in
 PostgreSQL) with the reader's cursor, ``views`` shows a profile, ``api`` serves Segment's
-Profile API paths, ``cli`` is ``intilery profiles`` and ``intilery profile show``.
+Profile API paths, ``service`` runs the builder inside the collector (one per host), ``cli``
+is ``intilery profiles`` and ``intilery profile show``.
 """

@@ -172,14 +172,11 @@ class Graph:
             self.removed.discard(pid)
         for key, idents, message_id in sorted(links):
             self.apply_link(idents, key, message_id)
-        for ident in component:  # the merge history of the profiles replaced is kept where they went
-            profile = self.profile_of(ident)
-            if node_id(ident) in history and node_id(ident) != profile.pid and node_id(ident) not in profile.merged:
-                profile.merged = sorted({*profile.merged, node_id(ident)})
-        for pid in list(self.removed):
-            if pid in self.profiles:
-                self.removed.discard(pid)
-
+        for pid in {self.nodes[i].profile for i in component}:
+            # merged_from: the ids of profiles that existed before (not the replay's own steps)
+            profile = self.profiles[pid]
+            ids = set(profile.merged) | {node_id(i) for i in profile.members}
+            profile.merged = sorted(x for x in ids if x in history and x != pid)
 
 
 def state_of(profile: Profile, nodes: dict[Ident, Node]) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collector.profiles import views
-from collector.profiles.rules import Rules
+from collector.profiles.rules import Rules, node_id
 
 from .conftest import at, ev
 
@@ -182,6 +182,8 @@ def test_external_ids_and_metadata(build):
     assert [(i["type"], i["id"], i["first_seen"], i["last_seen"], i["source"]) for i in found["ids"]] == [
         ("anonymous_id", "a1", at(1), at(5), "web"), ("user_id", "u1", at(5), at(5), "web")]  # fmt: skip
     assert found["meta"]["created_at"] == at(1) and found["meta"]["updated_at"] == at(5)
+    assert found["meta"]["merged_from"] == [node_id(("anonymous_id", "a1"))], "a1's profile was merged into u1's"
+    assert store.find("profile_id", node_id(("anonymous_id", "a1"))) == found["meta"]["profile_id"]
     assert store.find("profile_id", found["meta"]["profile_id"]) == found["meta"]["profile_id"]
 
 
