@@ -69,13 +69,19 @@ def person_events(p: int, rng: random.Random) -> list[dict]:
     return events
 
 
-def write_log(data_dir: Path, people: int, seed: int = 1) -> int:
+def light_events(p: int, rng: random.Random) -> list[dict]:
+    """One identify a person (``--light``: many profiles quickly, for the lookup row)."""
+    return [{"type": "identify", "anonymousId": f"a-{p:08d}", "userId": f"u-{p:08d}", "timestamp": "2026-11-28T13:00:00.000Z",
+             "traits": {"email": f"p{p}@example.com", "plan": rng.choice(["free", "pro"])}}]  # fmt: skip
+
+
+def write_log(data_dir: Path, people: int, seed: int = 1, light: bool = False) -> int:
     """Closed segments of ``people`` visitors' events (as the file store leaves them); the event count."""
     directory = data_dir / "events" / PARTITION
     directory.mkdir(parents=True, exist_ok=True)
     rng, lines, seq, count = random.Random(seed), [], 0, 0
     for p in range(people):
-        for event in person_events(p, rng):
+        for event in (light_events if light else person_events)(p, rng):
             count += 1
             event.update(messageId=f"itl-{count}", receivedAt=event["timestamp"], source="web")
             lines.append(orjson.dumps(event))
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", type=int, default=1_000_000, help="people in the generated log (default 1M)")
     parser.add_argument("--lookups", type=int, default=5_000)
+    parser.add_argument("--light", action="store_true", help="one identify a person (many profiles, quickly)")
     parser.add_argument("--dir", help="keep the log and database here (reused when present)")
     parser.add_argument("--only", choices=("rebuild", "traits", "visible"))
     parser.add_argument("--visible", type=int, default=30, help="events timed from their 200 to the profile")
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir, db = root / "data", root / "profiles.db"
     results: dict = {}
     if not (data_dir / "events").exists():
-        results["log_events"] = write_log(data_dir, args.profiles)
+        results["log_events"] = write_log(data_dir, args.profiles, light=args.light)
     if args.only in (None, "rebuild") or not db.exists():
         results["rebuild"] = rebuild(data_dir, db)
         print(orjson.dumps(results["rebuild"]).decode(), flush=True)
