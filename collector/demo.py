@@ -65,7 +65,8 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
     collector_url = f"http://{config.host}:{config.port}"
     config = demo_config(config, site_url)
     runners = [
-        web.AppRunner(create_app(config, profiles_builder=config.profiles), handle_signals=False, shutdown_timeout=5, **SERVER_KWARGS),
+        web.AppRunner(create_app(config, profiles_builder=config.profiles), handle_signals=False, shutdown_timeout=5,
+                      **SERVER_KWARGS),
         web.AppRunner(site_app(site_dir.resolve(), collector_url), handle_signals=False, access_log=None),
     ]
     try:

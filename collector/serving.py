@@ -55,14 +55,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def profiles_line(config: Config) -> str:
-    """Where the profiles are and where the access token is (never the token: this may be logged)."""
+    """Where the profiles are and where the access token is (never the token, nor a database
+    password: this may be logged)."""
     from collector.access import access_token
+    from collector.log.stream import redact
     from collector.profiles.service import db_target
 
     _, path = access_token(config)
     token = f"access token in {path}" if path else "access token from the configuration"
     builder = "built in this process" if config.profiles else "not built here (--no-profiles)"
-    return f"  profiles: {db_target(config)}, {builder}; Profile API {token}"
+    return f"  profiles: {redact(db_target(config))}, {builder}; Profile API {token}"
 
 
 def banner(config: Config, port: int, where: str) -> str:

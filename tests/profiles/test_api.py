@@ -105,6 +105,17 @@ class TestAccess:
             await get(api, "/user_id:nobody/traits", headers)
         assert TOKEN not in caplog.text and all(TOKEN not in str(r.__dict__) for r in caplog.records)
 
+    def test_the_banner_shows_where_the_token_is_never_the_token_nor_a_database_password(self, config):
+        from dataclasses import replace
+
+        from collector.serving import profiles_line
+
+        line = profiles_line(replace(config, access_token=TOKEN, profiles_db="postgresql://app:pw-secret@db:5432/p"))
+        assert TOKEN not in line and "pw-secret" not in line and "db:5432/p" in line
+        generated = profiles_line(config)
+        assert str(config.data_dir / "access-token") in generated
+        assert (config.data_dir / "access-token").read_text().strip() not in generated
+
     def test_without_configuration_a_token_is_generated_with_mode_0600(self, config):
         token, path = access_token(config)
         assert token.startswith("at_") and path == config.data_dir / "access-token"
