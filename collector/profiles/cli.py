@@ -52,7 +52,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         return 2
     lock = take_lock(Path(config.data_dir))
     if lock is None:
-        print(f"intilery: another builder holds {config.data_dir}/profiles.lock (a collector with profiles on?)",
+        print(f"intilery: another builder holds {config.data_dir}/.locks/profiles.lock (a collector with profiles on?)",
               file=sys.stderr)  # fmt: skip
         return 1
     store = open_store(db_target(config))

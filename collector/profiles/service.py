@@ -2,13 +2,12 @@
 
 It runs in a thread beside the event loop, reading the log the collector writes: it is one
 more consumer of the log, never a step of a request. With ``--workers N`` every worker tries
-to take ``<data_dir>/profiles.lock`` and the one that holds it builds: one builder per host.
+to take ``<data_dir>/.locks/profiles.lock`` and the one that holds it builds: one builder per host.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import socket
@@ -16,13 +15,15 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
+from collector.log.layout import LOCK_DIR
+from collector.log.segments import try_lock
 from collector.profiles.builder import CHECKPOINT, POLL, Builder
 from collector.profiles.rules import Rules
 from collector.profiles.store import SqliteStore
 
 log = logging.getLogger("intilery.profiles")
 
-LOCK = "profiles.lock"
+LOCK = "profiles"  # .locks/profiles.lock, beside the store's instance locks
 RETRY_LOCK = 5.0  # seconds between tries of a worker that does not hold the lock
 # The in-process builder shares the collector's core and its GIL: it works in small batches
 # and rests after each one for as long as CPU_SHARE says (0.1: it works 10% of the time), so
@@ -56,15 +57,10 @@ def checkpoint_name(config) -> str:
 
 
 def take_lock(data_dir: Path) -> int | None:
-    """The host's builder lock (a file descriptor held open), or None when another process has it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    """The host's builder lock, ``<data_dir>/.locks/profiles.lock`` (a file descriptor held
+    open), or None when another process has it."""
+    (data_dir / LOCK_DIR).mkdir(parents=True, exist_ok=True)
+    return try_lock(data_dir, LOCK)
 
 
 async def run_builder(config, stop: asyncio.Event) -> None:
