@@ -64,6 +64,7 @@ class Scenario:
     fsync: str = "-"
     workers: int = 1
     connections: int = 64
+    profiles: bool = True  # the in-process profile builder (serve's default); False: --no-profiles
 
     @property
     def events_per_request(self) -> int:
@@ -95,6 +96,8 @@ def scenarios(with_nats: bool, with_workers: bool, single_c: int = 64, batch_c: 
         Scenario("collector single, fsync=never", "collector", "single", "never", connections=single_c),
         Scenario("ceiling, batch of 100", "ceiling", "batch", connections=batch_c),
         Scenario("collector batch, fsync=always", "collector", "batch", "always", connections=batch_c),
+        Scenario("collector batch, fsync=always, --no-profiles", "collector", "batch", "always", connections=batch_c,
+                 profiles=False),
         Scenario("collector batch, fsync=never", "collector", "batch", "never", connections=batch_c),
         Scenario("collector batch, fsync=always, 64 connections", "collector", "batch", "always", connections=64),
     ]
@@ -181,6 +184,8 @@ class Server:
                 cmd += ["--store", "nats", "--nats-url", nats_url or ""]
             else:
                 cmd += ["--fsync", scenario.fsync]
+            if not scenario.profiles:
+                cmd += ["--no-profiles"]
         cmd = _taskset(SERVER_CPU if scenario.pinned else None) + cmd
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=SERVER_ROOT,

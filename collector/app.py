@@ -262,8 +262,11 @@ def _route(kind: str | None):
     return handler
 
 
-def create_app(config: Config, store=None) -> web.Application:
-    """The collector as an aiohttp application (the store is started and closed with it)."""
+def create_app(config: Config, store=None, *, profiles_builder: bool = False) -> web.Application:
+    """The collector as an aiohttp application (the store is started and closed with it).
+
+    The Profile API is always routed; ``profiles_builder`` also runs the profile builder in
+    this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``)."""
     metrics = Metrics()
     geo = Geo(config.geoip) if config.geoip else None
     if geo is None:
@@ -304,6 +307,12 @@ def create_app(config: Config, store=None) -> web.Application:
         app.router.add_post(path, _route(None))
     app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, preflight)
     app.router.add_get(PIXEL_ROUTE, pixel)
+    from collector.profiles import api as profile_api
+    from collector.profiles.service import builder_context, db_target, open_store
+
+    profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
+    if profiles_builder:
+        app.cleanup_ctx.append(builder_context(config))
     handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,
                 "/openapi.json": assets.openapi}  # fmt: skip
     for path in GET_ROUTES:

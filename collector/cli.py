@@ -11,8 +11,9 @@ import sys
 from collector import __version__, demo, serving, snippet
 from collector.config import ConfigError
 from collector.log import archive, tail
+from collector.profiles import cli as profiles
 
-COMMANDS = (serving, demo, tail, snippet, archive)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

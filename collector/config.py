@@ -25,6 +25,9 @@ IP_MODES = ("anonymize", "full", "drop")
 FSYNC_POLICIES = ("always", "interval", "never")
 STORES = ("file", "nats")
 LOG_FORMATS = ("text", "json")
+# Values that never identify a person (compared trimmed, lower-cased); ``blocked_ids`` replaces them.
+BLOCKED_IDS = ("", "null", "undefined", "none", "nan", "0", "-1", "anonymous", "guest", "[object object]",
+               "unknown", "true", "false", "not_authenticated")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -84,6 +87,14 @@ class Config:
     max_connections: int = 10_000
     metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"
     metrics_address: str = ""  # "host:port": serve /metrics there, not on the ingest port
+    access_token: str = ""  # reads stored data (Profile API); "" : generated into data/access-token
+    profiles: bool = True  # serve and demo run the profile builder in-process (--no-profiles)
+    profiles_db: str = ""  # "" : <data_dir>/profiles.db; or postgresql://...
+    profiles_space: str = "default"
+    identifier_traits: tuple[str, ...] = ("email",)
+    blocked_ids: tuple[str, ...] = BLOCKED_IDS
+    max_anonymous_ids: int = 100
+    max_emails: int = 5
     dev_source: bool = field(default=False, compare=False)
 
 
@@ -122,6 +133,14 @@ SETTINGS: dict[str, type] = {
     "max_connections": int,
     "metrics_token": str,
     "metrics_address": str,
+    "access_token": str,
+    "profiles": bool,
+    "profiles_db": str,
+    "profiles_space": str,
+    "identifier_traits": list,
+    "blocked_ids": list,
+    "max_anonymous_ids": int,
+    "max_emails": int,
 }
 
 
@@ -132,6 +151,18 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, str):
                 value = [v for v in (s.strip() for s in value.split(",")) if v]
             return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+        if kind is list:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",")]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError("not a list of strings")
+            return tuple(value)
+        if kind is bool:
+            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise ValueError("not true or false")
+            return value
         if kind is Path:
             return Path(value) if value not in (None, "") else None
         if kind is int and isinstance(value, bool):
@@ -185,6 +216,8 @@ def _check(config: Config) -> Config:
         raise ConfigError(f"port must be between 1 and 65535, not {config.port}")
     if config.metrics_address and config.metrics_address.rpartition(":")[2].isdigit() is False:
         raise ConfigError(f"metrics_address must be host:port, not {config.metrics_address!r}")
+    if config.max_anonymous_ids < 1 or config.max_emails < 1:
+        raise ConfigError("max_anonymous_ids and max_emails must be at least 1")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
     keys = [s.write_key for s in config.sources]

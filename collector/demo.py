@@ -18,7 +18,8 @@ from aiohttp import web
 from collector.config import Config, Source
 from collector.logs import setup_logging
 from collector.runtime import new_loop, until_signalled
-from collector.serving import config_from_args, serve_flags
+from collector.access import access_token
+from collector.serving import config_from_args, profiles_line, serve_flags
 
 log = logging.getLogger("intilery.demo")
 
@@ -64,7 +65,8 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
     collector_url = f"http://{config.host}:{config.port}"
     config = demo_config(config, site_url)
     runners = [
-        web.AppRunner(create_app(config), handle_signals=False, shutdown_timeout=5, **SERVER_KWARGS),
+        web.AppRunner(create_app(config, profiles_builder=config.profiles), handle_signals=False, shutdown_timeout=5,
+                      **SERVER_KWARGS),
         web.AppRunner(site_app(site_dir.resolve(), collector_url), handle_signals=False, access_log=None),
     ]
     try:
@@ -77,6 +79,9 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
             f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
             f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
             f"  watch them: intilery tail --data-dir {config.data_dir}\n"
+            f"{profiles_line(config)}\n"
+            f"  profiles:   curl -u {access_token(config)[0]}: {collector_url}/v1/spaces/{config.profiles_space}"
+            f"/collections/users/profiles/user_id:<id>/traits\n"
             f"  Ctrl-C stops both.",
             flush=True,
         )

@@ -34,6 +34,9 @@ def serve_flags(parser: argparse.ArgumentParser) -> None:
                         help="a proxy whose X-Forwarded-For is believed (repeatable)")  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json")
+    parser.add_argument("--no-profiles", dest="profiles", action="store_const", const=False,
+                        help="do not run the profile builder in this process")  # fmt: skip
+    parser.add_argument("--profiles-db", help="profile database: SQLite path (default DATA_DIR/profiles.db) or postgresql://...")
     parser.add_argument("--nats-url", help="NATS server(s) for --store nats")
     parser.add_argument("--nats-replicas", type=int, help="JetStream stream replicas (default 3 on a cluster, 1 alone)")
     parser.add_argument("--nats-stream", help="JetStream stream name (default INTILERY)")
@@ -47,14 +50,28 @@ def serve_flags(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     keys = ("host", "port", "data_dir", "store", "fsync", "geoip", "trusted_proxies", "workers", "log_format",
             "nats_url", "nats_replicas", "nats_stream", "nats_retention_hours", "nats_duplicate_window_seconds",
-            "nats_publish_timeout")  # fmt: skip
+            "nats_publish_timeout", "profiles", "profiles_db")  # fmt: skip
     return load_config(args.config, {k: getattr(args, k, None) for k in keys})
+
+
+def profiles_line(config: Config) -> str:
+    """Where the profiles are and where the access token is (never the token, nor a database
+    password: this may be logged)."""
+    from collector.access import access_token
+    from collector.log.stream import redact
+    from collector.profiles.service import db_target
+
+    _, path = access_token(config)
+    token = f"access token in {path}" if path else "access token from the configuration"
+    builder = "built in this process" if config.profiles else "not built here (--no-profiles)"
+    return f"  profiles: {redact(db_target(config))}, {builder}; Profile API {token}"
 
 
 def banner(config: Config, port: int, where: str) -> str:
     """What ``intilery serve`` prints at start: the address, the store (``where`` its events go)."""
     url = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{port}"
     lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({where})"]
+    lines.append(profiles_line(config))
     if config.dev_source:
         from collector.snippet import snippet
 
@@ -73,7 +90,7 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
     from collector.app import SERVER_KWARGS, STATE, create_app, metrics_app
     from collector.limits import LimitedSite
 
-    app = create_app(config)
+    app = create_app(config, profiles_builder=config.profiles)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
                            **SERVER_KWARGS)  # fmt: skip
     runners = [runner]

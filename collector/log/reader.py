@@ -126,6 +126,34 @@ class Reader(Quarantine):
             if self.offsets.get(key) != DONE:
                 yield from self._read_segment(key, path)
 
+    def lines_at(self, segment: str, positions: list[int]) -> dict[int, Record]:
+        """The whole lines that start at ``positions`` of ``segment`` (``partition/name``, open or
+        closed), by position: an index into the log (the profiles' events) reads it through here.
+        A closed segment is decompressed once for all the positions asked."""
+        found: dict[int, Record] = {}
+        path = self.root / segment
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            try:
+                fh = gzip.open(path.with_name(path.name + GZ), "rb")
+                self.stats["decompressed"] += 1
+            except FileNotFoundError:
+                return found
+        self.stats["opened"] += 1
+        try:
+            with fh:
+                for position in sorted(set(positions)):
+                    fh.seek(position)
+                    line = fh.readline()
+                    if line.endswith(b"\n"):
+                        record = self.record(line[:-1], segment)
+                        if record is not None:
+                            found[position] = record
+        except (EOFError, gzip.BadGzipFile, OSError) as exc:
+            log.warning("cannot read a segment: %s", exc, extra={"segment": segment})
+        return found
+
     # --- where to look ------------------------------------------------------------------------
     def _partitions(self) -> list[str]:
         if self._known is None or self._polls % RESCAN_EVERY == 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from collector import api, errors
 from collector.app import create_app
+from collector.profiles import api as profile_api
 
 ROOT = Path(__file__).resolve().parents[2]
 RAISED = re.compile(r"\b(" + "|".join(c.__name__ for c in errors.CollectorError.__subclasses__()) + r'|Invalid)\(\s*"([a-z_]+)"')
@@ -34,15 +35,16 @@ def test_every_code_the_code_raises_is_in_the_table_with_its_status():
             continue
         if code in api.PIXEL_CODES:
             continue
-        assert code in api.ERRORS, f"{where}: {code} is not in collector/api.py"
-        assert getattr(errors, cls).status == api.ERRORS[code].status, f"{where}: {cls} for {code}"
+        table = api.PROFILE_ERRORS if where.startswith(("collector/profiles/", "collector/access.py")) else api.ERRORS
+        assert code in table, f"{where}: {code} is not in collector/api.py"
+        assert getattr(errors, cls).status == table[code].status, f"{where}: {cls} for {code}"
 
 
 def test_every_code_in_the_table_is_raised_somewhere():
     """No code is documented that the collector never answers."""
     raised = {code for _, _, code in raised_in_the_code()}
     body = (ROOT / "collector" / "body.py").read_text()
-    unused = [code for code in api.ERRORS if code not in raised and f'"{code}"' not in body]
+    unused = [code for code in {**api.ERRORS, **api.PROFILE_ERRORS} if code not in raised and f'"{code}"' not in body]
     assert unused == []
 
 
@@ -53,6 +55,7 @@ def test_the_app_serves_exactly_the_routes_of_the_table(config):
     expected = {("POST", p) for paths in api.SINGLE_ROUTES.values() for p in paths}
     expected |= {("POST", p) for p in api.BATCH_ROUTES} | {("GET", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)}
     expected |= {("HEAD", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)} | {("OPTIONS", "/v1/{tail}")}
+    expected |= {(method, p) for p in profile_api.ROUTES for method in ("GET", "HEAD")}
     assert routed == expected
 
 

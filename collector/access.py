@@ -1,0 +1,61 @@
+"""The access token: the secret that reads stored data (the Profile API; DESIGN "Two kinds of secret").
+
+Write keys are public (they sit in every page) and only send events; the access token is the
+other kind. It is ``access_token`` in ``intilery.toml`` (or ``INTILERY_ACCESS_TOKEN``); when
+none is configured one is generated into ``<data_dir>/access-token`` (mode 0600) and kept.
+It is sent as HTTP Basic with the token as user name (as Segment's Profile API), or as
+``Authorization: Bearer <token>``. It is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from collector.errors import Unauthorized
+
+TOKEN_FILE = "access-token"
+
+
+def access_token(config) -> tuple[str, Path | None]:
+    """The token, and the file it was read from or generated into (None when configured)."""
+    if config.access_token:
+        return config.access_token, None
+    path = Path(config.data_dir) / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if not token:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = "at_" + secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token, path
+
+
+def presented(authorization: str) -> str | None:
+    """The token an ``Authorization`` header carries (Basic user name, or Bearer), or None."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").split(":", 1)[0] or None
+        except ValueError:
+            return None
+    return None
+
+
+def check(authorization: str, token: str) -> None:
+    """Raises ``Unauthorized`` unless the header carries exactly ``token`` (compared in constant time)."""
+    given = presented(authorization)
+    if given is None:
+        raise Unauthorized("missing_access_token", "an access token is required (HTTP Basic user name, or Bearer)")
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode()):
+        raise Unauthorized("invalid_access_token", "the access token is not valid")

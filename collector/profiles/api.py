@@ -1,0 +1,168 @@
+"""The Profile API: Segment's paths, so its clients work unchanged.
+
+    GET /v1/spaces/{space}/collections/users/profiles/{type}:{value}/traits        ?include=a,b
+    GET .../events          the person's events, newest first, from the log (?limit ≤ 100, ?next)
+    GET .../external_ids    every identifier: type, first and last seen, source
+    GET .../metadata        profile id, created, updated, profiles merged into it, refused links
+
+Authenticated with the access token (``collector.access``), never with a write key. Errors
+have the ingest API's shape, ``{"success": false, "code", "message"}``, codes from
+``collector.api.PROFILE_ERRORS``. Events are read from the log store through its reader, at
+the segment offsets the builder indexed (``events`` table): a page reads only its own lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from collector import access
+from collector.errors import BadRequest, CollectorError, NotFound
+from collector.log.layout import EVENTS
+from collector.log.reader import Reader
+from collector.profiles import views
+from collector.profiles.rules import ID_TYPES, EMAIL
+
+log = logging.getLogger("intilery.profiles.api")
+
+BASE = "/v1/spaces/{space}/collections/users/profiles/{profile}"
+ROUTES = tuple(f"{BASE}/{what}" for what in ("traits", "events", "external_ids", "metadata"))
+MAX_LIMIT, DEFAULT_LIMIT = 100, 10
+
+
+class ProfileAPI:
+    """What the handlers share: the store (read side), the log, the token, the space."""
+
+    def __init__(self, config, store_factory) -> None:
+        self.config, self.store_factory = config, store_factory
+        self._token: str | None = None
+        self.store = None
+        self.reader = Reader(Path(config.data_dir) / EVENTS)
+
+    @property
+    def token(self) -> str:
+        if self._token is None:  # read (or generated) at the first request, not for every app made
+            self._token = access.access_token(self.config)[0]
+        return self._token
+
+    def db(self):
+        if self.store is None:
+            self.store = self.store_factory()
+        return self.store
+
+    def resolve(self, request: web.Request) -> str:
+        """Authenticate, check the space, find the profile of the path's ``{type}:{value}``."""
+        access.check(request.headers.get("Authorization", ""), self.token)
+        if request.match_info["space"] != self.config.profiles_space:
+            raise NotFound("unknown_space", "no such space")
+        kind, sep, value = request.match_info["profile"].partition(":")
+        if not sep or kind not in ID_TYPES or not value:
+            raise BadRequest("invalid_profile_id", "the profile is {type}:{value}, type one of " + ", ".join(ID_TYPES))
+        value = value.strip().lower() if kind == EMAIL else value
+        pid = self.db().find(kind, value)
+        if pid is None:
+            raise NotFound("profile_not_found", "no profile holds that identifier")
+        return pid
+
+    async def traits(self, request: web.Request) -> web.Response:
+        pid = self.resolve(request)
+        traits = views.traits(self.db(), pid) or {}
+        include = request.query.get("include")
+        if include is not None:
+            names = [n for n in (s.strip() for s in include.split(",")) if n]
+            if not names:
+                raise BadRequest("invalid_parameter", "include names at least one trait")
+            traits = {k: traits[k] for k in names if k in traits}
+        return _json({"traits": traits, "cursor": {"url": request.path, "has_more": False, "next": ""}})
+
+    async def events(self, request: web.Request) -> web.Response:
+        pid = self.resolve(request)
+        limit = _limit(request.query.get("limit"))
+        before = _cursor(request.query.get("next"))
+        rows = self.db().events(pid, limit + 1, before)
+        more, rows = len(rows) > limit, rows[:limit]
+        by_segment: dict[str, list[int]] = defaultdict(list)
+        for _, _, segment, position in rows:
+            by_segment[segment].append(position)
+        lines = {segment: self.reader.lines_at(segment, positions) for segment, positions in by_segment.items()}
+        data = []
+        for _, message_id, segment, position in rows:
+            record = lines[segment].get(position)
+            if record is not None and record.event.get("messageId") == message_id:
+                data.append(record.event)  # a segment rewritten since (an erasure) no longer has it there
+        next_cursor = _encode(rows[-1][0]) if more and rows else ""
+        return _json({"data": data, "cursor": {"url": request.path, "has_more": more, "next": next_cursor}})
+
+    async def external_ids(self, request: web.Request) -> web.Response:
+        pid = self.resolve(request)
+        return _json({"data": views.external_ids(self.db(), pid) or [], "cursor": {"url": request.path, "has_more": False, "next": ""}})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        pid = self.resolve(request)
+        return _json({"metadata": views.metadata(self.db(), pid)})
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _json(payload: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest("invalid_parameter", f"limit is a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _encode(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _cursor(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, ValueError):
+        key = ""
+    if "|" not in key:
+        raise BadRequest("invalid_parameter", "next is a cursor from a previous page")
+    return key
+
+
+def _handler(api: ProfileAPI, name: str):
+    method = getattr(api, name)
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            return await method(request)
+        except CollectorError as exc:
+            return _json({"success": False, "code": exc.code, "message": exc.message}, exc.status)
+
+    return handle
+
+
+def mount(app: web.Application, config, store_factory) -> ProfileAPI:
+    """Route the Profile API on ``app``; the store is opened at the first request, closed with the app."""
+    api = ProfileAPI(config, store_factory)
+    for path in ROUTES:
+        app.router.add_get(path, _handler(api, path.rsplit("/", 1)[1]))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        api.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return api

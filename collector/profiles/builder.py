@@ -1,0 +1,146 @@
+"""The builder: one more consumer of the log, keeping the profile database current.
+
+It reads through the log's one ``Reader`` from the cursor saved in the database, a batch at
+a time, and commits what a batch changed together with the cursor after it::
+
+    builder = Builder(store, data_dir, rules)
+    builder.step()          # one batch (at most ``batch`` events); 0 when nothing is new
+    builder.follow(keep_going)
+
+A kill at any point leaves the database at the end of the last committed batch, cursor
+included: the next start reads on from there, so no event is missed or counted twice. A
+``messageId`` already in the database is dropped (a duplicate in the log, or a replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from collector.log.layout import EVENTS
+from collector.log.reader import Reader
+from collector.profiles.graph import Graph
+from collector.profiles.rules import Rules, contribution, event_key, key_time, merge, node_id
+
+log = logging.getLogger("intilery.profiles")
+
+BATCH = 5_000  # events per transaction
+POLL = 0.2  # seconds between reads of an idle log (a profile shows an event within 2 s of its 200)
+CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per log (service.checkpoint_name)
+
+
+class Builder:
+    def __init__(self, store, data_dir: Path, rules: Rules = Rules(), *, batch: int = BATCH,
+                 checkpoint: str = CHECKPOINT) -> None:  # fmt: skip
+        self.store, self.rules, self.batch, self.name = store, rules, batch, checkpoint
+        cursor, self.count = store.checkpoint(checkpoint)
+        self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
+        self.stats = {"events": self.count, "duplicates": 0, "unattributed": 0, "replays": 0}
+
+    def step(self) -> int:
+        """Read and apply one batch, commit it with its cursor; the number of records read.
+
+        When the batch fails it is rolled back and the reader put back where it was: the next
+        step reads the same events again."""
+        cursor, count = self.reader.cursor, self.count
+        records = []
+        for record in self.reader.read():
+            end = self.reader.offsets[record.segment]
+            records.append((record, end - len(record.line) - 1))
+            if len(records) >= self.batch:
+                break
+        if not records:
+            return 0
+        try:
+            self.store.begin()
+            self.apply(records)
+            self.store.save_checkpoint(self.name, self.reader.cursor, self.count)
+            self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            self.reader.offsets, self.count = cursor, count
+            raise
+        return len(records)
+
+    def apply(self, records: list) -> None:
+        graph = Graph(self.rules, self.store)
+        links: dict[str, str | None] = {}  # members -> earliest key, for the sets this batch saw
+        self.pending: dict[str, tuple] = {}  # the sets to store: members -> (idents, key, new)
+        ids = [r.event.get("messageId") for r, _ in records]
+        known = self.store.seen([i for i in ids if isinstance(i, str)])
+        rows = []
+        for (record, position), message_id in zip(records, ids):
+            event = record.event
+            if not isinstance(message_id, str) or message_id in known:
+                self.stats["duplicates"] += 1
+                continue
+            known.add(message_id)
+            idents = self.rules.identifiers(event)
+            if not idents:
+                self.stats["unattributed"] += 1
+                continue
+            key = event_key(event)
+            for ident in idents:
+                self.ensure_seen(graph, ident, key, event)
+            if len(idents) > 1:
+                self.link(graph, links, idents, key, message_id)
+            home = graph.nodes[idents[0]]
+            home.state = merge(home.state, contribution(event, key))
+            graph.dirty_nodes.add(idents[0])
+            rows.append((message_id, node_id(idents[0]), key, record.segment, position))
+            self.count += 1
+        self.flush(graph)
+        self.store.add_events(rows)
+        self.stats["events"] = self.count
+
+    def link(self, graph: Graph, links: dict, idents: list, key: str, message_id: str) -> None:
+        """Apply a set of identifiers seen together. Only the earliest message of each distinct set
+        counts (a later one changes nothing), so a person's thousands of events are a few links."""
+        members = orjson.dumps(idents).decode()
+        if members not in links:
+            links[members] = self.store.link_key(members)
+        known = links[members]
+        if known is not None and known <= key:
+            return
+        links[members] = key
+        new = known is None or (members in self.pending and self.pending[members][2])
+        self.pending[members] = (idents, key, new)
+        if known is None and not graph.is_late(idents, key):
+            graph.apply_link(idents, key, message_id)
+            return
+        self.stats["replays"] += 1  # earlier than what is applied: resolve the component again
+        self.flush(graph)  # the component is read from the database
+        graph.replay(*self.store.component(idents))
+
+    def flush(self, graph: Graph) -> None:
+        self.store.put_links(self.pending)
+        self.pending = {}
+        self.store.write(graph)
+
+    @staticmethod
+    def ensure_seen(graph: Graph, ident, key: str, event: dict) -> None:
+        node = graph.ensure(ident)
+        when = key_time(key)
+        if not node.first_seen or when < node.first_seen:
+            node.first_seen, node.source = when, str(event.get("source") or "")
+        node.last_seen = max(node.last_seen, when)
+        graph.dirty_nodes.add(ident)
+
+    def run(self, keep_going: Callable[[], bool] = lambda: True, interval: float = POLL) -> None:
+        """Follow the log until ``keep_going()`` is false."""
+        while keep_going():
+            if self.step() == 0:
+                time.sleep(interval)
+
+    def catch_up(self) -> int:
+        """Read until nothing is new; the number of records read."""
+        total = 0
+        while True:
+            n = self.step()
+            if n == 0:
+                return total
+            total += n

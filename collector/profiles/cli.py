@@ -1,0 +1,98 @@
+"""``intilery profiles`` (follow the log into the profile database) and ``intilery profile show``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.config import load_config
+from collector.logs import setup_logging
+from collector.profiles import views
+from collector.profiles.builder import Builder
+from collector.profiles.rules import EMAIL, ID_TYPES, Rules
+from collector.profiles.service import checkpoint_name, db_target, open_store, take_lock
+
+
+def _config(args: argparse.Namespace):
+    return load_config(args.config, {"data_dir": args.data_dir, "profiles_db": args.profiles_db}, with_dev_source=False)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    parser.add_argument("--data-dir", help="the collector's data directory (default ./data)")
+    parser.add_argument("--profiles-db", help="profile database: a SQLite path (default DATA_DIR/profiles.db) or postgresql://...")
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``intilery profiles`` and ``intilery profile``."""
+    follow = commands.add_parser("profiles", help="follow the log and keep the profile database current")
+    _common(follow)
+    follow.add_argument("--rebuild", action="store_true", help="empty the profile database and build it from the whole log")
+    follow.add_argument("--once", action="store_true", help="read what the log holds now, then exit")
+    follow.set_defaults(run=cmd_profiles)
+    profile = commands.add_parser("profile", help="look a person up in the profile database")
+    actions = profile.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="traits, identifiers and metadata of one person")
+    show.add_argument("identifier", help="type:value, type one of " + ", ".join(ID_TYPES))
+    _common(show)
+    show.set_defaults(run=cmd_show)
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    config = _config(args)
+    setup_logging(config.log_format)
+    if config.store == "nats":
+        print("intilery: profiles follow the file store only for now (--store file)", file=sys.stderr)
+        return 2
+    lock = take_lock(Path(config.data_dir))
+    if lock is None:
+        print(f"intilery: another builder holds {config.data_dir}/.locks/profiles.lock (a collector with profiles on?)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    store = open_store(db_target(config))
+    try:
+        if args.rebuild:
+            store.reset()
+        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config))
+        if args.once:
+            builder.catch_up()
+        else:
+            stopped: list[int] = []
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda number, frame: stopped.append(number))
+            builder.run(keep_going=lambda: not stopped)
+        print(orjson.dumps(builder.stats).decode(), flush=True)
+    finally:
+        store.close()
+        os.close(lock)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = _config(args)
+    kind, sep, value = args.identifier.partition(":")
+    if not sep or kind not in ID_TYPES or not value:
+        print(f"intilery: {args.identifier!r} is not type:value with type one of {', '.join(ID_TYPES)}", file=sys.stderr)
+        return 2
+    target = db_target(config)
+    if not target.startswith("postgres") and not Path(target).is_file():
+        print(f"intilery: no profile database at {target} yet", file=sys.stderr)
+        return 1
+    store = open_store(target)
+    try:
+        pid = store.find(kind, value.strip().lower() if kind == EMAIL else value)
+        if pid is None:
+            print(f"intilery: no profile holds {args.identifier}", file=sys.stderr)
+            return 1
+        shown = {"metadata": views.metadata(store, pid), "external_ids": views.external_ids(store, pid),
+                 "traits": views.traits(store, pid)}  # fmt: skip
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+    finally:
+        store.close()
+    return 0

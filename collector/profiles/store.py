@@ -1,0 +1,232 @@
+"""The profile database on SQLite (``data/profiles.db``, WAL): no setup.
+
+Tables::
+
+    identifiers  (type, value) → node id, profile, first/last seen, source, the node's state
+    profiles     profile id → latest link key, refused links, profiles merged into it
+    links        each distinct set of identifiers seen together, with the earliest key it was seen
+                 at, and link_index by member: what ``replay`` re-applies after a late link
+    events       messageId → home node, key, segment and offset in the log (the duplicate filter
+                 and the index the events endpoint reads the log by)
+    checkpoint   the builder's reader cursor and event count, written in the same transaction
+                 as what those events changed, so a kill at any point loses or repeats nothing
+
+``SqlStore`` holds every query; ``SqliteStore`` is its connection. The PostgreSQL back end
+(``postgres.py``) is the same queries on another connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+
+from collector.profiles.graph import Graph, Ident, Node, Profile
+from collector.profiles.rules import node_id
+
+# {text}: TEXT, compared byte by byte (PostgreSQL says COLLATE "C": keys must sort as Python sorts them)
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS identifiers (type TEXT NOT NULL, value TEXT NOT NULL, node_id TEXT NOT NULL,
+        profile_id TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, source TEXT NOT NULL,
+        state TEXT NOT NULL, PRIMARY KEY (type, value))""",
+    "CREATE INDEX IF NOT EXISTS identifiers_profile ON identifiers (profile_id)",
+    "CREATE INDEX IF NOT EXISTS identifiers_node ON identifiers (node_id)",
+    """CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, max_key {text} NOT NULL,
+        refused TEXT NOT NULL, merged TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS links (members TEXT PRIMARY KEY, mkey {text} NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS link_index (type TEXT NOT NULL, value TEXT NOT NULL, members TEXT NOT NULL,
+        PRIMARY KEY (type, value, members))""",
+    """CREATE TABLE IF NOT EXISTS events (message_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, key {text} NOT NULL,
+        segment TEXT NOT NULL, position BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_node ON events (node_id, key)",
+    "CREATE TABLE IF NOT EXISTS checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)",
+)
+TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint")
+CHUNK = 500  # parameters per IN (...) query
+
+
+def _dumps(value) -> str:
+    """JSON text (also the key of a set of identifiers: ``members``)."""
+    return orjson.dumps(value).decode()
+
+
+class SqlStore:
+    """The queries, on a DB-API connection whose placeholder is ``P``."""
+
+    P = "?"
+    TEXT = "TEXT"
+    conn: object
+
+    def _q(self, sql: str) -> str:
+        return sql if self.P == "?" else sql.replace("?", self.P)
+
+    def _all(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        cur = self.conn.cursor()
+        cur.execute(self._q(sql), tuple(params))
+        return cur.fetchall()
+
+    def _run(self, sql: str, params: Iterable = ()) -> None:
+        self.conn.cursor().execute(self._q(sql), tuple(params))
+
+    def _many(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self.conn.cursor().executemany(self._q(sql), rows)
+
+    # --- transactions ------------------------------------------------------------------------
+    def create(self) -> None:
+        for statement in SCHEMA:
+            self._run(statement.replace("{text}", self.TEXT))
+        self.commit()
+
+    def reset(self) -> None:
+        """Empty every table (``intilery profiles --rebuild``)."""
+        for table in TABLES:
+            self._run(f"DELETE FROM {table}")
+        self.commit()
+
+    def begin(self) -> None:
+        """Start a batch: builders sharing one database take turns (PostgreSQL locks; SQLite has one writer)."""
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    # --- the builder's reads ------------------------------------------------------------------
+    def load_profile_of(self, ident: Ident) -> tuple[Profile, dict[Ident, Node]] | None:
+        row = self._all("SELECT profile_id FROM identifiers WHERE type = ? AND value = ?", ident)
+        return self.load_profile(row[0][0]) if row else None
+
+    def load_profile(self, pid: str) -> tuple[Profile, dict[Ident, Node]] | None:
+        rows = self._all("SELECT max_key, refused, merged FROM profiles WHERE profile_id = ?", (pid,))
+        if not rows:
+            return None
+        max_key, refused, merged = rows[0]
+        nodes = {
+            (kind, value): Node(pid, first, last, source, orjson.loads(state))
+            for kind, value, first, last, source, state in self._all(
+                "SELECT type, value, first_seen, last_seen, source, state FROM identifiers WHERE profile_id = ?", (pid,)
+            )
+        }
+        return Profile(pid, set(nodes), max_key, orjson.loads(refused), orjson.loads(merged)), nodes
+
+    def seen(self, message_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(message_ids), CHUNK):
+            chunk = message_ids[i : i + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found |= {r[0] for r in self._all(f"SELECT message_id FROM events WHERE message_id IN ({marks})", chunk)}
+        return found
+
+    def link_key(self, members: str) -> str | None:
+        """The earliest key a set of identifiers (``members``, as JSON) was linked at, if ever."""
+        rows = self._all("SELECT mkey FROM links WHERE members = ?", (members,))
+        return rows[0][0] if rows else None
+
+    def put_links(self, links: dict[str, tuple[list[Ident], str, bool]]) -> None:
+        """Store sets of identifiers (``members`` → idents, earliest key, new) seen by a batch."""
+        self._many("INSERT INTO links (members, mkey) VALUES (?, ?)", [(m, k) for m, (_, k, new) in links.items() if new])
+        self._many("INSERT INTO link_index (type, value, members) VALUES (?, ?, ?)",
+                   [(kind, value, m) for m, (idents, _, new) in links.items() if new for kind, value in idents])
+        self._many("UPDATE links SET mkey = ? WHERE members = ?", [(k, m) for m, (_, k, new) in links.items() if not new])
+
+    def component(self, start: list[Ident]) -> tuple[set[Ident], list[tuple[str, list[Ident], str]]]:
+        """Every identifier reachable from ``start`` through stored links, and those links."""
+        seen, frontier, links = set(start), list(start), {}
+        while frontier:
+            ident = frontier.pop()
+            for (members,) in self._all("SELECT members FROM link_index WHERE type = ? AND value = ?", ident):
+                if members in links:
+                    continue
+                mkey = self._all("SELECT mkey FROM links WHERE members = ?", (members,))[0][0]
+                idents = [tuple(m) for m in orjson.loads(members)]
+                links[members] = (mkey, idents, mkey.split("|", 1)[1])
+                for member in idents:
+                    if member not in seen:
+                        seen.add(member)
+                        frontier.append(member)
+        return seen, list(links.values())
+
+    # --- the builder's writes -----------------------------------------------------------------
+    def write(self, graph: Graph) -> None:
+        """Everything the batch changed."""
+        removed = sorted(graph.removed - set(graph.profiles))
+        self._many("DELETE FROM profiles WHERE profile_id = ?", [(pid,) for pid in removed])
+        self._many(
+            "INSERT INTO profiles (profile_id, max_key, refused, merged) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (profile_id) DO UPDATE SET max_key = excluded.max_key, refused = excluded.refused, "
+            "merged = excluded.merged",
+            [(p.pid, p.max_key, _dumps(p.refused), _dumps(p.merged))
+             for p in (graph.profiles[pid] for pid in sorted(graph.dirty_profiles) if pid in graph.profiles)],
+        )  # fmt: skip
+        rows = []
+        for ident in sorted(graph.dirty_nodes):
+            node = graph.nodes[ident]
+            rows.append((*ident, node_id(ident), node.profile, node.first_seen, node.last_seen, node.source,
+                         _dumps(node.state)))  # fmt: skip
+        self._many(
+            "INSERT INTO identifiers (type, value, node_id, profile_id, first_seen, last_seen, source, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id, "
+            "first_seen = excluded.first_seen, last_seen = excluded.last_seen, source = excluded.source, "
+            "state = excluded.state",
+            rows,
+        )
+
+    def add_events(self, rows: list[tuple[str, str, str, str, int]]) -> None:
+        self._many("INSERT INTO events (message_id, node_id, key, segment, position) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def checkpoint(self, name: str) -> tuple[dict, int]:
+        rows = self._all("SELECT cursor, events FROM checkpoint WHERE name = ?", (name,))
+        self.commit()  # a read opens a transaction on PostgreSQL: end it
+        return (orjson.loads(rows[0][0]), rows[0][1]) if rows else ({}, 0)
+
+    def save_checkpoint(self, name: str, cursor: dict, events: int) -> None:
+        self._run(
+            "INSERT INTO checkpoint (name, cursor, events) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, events = excluded.events",
+            (name, _dumps(cursor), events),
+        )
+
+    # --- the API's reads -----------------------------------------------------------------------
+    def find(self, kind: str, value: str) -> str | None:
+        """The profile id of an identifier, or of a profile id (also one merged away)."""
+        if kind == "profile_id":
+            if self._all("SELECT 1 FROM profiles WHERE profile_id = ?", (value,)):
+                return value
+            rows = self._all("SELECT profile_id FROM identifiers WHERE node_id = ?", (value,))
+        else:
+            rows = self._all("SELECT profile_id FROM identifiers WHERE type = ? AND value = ?", (kind, value))
+        return rows[0][0] if rows else None
+
+    def events(self, pid: str, limit: int, before: str | None) -> list[tuple[str, str, str, int]]:
+        """``(key, messageId, segment, position)`` of a profile's events, newest first, keys before ``before``."""
+        nodes = [r[0] for r in self._all("SELECT node_id FROM identifiers WHERE profile_id = ?", (pid,))]
+        marks = ",".join("?" * len(nodes))
+        sql = f"SELECT key, message_id, segment, position FROM events WHERE node_id IN ({marks})"
+        params: list = list(nodes)
+        if before:
+            sql += " AND key < ?"
+            params.append(before)
+        return self._all(sql + " ORDER BY key DESC LIMIT ?", [*params, limit])
+
+    def profile_ids(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT profile_id FROM profiles ORDER BY profile_id")]
+
+
+class SqliteStore(SqlStore):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives a process kill; a power cut can
+        # lose the last ones, and the checkpoint with them, so the builder reads them again.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.create()
+
+    def close(self) -> None:
+        self.conn.close()
+

@@ -1,0 +1,187 @@
+"""The builder as a process: killed at any point and restarted, its counts stay exact."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from collector.profiles import views
+from collector.profiles.service import open_store
+from collector.profiles.store import SqliteStore
+from helpers import CollectorProcess, stop_process, wait_until
+
+KEY = "wk_test"
+USERS = 40
+
+
+def send(url: str, batch: list[dict]) -> bool:
+    request = urllib.request.Request(url + "/v1/batch", data=json.dumps({"batch": batch}).encode(),
+                                     headers={"Content-Type": "application/json", "X-Write-Key": KEY})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def profiles_process(data_dir: Path, *args: str, db: str | None = None) -> subprocess.Popen:
+    more = ["--profiles-db", db] if db else []
+    return subprocess.Popen([sys.executable, "-m", "collector", "profiles", "--data-dir", str(data_dir), *more, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def committed(db: str) -> int:
+    """The builder's committed event count (0 before its first commit)."""
+    store = open_store(db, reads_only=True)
+    try:
+        rows = store._all("SELECT events FROM checkpoint")
+    finally:
+        store.close()
+    return rows[0][0] if rows else 0
+
+
+def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path, profiles_db):
+    """A builder killed (SIGKILL) again and again while the collector takes events, across rotations
+    and compressions, then restarted: every acknowledged event is counted exactly once, per person."""
+    collector = CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], args=["--no-profiles"],
+                                 segment_max_bytes=64_000).start()  # fmt: skip
+    data_dir, db = collector.data_dir, profiles_db
+    sent: Counter[str] = Counter()
+    stop = threading.Event()
+    rng = random.Random(3)
+
+    def client() -> None:
+        n = 0
+        while not stop.is_set():
+            batch = []
+            for _ in range(50):
+                n += 1
+                user = f"u{rng.randrange(USERS)}"
+                batch.append({"type": "track", "event": "Viewed", "userId": user, "anonymousId": f"a-{user}",
+                              "messageId": f"m{n}"})  # fmt: skip
+            if send(collector.url, batch):
+                sent.update(e["userId"] for e in batch)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        kills = 0
+        while kills < 15:
+            builder = profiles_process(data_dir, db=db)
+            before = committed(db)
+            wait_until(lambda: committed(db) > before, timeout=60, what="the builder to commit")
+            threading.Event().wait(rng.uniform(0, 0.25))  # not a wait for a result: the kill lands anywhere in a batch
+            builder.send_signal(signal.SIGKILL)
+            builder.wait(30)
+            kills += 1
+    finally:
+        stop.set()
+        thread.join(60)
+        collector.stop()  # every segment closed and gzipped
+    assert len(list(data_dir.glob("events/**/*.gz"))) > 3, "the test did not cross rotations"
+    rest = profiles_process(data_dir, "--once", db=db)
+    assert rest.wait(120) == 0, rest.stdout.read().decode()
+
+    store = open_store(db)
+    try:
+        counted = {}
+        for pid in store.profile_ids():
+            ids = {i["type"]: i["id"] for i in views.external_ids(store, pid)}
+            counted[ids["user_id"]] = views.traits(store, pid)["event_count"]
+    finally:
+        store.close()
+    assert counted == dict(sent), "counts differ from what the collector acknowledged"
+    assert committed(db) == sum(sent.values())
+
+
+def test_rebuild_gives_the_profiles_that_following_gave(tmp_path, log):
+    """``intilery profiles --rebuild --once`` empties the database and builds the same profiles from the log."""
+    from .conftest import at, ev
+
+    log.write([ev(anonymousId="a1", timestamp=at(1)), ev("identify", userId="u1", anonymousId="a1", timestamp=at(2),
+                                                          traits={"email": "z@x.io"})])  # fmt: skip
+    first = profiles_process(log.data_dir, "--once")
+    assert first.wait(60) == 0
+    store = SqliteStore(log.data_dir / "profiles.db")
+    followed = views.snapshot(store)
+    store.close()
+    log.write([ev(userId="u1", timestamp=at(3))])
+    again = profiles_process(log.data_dir, "--rebuild", "--once")
+    assert again.wait(60) == 0
+    store = SqliteStore(log.data_dir / "profiles.db")
+    rebuilt = views.snapshot(store)
+    store.close()
+    (pid,) = rebuilt
+    assert rebuilt[pid]["traits"]["event_count"] == 3
+    rebuilt[pid]["traits"] = followed[pid]["traits"] = None
+    rebuilt[pid]["metadata"]["updated_at"] = followed[pid]["metadata"]["updated_at"] = None
+    rebuilt[pid]["external_ids"] = followed[pid]["external_ids"] = None
+    assert rebuilt == followed
+
+
+def test_a_second_builder_on_the_same_data_directory_refuses_to_start(tmp_path, log):
+    """One builder per host: a second ``intilery profiles`` exits 1 while the first holds the lock."""
+    log.data_dir.mkdir(parents=True)
+    first = profiles_process(log.data_dir)
+    try:
+        wait_until(lambda: (log.data_dir / "profiles.db").exists(), timeout=30, what="the first builder")
+        second = profiles_process(log.data_dir)
+        assert second.wait(60) == 1
+        assert b"profiles.lock" in second.stdout.read()
+    finally:
+        assert stop_process(first) == 0
+
+
+def profile_traits(url: str, token: str, who: str) -> dict | None:
+    request = urllib.request.Request(f"{url}/v1/spaces/default/collections/users/profiles/{who}/traits",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.loads(answer.read())["traits"]
+    except OSError:
+        return None
+
+
+def test_serve_builds_profiles_in_process_and_shows_an_event_soon_after_its_200(tmp_path):
+    """``intilery serve`` with its defaults: a profile shows each event shortly after its 200 (the
+    issue's figure is 2 s; the deadline here is wider for a loaded machine, the latency is in bench/)."""
+    with CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], access_token="at_serve") as collector:
+        assert "profiles: " in collector.log.read_text() and "at_serve" not in collector.log.read_text()
+        for n in range(1, 4):
+            assert send(collector.url, [{"type": "track", "event": "Clicked", "userId": "u-1"}])
+            wait_until(lambda: (profile_traits(collector.url, "at_serve", "user_id:u-1") or {}).get("event_count") == n,
+                       timeout=10, interval=0.05, what=f"event {n} in the profile")  # fmt: skip
+    assert "at_serve" not in collector.log.read_text()
+
+
+def test_with_workers_one_builder_runs_for_the_host(tmp_path):
+    """``--workers 2``: both workers answer the Profile API, and exactly one of them builds."""
+    settings = {"access_token": "at_w", "log_format": "json"}
+    with CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], args=["--workers", "2"], **settings) as collector:
+        assert send(collector.url, [{"type": "identify", "userId": "u-9", "traits": {"plan": "pro"}}])
+        wait_until(lambda: (profile_traits(collector.url, "at_w", "user_id:u-9") or {}).get("plan") == "pro",
+                   timeout=20, what="the profile")  # fmt: skip
+        log_text = collector.log.read_text()
+    assert log_text.count("profile builder following the log") == 1
+
+
+def test_profile_show_prints_a_person(tmp_path, log):
+    from .conftest import ev
+
+    log.write([ev("identify", userId="u-42", anonymousId="a1", traits={"name": "Ann"})])
+    assert profiles_process(log.data_dir, "--once").wait(60) == 0
+    shown = subprocess.run([sys.executable, "-m", "collector", "profile", "show", "user_id:u-42", "--data-dir",
+                            str(log.data_dir)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    body = json.loads(shown.stdout)
+    assert body["traits"]["name"] == "Ann" and {i["id"] for i in body["external_ids"]} == {"u-42", "a1"}
+    missing = subprocess.run([sys.executable, "-m", "collector", "profile", "show", "user_id:nobody", "--data-dir",
+                              str(log.data_dir)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "no profile holds user_id:nobody" in missing.stderr
