@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,14 @@ def site_app(site_dir: Path, collector_url: str) -> web.Application:
     return app
 
 
+def command() -> str:
+    """How to run ``intilery`` from here: its name when it is on PATH, else its path (e.g. ``.venv/bin/intilery``)."""
+    script = Path(sys.executable).parent / "intilery"
+    if not script.exists() or shutil.which("intilery") == str(script):
+        return "intilery"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+
+
 async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) -> None:
     from collector.app import SERVER_KWARGS, create_app
 
@@ -78,7 +89,7 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
             f"  demo shop:  {site_url}/   (open this in a browser)\n"
             f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
             f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
-            f"  watch them: intilery tail --data-dir {config.data_dir}\n"
+            f"  watch them: {command()} tail --data-dir {config.data_dir}\n"
             f"{profiles_line(config)}\n"
             f"  profiles:   curl -u {access_token(config)[0]}: {collector_url}/v1/spaces/{config.profiles_space}"
             f"/collections/users/profiles/user_id:<id>/traits\n"
