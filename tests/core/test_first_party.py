@@ -102,6 +102,7 @@ class TestWhenItIsSet:
             pytest.param(f"itl_aid={AID}", id="fresh-marker-expired"),
             pytest.param("itl_aid=another-id; itl_aid_fresh=1", id="another-id-after-reset"),
             pytest.param("itl_aid_fresh=1", id="itl_aid-deleted"),
+            pytest.param('itl_aid="\\x; ;;==; itl_aid_fresh', id="garbled-cookie-header"),
         ],
     )
     async def test_it_is_set_again_when_stale_or_another_id(self, fp_client, cookie):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from browser_launcher import launch
 
+from collector.log.reader import read_events
 from collector.snippet import snippet
 from helpers import ChildProcess, CollectorProcess, free_port, wait_until
 from tests.e2e.conftest import ROOT
@@ -34,6 +35,8 @@ class Nginx(ChildProcess):
     """Debian's nginx on free 127.0.0.1 ports, its prefix, pid file and logs under ``workdir``."""
 
     def __init__(self, workdir: Path, collector_port: int, site: Path, other_site: Path) -> None:
+        if not os.access(NGINX, os.X_OK):  # a missing nginx fails the test: a Guarantees row rests on it
+            pytest.fail("nginx is not installed: apt-get install nginx (Debian's package)", pytrace=False)
         self.workdir = workdir
         self.port, self.other_port = free_port(), free_port()
         self.log = workdir / "nginx.log"
@@ -100,72 +103,88 @@ def setup(tmp_path):
     collector.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser(playwright_instance):
     launched = launch(playwright_instance, ("--host-resolver-rules=MAP *.example.com 127.0.0.1",))
     yield launched
     launched.close()
 
 
-class Batches:
-    """Every answer to the tag's POST /p/v1/batch that a page received: status and Set-Cookie headers."""
+class Visit:
+    """A browser context on one page: the answers to the tag's POST /p/v1/batch, the page's errors."""
 
-    def __init__(self, page) -> None:
-        self.page = page
-        self.answers: list[dict] = []
-        page.on("response", self._seen)
-
-    def wait(self, count: int) -> list[dict]:
-        """The answers, once there are ``count``."""
-
-        def enough():
-            self.page.evaluate("0")  # the sync API delivers events during calls: make one
-            return self.answers if len(self.answers) >= count else None
-
-        return wait_until(enough, TIMEOUT, what=f"{count} batch answers")
+    def __init__(self, browser) -> None:
+        self.context = browser.new_context()
+        self.context.set_default_timeout(TIMEOUT * 1000)
+        self.tab = self.context.new_page()
+        self.answers: list[dict] = []  # {"status", "set_cookie": [header values]}
+        self.errors: list[str] = []
+        self.tab.on("response", self._seen)
+        self.tab.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def _seen(self, response) -> None:
         if response.url.endswith("/v1/batch") and response.request.method == "POST":
             cookies = [h["value"] for h in response.headers_array() if h["name"].lower() == "set-cookie"]
             self.answers.append({"status": response.status, "set_cookie": cookies})
 
+    def open(self, url: str | None = None) -> str:
+        """Loads ``url`` (None: reloads), waits for the tag, and gives the anonymousId it uses."""
+        self.tab.goto(url) if url else self.tab.reload()
+        self.tab.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
+        return self.tab.evaluate("intilery.user().anonymousId()")
 
-def events_of(collector: CollectorProcess, aid: str, count: int, poke=None) -> list[dict]:
-    from collector.log.reader import read_events
+    def wait(self, count: int) -> list[dict]:
+        """The answers, once there are ``count``."""
 
+        def enough():
+            self.tab.evaluate("0")  # the sync API delivers events during calls: make one
+            return self.answers if len(self.answers) >= count else None
+
+        return wait_until(enough, TIMEOUT, what=f"{count} batch answers")
+
+    def cookies(self) -> dict[str, dict]:
+        return {c["name"]: c for c in self.context.cookies()}
+
+
+@pytest.fixture
+def visit(browser):
+    visits: list[Visit] = []
+
+    def make() -> Visit:
+        visits.append(Visit(browser))
+        return visits[-1]
+
+    yield make
+    for v in visits:
+        assert v.errors == [], f"uncaught errors in the page: {v.errors}"
+        v.context.close()
+
+
+def events_of(collector: CollectorProcess, aid: str, count: int) -> list[dict]:
     def enough():
-        if poke:
-            poke()
         found = [e for e in read_events(collector.data_dir) if e.get("anonymousId") == aid]
         return found if len(found) >= count else None
 
     return wait_until(enough, TIMEOUT, interval=0.2, what=f"{count} stored events of {aid}")
 
 
-def test_the_server_set_id_outlives_script_storage(setup, browser):
+def test_the_server_set_id_outlives_script_storage(setup, visit):
     """Tag from the site's path; the client address through nginx; itl_aid set once, first-party, kept by a reload."""
     collector, nginx, site_url = setup
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT * 1000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
+    v = visit()
     scripts = []
-    tab.on("response", lambda r: scripts.append((r.url, r.status)) if r.url.endswith("/intilery.js") else None)
-    batches = Batches(tab)
-    tab.set_extra_http_headers({"X-Forwarded-For": "203.0.113.9"})  # a spoofed hop nginx appends to
-    tab.goto(site_url + "/")
-    tab.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
+    v.tab.on("response", lambda r: scripts.append((r.url, r.status)) if r.url.endswith("/intilery.js") else None)
+    v.tab.set_extra_http_headers({"X-Forwarded-For": "203.0.113.9"})  # a spoofed hop nginx appends to
+    aid = v.open(site_url + "/")
     assert scripts == [(site_url + "/p/intilery.js", 200)]
-    aid = tab.evaluate("intilery.user().anonymousId()")
 
     first = events_of(collector, aid, 1)[0]
     assert first["type"] == "page" and first["context"]["page"]["url"] == site_url + "/"
     assert first["context"]["ip"] == "127.0.0.1"  # the browser, not nginx (127.0.0.2) nor the spoofed hop
 
-    set_cookie = batches.wait(1)[0]["set_cookie"]
+    set_cookie = v.wait(1)[0]["set_cookie"]
     assert any(c.startswith(f"itl_aid={aid};") for c in set_cookie), set_cookie
-    jar = {c["name"]: c for c in context.cookies()}
+    jar = v.cookies()
     cookie = jar["itl_aid"]
     assert (cookie["value"], cookie["domain"], cookie["path"], cookie["sameSite"]) == (aid, "." + COOKIE_DOMAIN, "/", "Lax")
     assert (cookie["httpOnly"], cookie["secure"]) == (False, False)  # readable by the tag; plain HTTP here
@@ -173,67 +192,47 @@ def test_the_server_set_id_outlives_script_storage(setup, browser):
     assert jar["itl_aid_fresh"]["httpOnly"] is True
 
     # More events: answered without a new Set-Cookie.
-    tab.evaluate("() => { intilery.track('Viewed Mug'); intilery.track('Added Mug'); intilery.flush() }")
+    v.tab.evaluate("() => { intilery.track('Viewed Mug'); intilery.track('Added Mug'); intilery.flush() }")
     events_of(collector, aid, 3)
-    assert all(a["set_cookie"] == [] for a in batches.wait(2)[1:])
+    assert all(a["set_cookie"] == [] for a in v.wait(2)[1:])
 
     # What Safari's 7-day cap deletes: localStorage and every cookie a script can see, but itl_aid.
-    tab.evaluate(
+    v.tab.evaluate(
         """() => { localStorage.clear();
              for (const c of document.cookie.split('; ')) { const n = c.split('=')[0];
                if (n && n != 'itl_aid') for (const d of ['', '; domain=' + location.hostname, '; domain=.example.com',
                  '; domain=.shop.example.com']) document.cookie = n + '=; path=/; max-age=0' + d } }"""
     )
-    assert tab.evaluate("() => document.cookie") == f"itl_aid={aid}"
-    before = len(batches.answers)
-    tab.reload()
-    tab.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
-    assert tab.evaluate("intilery.user().anonymousId()") == aid
+    assert v.tab.evaluate("() => document.cookie") == f"itl_aid={aid}"
+    before = len(v.answers)
+    assert v.open() == aid
     events_of(collector, aid, 4)
-    after_reload = batches.wait(before + 1)[before:]
-    assert all(a["status"] == 200 and a["set_cookie"] == [] for a in after_reload)  # still fresh: not re-sent
-    assert sum(1 for a in batches.answers if a["set_cookie"]) == 1
+    assert all(a["status"] == 200 and a["set_cookie"] == [] for a in v.wait(before + 1)[before:])  # fresh: not re-sent
+    assert sum(1 for a in v.answers if a["set_cookie"]) == 1
 
     # reset(): a new id, which the collector then sets.
-    new = tab.evaluate("() => { intilery.reset(); intilery.track('Signed Out'); intilery.flush(); return intilery.user().anonymousId() }")
+    new = v.tab.evaluate("() => { intilery.reset(); intilery.track('Signed Out'); intilery.flush(); return intilery.user().anonymousId() }")
     assert new != aid
     events_of(collector, new, 1)
-    wait_until(lambda: {c["name"]: c["value"] for c in context.cookies()}.get("itl_aid") == new, TIMEOUT, what="itl_aid set to the new id")
-    tab.reload()
-    tab.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
-    assert tab.evaluate("intilery.user().anonymousId()") == new
-    assert errors == []
-    context.close()
+    wait_until(lambda: v.cookies().get("itl_aid", {}).get("value") == new, TIMEOUT, what="itl_aid set to the new id")
+    assert v.open() == new
 
 
-def test_another_site_embedding_the_tag_gets_no_cookie(setup, browser):
+def test_another_site_embedding_the_tag_gets_no_cookie(setup, visit):
     """A page on another site posting to the collector is answered 200 without Set-Cookie; the tag sets none itself."""
     collector, nginx, site_url = setup
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT * 1000)
-    tab = context.new_page()
-    batches = Batches(tab)
-    tab.goto(f"http://127.0.0.1:{nginx.other_port}/")
-    tab.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
-    aid = tab.evaluate("intilery.user().anonymousId()")
-    events_of(collector, aid, 1)
-    assert [(a["status"], a["set_cookie"]) for a in batches.wait(1)] == [(200, [])]
-    assert "itl_aid" not in {c["name"] for c in context.cookies()}  # nor did the tag write one
-    context.close()
+    v = visit()
+    events_of(collector, v.open(f"http://127.0.0.1:{nginx.other_port}/"), 1)
+    assert [(a["status"], a["set_cookie"]) for a in v.wait(1)] == [(200, [])]
+    assert "itl_aid" not in v.cookies()  # nor did the tag write one
 
 
-def test_the_one_line_tag_on_the_site_path_is_first_party(setup, browser):
+def test_the_one_line_tag_on_the_site_path_is_first_party(setup, visit):
     """<script src="/p/intilery.js" data-first-party>: the host is the tag's folder, and itl_aid is the collector's."""
     collector, nginx, site_url = setup
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT * 1000)
-    tab = context.new_page()
-    batches = Batches(tab)
-    tab.goto(site_url + "/oneline.html")
-    tab.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
-    aid = tab.evaluate("intilery.user().anonymousId()")
+    v = visit()
+    aid = v.open(site_url + "/oneline.html")
     events_of(collector, aid, 1)
-    assert batches.wait(1)[0]["status"] == 200
-    cookie = {c["name"]: c for c in context.cookies()}["itl_aid"]
+    assert v.wait(1)[0]["status"] == 200
+    cookie = v.cookies()["itl_aid"]
     assert (cookie["value"], cookie["domain"]) == (aid, "." + COOKIE_DOMAIN)  # set by the collector, not the tag
-    context.close()
