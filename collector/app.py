@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from collector import assets
+from collector import assets, firstparty
 from collector.api import (
     BATCH_ROUTES,
     GET_ROUTES,
@@ -139,6 +139,9 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
                 error = outcome.rejected[0]
                 raise BadRequest(error["code"], error["message"])
         rejected_lines = dead_letters(source, received_at, outcome, messages)
+        cookies = () if not source.first_party else firstparty.cookies_due(
+            request, source, state.config, firstparty.visitor_id(messages)
+        )
         # the parsed messages are serialised by now: drop them rather than hold them (about
         # 3 KB an event) for as long as the store takes to answer
         payload = messages = context = None
@@ -167,7 +170,10 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         metrics.inc("intilery_events_bots_dropped_total", outcome.bots_dropped, source=source.name)
     for rejected in outcome.rejected:
         metrics.inc("intilery_events_rejected_total", source=source.name, code=rejected["code"])
-    return _json({"success": True, "accepted": accepted, "rejected": outcome.rejected}, headers=headers)
+    answer = _json({"success": True, "accepted": accepted, "rejected": outcome.rejected}, headers=headers)
+    for cookie in cookies:
+        answer.headers.add("Set-Cookie", cookie)
+    return answer
 
 
 async def pixel(request: web.Request) -> web.Response:

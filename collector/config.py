@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import sys
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ LOG_FORMATS = ("text", "json")
 # Values that never identify a person (compared trimmed, lower-cased); ``blocked_ids`` replaces them.
 BLOCKED_IDS = ("", "null", "undefined", "none", "nan", "0", "-1", "anonymous", "guest", "[object object]",
                "unknown", "true", "false", "not_authenticated")  # fmt: skip
+DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,8 @@ class Source:
     drop_bots: bool = False
     rate_limit: float = 0.0  # requests per second for this source; 0: no limit
     rate_burst: int = 0  # 0: twice the rate
+    first_party: bool = False  # the collector sets the itl_aid cookie (collector/firstparty.py)
+    cookie_domain: str = ""  # itl_aid's Domain; "": host-only
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
@@ -189,6 +193,7 @@ def _source(raw: Any, index: int) -> Source:
     mode = raw.get("ip_mode", "anonymize")
     if mode not in IP_MODES:
         raise ConfigError(f"source {raw['name']!r}: ip_mode must be one of {', '.join(IP_MODES)}")
+    first_party = bool(raw.get("first_party", False))
     return Source(
         name=raw["name"],
         write_key=raw["write_key"],
@@ -198,7 +203,19 @@ def _source(raw: Any, index: int) -> Source:
         drop_bots=bool(raw.get("drop_bots", False)),
         rate_limit=_number(raw, "rate_limit", float),
         rate_burst=_number(raw, "rate_burst", int),
+        first_party=first_party,
+        cookie_domain=_cookie_domain(raw, first_party),
     )
+
+
+def _cookie_domain(raw: dict, first_party: bool) -> str:
+    value = raw.get("cookie_domain", "")
+    if value and not first_party:
+        raise ConfigError(f"source {raw['name']!r}: cookie_domain needs first_party = true")
+    domain = value.lstrip(".").lower() if isinstance(value, str) else None
+    if domain is None or (domain and not DOMAIN.fullmatch(domain)):
+        raise ConfigError(f"source {raw['name']!r}: cookie_domain must be a domain name such as example.com, not {value!r}")
+    return domain
 
 
 def _number(raw: dict, key: str, kind: type) -> Any:

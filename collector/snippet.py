@@ -55,18 +55,20 @@ def _js_string(value: str) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def snippet(write_key: str, host: str, consent: bool = False) -> str:
+def snippet(write_key: str, host: str, consent: bool = False, first_party: bool = False) -> str:
     """The ready-to-paste ``<script>`` element for a source's write key and the collector URL.
 
     ``consent=True`` loads the tag in consent mode: nothing is stored or sent until the page
-    calls ``intilery.optIn()`` (from its consent banner).
+    calls ``intilery.optIn()`` (from its consent banner). ``first_party=True`` is for a source with
+    ``first_party = true`` served on the site's own path (``host="/p"``): the tag sends the
+    collector its cookies and leaves ``itl_aid`` to the collector.
 
     >>> print(snippet("wk_live_123", "https://c.example.com/"))  # doctest: +ELLIPSIS
     <script>
     !function(w,d,k,h){...}(window,document,"wk_live_123","https://c.example.com");
     </script>
     """
-    options = ',consent:"required"' if consent else ""
+    options = (',consent:"required"' if consent else "") + (",firstParty:!0" if first_party else "")
     script = _STUB % (options, _js_string(write_key), _js_string(host.rstrip("/")))
     return "<script>\n" + script + "\n</script>"
 
@@ -75,11 +77,12 @@ def add_parser(commands: Any) -> None:
     """Register ``intilery snippet``."""
     snip = commands.add_parser("snippet", help="print the snippet to paste into a site's pages")
     snip.add_argument("--write-key", required=True)
-    snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL")
+    snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL, or a path of the site (/p)")
     snip.add_argument("--consent", choices=["required"], help="send nothing until the page calls intilery.optIn()")
+    snip.add_argument("--first-party", action="store_true", help="for a first_party source on the site's own path")
     snip.set_defaults(run=cmd_snippet)
 
 
 def cmd_snippet(args: argparse.Namespace) -> int:
-    print(snippet(args.write_key, args.host.rstrip("/"), consent=args.consent == "required"))
+    print(snippet(args.write_key, args.host.rstrip("/"), consent=args.consent == "required", first_party=args.first_party))
     return 0

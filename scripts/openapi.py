@@ -32,6 +32,7 @@ from collector.api import (  # noqa: E402
     codes,
     kb,
 )
+from collector.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "collector" / "static" / "openapi.json"
 BATCH, BODY, MESSAGE = f"{MAX_BATCH_MESSAGES:,}", kb(MAX_BODY_BYTES), kb(MAX_MESSAGE_BYTES)
@@ -262,12 +263,24 @@ CORS_ORIGIN = {
     "schema": {"type": "string"},
 }
 CORS = {"Access-Control-Allow-Origin": CORS_ORIGIN}
+SET_COOKIE = {
+    "description": (
+        f"First-party sources only (first_party = true), on a same-site request (Sec-Fetch-Site same-origin or "
+        f"same-site; without it, an Origin under cookie_domain or the request's host): {ID_COOKIE}=<the anonymousId of "
+        f"the batch's last message> (Max-Age {ID_MAX_AGE}, Path=/, SameSite=Lax, Domain=cookie_domain when set, Secure "
+        f"on HTTPS or when a trusted proxy sends X-Forwarded-Proto: https) and {FRESH_COOKIE}=1 (HttpOnly, Max-Age "
+        f"{FRESH_MAX_AGE}). Not sent when the request brings {ID_COOKIE} equal to that id and {FRESH_COOKIE}: at most "
+        "once a day per visitor."
+    ),
+    "schema": {"type": "string"},
+}
+INGESTED = {**CORS, "Set-Cookie": SET_COOKIE}
 
 
 def responses() -> dict:
     return {
-        "Accepted": json_response("Accepted: every accepted message is durable; invalid ones are listed under rejected.", ref("Success"), CORS),
-        "SingleAccepted": json_response("Accepted: the message is durable (or was already: a duplicate).", ref("SingleSuccess"), CORS),
+        "Accepted": json_response("Accepted: every accepted message is durable; invalid ones are listed under rejected.", ref("Success"), INGESTED),
+        "SingleAccepted": json_response("Accepted: the message is durable (or was already: a duplicate).", ref("SingleSuccess"), INGESTED),
         "BadRequest": json_response(
             "Not JSON, not a JSON object, bad gzip, a batch without a batch array, or (single-message paths) an "
             "invalid message.", ref("BadRequestError"), CORS,

@@ -28,6 +28,12 @@ def _trusted(addr, proxies: Iterable[Network]) -> bool:
     return any(addr.version == net.version and addr in net for net in proxies)
 
 
+def is_trusted_proxy(peer: str | None, proxies: tuple[Network, ...]) -> bool:
+    """Whether the socket peer is one of the trusted proxies (whose X-Forwarded-* headers are believed)."""
+    addr = _parse(peer) if peer and proxies else None
+    return addr is not None and _trusted(addr, proxies)
+
+
 def client_ip(peer: str | None, forwarded_for: str | None, proxies: tuple[Network, ...]) -> str | None:
     """The socket peer, unless it is a trusted proxy: then the right-most untrusted X-Forwarded-For hop."""
     if forwarded_for is not None and len(forwarded_for) > _CACHED_HEADER_CHARS:

@@ -85,8 +85,10 @@ function boot() {
   const api = {
     load([writeKey, o = {}]) {
       if (opts) return log('load: already loaded')
-      const host = o.host || new URL(script.src).origin // throws (logged) when neither is known
+      // the collector: the host option, else where the tag came from (its origin, or a site's /p/)
+      const host = o.host || new URL('.', script.src).href // throws (logged) when neither is known
       opts = o
+      store.fp = o.firstParty
       dbg.on = dbg.on || !!o.debug
       queue.init(writeKey, host.replace(/\/+$/, '') + '/v1/batch')
       store.keep = () => !blocked(o)
@@ -211,7 +213,7 @@ function boot() {
   w.intilery = global
 
   const ds = (script && script.dataset) || {}
-  if (ds.writeKey) call(['load', ds.writeKey, { host: ds.host, consent: ds.consent }])
+  if (ds.writeKey) call(['load', ds.writeKey, { host: ds.host, consent: ds.consent, firstParty: ds.firstParty != null }])
   if (Array.isArray(prior)) {
     prior.forEach(call)
     prior.push = call // code that kept a reference to the stub still reaches the tag

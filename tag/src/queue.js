@@ -1,12 +1,13 @@
 // Delivery: messages wait in a queue (kept in localStorage under this tab's own key), go out in
 // small batches by fetch(keepalive) with a text/plain body (no CORS preflight), are retried
 // with exponential backoff and jitter, and also leave by sendBeacon when the page is hidden.
+// In first-party mode the collector, on the page's own origin, gets and sets its cookie (itl_aid).
 // Every messageId is fixed at call time, so a message sent twice is stored once by the collector;
 // a message leaves the queue only when a fetch is answered, or 24 h after it was made.
 
 import { uuid } from './identity.js'
 import { dbg, log } from './log.js'
-import { json, ls } from './storage.js'
+import { json, ls, store } from './storage.js'
 
 const MAX_BODY = 60000 // bytes per request: under the browser's 64 KB keepalive/beacon budget
 const MAX_QUEUE = 500000 // bytes of queue kept for later (localStorage holds about 5 MB); the oldest go first
@@ -102,7 +103,7 @@ export async function send() {
   const b = (busy = take(q))
   let wait = 0
   try {
-    const r = await fetch(url, { method: 'POST', body: body(b), keepalive: true, credentials: 'omit' })
+    const r = await fetch(url, { method: 'POST', body: body(b), keepalive: true, credentials: store.fp ? 'same-origin' : 'omit' })
     if (r.status == 408 || r.status == 429 || r.status > 499) {
       wait = r.headers.get('Retry-After') * 1000 // the collector's wait holds even against flush()
       wait ? (hold = Date.now() + wait) : (wait = backoff())

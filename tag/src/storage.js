@@ -3,6 +3,9 @@
 // browser whose storage throws (private mode, blocked cookies, sandboxed frames) still works for
 // the page's life. Where cookies work, the cookie is the one truth for those three: it spans the
 // subdomains, localStorage does not, so a sign-out or opt-out on one subdomain holds on all.
+// In first-party mode (store.fp) the collector sets itl_aid (a server cookie outlives Safari's
+// 7-day cap on script storage); the tag reads it first, keeps its own copy in localStorage until
+// the collector's answer sets it, and never writes it: a changed id only expires it.
 
 const mem = {}
 const YEAR = 31536000
@@ -11,6 +14,7 @@ const inCookie = k => k == 'aid' || k == 'uid' || k == 'opt'
 
 // store.keep(): whether the privacy state lets the tag write to the browser now (set by index.js
 // from privacy.js; asked on every write, so an optOut() in another tab is seen at once).
+// store.fp: first-party mode (load option firstParty).
 export const store = { keep: () => false }
 
 let domain // the cookie domain, found on the first cookie write; '' means host-only
@@ -37,14 +41,22 @@ function readCookie(k) {
   } catch (e) {}
 }
 
-function writeCookie(k, v) {
+// Writes (or with v empty, expires) a cookie on dom, by default the top-level domain.
+function writeCookie(k, v, dom) {
   try {
     const d = document
     if (domain == null) domain = topDomain()
+    if (dom == null) dom = domain
     d.cookie =
       name(k) + '=' + encodeURIComponent(v || '') + '; path=/; samesite=lax; max-age=' + (v ? YEAR : 0) +
-      (domain ? '; domain=' + domain : '') + (location.protocol == 'https:' ? '; secure' : '')
+      (dom ? '; domain=' + dom : '') + (location.protocol == 'https:' ? '; secure' : '')
   } catch (e) {}
+}
+
+// Expires the collector's itl_aid for this host and every parent domain (cookie_domain is one of them).
+function expireAid() {
+  const p = location.hostname.split('.')
+  for (let i = p.length; i >= 0; i--) writeCookie('aid', '', p.slice(i).join('.'))
 }
 
 // The shortest parent domain that accepts a cookie (example.co.uk for www.shop.example.co.uk):
@@ -67,9 +79,10 @@ export const local = k => ls(s => s.getItem(name(k)))
 
 // Reads a value. The ids and the choice: the cookie where cookies work (memory while privacy
 // forbids storing ids, e.g. waiting for consent); elsewhere and for the rest, localStorage, then memory.
+// First-party mode before the collector has set itl_aid: the tag's own copy.
 export function get(k) {
   const c = inCookie(k) ? readCookie(k) : undefined
-  return (c == null ? local(k) || mem[k] : c || (k != 'opt' && !store.keep() && mem[k])) || null
+  return (c == null || (!c && k == 'aid' && store.fp) ? local(k) || mem[k] : c || (k != 'opt' && !store.keep() && mem[k])) || null
 }
 
 // Writes (or, with v null/undefined, removes) a value and returns it. While privacy forbids
@@ -79,7 +92,8 @@ export function set(k, v) {
   else mem[k] = v
   if (v == null || k == 'opt' || store.keep()) {
     ls(s => (v == null ? s.removeItem(name(k)) : s.setItem(name(k), v)))
-    if (inCookie(k)) writeCookie(k, v)
+    if (k == 'aid' && store.fp) readCookie(k) && readCookie(k) != v && expireAid()
+    else if (inCookie(k)) writeCookie(k, v)
   }
   return v
 }

@@ -21,3 +21,10 @@ def test_snippet_cannot_break_out_of_its_script_element():
     html = snippet('k"</script><img src=x onerror=alert(1)>', "https://h.example/<!--")
     body = html[len("<script>\n") : -len("\n</script>")]
     assert "<" not in body and ">" not in body.replace("=>", "")
+
+
+def test_first_party_snippet_loads_the_tag_from_the_site_path():
+    """With host "/p" the tag comes from the site's own path, and firstParty is passed to load()."""
+    html = snippet("wk_live_123", "/p/", first_party=True)
+    assert '(window,document,"wk_live_123","/p");' in html
+    assert "i.load(k,{host:h,firstParty:!0});i.page()" in html
