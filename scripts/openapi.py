@@ -130,6 +130,8 @@ def message_fields(kind: str) -> dict:
     fields.setdefault("traits", nullable_object("Traits; kept as sent on this call (context.traits is usual)."))
     for name in ("name", "category"):
         fields.setdefault(name, {"type": ["string", "null"], "description": "Kept as sent on this call."})
+    for name in ("groupId", "previousId"):
+        fields.setdefault(name, identifier("Kept as sent on this call."))
     if kind == "group":
         fields["groupId"] = identifier("The group (account, company) id.")
         all_of.append(has("groupId"))

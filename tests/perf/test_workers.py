@@ -33,9 +33,12 @@ def workers_of(supervisor: int) -> list[int]:
 
 
 def held_instances(data_dir: Path) -> list[str]:
-    """Store instance names whose lock is held by a live process."""
+    """Store instance names (``<host>_<n>``) whose lock is held by a live process.
+
+    Other locks live there too (``profiles.lock``: the host's one profile builder; ``rewrite.lock``):
+    they are not instances, and counting them would take one worker for two."""
     held = []
-    for lock in sorted((data_dir / LOCK_DIR).glob("*.lock")):
+    for lock in sorted((data_dir / LOCK_DIR).glob("*_*.lock")):
         fd = try_lock(data_dir, lock.stem)
         if fd is None:
             held.append(lock.stem)
