@@ -25,6 +25,7 @@ IP_MODES = ("anonymize", "full", "drop")
 FSYNC_POLICIES = ("always", "interval", "never")
 STORES = ("file", "nats")
 LOG_FORMATS = ("text", "json")
+PLAN_ENFORCEMENT = ("flag", "reject")
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,8 @@ class Source:
     drop_bots: bool = False
     rate_limit: float = 0.0  # requests per second for this source; 0: no limit
     rate_burst: int = 0  # 0: twice the rate
+    tracking_plan: str = ""  # a plan file (YAML or JSON, collector/plans/); relative to the config file
+    plan_enforcement: str = "flag"  # flag: stored with context.violations; reject: 400 plan_violation
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
@@ -141,7 +144,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from None
 
 
-def _source(raw: Any, index: int) -> Source:
+def _source(raw: Any, index: int, base: Path = Path(".")) -> Source:
     if not isinstance(raw, dict):
         raise ConfigError(f"[[source]] #{index + 1} must be a table")
     unknown = set(raw) - {f for f in Source.__dataclass_fields__}
@@ -158,6 +161,12 @@ def _source(raw: Any, index: int) -> Source:
     mode = raw.get("ip_mode", "anonymize")
     if mode not in IP_MODES:
         raise ConfigError(f"source {raw['name']!r}: ip_mode must be one of {', '.join(IP_MODES)}")
+    plan = raw.get("tracking_plan", "")
+    if not isinstance(plan, str):
+        raise ConfigError(f"source {raw['name']!r}: tracking_plan must be a file name")
+    enforcement = raw.get("plan_enforcement", "flag")
+    if enforcement not in PLAN_ENFORCEMENT:
+        raise ConfigError(f"source {raw['name']!r}: plan_enforcement must be one of {', '.join(PLAN_ENFORCEMENT)}")
     return Source(
         name=raw["name"],
         write_key=raw["write_key"],
@@ -167,6 +176,8 @@ def _source(raw: Any, index: int) -> Source:
         drop_bots=bool(raw.get("drop_bots", False)),
         rate_limit=_number(raw, "rate_limit", float),
         rate_burst=_number(raw, "rate_burst", int),
+        tracking_plan=str(base / plan) if plan else "",
+        plan_enforcement=enforcement,
     )
 
 
@@ -257,7 +268,8 @@ def load_config(
         if value is not None:
             values[name] = _coerce(name, value)
 
-    config = Config(**values, sources=tuple(_source(s, i) for i, s in enumerate(sources_raw)))
+    config = Config(**values, sources=tuple(_source(s, i, Path(path).parent if path else Path("."))
+                                                   for i, s in enumerate(sources_raw)))  # fmt: skip
     if not config.sources and with_dev_source:
         config = replace(config, sources=(dev_source(config.data_dir),), dev_source=True)
     return _check(config)

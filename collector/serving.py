@@ -1,14 +1,16 @@
 """Serving: ``run_server``, the banner, and ``intilery serve``.
 
 ``run_server`` serves one process until SIGINT/SIGTERM (on ``runtime.new_loop``, waiting
-with ``runtime.until_signalled``); ``serve_flags`` and ``config_from_args`` are the flags
+with ``runtime.until_signalled``), reloading the tracking plans on SIGHUP; ``serve_flags`` and ``config_from_args`` are the flags
 that serve and demo share.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import signal
 import logging
 from typing import Any
 
@@ -94,12 +96,22 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         # collector's scans, and collect less often (full collections set the p99; bench/README).
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
+        plans = app[STATE].pipeline.plans
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_plans, plans)
         await until_signalled()
         log.info("shutting down: finishing in-flight requests, closing segments")
     finally:
         for each in reversed(runners):
             await each.cleanup()
     log.info("stopped")
+
+
+def reload_plans(plans) -> None:
+    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept)."""
+    if not plans.sources:
+        log.info("SIGHUP: no source has a tracking plan to reload")
+        return
+    plans.reload()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
