@@ -11,8 +11,9 @@ import sys
 from collector import __version__, demo, serving, snippet
 from collector.config import ConfigError
 from collector.log import archive, tail
+from collector.plans import cli as plans
 
-COMMANDS = (serving, demo, tail, snippet, archive)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, plans)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

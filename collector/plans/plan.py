@@ -104,14 +104,16 @@ class Plan:
     def event_label(self, message: dict) -> str:
         """The metrics' event label: a planned event's name, else the call (bounded, whatever clients send)."""
         if message.get("type") == "track":
-            return message["event"] if message.get("event") in self.track else UNPLANNED_LABEL
+            event = message.get("event")
+            return event if isinstance(event, str) and event in self.track else UNPLANNED_LABEL
         return str(message.get("type"))
 
     def violations(self, message: dict) -> list[dict]:
         """What in a validated message does not follow the plan ([] when it does)."""
         kind = message.get("type")
         if kind == "track":
-            validator = self.track.get(message.get("event"))
+            event = message.get("event")
+            validator = self.track.get(event) if isinstance(event, str) else None
             if validator is None:
                 if self.unplanned == "allow":
                     return []
