@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from collector.app import STATE, create_app
 from collector.config import load_config
@@ -166,6 +167,16 @@ class TestNoPlan:
 
 
 class TestLoading:
+    def test_the_readme_example_plan_loads(self):
+        """The plan shown in the README's Tracking plans section is a valid plan."""
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        section = readme.split("\n## Tracking plans\n", 1)[1]
+        example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+        plan = Plan.from_mapping(yaml.safe_load(example))
+        assert sorted(plan.track) == ["Order Completed", "Product Viewed"] and plan.unplanned == "flag"
+        assert plan.violations({"type": "track", "event": "Order Completed", "properties": {"orderId": "o1"}})
+
+
     @pytest.mark.parametrize(
         "text, says",
         [
