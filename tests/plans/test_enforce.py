@@ -4,6 +4,7 @@ a bad plan at start, and reload on SIGHUP in a real process."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -256,4 +257,17 @@ class TestReload:
             assert (status, body["code"]) == (400, "plan_violation")
         log_text = collector.log.read_text()
         assert "is not valid JSON" in log_text and "the previous one stays in force" in log_text
+
+    def test_the_supervisor_passes_sighup_to_every_worker(self, tmp_path):
+        """With --workers 2, a SIGHUP to the supervisor reloads the plan in both workers."""
+        plan = write_plan(tmp_path / "web.json", "reject")
+        sources = [{"name": "web", "write_key": "wk", "tracking_plan": str(plan), "plan_enforcement": "reject"}]
+        with CollectorProcess(tmp_path, sources, args=["--workers", "2"]) as collector:
+            wait_until(lambda: collector.log.read_text().count("tracking plan loaded") >= 2, timeout=30,
+                       what="both workers serving")  # fmt: skip
+            collector.proc.send_signal(signal.SIGHUP)
+            workers = re.compile(r"tracking plan reloaded .*worker=(\d)")
+            wait_until(lambda: set(workers.findall(collector.log.read_text())) == {"0", "1"}, timeout=30,
+                       what="a reload in both workers")  # fmt: skip
+            assert collector.proc.poll() is None
 
