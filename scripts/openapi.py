@@ -124,6 +124,11 @@ def message_fields(kind: str) -> dict:
         fields["properties"] = nullable_object(f"{kind.capitalize()} properties (url, path, title, referrer, ...).")
     if kind in ("identify", "group"):
         fields["traits"] = nullable_object(f"Traits of the {'user' if kind == 'identify' else 'group'}.")
+    # every call may carry both; when present they must be objects (stored as sent otherwise)
+    fields.setdefault("properties", nullable_object("Properties; kept as sent on this call."))
+    fields.setdefault("traits", nullable_object("Traits; kept as sent on this call (context.traits is usual)."))
+    for name in ("name", "category"):
+        fields.setdefault(name, {"type": ["string", "null"], "description": "Kept as sent on this call."})
     if kind == "group":
         fields["groupId"] = identifier("The group (account, company) id.")
         all_of.append(has("groupId"))

@@ -9,13 +9,16 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
 
 # System packages: Chromium for the browser tests, nats-server for the scale-out tests,
-# Node.js and npm to rebuild the tag and check that the shipped one is fresh, strace.
+# Node.js and npm to rebuild the tag and check that the shipped one is fresh, strace, nginx,
+# PostgreSQL (the tests start their own servers on free 127.0.0.1 ports).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v strace >/dev/null 2>&1 || missing+=(strace)  # proves fsync comes before each 200
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)  # first-party mode behind a proxy
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)  # profiles on PostgreSQL
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     say "installing ${missing[*]} (apt-get)"
