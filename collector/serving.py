@@ -1,8 +1,8 @@
 """Serving: ``run_server``, the banner, and ``intilery serve``.
 
 ``run_server`` serves one process until SIGINT/SIGTERM (on ``runtime.new_loop``, waiting
-with ``runtime.until_signalled``), reloading the tracking plans on SIGHUP; ``serve_flags`` and ``config_from_args`` are the flags
-that serve and demo share.
+with ``runtime.until_signalled``), reading the tracking plans again on SIGHUP;
+``serve_flags`` and ``config_from_args`` are the flags that serve and demo share.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import signal
 import logging
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from aiohttp import web
 from collector import __version__
 from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, load_config
 from collector.logs import setup_logging
+from collector.plans.enforce import Plans
 from collector.runtime import new_loop, until_signalled
 
 log = logging.getLogger("intilery")
@@ -106,7 +107,7 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
     log.info("stopped")
 
 
-def reload_plans(plans) -> None:
+def reload_plans(plans: Plans) -> None:
     """SIGHUP: the tracking plans read again (a bad one logged, the old one kept)."""
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")

@@ -1,7 +1,8 @@
 """The plans in force: one per source that names a ``tracking_plan``, reloaded on SIGHUP.
 
 ``Plans(sources)`` loads and compiles every plan at start and raises ``PlanError`` for a bad
-one (a clear error before the collector serves). ``reload()`` reads them again: a source
+one (a clear error before the collector serves). ``reload()`` reads the same files again
+(the configuration itself is read at start only): a source
 whose new file is bad keeps its old plan, and the error is logged. The ingest stage asks
 ``plans.get(source.name)`` once per request; a source without a plan costs nothing more.
 ``check(plan, source, message)`` is the stage itself: ``None`` when the message follows the
@@ -15,7 +16,7 @@ from typing import Iterable
 
 from collector.config import Source
 from collector.metrics import Metrics
-from collector.plans.plan import Plan, PlanError
+from collector.plans.plan import Plan
 
 log = logging.getLogger("intilery.plans")
 
@@ -43,7 +44,7 @@ class Plans:
         for name, source in self.sources.items():
             try:
                 fresh[name] = Plan.load(source.tracking_plan)
-            except PlanError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever is wrong with the new file, the old plan stays
                 ok = False
                 log.error("tracking plan not reloaded, the previous one stays in force: %s", exc, extra={"source": name})
                 continue
