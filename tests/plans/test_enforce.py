@@ -126,6 +126,46 @@ class TestReject:
         assert 'intilery_events_rejected_total{source="web",code="plan_violation"} 1' in text
 
 
+def deep(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+class TestOddInput:
+    @pytest.mark.parametrize(
+        "properties",
+        [
+            pytest.param({"revenue": deep(250)}, id="deep-value"),
+            pytest.param({"revenue": 1, "x" * 5000: "y"}, id="long-key"),
+            pytest.param({"revenue": 1, "a/b~c": "\u0000\ud7ff"}, id="pointer-characters"),
+            pytest.param({"revenue": 1e308, "email": "@" * 1000}, id="huge-number-long-email"),
+            pytest.param({f"k{i}": [i] for i in range(500)}, id="many-violations"),
+        ],
+    )
+    @pytest.mark.parametrize("enforcement", ["flag", "reject"])
+    async def test_never_a_500(self, planned, config, enforcement, properties):
+        """Whatever the properties, a planned source answers 200 or 400 plan_violation, and what it stores is JSON."""
+        client = await planned(enforcement)
+        answer = await client.post("/v1/track", json={**GOOD, "properties": properties}, headers=KEY)
+        assert answer.status in (200, 400), await answer.text()
+        if answer.status == 400:
+            assert (await answer.json())["code"] == "plan_violation"
+            [dead] = rejected(config.data_dir)
+            assert 0 < len(dead["violations"]) <= 20
+        else:
+            for line in stored(config.data_dir):
+                assert len(line["context"].get("violations", [])) <= 20
+
+
+    def test_violations_are_capped_per_message(self):
+        """A message breaking its schema a thousand ways carries at most 20 violations, each message cut to 200 characters."""
+        plan = Plan.from_mapping({"track": {"E": {"type": "object", "additionalProperties": {"type": "integer"}}}})
+        found = plan.violations({"type": "track", "event": "E", "properties": {f"k{i}": "v" * 500 for i in range(1000)}})
+        assert len(found) == 20 and all(len(v["message"]) <= 200 for v in found)
+
+
 class TestUnplanned:
     @pytest.mark.parametrize(
         "enforcement, unplanned, status, stored_violations",
