@@ -77,6 +77,8 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
     from collector.limits import LimitedSite
 
     app = create_app(config)
+    # at once, in the same step as the plans' "loaded" log line (a worker ignores SIGHUP until here)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_plans, app[STATE].pipeline.plans)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
                            **SERVER_KWARGS)  # fmt: skip
     runners = [runner]
@@ -97,8 +99,6 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         # collector's scans, and collect less often (full collections set the p99; bench/README).
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
-        plans = app[STATE].pipeline.plans
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_plans, plans)
         await until_signalled()
         log.info("shutting down: finishing in-flight requests, closing segments")
     finally:

@@ -305,9 +305,12 @@ class TestReload:
         with CollectorProcess(tmp_path, sources, args=["--workers", "2"]) as collector:
             wait_until(lambda: collector.log.read_text().count("tracking plan loaded") >= 2, timeout=30,
                        what="both workers serving")  # fmt: skip
-            collector.proc.send_signal(signal.SIGHUP)
             workers = re.compile(r"tracking plan reloaded .*worker=(\d)")
-            wait_until(lambda: set(workers.findall(collector.log.read_text())) == {"0", "1"}, timeout=30,
-                       what="a reload in both workers")  # fmt: skip
+
+            def reloaded_in_both() -> bool:  # resent: a worker still starting ignores SIGHUP
+                collector.proc.send_signal(signal.SIGHUP)
+                return set(workers.findall(collector.log.read_text())) == {"0", "1"}
+
+            wait_until(reloaded_in_both, timeout=30, interval=0.5, what="a reload in both workers")
             assert collector.proc.poll() is None
 
