@@ -17,6 +17,10 @@ they hold what recent traffic would have put there (the steady state of a runnin
 collector), never the measured events themselves. One more case has them empty: every
 address is new, the worst case for geo.
 
+One more runs the tracking-plan stage: the relay source with a plan drafted from the
+workload's events (``collector.plans.infer``, every event planned and passing it), beside
+the same case without a plan; the ratio of the two is printed (issue 18: at most 1.3).
+
 The best of ``--repeat`` passes is reported (the one least disturbed by other load on a
 shared machine), the median beside it, and the process CPU time per event.
 """
@@ -29,6 +33,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,8 +45,12 @@ from collector.enrich import ip as iputil
 from collector.enrich.geo import Geo
 from collector.enrich.useragent import UserAgentParser
 from collector.ingest import Pipeline, RequestInfo
+from collector.plans.enforce import Plans
+from collector.plans.infer import infer
 
 RELAY = Source(name="relay", write_key="wk_relay", trust_client_ip=True)
+PLAN_BASE = "warm UA cache, no geo"
+PLAN_CASE = "warm UA, no geo, tracking plan"
 
 
 def make_batches(work: Workload, events: int, size: int, tag: str) -> list[bytes]:
@@ -104,12 +113,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for agent in agents:
             warm.parse(agent[:1024])
         cold = UserAgentParser(cache_size=0)
+        plan_file = Path(tmp) / "plan.json"
+        plan_file.write_text(json.dumps(infer(m for b in warmup + measured for m in orjson.loads(b)).plan()))
+        plans = Plans([replace(RELAY, tracking_plan=str(plan_file))])
         cases = [
             ("warm UA cache, geo on", Pipeline(warm, geo), warmup),
             ("warm UA cache, no geo", Pipeline(warm, None), warmup),
             ("cold UA (no cache), geo on", Pipeline(cold, geo), warmup),
             ("cold UA (no cache), no geo", Pipeline(cold, None), warmup),
             ("warm UA, geo on, new addresses", Pipeline(warm, geo), None),
+            (PLAN_CASE, Pipeline(warm, None, plans), warmup),
         ]
         rows = []
         for name, pipeline, warm_events in cases:
@@ -125,6 +138,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"|{'-' * 32}|----------------:|------------------:|--------------------:|")
     for row in rows:
         print(f"| {row['case']:<30} | {row['best_us']:15.2f} | {row['median_us']:17.2f} | {row['cpu_us']:19.2f} |")
+    by_case = {row["case"]: row for row in rows}
+    ratio = by_case[PLAN_CASE]["best_us"] / by_case[PLAN_BASE]["best_us"]
+    print(f"tracking plan: {ratio:.2f}x the per-event path without one ({PLAN_CASE!r} / {PLAN_BASE!r}, best)")
     if args.json == "-":
         print("MICRO-JSON " + json.dumps(rows))
     elif args.json:

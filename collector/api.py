@@ -53,6 +53,9 @@ ERRORS: dict[str, Error] = {
     "missing_previous_id": Error(400, "an alias without previousId"),
     "invalid_field": Error(400, "a field of the wrong type or length"),
     "invalid_timestamp": Error(400, "a timestamp that is not ISO-8601"),
+    "plan_violation": Error(
+        400, "a message that does not follow its source's tracking plan, when the source rejects violations"
+    ),
     "missing_write_key": Error(
         401, "no write key", "a write key is required (Basic auth user, X-Write-Key, writeKey)"
     ),
@@ -89,6 +92,7 @@ PIXEL_CODES = ("invalid_pixel",)
 MESSAGE_CODES = (
     "invalid_message", "missing_type", "unknown_type", "type_mismatch", "missing_id", "missing_event",
     "missing_group_id", "missing_previous_id", "invalid_field", "invalid_timestamp", "message_too_large",
+    "plan_violation",
 )  # fmt: skip
 
 

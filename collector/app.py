@@ -1,7 +1,7 @@
 """The aiohttp application: routes and wiring, and the handlers that run a request through.
 
 A request reads in one direction: ``edge`` (write key, origin, rate limits, CORS) and
-``body`` → ``ingest.Pipeline`` (validate, enrich, serialise) → ``commit`` (duplicates,
+``body`` → ``ingest.Pipeline`` (validate, tracking plan, enrich, serialise) → ``commit`` (duplicates,
 append, wait for durability) → the answer.
 """
 
@@ -31,7 +31,7 @@ from collector.api import (
 )
 from collector import body as bodies
 from collector.config import Config, Source
-from collector.commit import Committer, dead_letters
+from collector.commit import Committer, violations_kept, dead_letters
 from collector.dedup import Dedup
 from collector.edge import CORS_HEADERS, Gate, cors, header_key, page_origin, request_info
 from collector.enrich.geo import Geo
@@ -51,6 +51,7 @@ from collector.ingest import Pipeline
 from collector.log.deadletters import body_payload
 from collector.log.stores import make_store
 from collector.metrics import Metrics
+from collector.plans.enforce import Plans
 
 log = logging.getLogger("intilery.app")
 
@@ -137,7 +138,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             outcome = state.pipeline.process([payload], source, info, kind)
             if outcome.rejected:
                 error = outcome.rejected[0]
-                raise BadRequest(error["code"], error["message"])
+                raise BadRequest(error["code"], error["message"], **violations_kept(outcome, 0))
         rejected_lines = dead_letters(source, received_at, outcome, messages)
         cookies = () if not source.first_party else firstparty.cookies_due(
             request, source, state.config, firstparty.visitor_id(messages)
@@ -152,7 +153,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
             try:
                 if body is None and raw is not None and not bodies.encoded(request):
                     body = raw  # read, but refused before decoding (its content type): as sent
-                kept = body_payload(body, request.content_length if raw is None else len(raw))
+                kept = {**body_payload(body, request.content_length if raw is None else len(raw)), **exc.kept}
                 await state.committer.reject(source, received_at, exc.code, exc.message, **kept)
             except Unavailable as unavailable:
                 exc = unavailable
@@ -283,7 +284,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
         config=config,
         store=store,
         metrics=metrics,
-        pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo),
+        pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo, Plans(config.sources, metrics)),
         dedup=dedup,
         gate=Gate(config),
         committer=Committer(store, dedup),

@@ -12,8 +12,9 @@ from collector import __version__, demo, serving, snippet
 from collector.config import ConfigError
 from collector.log import archive, tail
 from collector.profiles import cli as profiles
+from collector.plans import cli as plans
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ After the pipeline has turned a request's messages into lines, ``Committer.commi
    the same request failed: a retry of them is then a duplicate.
 
 ``dead_letters`` turns the messages a batch rejected one by one into the lines ``commit``
-writes to ``rejected/`` with the events; ``reject`` keeps a whole rejected request there.
+writes to ``rejected/`` with the events (with the violations of a message its
+source's tracking plan rejected); ``reject`` keeps a whole rejected request there.
 The store is any log store (``collector.log``); nothing here knows which.
 """
 
@@ -33,9 +34,15 @@ def dead_letters(source: Source, received_at: float, outcome: Outcome, messages:
     (and its ``index`` in the batch when ``indexed``)."""
     return [
         deadletters.record(source, received_at, r["code"], r["message"], **({"index": r["index"]} if indexed else {}),
-                           payload=messages[r["index"]])  # fmt: skip
+                           **violations_kept(outcome, r["index"]), payload=messages[r["index"]])  # fmt: skip
         for r in outcome.rejected
     ]
+
+
+def violations_kept(outcome: Outcome, index: int) -> dict:
+    """``violations=`` for a message rejected by its source's tracking plan (rejected/ keeps what it broke)."""
+    found = outcome.violations.get(index)
+    return {"violations": found} if found else {}
 
 
 class Committer:

@@ -30,6 +30,7 @@ LOG_FORMATS = ("text", "json")
 BLOCKED_IDS = ("", "null", "undefined", "none", "nan", "0", "-1", "anonymous", "guest", "[object object]",
                "unknown", "true", "false", "not_authenticated")  # fmt: skip
 DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+PLAN_ENFORCEMENT = ("flag", "reject")
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,8 @@ class Source:
     rate_burst: int = 0  # 0: twice the rate
     first_party: bool = False  # the collector sets the itl_aid cookie (collector/firstparty.py)
     cookie_domain: str = ""  # itl_aid's Domain; "": host-only
+    tracking_plan: str = ""  # a plan file (YAML or JSON, collector/plans/); relative to the config file
+    plan_enforcement: str = "flag"  # flag: stored with context.violations; reject: 400 plan_violation
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
@@ -176,7 +179,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from None
 
 
-def _source(raw: Any, index: int) -> Source:
+def _source(raw: Any, index: int, base: Path = Path(".")) -> Source:
     if not isinstance(raw, dict):
         raise ConfigError(f"[[source]] #{index + 1} must be a table")
     unknown = set(raw) - {f for f in Source.__dataclass_fields__}
@@ -194,6 +197,12 @@ def _source(raw: Any, index: int) -> Source:
     if mode not in IP_MODES:
         raise ConfigError(f"source {raw['name']!r}: ip_mode must be one of {', '.join(IP_MODES)}")
     first_party = bool(raw.get("first_party", False))
+    plan = raw.get("tracking_plan", "")
+    if not isinstance(plan, str):
+        raise ConfigError(f"source {raw['name']!r}: tracking_plan must be a file name")
+    enforcement = raw.get("plan_enforcement", "flag")
+    if enforcement not in PLAN_ENFORCEMENT:
+        raise ConfigError(f"source {raw['name']!r}: plan_enforcement must be one of {', '.join(PLAN_ENFORCEMENT)}")
     return Source(
         name=raw["name"],
         write_key=raw["write_key"],
@@ -205,6 +214,8 @@ def _source(raw: Any, index: int) -> Source:
         rate_burst=_number(raw, "rate_burst", int),
         first_party=first_party,
         cookie_domain=_cookie_domain(raw, first_party),
+        tracking_plan=str(base / plan) if plan else "",
+        plan_enforcement=enforcement,
     )
 
 
@@ -307,7 +318,8 @@ def load_config(
         if value is not None:
             values[name] = _coerce(name, value)
 
-    config = Config(**values, sources=tuple(_source(s, i) for i, s in enumerate(sources_raw)))
+    config = Config(**values, sources=tuple(_source(s, i, Path(path).parent if path else Path("."))
+                                                   for i, s in enumerate(sources_raw)))  # fmt: skip
     if not config.sources and with_dev_source:
         config = replace(config, sources=(dev_source(config.data_dir),), dev_source=True)
     return _check(config)

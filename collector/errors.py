@@ -34,10 +34,11 @@ class CollectorError(Exception):
     status = 500
     retry_after: int | None = None
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **kept: object) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.kept = kept  # what rejected/ keeps beside the payload (a tracking plan's violations)
 
 
 class BadRequest(CollectorError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,6 +15,8 @@ from collector.enrich.useragent import UserAgentParser
 from collector.errors import Invalid
 from collector.log.layout import iso_ms
 from collector.api import MAX_MESSAGE_BYTES, sentence
+from collector.plans.enforce import Plans, rejection_sentence
+from collector.plans.plan import Plan
 from collector.validate import parse_timestamp, validate
 
 
@@ -41,6 +43,7 @@ class Outcome:
     ids: list[str]
     rejected: list[dict]  # {"index", "code", "message"}
     bots_dropped: int = 0
+    violations: dict[int, list] = field(default_factory=dict)  # index -> what a rejected message broke of the plan
 
 
 def merge_under(base: dict, over: dict) -> dict:
@@ -53,9 +56,10 @@ def merge_under(base: dict, over: dict) -> dict:
 
 
 class Pipeline:
-    def __init__(self, user_agents: UserAgentParser, geo: Geo | None) -> None:
+    def __init__(self, user_agents: UserAgentParser, geo: Geo | None, plans: Plans | None = None) -> None:
         self.user_agents = user_agents
         self.geo = geo
+        self.plans = plans  # None, or empty, when no source has a tracking plan
 
     def process(
         self,
@@ -69,6 +73,8 @@ class Pipeline:
     ) -> Outcome:
         outcome = Outcome([], [], [])
         received_iso = request.received_iso
+        plan = self.plans.get(source.name) if self.plans else None  # once a request: no plan, no cost
+        flagged = None
         for index, raw in enumerate(messages):
             try:
                 if check_size and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
@@ -79,6 +85,8 @@ class Pipeline:
                 if outer_sent_at is not None and "sentAt" not in message:
                     message["sentAt"] = outer_sent_at
                 self._timestamps(message, request.received_at)
+                if plan is not None:
+                    flagged = self._plan(plan, source, message, index, outcome)
             except Invalid as exc:
                 outcome.rejected.append({"index": index, "code": exc.code, "message": exc.message})
                 continue
@@ -92,6 +100,8 @@ class Pipeline:
             if self._context(message, source, request) and source.drop_bots:
                 outcome.bots_dropped += 1
                 continue
+            if flagged:
+                message["context"]["violations"] = flagged
             try:
                 outcome.lines.append(orjson.dumps(message) + b"\n")
             except orjson.JSONEncodeError:
@@ -99,6 +109,17 @@ class Pipeline:
                 continue
             outcome.ids.append(message_id)
         return outcome
+
+    def _plan(self, plan: Plan, source: Source, message: dict, index: int, outcome: Outcome) -> list | None:
+        """The tracking-plan stage: the violations to flag, or ``Invalid`` (plan_violation) to reject."""
+        checked = self.plans.check(plan, source, message)
+        if checked is None:
+            return None
+        found, rejected = checked
+        if rejected:
+            outcome.violations[index] = found
+            raise Invalid("plan_violation", rejection_sentence(found))
+        return found
 
     @staticmethod
     def _timestamps(message: dict, received_at: float) -> None:

@@ -19,6 +19,7 @@ _HELP = {
     "intilery_nats_inflight_messages": "Messages published to JetStream and waiting for their PubAck.",
     "intilery_nats_duplicates_total": "Publishes JetStream answered as duplicates (already stored by some collector).",
     "intilery_archive_lines_total": "Lines the archive consumer wrote (after dedup).",
+    "intilery_plan_violations_total": "Tracking-plan violations, by source, event (planned name, (unplanned), or call) and code.",
 }
 
 

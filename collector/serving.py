@@ -1,15 +1,17 @@
 """Serving: ``run_server``, the banner, and ``intilery serve``.
 
 ``run_server`` serves one process until SIGINT/SIGTERM (on ``runtime.new_loop``, waiting
-with ``runtime.until_signalled``); ``serve_flags`` and ``config_from_args`` are the flags
-that serve and demo share.
+with ``runtime.until_signalled``), reading the tracking plans again on SIGHUP;
+``serve_flags`` and ``config_from_args`` are the flags that serve and demo share.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from aiohttp import web
 from collector import __version__
 from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, load_config
 from collector.logs import setup_logging
+from collector.plans.enforce import Plans
 from collector.runtime import new_loop, until_signalled
 
 log = logging.getLogger("intilery")
@@ -91,6 +94,8 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
     from collector.limits import LimitedSite
 
     app = create_app(config, profiles_builder=config.profiles)
+    # at once, in the same step as the plans' "loaded" log line (a worker ignores SIGHUP until here)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_plans, app[STATE].pipeline.plans)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
                            **SERVER_KWARGS)  # fmt: skip
     runners = [runner]
@@ -117,6 +122,14 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         for each in reversed(runners):
             await each.cleanup()
     log.info("stopped")
+
+
+def reload_plans(plans: Plans) -> None:
+    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept)."""
+    if not plans.sources:
+        log.info("SIGHUP: no source has a tracking plan to reload")
+        return
+    plans.reload()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

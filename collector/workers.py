@@ -47,7 +47,7 @@ STARTUP_GRACE = 5.0  # a worker that dies sooner than this after starting counts
 MAX_QUICK_FAILURES = 5  # such deaths in a row before the supervisor gives up
 MAX_BACKOFF = 10.0  # longest wait before restarting a failing worker
 STOP_TIMEOUT = 30.0  # after SIGTERM, how long workers get before SIGKILL
-_WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # SIGHUP: passed on to every worker
 _PR_SET_PDEATHSIG = 1
 
 
@@ -129,6 +129,7 @@ def _worker(config: Config, serve: Serve, index: int, quiet: bool, parent: int) 
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it (reloading plans)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         _die_with(parent)
         for handler in logging.getLogger().handlers:
@@ -167,6 +168,13 @@ def _watch(slots: list[_Slot], config: Config, reserved: socket.socket | None, s
         if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
             log.info("stopping workers", extra={"signal": signal.Signals(info.si_signo).name})
             return 0
+        if info is not None and info.si_signo == signal.SIGHUP:
+            for slot in slots:
+                if slot.pid is not None:
+                    try:
+                        os.kill(slot.pid, signal.SIGHUP)
+                    except ProcessLookupError:  # died meanwhile: reaped below
+                        pass
         for slot, status in _reap(slots):
             lived = time.monotonic() - slot.started
             slot.failures = slot.failures + 1 if lived < STARTUP_GRACE else 0

@@ -190,4 +190,6 @@ async def test_no_answer_is_sent_before_the_fsync_of_its_lines(tmp_path, setting
     assert answers == sent, f"the trace shows {answers} of the {sent} answers"
     assert not early, f"{len(early)} events answered 200 before their fsync, e.g. {early[:3]}"
     if settings:
-        assert len(list((tmp_path / "data/events").glob("**/part-*"))) >= 3, "no rotation happened"  # one a commit, at least
+        # a group commit gathers what several requests appended, so how many segments 80 requests
+        # fill depends on timing (10 to 30 seen); a few prove the answers were checked among rotations
+        assert len(list((tmp_path / "data/events").glob("**/part-*"))) > 3, "no rotation happened"
