@@ -24,7 +24,7 @@ import orjson
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles.graph import Graph
-from collector.profiles.rules import Rules, contribution, event_key, key_time, merge, node_id
+from collector.profiles.rules import Rules, absorb, node_id
 
 log = logging.getLogger("intilery.profiles")
 
@@ -68,30 +68,45 @@ class Builder:
 
     def apply(self, records: list) -> None:
         graph = Graph(self.rules, self.store)
-        links: dict[str, str | None] = {}  # members -> earliest key, for the sets this batch saw
         self.pending: dict[str, tuple] = {}  # the sets to store: members -> (idents, key, new)
-        ids = [r.event.get("messageId") for r, _ in records]
-        known = self.store.seen([i for i in ids if isinstance(i, str)])
-        rows = []
-        for (record, position), message_id in zip(records, ids):
+        fresh, everyone, sets = [], set(), set()
+        known = self.store.seen([_dedup_key(r.event) for r, _ in records])
+        identifiers = self.rules.identifiers
+        for record, position in records:
             event = record.event
-            if not isinstance(message_id, str) or message_id in known:
+            dedup = _dedup_key(event)
+            if dedup is None or dedup in known:
                 self.stats["duplicates"] += 1
                 continue
-            known.add(message_id)
-            idents = self.rules.identifiers(event)
+            known.add(dedup)
+            idents = identifiers(event)
             if not idents:
                 self.stats["unattributed"] += 1
                 continue
-            key = event_key(event)
+            fresh.append((event, dedup, idents, record.segment, position))
+            everyone.update(idents)
+            if len(idents) > 1:
+                sets.add(tuple(idents))
+        graph.load(everyone)  # every profile the batch touches, in a few queries
+        stored = self.store.link_keys([_members(s) for s in sets])
+        links = {s: stored.get(_members(s)) for s in sets}  # each set seen -> the earliest key applied
+        rows = []
+        nodes = graph.nodes
+        for event, (source, message_id), idents, segment, position in fresh:
+            when = event.get("timestamp") or event.get("receivedAt") or ""
+            when = when if when.__class__ is str else ""
+            key = f"{when}|{message_id}"
             for ident in idents:
-                self.ensure_seen(graph, ident, key, event)
+                node = nodes.get(ident) or graph.ensure(ident)
+                if not node.first_seen or when < node.first_seen:
+                    node.first_seen, node.source = when, str(event.get("source") or "")
+                if when > node.last_seen:
+                    node.last_seen = when
+            graph.dirty_nodes.update(idents)
             if len(idents) > 1:
                 self.link(graph, links, idents, key, message_id)
-            home = graph.nodes[idents[0]]
-            home.state = merge(home.state, contribution(event, key))
-            graph.dirty_nodes.add(idents[0])
-            rows.append((message_id, node_id(idents[0]), key, record.segment, position))
+            absorb(nodes[idents[0]].state, event, key)
+            rows.append((source, message_id, node_id(idents[0]), key, segment, position))
             self.count += 1
         self.flush(graph)
         self.store.add_events(rows)
@@ -100,13 +115,12 @@ class Builder:
     def link(self, graph: Graph, links: dict, idents: list, key: str, message_id: str) -> None:
         """Apply a set of identifiers seen together. Only the earliest message of each distinct set
         counts (a later one changes nothing), so a person's thousands of events are a few links."""
-        members = orjson.dumps(idents).decode()
-        if members not in links:
-            links[members] = self.store.link_key(members)
-        known = links[members]
+        group = tuple(idents)
+        known = links[group]
         if known is not None and known <= key:
             return
-        links[members] = key
+        links[group] = key
+        members = _members(group)
         new = known is None or (members in self.pending and self.pending[members][2])
         self.pending[members] = (idents, key, new)
         if known is None and not graph.is_late(idents, key):
@@ -120,15 +134,6 @@ class Builder:
         self.store.put_links(self.pending)
         self.pending = {}
         self.store.write(graph)
-
-    @staticmethod
-    def ensure_seen(graph: Graph, ident, key: str, event: dict) -> None:
-        node = graph.ensure(ident)
-        when = key_time(key)
-        if not node.first_seen or when < node.first_seen:
-            node.first_seen, node.source = when, str(event.get("source") or "")
-        node.last_seen = max(node.last_seen, when)
-        graph.dirty_nodes.add(ident)
 
     def run(self, keep_going: Callable[[], bool] = lambda: True, interval: float = POLL) -> None:
         """Follow the log until ``keep_going()`` is false."""
@@ -144,3 +149,17 @@ class Builder:
             if n == 0:
                 return total
             total += n
+
+
+def _dedup_key(event: dict) -> tuple[str, str] | None:
+    """What makes an event a repeat: its source and messageId (as the collector's filter)."""
+    message_id = event.get("messageId")
+    if message_id.__class__ is not str:
+        return None
+    source = event.get("source")
+    return (source if source.__class__ is str else "", message_id)
+
+
+def _members(idents) -> str:
+    """A set of identifiers as the links table keys it (JSON)."""
+    return orjson.dumps(idents).decode()
