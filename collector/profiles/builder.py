@@ -24,7 +24,7 @@ import orjson
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles.graph import Graph
-from collector.profiles.rules import Rules, absorb, node_id
+from collector.profiles.rules import Rules, absorb, event_key, key_time, node_id
 
 log = logging.getLogger("intilery.profiles")
 
@@ -93,9 +93,8 @@ class Builder:
         rows = []
         nodes = graph.nodes
         for event, (source, message_id), idents, segment, position in fresh:
-            when = event.get("timestamp") or event.get("receivedAt") or ""
-            when = when if when.__class__ is str else ""
-            key = f"{when}|{message_id}"
+            key = event_key(event)
+            when = key_time(key)
             for ident in idents:
                 node = nodes.get(ident) or graph.ensure(ident)
                 if not node.first_seen or when < node.first_seen:
