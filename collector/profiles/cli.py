@@ -14,9 +14,8 @@ import orjson
 from collector.config import load_config
 from collector.logs import setup_logging
 from collector.profiles import views
-from collector.profiles.builder import Builder
-from collector.profiles.rules import EMAIL, ID_TYPES, Rules
-from collector.profiles.service import checkpoint_name, db_target, open_store, take_lock
+from collector.profiles.rules import EMAIL, ID_TYPES
+from collector.profiles.service import db_target, follow, open_store, take_lock
 
 
 def _config(args: argparse.Namespace):
@@ -55,21 +54,13 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         print(f"intilery: another builder holds {config.data_dir}/.locks/profiles.lock (a collector with profiles on?)",
               file=sys.stderr)  # fmt: skip
         return 1
-    store = open_store(db_target(config))
+    stopped: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, frame: stopped.append(number))
     try:
-        if args.rebuild:
-            store.reset()
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config))
-        if args.once:
-            builder.catch_up()
-        else:
-            stopped: list[int] = []
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda number, frame: stopped.append(number))
-            builder.run(keep_going=lambda: not stopped)
-        print(orjson.dumps(builder.stats).decode(), flush=True)
+        stats = follow(config, lambda: not stopped, rebuild=args.rebuild, once=args.once)
+        print(orjson.dumps(stats).decode(), flush=True)
     finally:
-        store.close()
         os.close(lock)
     return 0
 
