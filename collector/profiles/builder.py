@@ -14,8 +14,10 @@ included: the next start reads on from there, so no event is missed or counted t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from contextlib import aclosing
 from pathlib import Path
 from typing import Callable
 
@@ -34,37 +36,77 @@ CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per 
 
 
 class Builder:
+    """Follows ``<data_dir>/events`` through the log's ``Reader``; with ``stream`` (a Config of the
+    NATS store) the JetStream stream through its ``StreamReader`` instead, the cursor (the last
+    stream sequence read) kept in the profile database in the same way."""
+
     def __init__(self, store, data_dir: Path, rules: Rules = Rules(), *, batch: int = BATCH,
-                 checkpoint: str = CHECKPOINT) -> None:  # fmt: skip
+                 checkpoint: str = CHECKPOINT, stream=None) -> None:  # fmt: skip
         self.store, self.rules, self.batch, self.name = store, rules, batch, checkpoint
         cursor, self.count = store.checkpoint(checkpoint)
-        self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
+        if stream is None:
+            self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
+            self.loop = None
+        else:
+            from collector.log.stream_reader import StreamReader
+
+            self.reader = StreamReader(stream, cursor=cursor)
+            self.loop = asyncio.new_event_loop()
         self.stats = {"events": self.count, "duplicates": 0, "unattributed": 0, "replays": 0}
 
     def step(self) -> int:
         """Read and apply one batch, commit it with its cursor; the number of records read.
 
         When the batch fails it is rolled back and the reader put back where it was: the next
-        step reads the same events again."""
-        cursor, count = self.reader.cursor, self.count
+        step reads the same events again. A builder sharing the database (PostgreSQL) that
+        finds the checkpoint moved by another takes it up first."""
+        self.store.begin()
+        try:
+            shared = self.store.checkpoint_row(self.name)
+            if shared is not None and shared[0] != self.reader.cursor:
+                self.reader.offsets, self.count = dict(shared[0]), shared[1]
+            cursor, count = self.reader.cursor, self.count
+            records = self.read()
+            if not records:
+                self.store.rollback()
+                return 0
+            self.apply(records)
+            self.store.save_checkpoint(self.name, self.reader.cursor, self.count)
+            self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            if "cursor" in locals():
+                self.reader.offsets, self.count = cursor, count
+            raise
+        return len(records)
+
+    def read(self) -> list:
+        """The next batch: ``(record, position)``, the position a byte offset in its segment, or
+        for the stream (``record.segment`` its name) the message's sequence."""
+        if self.loop is not None:
+            return self.loop.run_until_complete(self._read_stream())
         records = []
         for record in self.reader.read():
             end = self.reader.offsets[record.segment]
             records.append((record, end - len(record.line) - 1))
             if len(records) >= self.batch:
                 break
-        if not records:
-            return 0
-        try:
-            self.store.begin()
-            self.apply(records)
-            self.store.save_checkpoint(self.name, self.reader.cursor, self.count)
-            self.store.commit()
-        except BaseException:
-            self.store.rollback()
-            self.reader.offsets, self.count = cursor, count
-            raise
-        return len(records)
+        return records
+
+    async def _read_stream(self) -> list:
+        records = []
+        async with aclosing(self.reader.read()) as stream:
+            async for record in stream:
+                name, _, sequence = record.segment.rpartition("#")
+                records.append((record._replace(segment=name), int(sequence)))
+                if len(records) >= self.batch:
+                    break
+        return records
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.run_until_complete(self.reader.close())
+            self.loop.close()
 
     def apply(self, records: list) -> None:
         graph = Graph(self.rules, self.store)

@@ -57,7 +57,10 @@ def db_target(config) -> str:
 
 
 def checkpoint_name(config) -> str:
-    """The builder's checkpoint: one per log when a database is shared (PostgreSQL)."""
+    """The builder's checkpoint: one per log when a database is shared (PostgreSQL); the NATS
+    stream is one log for every collector and host."""
+    if config.store == "nats":
+        return f"{CHECKPOINT}@nats:{config.nats_stream}"
     if not config.profiles_db.startswith(("postgresql://", "postgres://")):
         return CHECKPOINT
     return f"{CHECKPOINT}@{socket.gethostname()}:{Path(config.data_dir).resolve()}"
@@ -77,13 +80,17 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
     try:
         if rebuild:
             store.reset()
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config))
-        log.info("profile builder following the log", extra={"events": builder.count})
-        if once:
-            builder.catch_up()
-        else:
-            builder.run(keep_going)
-        return builder.stats
+        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config),
+                          stream=config if config.store == "nats" else None)  # fmt: skip
+        try:
+            log.info("profile builder following the log", extra={"events": builder.count, "store": config.store})
+            if once:
+                builder.catch_up()
+            else:
+                builder.run(keep_going)
+            return builder.stats
+        finally:
+            builder.close()
     finally:
         store.close()
 

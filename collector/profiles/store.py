@@ -223,9 +223,14 @@ class SqlStore:
                    rows)  # fmt: skip
 
     def checkpoint(self, name: str) -> tuple[dict, int]:
-        rows = self._all("SELECT cursor, events FROM checkpoint WHERE name = ?", (name,))
+        row = self.checkpoint_row(name)
         self.commit()  # a read opens a transaction on PostgreSQL: end it
-        return (orjson.loads(rows[0][0]), rows[0][1]) if rows else ({}, 0)
+        return row or ({}, 0)
+
+    def checkpoint_row(self, name: str) -> tuple[dict, int] | None:
+        """The checkpoint as the current transaction sees it (None before the first)."""
+        rows = self._all("SELECT cursor, events FROM checkpoint WHERE name = ?", (name,))
+        return (orjson.loads(rows[0][0]), rows[0][1]) if rows else None
 
     def save_checkpoint(self, name: str, cursor: dict, events: int) -> None:
         self._run(
