@@ -15,6 +15,7 @@ included: the next start reads on from there, so no event is missed or counted t
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from contextlib import aclosing
@@ -59,7 +60,19 @@ class Builder:
 
         When the batch fails it is rolled back and the reader put back where it was: the next
         step reads the same events again. A builder sharing the database (PostgreSQL) that
-        finds the checkpoint moved by another takes it up first."""
+        finds the checkpoint moved by another takes it up first.
+
+        The garbage collector is off during a batch: a batch's objects hold no cycles (refcounts
+        free them), and its scans over tens of thousands of live events took half the time."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._step()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _step(self) -> int:
         self.store.begin()
         try:
             shared = self.store.checkpoint_row(self.name)

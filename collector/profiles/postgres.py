@@ -16,6 +16,7 @@ BUILDER_LOCK = 0x1D7E_1E27  # pg_advisory_xact_lock key of the builders' batches
 class PostgresStore(SqlStore):
     P = "%s"
     TEXT = 'TEXT COLLATE "C"'
+    CLUSTERED = ""
 
     def __init__(self, url: str, *, reads_only: bool = False) -> None:
         import psycopg

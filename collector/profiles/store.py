@@ -41,14 +41,15 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS link_index (type TEXT NOT NULL, value TEXT NOT NULL, members TEXT NOT NULL,
         PRIMARY KEY (type, value, members))""",
     """CREATE TABLE IF NOT EXISTS events (source TEXT NOT NULL, message_id TEXT NOT NULL, node_id TEXT NOT NULL,
-        key {text} NOT NULL, segment TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (message_id, source))""",
+        key {text} NOT NULL, segment TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (message_id, source)){clustered}""",
     "CREATE INDEX IF NOT EXISTS events_node ON events (node_id, key)",
     "CREATE TABLE IF NOT EXISTS checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)",
 )
 TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint")
 # The tables' shape: a database of another version is emptied at start and built again from the
-# log (the log is the truth; profiles are derived). 2: events keyed by (messageId, source).
-VERSION = 2
+# log (the log is the truth; profiles are derived). 2: events keyed by (messageId, source); 3: on
+# SQLite, the events table is its key's tree.
+VERSION = 3
 CHUNK = 500  # parameters per IN (...) query
 
 log = logging.getLogger("intilery.profiles")
@@ -64,6 +65,7 @@ class SqlStore:
 
     P = "?"
     TEXT = "TEXT"
+    CLUSTERED = " WITHOUT ROWID"  # SQLite: the table is its primary key's tree (one tree less to write)
     conn: object
 
     def _q(self, sql: str) -> str:
@@ -95,7 +97,7 @@ class SqlStore:
             self._run("DELETE FROM schema")
             self._run("INSERT INTO schema (version) VALUES (?)", (VERSION,))
         for statement in SCHEMA:
-            self._run(statement.replace("{text}", self.TEXT))
+            self._run(statement.replace("{text}", self.TEXT).replace("{clustered}", self.CLUSTERED))
         self.commit()
 
     def _has_tables(self) -> bool:
