@@ -1,8 +1,11 @@
-// Builds tag/src into collector/static/intilery.js, the file the collector serves.
+// Builds tag/src into collector/static/intilery.js, the file the collector serves: esbuild bundles
+// and minifies, then terser compresses again (two passes, safe transforms only: about 4 % smaller
+// gzip, which the 4,096-byte budget needs).
 //   node build.mjs            write it (and print its size, raw and gzip -9)
 //   node build.mjs --check    exit 1 when the shipped file differs from a fresh build
 //   node build.mjs --out F    write the build to F instead
 import { build } from 'esbuild'
+import { minify } from 'terser'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { gzipSync } from 'node:zlib'
@@ -24,7 +27,14 @@ const result = await build({
   write: false,
   logLevel: 'warning',
 })
-const code = Buffer.from(result.outputFiles[0].contents)
+const squeezed = await minify(result.outputFiles[0].text, {
+  ecma: 2020,
+  toplevel: true,
+  compress: { passes: 2 },
+  mangle: { toplevel: true },
+  format: { ascii_only: false },
+})
+const code = Buffer.from(squeezed.code)
 const gz = gzipSync(code, { level: 9 }).length
 
 if (args[0] == '--check') {
