@@ -228,7 +228,7 @@ function boot() {
     },
 
     setAnonymousId([id]) {
-      set('aid', '' + id)
+      id != null && set('aid', '' + id)
     },
 
     addSourceMiddleware([f]) {
