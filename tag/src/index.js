@@ -60,7 +60,7 @@ function boot() {
     return [s, a[0] || {}, a[1] || {}, fn]
   }
 
-  // Builds a message at call time and queues it, holds it (consent) or drops it, saying why.
+  // Builds a message at call time, in its session, and passes it through the source middleware to out().
   function emit(type, fields, o, p, t, fn) {
     // the session: a new one after sessionTimeout without a call (or after reset()), its start time its id
     const at = Date.now()
@@ -169,12 +169,13 @@ function boot() {
         addEventListener('popstate', () => setTimeout(auto))
         setTimeout(auto) // after the calls queued before load, which may include the first page()
       }
-      pre.splice(0).forEach(call)
-      // the query-string API: ?ajs_uid=&ajs_trait_<name>=, ?ajs_aid=, ?ajs_event=&ajs_prop_<name>=
+      // the query-string API, before the calls queued meanwhile (all of this page's messages carry
+      // ?ajs_aid=): ?ajs_uid= with ajs_trait_<name>=, ?ajs_event= with ajs_prop_<name>=
       const q = params(location, 'ajs_')
       q.aid && set('aid', q.aid)
       q.uid && call(['identify', q.uid, params(location, 'ajs_trait_')])
       q.event && call(['track', q.event, params(location, 'ajs_prop_')])
+      pre.splice(0).forEach(call)
       if (o.trackOutbound)
         listen([d], 'click', e => {
           const a = e.target.closest?.('a')
