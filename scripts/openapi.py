@@ -486,6 +486,48 @@ def paths() -> dict:
         "metrics_address set it is served only there, not on the ingest port.",
     )  # fmt: skip
     out["/metrics"]["get"]["security"] = [{}, {"metricsToken": []}]
+    # collector/compat/: what other vendors' browser SDKs fetch before they send (docs: README, "Moving from
+    # Segment or RudderStack"); public documents, readable from any origin
+    public = {"Access-Control-Allow-Origin": {"required": True, "schema": {"type": "string", "enum": ["*"]}},
+              "Cache-Control": {"required": True, "schema": {"type": "string"}}}
+    out["/v1/projects/{writeKey}/settings"] = get(
+        "segmentSettings", "compat", "Segment analytics.js settings",
+        {
+            "200": json_response(
+                "The source's settings: the Segment.io integration alone, its apiHost this collector (host + /v1) "
+                "and protocol the request's.",
+                {"type": "object", "required": ["integrations"], "properties": {"integrations": {"type": "object"}}},
+                public,
+            ),
+            "404": json_response("No source has this write key.", error(["unknown_source"], "Unknown key."), public),
+        },
+        "What @segment/analytics-next fetches from its cdnURL before sending; cacheable for 5 minutes.",
+        parameters=[{"name": "writeKey", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "The source's write key."}],
+    )  # fmt: skip
+    out["/sourceConfig/"] = get(
+        "rudderstackSourceConfig", "compat", "RudderStack JavaScript SDK v3 source configuration",
+        {
+            "200": json_response(
+                "The source, enabled, with no destinations.",
+                {"type": "object", "required": ["source"], "properties": {"source": {"type": "object"}}},
+                public,
+            ),
+            "401": json_response("No write key (query or HTTP Basic).", error(["missing_write_key", "invalid_write_key"], "No key."), public),
+            "404": json_response("No source has this write key.", error(["unknown_source"], "Unknown key."), public),
+        },
+        "What @rudderstack/analytics-js fetches from its configUrl before sending. The write key from ?writeKey= "
+        "or HTTP Basic (user name).",
+        parameters=[{"name": "writeKey", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "The source's write key (else HTTP Basic)."}],
+    )  # fmt: skip
+    out["/beacon/v1/batch"] = {
+        "post": ingest(
+            "rudderstackBeacon", "RudderStack's beacon transport",
+            "The same as /v1/batch, for the RudderStack SDK's sendBeacon (useBeacon): the write key in ?writeKey=.",
+            "Batch", "Accepted",
+        ),
+    }  # fmt: skip
     out["/openapi.json"] = get(
         "openapi", "operations", "This document",
         {
@@ -586,6 +628,7 @@ def document() -> dict:
         "tags": [
             {"name": "ingest", "description": "Messages in."},
             {"name": "tag", "description": "The browser tag."},
+            {"name": "compat", "description": "Configuration for Segment's and RudderStack's browser SDKs."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
             {"name": "profiles", "description": "The Single Customer View (Segment's Profile API paths): the access token."},
         ],

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from collector import api, errors
+from collector import api, compat, errors
 from collector.app import create_app
 from collector.profiles import api as profile_api
 
@@ -56,6 +56,7 @@ def test_the_app_serves_exactly_the_routes_of_the_table(config):
     expected |= {("POST", p) for p in api.BATCH_ROUTES} | {("GET", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)}
     expected |= {("HEAD", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)} | {("OPTIONS", "/v1/{tail}")}
     expected |= {(method, p) for p in profile_api.ROUTES for method in ("GET", "HEAD")}
+    expected |= set(compat.ROUTES) | {("HEAD", p) for method, p in compat.ROUTES if method == "GET"}
     assert routed == expected
 
 
