@@ -1,0 +1,110 @@
+"""The suppression list: salted hashes of identifiers whose new events are not stored.
+
+One file, ``data/regulations/suppressed.json`` (``{"version": n, "hashes": [...]}``), replaced
+whole (temporary file, fsync, rename, fsync the directory) under ``.locks/suppression.lock``,
+so it survives restarts and every worker of the host reads the same list. It holds hashes
+(``subjects.digest``, salted with ``data/regulations/salt``), never the identifiers.
+
+At ingest the list is an in-memory set: ``Suppression.matches(message)`` is one test per
+message, nothing at all while the set is empty, a few hashes otherwise. Each process reloads
+the file when it changes (``refresh``, by the service's tick, and at once in the process that
+changed it); a request is answered 202 only once every running instance has the new version
+(``service``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+
+from collector.log.layout import LOCK_DIR
+from collector.log.segments import fsync_dir, make_dirs
+from collector.privacy.subjects import Ident, digest, salt_of
+from collector.profiles.rules import Rules
+
+LIST_FILE = "suppressed.json"
+REGULATIONS = "regulations"  # data/regulations/
+
+
+def directory_of(data_dir: Path) -> Path:
+    return Path(data_dir) / REGULATIONS
+
+
+class Suppression:
+    """The list of one data directory, as this process last read it."""
+
+    def __init__(self, data_dir: Path, rules: Rules = Rules()) -> None:
+        self.data_dir = Path(data_dir)
+        self.dir = directory_of(data_dir)
+        self.path = self.dir / LIST_FILE
+        self.rules = rules
+        self.hashes: frozenset[str] = frozenset()
+        self.version = 0
+        self._stamp: tuple | None = None
+        self._salt: bytes | None = None
+
+    @property
+    def salt(self) -> bytes:
+        if self._salt is None:
+            self._salt = salt_of(self.dir)
+        return self._salt
+
+    def digests(self, idents: Iterable[Ident]) -> set[str]:
+        return {digest(self.salt, kind, value) for kind, value in idents}
+
+    # --- ingest -------------------------------------------------------------------------------
+    def matches(self, message: dict) -> bool:
+        """Whether a message is from a suppressed person (one of its identifiers is on the list)."""
+        if not self.hashes:
+            return False
+        salt = self.salt
+        return any(digest(salt, kind, value) in self.hashes for kind, value in self.rules.identifiers(message))
+
+    # --- the shared file --------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Reload the file when it changed since the last read; True when it did."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._stamp is None and not self.hashes:
+                return False
+            self.hashes, self.version, self._stamp = frozenset(), 0, None
+            return True
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
+            return False
+        data = orjson.loads(self.path.read_bytes())
+        self.hashes, self.version, self._stamp = frozenset(data["hashes"]), int(data["version"]), stamp
+        if self.hashes:
+            self.salt  # noqa: B018 - read now, not at the first message
+        return True
+
+    def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
+        """Add and remove hashes in the shared file; the new version (this process has it at once)."""
+        make_dirs(self.dir)
+        make_dirs(self.data_dir / LOCK_DIR)
+        fd = os.open(self.data_dir / LOCK_DIR / "suppression.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                data = orjson.loads(self.path.read_bytes())
+            except FileNotFoundError:
+                data = {"version": 0, "hashes": []}
+            hashes = (set(data["hashes"]) | set(add)) - set(remove)
+            version = int(data["version"]) + 1
+            tmp = self.path.with_name(f"{LIST_FILE}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(orjson.dumps({"version": version, "hashes": sorted(hashes)}))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, self.path)
+            fsync_dir(self.dir)
+        finally:
+            os.close(fd)
+        self._stamp = None
+        self.refresh()
+        return version
