@@ -6,7 +6,7 @@
     GET  /v1/spaces/{space}/collections/users/profiles/{type}:{value}/export   NDJSON (export.py)
 
 A suppression is in force when its 202 is sent: the new list is written, and the answer waits
-until every running collector has read it (``service.wait_acks``). Erasing runs afterwards, in
+until every running collector has read it (``rotation.wait_acks``). Erasing runs afterwards, in
 the collector that holds the job lock. Errors have the ingest API's shape, codes from
 ``collector.api.PRIVACY_ERRORS`` and ``PROFILE_ERRORS``.
 """
@@ -24,7 +24,8 @@ from collector.api import MAX_ID_CHARS, PRIVACY_ROUTES
 from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
 from collector.privacy import export
 from collector.privacy.regulations import MAX_SUBJECTS, SUPPRESSES, TYPES, Regulations, public
-from collector.privacy.service import Privacy, open_profiles, wait_acks
+from collector.log.rotation import wait_acks
+from collector.privacy.service import Privacy, open_profiles
 from collector.privacy.subjects import SUBJECT_TYPES, expand, normal
 from collector.profiles.rules import EMAIL, ID_TYPES
 
