@@ -71,7 +71,9 @@ def rewrite(
         try:
             with os.fdopen(fd, "wb") as raw:
                 pause("open")
-                with gzip.open(path, "rb") as src, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+                with gzip.open(path, "rb") as src, gzip.GzipFile(
+                    filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0  # the level of segments.compress
+                ) as out:
                     for line in src:
                         new = change(line.rstrip(b"\n"))
                         if new is None:

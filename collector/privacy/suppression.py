@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -24,10 +25,11 @@ import orjson
 from collector.log.layout import LOCK_DIR
 from collector.log.segments import fsync_dir, make_dirs
 from collector.privacy.subjects import Ident, digest, salt_of
-from collector.profiles.rules import Rules
+from collector.profiles.rules import ANONYMOUS_ID, EMAIL, USER_ID, Rules
 
 LIST_FILE = "suppressed.json"
 REGULATIONS = "regulations"  # data/regulations/
+CACHE = 65_536  # identifiers whose verdict is remembered (people come back: most events hit it)
 
 
 def directory_of(data_dir: Path) -> Path:
@@ -46,6 +48,7 @@ class Suppression:
         self.version = 0
         self._stamp: tuple | None = None
         self._salt: bytes | None = None
+        self._cache()
 
     @property
     def salt(self) -> bytes:
@@ -58,11 +61,36 @@ class Suppression:
 
     # --- ingest -------------------------------------------------------------------------------
     def matches(self, message: dict) -> bool:
-        """Whether a message is from a suppressed person (one of its identifiers is on the list)."""
+        """Whether a message is from a suppressed person: one of its identifiers (those of
+        ``rules.identifiers``) is on the list. Nothing to do while the list is empty; otherwise
+        each distinct value is hashed once (``_listed``, a bounded cache rebuilt with the list)."""
         if not self.hashes:
             return False
-        salt = self.salt
-        return any(digest(salt, kind, value) in self.hashes for kind, value in self.rules.identifiers(message))
+        listed = self._listed
+        if listed(USER_ID, message.get("userId")) or listed(ANONYMOUS_ID, message.get("anonymousId")):
+            return True
+        if message.get("type") == "alias" and listed(ANONYMOUS_ID, message.get("previousId")):
+            return True
+        context = message.get("context")
+        for traits in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
+            if isinstance(traits, dict):
+                for name in self.rules.identifier_traits:
+                    if listed(name, traits.get(name)):
+                        return True
+        return False
+
+    def _cache(self) -> None:
+        hashes, salt, clean = self.hashes, self.salt if self.hashes else b"", self.rules.clean
+
+        @lru_cache(maxsize=CACHE)
+        def listed(kind: str, raw) -> bool:
+            value = clean(raw)
+            return value is not None and digest(salt, kind, value.lower() if kind == EMAIL else value) in hashes
+
+        def check(kind: str, raw) -> bool:
+            return raw is not None and isinstance(raw, (str, int, float)) and listed(kind, raw)
+
+        self._listed = check
 
     # --- the shared file --------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -73,14 +101,14 @@ class Suppression:
             if self._stamp is None and not self.hashes:
                 return False
             self.hashes, self.version, self._stamp = frozenset(), 0, None
+            self._cache()
             return True
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
             return False
         data = orjson.loads(self.path.read_bytes())
         self.hashes, self.version, self._stamp = frozenset(data["hashes"]), int(data["version"]), stamp
-        if self.hashes:
-            self.salt  # noqa: B018 - read now, not at the first message
+        self._cache()
         return True
 
     def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
