@@ -80,7 +80,11 @@ def live_acks(data_dir: Path) -> dict[str, dict]:
     return found
 
 
-def wait_acks(data_dir: Path, what: str, at_least: int, timeout: float = WAIT) -> list[str]:
+class Stopped(Exception):
+    """The waiting process is shutting down."""
+
+
+def wait_acks(data_dir: Path, what: str, at_least: int, timeout: float = WAIT, stopped=lambda: False) -> list[str]:
     """Wait until every running process that reports ``what`` reports it ≥ ``at_least``; those that did
     not in time. (Every process reports ``rotated``; collectors also report their suppression ``list``.)"""
     deadline = time.monotonic() + timeout
@@ -88,6 +92,8 @@ def wait_acks(data_dir: Path, what: str, at_least: int, timeout: float = WAIT) -
         behind = [name for name, state in live_acks(data_dir).items() if state.get(what, at_least) < at_least]
         if not behind or time.monotonic() > deadline:
             return behind
+        if stopped():
+            raise Stopped("stopped while waiting for other processes")
         time.sleep(TICK / 2)
 
 
@@ -100,7 +106,7 @@ def asked(data_dir: Path) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def rotate_everywhere(data_dir: Path, timeout: float = WAIT) -> int:
+def rotate_everywhere(data_dir: Path, timeout: float = WAIT, stopped=lambda: False) -> int:
     """Ask every running process to close its open segments and wait until all did; the rotation."""
     path = Path(data_dir) / DIRECTORY / ASKED
     make_dirs(path.parent)
@@ -113,7 +119,7 @@ def rotate_everywhere(data_dir: Path, timeout: float = WAIT) -> int:
         os.fsync(fd)
     finally:
         os.close(fd)
-    behind = wait_acks(data_dir, "rotated", rotation, timeout)
+    behind = wait_acks(data_dir, "rotated", rotation, timeout, stopped)
     if behind:
         raise TimeoutError(f"{len(behind)} process(es) did not close their segments within {timeout:.0f}s")
     return rotation

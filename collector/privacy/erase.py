@@ -31,6 +31,7 @@ import orjson
 from collector.log import rewrite
 from collector.log.layout import EVENTS, GZ, LOGS, REJECTED, parse_name
 from collector.log.reader import DONE, Reader
+from collector.log.rotation import Stopped
 from collector.privacy.regulations import DELETES, SUPPRESSES, Regulations
 from collector.privacy.subjects import Matcher, expand
 from collector.privacy.suppression import Suppression
@@ -51,6 +52,7 @@ class Context:
     profiles: Callable[[], object | None] = lambda: None  # opens the profile store, None when there is none
     rotate: Callable[[], None] = lambda: None  # every running collector closes its open segments
     stream: object | None = None  # erases from the NATS stream: .erase(matcher) -> dict
+    stopped: Callable[[], bool] = lambda: False  # the process is shutting down: the job stops between files
 
 
 class Job:
@@ -69,9 +71,10 @@ class Job:
             kind = record["regulationType"]
             digests = self.ctx.suppression.digests(idents)
             if kind in SUPPRESSES:
+                record["suppressedHashes"] = sorted(digests)  # what UNSUPPRESS takes back, profile erased or not
                 self.ctx.suppression.change(add=digests)
             elif kind == "UNSUPPRESS":
-                self.ctx.suppression.change(remove=digests | set(record["subjectHashes"]))
+                self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
                 for attempt in range(ATTEMPTS):
                     errors = self._erase(Matcher(idents, self.ctx.rules))
@@ -83,6 +86,9 @@ class Job:
                     record.setdefault("errors", []).extend(errors)
                     self.regs.end(record, "FAILED")
                     return record
+        except Stopped:
+            log.info("privacy job interrupted by a shutdown; it runs again", extra={"regulateId": record["regulateId"]})
+            raise
         except Exception as exc:  # noqa: BLE001 - a job never takes its process down; it runs again
             log.exception("privacy job failed; it runs again", extra={"regulateId": record["regulateId"]})
             record["lastError"] = type(exc).__name__
@@ -91,6 +97,16 @@ class Job:
         self.regs.end(record, "FINISHED")
         log.info("privacy request finished", extra={"regulateId": record["regulateId"], "type": record["regulationType"]})
         return record
+
+    def _suppressed_with(self, digests: set[str]) -> set[str]:
+        """The hashes to take off the list: these, and all that a suppression of the same person added
+        (their anonymousIds, say, once the profile that linked them is erased)."""
+        found = set(digests)
+        for other in self.regs.all():
+            added = set(other.get("suppressedHashes", ()))
+            if added & found or set(other["subjectHashes"]) & found:
+                found |= added
+        return found
 
     def _identifiers(self) -> set[tuple[str, str]]:
         subjects = self.regs.subjects(self.record["regulateId"])
@@ -153,6 +169,8 @@ class Job:
         search = matcher.mentions
         errors = []
         for path in closed:
+            if self.ctx.stopped():
+                raise Stopped("the process is stopping; the job runs again at the next start")
             try:
                 size = path.stat().st_size
                 found = rewrite.holds(path, search, matcher.longest)

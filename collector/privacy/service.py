@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -51,24 +52,27 @@ def open_profiles(config):
     return opener
 
 
-def context_of(config, suppression: Suppression, data_dir: Path | None = None) -> Context:
+def context_of(config, suppression: Suppression, stopped=lambda: False) -> Context:
     """The erase job's context for a configuration (the NATS stream when the store is NATS)."""
     stream = None
     if config.store == "nats":
         from collector.privacy.stream import StreamEraser
 
         stream = StreamEraser(config)
-    return Context(data_dir=Path(data_dir or config.data_dir), suppression=suppression, rules=Rules.from_config(config),
-                   profiles=open_profiles(config), rotate=lambda: rotation.rotate_everywhere(Path(data_dir or config.data_dir)),
-                   stream=stream)  # fmt: skip
+    data_dir = Path(config.data_dir)
+    return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
+                   profiles=open_profiles(config), rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
+                   stream=stream, stopped=stopped)  # fmt: skip
 
 
-def run_pending(config, suppression: Suppression) -> int:
+def run_pending(config, suppression: Suppression, stopped=lambda: False) -> int:
     """Run every request not finished yet (the caller holds the job lock); how many ran."""
     regulations = Regulations(suppression.dir)
     ran = 0
     for record in regulations.pending():
-        Job(regulations, record, context_of(config, suppression)).run()
+        if stopped():
+            break
+        Job(regulations, record, context_of(config, suppression, stopped)).run()
         ran += 1
     return ran
 
@@ -86,6 +90,8 @@ class Privacy:
         self._job_lock: int | None = None
         self._job: asyncio.Task | None = None
         self._retry_at = 0.0
+        self._stopping = threading.Event()  # read by the job's thread between files
+        self._seen: tuple | None = None  # the regulations directory when it last had nothing pending
 
     async def context(self, app) -> AsyncIterator[None]:
         """An ``app.cleanup_ctx`` entry (after the store's: started after it, stopped before it)."""
@@ -97,6 +103,7 @@ class Privacy:
         task = asyncio.create_task(self._follow(stop), name="privacy")
         yield
         stop.set()
+        self._stopping.set()
         await task
         if self._job is not None:
             await asyncio.gather(self._job, return_exceptions=True)
@@ -119,13 +126,30 @@ class Privacy:
         self.suppression.refresh()
         self.ack.write(list=self.suppression.version)
         await rotation.rotate_if_asked(self.store, self.ack, self.data_dir)
-        if self._job is None and time.monotonic() >= self._retry_at and self.regulations.pending():
+        if self._job is None and time.monotonic() >= self._retry_at and self._anything_pending():
             if self._job_lock is None:
                 make_dirs(self.data_dir / LOCK_DIR)
                 self._job_lock = try_lock(self.data_dir, JOB_LOCK)
             if self._job_lock is not None:
-                self._job = asyncio.create_task(asyncio.to_thread(run_pending, self.config, self.suppression))
+                self._job = asyncio.create_task(
+                    asyncio.to_thread(run_pending, self.config, self.suppression, self._stopping.is_set)
+                )
                 self._job.add_done_callback(self._job_done)
+
+    def _anything_pending(self) -> bool:
+        """Whether a request waits; the records are read only when the directory changed since."""
+        try:
+            st = os.stat(self.regulations.dir)
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if stamp == self._seen:
+            return False
+        if self.regulations.pending():
+            self._seen = None
+            return True
+        self._seen = stamp
+        return False
 
     def _job_done(self, task: asyncio.Task) -> None:
         self._job = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -30,6 +29,7 @@ from collector.profiles.rules import ANONYMOUS_ID, EMAIL, USER_ID, Rules
 LIST_FILE = "suppressed.json"
 REGULATIONS = "regulations"  # data/regulations/
 CACHE = 65_536  # identifiers whose verdict is remembered (people come back: most events hit it)
+PLAIN_IDS = ((USER_ID, "userId"), (ANONYMOUS_ID, "anonymousId"))
 
 
 def directory_of(data_dir: Path) -> Path:
@@ -48,7 +48,7 @@ class Suppression:
         self.version = 0
         self._stamp: tuple | None = None
         self._salt: bytes | None = None
-        self._cache()
+        self._verdicts = {}
 
     @property
     def salt(self) -> bytes:
@@ -63,34 +63,40 @@ class Suppression:
     def matches(self, message: dict) -> bool:
         """Whether a message is from a suppressed person: one of its identifiers (those of
         ``rules.identifiers``) is on the list. Nothing to do while the list is empty; otherwise
-        each distinct value is hashed once (``_listed``, a bounded cache rebuilt with the list)."""
+        each distinct value is hashed once (``_verdicts``, a bounded cache emptied with each list)."""
         if not self.hashes:
             return False
-        listed = self._listed
-        if listed(USER_ID, message.get("userId")) or listed(ANONYMOUS_ID, message.get("anonymousId")):
-            return True
-        if message.get("type") == "alias" and listed(ANONYMOUS_ID, message.get("previousId")):
+        verdicts, verdict = self._verdicts, self._verdict
+        for kind, key in PLAIN_IDS:
+            raw = message.get(key)
+            if raw.__class__ is str:
+                hit = verdicts.get((kind, raw))
+                if hit is None:
+                    hit = verdict(kind, raw)
+                if hit:
+                    return True
+            elif raw is not None and verdict(kind, raw):
+                return True
+        if message.get("type") == "alias" and verdict(ANONYMOUS_ID, message.get("previousId")):
             return True
         context = message.get("context")
         for traits in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
             if isinstance(traits, dict):
                 for name in self.rules.identifier_traits:
-                    if listed(name, traits.get(name)):
+                    if name in traits and verdict(name, traits[name]):
                         return True
         return False
 
-    def _cache(self) -> None:
-        hashes, salt, clean = self.hashes, self.salt if self.hashes else b"", self.rules.clean
-
-        @lru_cache(maxsize=CACHE)
-        def listed(kind: str, raw) -> bool:
-            value = clean(raw)
-            return value is not None and digest(salt, kind, value.lower() if kind == EMAIL else value) in hashes
-
-        def check(kind: str, raw) -> bool:
-            return raw is not None and isinstance(raw, (str, int, float)) and listed(kind, raw)
-
-        self._listed = check
+    def _verdict(self, kind: str, raw) -> bool:
+        """Whether one raw value is on the list (cleaned as the profile rules clean it), remembered."""
+        if not isinstance(raw, (str, int, float)):
+            return False
+        value = self.rules.clean(raw)
+        hit = value is not None and digest(self.salt, kind, value.lower() if kind == EMAIL else value) in self.hashes
+        if len(self._verdicts) >= CACHE:
+            self._verdicts.clear()
+        self._verdicts[(kind, raw)] = hit
+        return hit
 
     # --- the shared file --------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -101,14 +107,14 @@ class Suppression:
             if self._stamp is None and not self.hashes:
                 return False
             self.hashes, self.version, self._stamp = frozenset(), 0, None
-            self._cache()
+            self._verdicts = {}
             return True
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
             return False
         data = orjson.loads(self.path.read_bytes())
         self.hashes, self.version, self._stamp = frozenset(data["hashes"]), int(data["version"]), stamp
-        self._cache()
+        self._verdicts = {}
         return True
 
     def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
