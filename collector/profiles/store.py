@@ -52,6 +52,22 @@ def _dumps(value) -> str:
     return orjson.dumps(value).decode()
 
 
+def _without(state, values: set[str]):
+    """A node's state without the parts whose value is one of ``values`` (lower case): a trait
+    ``[key, value]``, a list item, an object's entry."""
+    if isinstance(state, dict):
+        return {k: _without(v, values) for k, v in state.items() if not _names(v, values)}
+    if isinstance(state, list):
+        return [_without(v, values) for v in state if not _names(v, values)]
+    return state
+
+
+def _names(value, values: set[str]) -> bool:
+    if isinstance(value, str):
+        return value.lower() in values
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1].lower() in values
+
+
 class SqlStore:
     """The queries, on a DB-API connection whose placeholder is ``P``."""
 
@@ -237,6 +253,14 @@ class SqlStore:
             self._many("DELETE FROM links WHERE members = ?", [(m,) for m in sorted(members)])
             self._run("DELETE FROM identifiers WHERE profile_id = ?", (pid,))
             self._run("DELETE FROM profiles WHERE profile_id = ?", (pid,))
+            values = {value.lower() for _, value, _ in idents}
+            for value in sorted(values):  # another profile's traits copied from one of the person's events
+                for kind, other_value, state in self._all(
+                    "SELECT type, value, state FROM identifiers WHERE LOWER(state) LIKE ?", (f"%{value}%",)
+                ):
+                    cleaned = _without(orjson.loads(state), values)
+                    self._run("UPDATE identifiers SET state = ? WHERE type = ? AND value = ?",
+                              (_dumps(cleaned), kind, other_value))  # fmt: skip
             for other, refused in self._all("SELECT profile_id, refused FROM profiles WHERE refused <> '[]'"):
                 kept = [r for r in orjson.loads(refused) if r.get("identifier") not in names and r.get("with") not in names]
                 if len(kept) != len(orjson.loads(refused)):
