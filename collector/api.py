@@ -95,7 +95,9 @@ PRIVACY_ERRORS: dict[str, Error] = {
     ),
     "too_many_subjects": Error(400, "more than 5,000 subjectIds, or none"),
     "regulation_not_found": Error(404, "no request has that regulateId"),
-    "privacy_unavailable": Error(503, "a running collector did not take the new suppression list in time"),
+    "privacy_unavailable": Error(
+        503, "a running collector did not take the new suppression list in time, or NATS did not answer for the shared one"
+    ),
 }
 # Codes only the pixel uses (it always answers a GIF), and those a batch lists message by message.
 PIXEL_CODES = ("invalid_pixel",)

@@ -32,7 +32,7 @@ from collector.privacy import export
 from collector.privacy.erase import Job
 from collector.privacy.regulations import ENDED, Regulations, public
 from collector.privacy.routes import create
-from collector.privacy.service import JOB_LOCK, context_of, open_profiles
+from collector.privacy.service import JOB_LOCK, context_of, open_profiles, shared_suppression
 from collector.privacy.subjects import normal
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import EMAIL, ID_TYPES, Rules
@@ -45,7 +45,7 @@ class _Here:
 
     def __init__(self, config) -> None:
         self.config, self.data_dir = config, Path(config.data_dir)
-        self.suppression = Suppression(self.data_dir, Rules.from_config(config))
+        self.suppression = shared_suppression(config)
         self.suppression.refresh()
         self.regulations = Regulations(self.suppression.dir)
 

@@ -60,7 +60,11 @@ def create(privacy: Privacy, body: bytes) -> dict:
     """A new request (the audit record and the job), and the suppression in force when asked."""
     kind, subject_type, idents = parse_request(body)
     suppression = privacy.suppression
-    hashes = sorted(suppression.digests(idents))
+    try:
+        hashes = sorted(suppression.digests(idents))
+    except Exception as exc:  # the shared salt is on NATS, which did not answer
+        raise Unavailable("privacy_unavailable", "the shared suppression list cannot be read now; retry",
+                          retry_after=5) from exc  # fmt: skip
     record = privacy.regulations.create(kind, subject_type, hashes, [list(i) for i in idents])
     if kind in SUPPRESSES:
         opener = open_profiles(privacy.config)
@@ -70,7 +74,11 @@ def create(privacy: Privacy, body: bytes) -> dict:
         finally:
             if store is not None:
                 store.close()
-        version = suppression.change(add=suppression.digests(whole))
+        try:
+            version = suppression.change(add=suppression.digests(whole))
+        except Exception as exc:  # NATS did not answer: the job adds them when it runs
+            raise Unavailable("privacy_unavailable", f"the shared suppression list cannot be changed now; the request "
+                              f"{record['regulateId']} goes on", retry_after=5) from exc  # fmt: skip
         behind = wait_acks(privacy.data_dir, "list", version, SUPPRESS_WAIT)
         if behind:
             raise Unavailable("privacy_unavailable", f"{len(behind)} collector(s) did not read the suppression list in time; "

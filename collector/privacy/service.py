@@ -28,12 +28,14 @@ from collector.log.layout import LOCK_DIR
 from collector.log.segments import make_dirs, try_lock
 from collector.privacy.erase import Context, Job
 from collector.privacy.regulations import Regulations
-from collector.privacy.suppression import Suppression, directory_of
+from collector.privacy.subjects import salt_of
+from collector.privacy.suppression import Suppression
 from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.privacy")
 
 TICK = rotation.TICK  # seconds between looks at the shared files
+PULL_EVERY = 1.0  # seconds between looks at the NATS bucket of the list (--store nats)
 RETRY_JOB = 5.0  # seconds before a job that raised runs again
 JOB_LOCK = "regulations"
 
@@ -65,6 +67,17 @@ def context_of(config, suppression: Suppression, stopped=lambda: False) -> Conte
                    stream=stream, stopped=stopped)  # fmt: skip
 
 
+def shared_suppression(config) -> Suppression:
+    """The suppression list of ``config``: the data directory's file, kept in step with the NATS
+    bucket when the store is NATS (collectors on other hosts)."""
+    suppression = Suppression(Path(config.data_dir), Rules.from_config(config))
+    if config.store == "nats":
+        from collector.privacy.stream import SharedList
+
+        suppression.remote = SharedList(config)
+    return suppression
+
+
 def run_pending(config, suppression: Suppression, stopped=lambda: False) -> int:
     """Run every request not finished yet (the caller holds the job lock); how many ran."""
     regulations = Regulations(suppression.dir)
@@ -84,9 +97,12 @@ class Privacy:
     def __init__(self, config, store) -> None:
         self.config, self.store = config, store
         self.data_dir = Path(config.data_dir)
-        self.suppression = Suppression(self.data_dir, Rules.from_config(config))
+        self.suppression = shared_suppression(config)
         self.regulations = Regulations(self.suppression.dir)
         self.ack: rotation.Ack | None = None
+        self._puller = None if self.suppression.remote is None else type(self.suppression.remote)(config)
+        self._pulled_at = 0.0
+        self._pull_failed = False
         self._job_lock: int | None = None
         self._job: asyncio.Task | None = None
         self._retry_at = 0.0
@@ -109,6 +125,8 @@ class Privacy:
             await asyncio.gather(self._job, return_exceptions=True)
         if self._job_lock is not None:
             os.close(self._job_lock)
+        if self._puller is not None:
+            await self._puller.close()
         self.ack.close()
 
     async def _follow(self, stop: asyncio.Event) -> None:
@@ -123,6 +141,9 @@ class Privacy:
                 pass
 
     async def tick(self) -> None:
+        if self._puller is not None and time.monotonic() - self._pulled_at >= PULL_EVERY:
+            self._pulled_at = time.monotonic()
+            await self._pull()
         self.suppression.refresh()
         self.ack.write(list=self.suppression.version)
         await rotation.rotate_if_asked(self.store, self.ack, self.data_dir)
@@ -135,6 +156,22 @@ class Privacy:
                     asyncio.to_thread(run_pending, self.config, self.suppression, self._stopping.is_set)
                 )
                 self._job.add_done_callback(self._job_done)
+
+    async def _pull(self) -> None:
+        """A newer list from the NATS bucket into the local file (a failure is logged once, then retried)."""
+        try:
+            if self.suppression._salt is None:  # before any hash is taken in: they are hashed with it
+                local = await asyncio.to_thread(salt_of, self.suppression.dir)
+                self.suppression._salt = await asyncio.wait_for(self._puller.salt(local), PULL_EVERY * 5)
+            hashes = await asyncio.wait_for(self._puller.fetch(), PULL_EVERY * 5)
+        except Exception as exc:  # noqa: BLE001 - NATS away: the local list stays in force
+            if not self._pull_failed:
+                log.warning("cannot read the shared suppression list; the local copy stays in force: %s", type(exc).__name__)
+            self._pull_failed = True
+            return
+        self._pull_failed = False
+        if hashes is not None and hashes != set(self.suppression.hashes):
+            await asyncio.to_thread(self.suppression.replace, hashes)
 
     def _anything_pending(self) -> bool:
         """Whether a request waits; the records are read only when the directory changed since."""

@@ -44,6 +44,7 @@ class Suppression:
         self.dir = directory_of(data_dir)
         self.path = self.dir / LIST_FILE
         self.rules = rules
+        self.remote = None  # the shared list on NATS (stream.SharedList), when collectors share no data directory
         self.hashes: frozenset[str] = frozenset()
         self.version = 0
         self._stamp: tuple | None = None
@@ -52,8 +53,9 @@ class Suppression:
 
     @property
     def salt(self) -> bytes:
-        if self._salt is None:
-            self._salt = salt_of(self.dir)
+        if self._salt is None:  # with a remote: read in a thread, or set by the service's first pull
+            local = salt_of(self.dir)
+            self._salt = local if self.remote is None else self.remote.salt_now(local)
         return self._salt
 
     def digests(self, idents: Iterable[Ident]) -> set[str]:
@@ -118,7 +120,18 @@ class Suppression:
         return True
 
     def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
-        """Add and remove hashes in the shared file; the new version (this process has it at once)."""
+        """Add and remove hashes in the shared file; the new version (this process has it at once).
+        With a ``remote`` (the NATS bucket, ``stream.SharedList``) the change is made there first and
+        the file takes the bucket's whole list."""
+        if self.remote is not None:
+            return self.replace(self.remote.change_now(set(add), set(remove)))
+        return self._write(lambda hashes: (hashes | set(add)) - set(remove))
+
+    def replace(self, hashes: set[str]) -> int:
+        """Make the file hold exactly ``hashes`` (a newer list from the bucket); the new version."""
+        return self._write(lambda _: set(hashes))
+
+    def _write(self, new_hashes) -> int:
         make_dirs(self.dir)
         make_dirs(self.data_dir / LOCK_DIR)
         fd = os.open(self.data_dir / LOCK_DIR / "suppression.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -128,7 +141,7 @@ class Suppression:
                 data = orjson.loads(self.path.read_bytes())
             except FileNotFoundError:
                 data = {"version": 0, "hashes": []}
-            hashes = (set(data["hashes"]) | set(add)) - set(remove)
+            hashes = new_hashes(set(data["hashes"]))
             version = int(data["version"]) + 1
             tmp = self.path.with_name(f"{LIST_FILE}.{os.getpid()}.tmp")
             with open(tmp, "wb") as fh:

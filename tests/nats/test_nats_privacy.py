@@ -34,6 +34,8 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
     await asyncio.to_thread(seed, data_dir, [ANN, BOB])  # older history, archived before
     collector = await collectors("c1", store="nats", nats_url=url, nats_replicas=3, access_token=TOKEN,
                                  data_dir=data_dir)  # fmt: skip
+    elsewhere = await collectors("c2", store="nats", nats_url=url, nats_replicas=3, access_token=TOKEN,
+                                 data_dir=tmp_path / "c2-data")  # another host: no data directory shared
     await archives(data_dir, url)
     for person in (ANN, BOB):
         for n in range(5):
@@ -79,3 +81,21 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
     for server in nats_cluster:
         stream_files = [p for p in (server.workdir / "store" / "jetstream").glob("*/streams/INTILERY") if p.is_dir()]
         assert stream_files and all(mentions(p, person_ids(ANN)) == {} for p in stream_files), server.name
+
+    # the collector on the other host has the list from the NATS bucket (within a second)
+    sent = iter(range(1000))
+
+    async def dropped_elsewhere() -> bool:
+        message_id = f"elsewhere-{next(sent)}"
+        status, _ = await asyncio.to_thread(call, elsewhere.url + "/v1/page", "POST",
+                                            {"anonymousId": ANN["anons"][1], "messageId": message_id}, WRITE)  # fmt: skip
+        assert status == 200
+        return all(orjson.loads(m.data).get("messageId") != message_id for m in await stream_messages(url))
+
+    await eventually(dropped_elsewhere, timeout=30, what="the other host's collector to drop her events")
+    count = len(await stream_messages(url))
+    for _ in range(3):
+        assert await dropped_elsewhere()
+    assert len(await stream_messages(url)) == count
+    assert (await asyncio.to_thread(call, elsewhere.url + "/metrics", headers={}))[0] == 200
+
