@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import orjson
-
 from collector.log import rewrite
-from collector.log.layout import EVENTS, GZ, LOGS, REJECTED, parse_name
+from collector.log.layout import EVENTS, GZ, LOGS, parse_name
 from collector.log.reader import DONE, Reader
 from collector.log.rotation import Stopped
 from collector.privacy.regulations import DELETES, SUPPRESSES, Regulations
@@ -143,6 +141,13 @@ class Job:
             self.record["stores"]["nats"] = stats
             errors += stats.get("errors", [])
             self.regs.save(self.record)
+        store = self.ctx.profiles()
+        if store is not None:  # a builder batch read before the rewrite may have committed since: once more
+            try:
+                if any(store.find(kind, value) for kind, value in sorted(matcher.idents)):
+                    errors += self._erase_profiles(store, matcher)
+            finally:
+                store.close()
         return errors
 
     def _rotate(self, matcher: Matcher, errors: list[str]) -> None:
@@ -261,6 +266,3 @@ def _pause_hook(data_dir: Path):
 
     return pause
 
-
-def public_stats(record: dict) -> dict:
-    return orjson.loads(orjson.dumps(record["stores"]))

@@ -23,7 +23,7 @@ from collector import access
 from collector.api import MAX_ID_CHARS, PRIVACY_ROUTES
 from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
 from collector.privacy import export
-from collector.privacy.regulations import MAX_SUBJECTS, SUPPRESSES, TYPES, Regulations, public
+from collector.privacy.regulations import MAX_SUBJECTS, SUPPRESSES, TYPES, public
 from collector.log.rotation import wait_acks
 from collector.privacy.service import Privacy, open_profiles
 from collector.privacy.subjects import SUBJECT_TYPES, expand, normal

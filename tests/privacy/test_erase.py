@@ -169,3 +169,27 @@ def test_bad_requests_are_400_with_a_code(tmp_path, body, code):
         assert call(proc.url + "/v1/regulations/reg_nothere")[1]["code"] == "regulation_not_found"
         assert call(proc.url + "/v1/regulations", headers=WRITE)[0] == 401
         assert call(proc.url + "/v1/regulations")[1] == {"data": []}
+
+
+def test_with_two_workers_both_rotate_and_both_suppress(tmp_path):
+    """``--workers 2``: the open segments of both workers are closed before the rewrite, and the
+    202 of a suppression comes once both workers drop the person's events."""
+    data_dir = tmp_path / "data"
+    seed(data_dir, [ANN, BOB])
+    proc = collector(tmp_path, workers=2).start()
+    try:
+        for _ in range(20):  # a new connection each: the kernel spreads them over both workers
+            live_traffic(proc.url, ANN)
+            live_traffic(proc.url, BOB)
+        instances = {p.name.split("-")[1] for p in (data_dir / "events").rglob("part-*.ndjson")}
+        assert len(instances) == 2, instances  # both workers have an open segment
+        wait_until(lambda: built(proc.url, ANN) and built(proc.url, BOB), what="both profiles built")
+        bob_before = events_of(data_dir, BOB)
+        regulate_id = regulate(proc.url, "SUPPRESS_WITH_DELETE", "USER_ID", [ANN["user"]])
+        for _ in range(20):
+            assert call(proc.url + "/v1/page", "POST", {"anonymousId": ANN["anons"][0]}, WRITE)[0] == 200
+        wait_until(lambda: finished(proc.url, regulate_id), what="the erasure")
+        assert mentions(data_dir, person_ids(ANN)) == {}
+        assert events_of(data_dir, BOB) == bob_before
+    finally:
+        proc.stop()
