@@ -152,7 +152,7 @@ def test_unsuppress_lets_new_events_in_again(two_people):
     assert len(events_of(data_dir, BOB)) == before + 1
 
 
-@pytest.mark.parametrize("body, code", [
+BAD_REQUESTS = [
     ({"regulationType": "FORGET", "subjectType": "EMAIL", "subjectIds": ["a@b.c"]}, "invalid_regulation"),
     ({"regulationType": "SUPPRESS", "subjectType": "PHONE", "subjectIds": ["1"]}, "invalid_regulation"),
     ({"regulationType": "SUPPRESS", "subjectType": "EMAIL", "subjectIds": "a@b.c"}, "invalid_regulation"),
@@ -161,11 +161,16 @@ def test_unsuppress_lets_new_events_in_again(two_people):
     ({"regulationType": "SUPPRESS", "subjectType": "EMAIL", "subjectIds": [f"{n}@x.io" for n in range(5001)]},
      "too_many_subjects"),
     ([1, 2], "invalid_regulation"),
-])  # fmt: skip
-def test_bad_requests_are_400_with_a_code(tmp_path, body, code):
+    ({"regulationType": "SUPPRESS", "subjectType": "USER_ID", "subjectIds": ["x" * 1025]}, "invalid_regulation"),
+    ({"regulationType": "SUPPRESS", "subjectType": "USER_ID", "subjectIds": ["x" * 1000] * 7000}, "too_many_subjects"),
+]  # fmt: skip
+
+
+def test_bad_requests_are_400_with_a_code(tmp_path):
     with collector(tmp_path) as proc:
-        status, answer = call(proc.url + "/v1/regulations", "POST", body)
-        assert (status, answer["code"]) == (400, code) and answer["message"]
+        for body, code in BAD_REQUESTS:
+            status, answer = call(proc.url + "/v1/regulations", "POST", body)
+            assert (status, answer["code"]) == (400, code) and answer["message"], body
         assert call(proc.url + "/v1/regulations/reg_nothere")[1]["code"] == "regulation_not_found"
         assert call(proc.url + "/v1/regulations", headers=WRITE)[0] == 401
         assert call(proc.url + "/v1/regulations")[1] == {"data": []}
