@@ -8,7 +8,8 @@
 Authenticated with the access token (``collector.access``), never with a write key. Errors
 have the ingest API's shape, ``{"success": false, "code", "message"}``, codes from
 ``collector.api.PROFILE_ERRORS``. Events are read from the log store through its reader, at
-the segment offsets the builder indexed (``events`` table): a page reads only its own lines.
+the segment offsets the builder indexed (``events`` table), or the stream sequences on the
+NATS store: a page reads only its own events.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ class ProfileAPI:
         self.config, self.store_factory = config, store_factory
         self._token: str | None = None
         self.store = None
-        self.reader = Reader(Path(config.data_dir) / EVENTS)
+        self.stream = config.store == "nats"
+        if self.stream:
+            from collector.log.stream_reader import StreamReader
+
+            self.reader = StreamReader(config)
+        else:
+            self.reader = Reader(Path(config.data_dir) / EVENTS)
 
     @property
     def token(self) -> str:
@@ -91,7 +98,10 @@ class ProfileAPI:
         by_segment: dict[str, list[int]] = defaultdict(list)
         for _, _, segment, position in rows:
             by_segment[segment].append(position)
-        lines = {segment: self.reader.lines_at(segment, positions) for segment, positions in by_segment.items()}
+        lines = {}
+        for segment, positions in by_segment.items():
+            found = self.reader.lines_at(segment, positions)
+            lines[segment] = await found if self.stream else found
         data = []
         for _, message_id, segment, position in rows:
             record = lines[segment].get(position)
@@ -108,10 +118,12 @@ class ProfileAPI:
         pid = self.resolve(request)
         return _json({"metadata": views.metadata(self.db(), pid)})
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.stream:
+            await self.reader.close()
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -162,7 +174,7 @@ def mount(app: web.Application, config, store_factory) -> ProfileAPI:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
-        api.close()
+        await api.close()
 
     app.cleanup_ctx.append(lifecycle)
     return api

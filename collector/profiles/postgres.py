@@ -24,6 +24,9 @@ class PostgresStore(SqlStore):
         self.conn = psycopg.connect(url, autocommit=reads_only)  # a reader holds no transaction open
         self.create()
 
+    def _has_tables(self) -> bool:
+        return bool(self._all("SELECT 1 FROM information_schema.tables WHERE table_name = 'identifiers'"))
+
     def begin(self) -> None:
         self._run("SELECT pg_advisory_xact_lock(?)", (BUILDER_LOCK,))
 
