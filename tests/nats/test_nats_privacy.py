@@ -41,6 +41,8 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
         for n in range(5):
             batch = [{"type": "track", "userId": person["user"], "event": f"Live {n}", "properties": {"email": person["email"]}},
                      {"type": "page", "anonymousId": person["anons"][n % len(person["anons"])]},
+                     {"type": "identify", "anonymousId": person["anons"][n % len(person["anons"])],
+                      "userId": person["user"], "traits": {"email": person["email"]}},
                      {"type": "track", "userId": person["user"]}]  # no event name: a dead letter in the stream
             status, _ = await asyncio.to_thread(call, collector.url + "/v1/batch", "POST", {"batch": batch}, WRITE)
             assert status == 200
@@ -50,10 +52,10 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
         status, body = call(f"{collector.url}{PROFILES}/user_id:{ANN['user']}/external_ids")
         return status == 200 and len(body["data"]) == len(person_ids(ANN))
 
-    await eventually(lambda: asyncio.to_thread(built), timeout=60, what="the profile built from the archive")
+    await eventually(lambda: asyncio.to_thread(built), timeout=60, what="the profile built from the stream")
     before = await stream_messages(url)
     bob_stream, bob_files = of(before, BOB), events_of(data_dir, BOB)
-    assert mentions_in(before, ANN) and len(bob_stream) == 10
+    assert mentions_in(before, ANN) and len(bob_stream) == 15
 
     regulate_id = await asyncio.to_thread(regulate, collector.url, "SUPPRESS_WITH_DELETE", "EMAIL", [ANN["email"]])
 
@@ -66,7 +68,7 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
     after = await stream_messages(url)  # the whole stream, read back
     assert mentions_in(after, ANN) == []
     assert of(after, BOB) == bob_stream
-    assert record["stores"]["nats"]["removed"] == 15  # 10 events and 5 dead letters
+    assert record["stores"]["nats"]["removed"] == 20  # 15 events and 5 dead letters
     assert mentions(data_dir, person_ids(ANN)) == {}
     assert events_of(data_dir, BOB) == bob_files
     assert (await asyncio.to_thread(call, f"{collector.url}{PROFILES}/email:{ANN['email']}/traits"))[0] == 404
