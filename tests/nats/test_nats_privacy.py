@@ -46,13 +46,13 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
                      {"type": "track", "userId": person["user"]}]  # no event name: a dead letter in the stream
             status, _ = await asyncio.to_thread(call, collector.url + "/v1/batch", "POST", {"batch": batch}, WRITE)
             assert status == 200
-    await eventually(lambda: consumer_drained(url), timeout=60, what="the archive to catch up")
+    await eventually(lambda: consumer_drained(url), timeout=120, what="the archive to catch up")
 
     def built() -> bool:
         status, body = call(f"{collector.url}{PROFILES}/user_id:{ANN['user']}/external_ids")
         return status == 200 and len(body["data"]) == len(person_ids(ANN))
 
-    await eventually(lambda: asyncio.to_thread(built), timeout=60, what="the profile built from the stream")
+    await eventually(lambda: asyncio.to_thread(built), timeout=120, what="the profile built from the stream")
     before = await stream_messages(url)
     bob_stream, bob_files = of(before, BOB), events_of(data_dir, BOB)
     assert mentions_in(before, ANN) and len(bob_stream) == 15
@@ -64,7 +64,7 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
         assert record["status"] != "FAILED", record
         return record if record["status"] == "FINISHED" else None
 
-    record = await eventually(finished, timeout=90, what="the erasure")
+    record = await eventually(finished, timeout=120, what="the erasure")
     after = await stream_messages(url)  # the whole stream, read back
     assert mentions_in(after, ANN) == []
     assert of(after, BOB) == bob_stream
@@ -94,7 +94,7 @@ async def test_suppress_with_delete_on_a_3_replica_stream_and_its_archive(tmp_pa
         assert status == 200
         return all(orjson.loads(m.data).get("messageId") != message_id for m in await stream_messages(url))
 
-    await eventually(dropped_elsewhere, timeout=30, what="the other host's collector to drop her events")
+    await eventually(dropped_elsewhere, timeout=60, what="the other host's collector to drop her events")
     count = len(await stream_messages(url))
     for _ in range(3):
         assert await dropped_elsewhere()

@@ -182,7 +182,8 @@ def test_with_two_workers_both_rotate_and_both_suppress(tmp_path):
     data_dir = tmp_path / "data"
     seed(data_dir, [ANN, BOB])
     proc = collector(tmp_path, workers=2).start()
-    try:
+    try:  # both workers serving: each has its ack of rotations (collector/log/rotation.py) once its store is open
+        wait_until(lambda: len(list((data_dir / ".rotation").glob("*.ack"))) == 2, what="both workers up")
         for _ in range(20):  # a new connection each: the kernel spreads them over both workers
             live_traffic(proc.url, ANN)
             live_traffic(proc.url, BOB)
