@@ -88,6 +88,18 @@ PROFILE_ERRORS: dict[str, Error] = {
     "unknown_space": Error(404, "a space other than the configured one"),
     "profile_not_found": Error(404, "no profile holds that identifier"),
 }
+# The privacy requests' codes (collector/privacy/routes.py), beside the Profile API's (the same token).
+PRIVACY_ROUTES = ("/v1/regulations", "/v1/regulations/{regulate_id}", "/v1/spaces/{space}/collections/users/profiles/{profile}/export")
+PRIVACY_ERRORS: dict[str, Error] = {
+    "invalid_regulation": Error(
+        400, "a body that is not {regulationType, subjectType, subjectIds}, or a type or subject type not known"
+    ),
+    "too_many_subjects": Error(400, "more than 5,000 subjectIds, or none"),
+    "regulation_not_found": Error(404, "no request has that regulateId"),
+    "privacy_unavailable": Error(
+        503, "a running collector did not take the new suppression list in time, or NATS did not answer for the shared one"
+    ),
+}
 # Codes only the pixel uses (it always answers a GIF), and those a batch lists message by message.
 PIXEL_CODES = ("invalid_pixel",)
 MESSAGE_CODES = (

@@ -163,12 +163,14 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
     finally:
         state.bodies.release(reserved)
 
-    accepted = len(outcome.ids) + outcome.bots_dropped
+    accepted = len(outcome.ids) + outcome.bots_dropped + outcome.suppressed
     metrics.inc("intilery_events_accepted_total", len(outcome.ids) - duplicates, source=source.name)
     if duplicates:
         metrics.inc("intilery_events_duplicate_total", duplicates, source=source.name)
     if outcome.bots_dropped:
         metrics.inc("intilery_events_bots_dropped_total", outcome.bots_dropped, source=source.name)
+    if outcome.suppressed:
+        metrics.inc("intilery_events_suppressed_total", outcome.suppressed, source=source.name)
     for rejected in outcome.rejected:
         metrics.inc("intilery_events_rejected_total", source=source.name, code=rejected["code"])
     answer = _json({"success": True, "accepted": accepted, "rejected": outcome.rejected}, headers=headers)
@@ -280,11 +282,15 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
         log.info("no geo database configured: context.location is not added (set --geoip PATH.mmdb)")
     store = store if store is not None else make_store(config, metrics)
     dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
+    from collector.privacy import routes as privacy_routes
+    from collector.privacy.service import Privacy
+
+    privacy = Privacy(config, store)
     state = State(
         config=config,
         store=store,
         metrics=metrics,
-        pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo, Plans(config.sources, metrics)),
+        pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo, Plans(config.sources, metrics), privacy.suppression),
         dedup=dedup,
         gate=Gate(config),
         committer=Committer(store, dedup),
@@ -307,6 +313,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
             geo.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(privacy.context)  # after the store's: started after it, stopped before it
+    privacy_routes.mount(app, config, privacy)
     for kind, paths in SINGLE_ROUTES.items():
         for path in paths:
             app.router.add_post(path, _route(kind))

@@ -13,8 +13,9 @@ from collector.config import ConfigError
 from collector.log import archive, tail
 from collector.profiles import cli as profiles
 from collector.plans import cli as plans
+from collector.privacy import cli as privacy
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

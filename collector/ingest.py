@@ -43,6 +43,7 @@ class Outcome:
     ids: list[str]
     rejected: list[dict]  # {"index", "code", "message"}
     bots_dropped: int = 0
+    suppressed: int = 0  # from people on the suppression list (collector.privacy): answered, not stored
     violations: dict[int, list] = field(default_factory=dict)  # index -> what a rejected message broke of the plan
 
 
@@ -56,10 +57,12 @@ def merge_under(base: dict, over: dict) -> dict:
 
 
 class Pipeline:
-    def __init__(self, user_agents: UserAgentParser, geo: Geo | None, plans: Plans | None = None) -> None:
+    def __init__(self, user_agents: UserAgentParser, geo: Geo | None, plans: Plans | None = None,
+                 suppression=None) -> None:  # fmt: skip
         self.user_agents = user_agents
         self.geo = geo
         self.plans = plans  # None, or empty, when no source has a tracking plan
+        self.suppression = suppression  # collector.privacy.suppression.Suppression, or None
 
     def process(
         self,
@@ -80,6 +83,9 @@ class Pipeline:
                 if check_size and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
                     raise Invalid("message_too_large", sentence("message_too_large"))
                 message = validate(raw, default_type)
+                if self.suppression is not None and self.suppression.matches(message):
+                    outcome.suppressed += 1
+                    continue
                 if outer_context:
                     message["context"] = merge_under(outer_context, message.get("context") or {})
                 if outer_sent_at is not None and "sentAt" not in message:

@@ -13,6 +13,7 @@ _HELP = {
     "intilery_events_rejected_total": "Events rejected, by source and code.",
     "intilery_events_duplicate_total": "Events answered as accepted but not stored again (same messageId).",
     "intilery_events_bots_dropped_total": "Events from known bots dropped by a source's drop_bots setting.",
+    "intilery_events_suppressed_total": "Events of people on the suppression list (privacy requests): answered 200, not stored.",
     "intilery_store_flush_seconds": "Time to write (and fsync, per policy) one group commit.",
     "intilery_store_queue_bytes": "Bytes waiting for the store writer.",
     "intilery_store_ready": "1 when the store takes writes, 0 otherwise.",

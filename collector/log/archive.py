@@ -39,7 +39,7 @@ from collector.config import Config, ConfigError, load_config
 from collector.dedup import Dedup
 from collector.errors import Unavailable
 from collector.metrics import Metrics
-from collector.log import layout
+from collector.log import layout, rotation
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
 from collector.log.reader import Reader
@@ -179,7 +179,12 @@ class Archiver:
                 return
             if on_ready is not None:
                 on_ready(store)
-            await self._loop(subscription, store, stop)
+            rotations = asyncio.create_task(rotation.follow(store, Path(self.config.data_dir), store.instance, stop))
+            try:
+                await self._loop(subscription, store, stop)
+            finally:
+                stop.set()
+                await rotations
         finally:
             if self.nc is not None:
                 try:

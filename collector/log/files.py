@@ -285,6 +285,15 @@ class FileStore:
         for segment_log in self.logs.values():
             segment_log.close_all()
 
+    async def rotate_all(self) -> None:
+        """Close every open segment now and wait until each is compressed (an erasure rewrites
+        only closed segments). The next line opens a new segment; ingest goes on meanwhile."""
+        if self._task is None:
+            return
+        await self._loop.run_in_executor(self._io, self._close_all)
+        while self._compressions:
+            await asyncio.gather(*list(self._compressions), return_exceptions=True)
+
     # --- appending ----------------------------------------------------------------------
     def append(
         self, lines: list[bytes], *, partition: str, log: str = EVENTS, ids: list[str] | None = None, source: str = ""

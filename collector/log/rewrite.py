@@ -36,6 +36,7 @@ from collector.log.segments import fsync_dir, make_dirs
 
 TMP_SUFFIX = ".rewrite.tmp"
 READY_SUFFIX = ".rewrite.ready"
+CHUNK = 4 << 20  # bytes decompressed at a time by ``holds``
 STEPS = ("open", "written", "synced", "ready", "renamed", "done")
 
 
@@ -70,7 +71,9 @@ def rewrite(
         try:
             with os.fdopen(fd, "wb") as raw:
                 pause("open")
-                with gzip.open(path, "rb") as src, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+                with gzip.open(path, "rb") as src, gzip.GzipFile(
+                    filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0  # the level of segments.compress
+                ) as out:
                     for line in src:
                         new = change(line.rstrip(b"\n"))
                         if new is None:
@@ -104,6 +107,21 @@ def rewrite(
             tmp.unlink(missing_ok=True)
             raise
         return changed
+
+
+def holds(path: Path, search: Callable[[bytes], bool], overlap: int) -> bool:
+    """The cheap pre-filter of a rewrite: whether ``search`` finds anything in a closed segment's
+    bytes (decompressed in chunks that overlap by ``overlap``, the longest thing searched for).
+    No line is split or parsed."""
+    tail = b""
+    with gzip.open(path, "rb") as src:
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                return False
+            if search(tail + chunk):
+                return True
+            tail = chunk[-overlap:] if overlap else b""
 
 
 def recover(data_dir: Path) -> int:

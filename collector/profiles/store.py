@@ -60,6 +60,22 @@ def _dumps(value) -> str:
     return orjson.dumps(value).decode()
 
 
+def _without(state, values: set[str]):
+    """A node's state without the parts whose value is one of ``values`` (lower case): a trait
+    ``[key, value]``, a list item, an object's entry."""
+    if isinstance(state, dict):
+        return {k: _without(v, values) for k, v in state.items() if not _names(v, values)}
+    if isinstance(state, list):
+        return [_without(v, values) for v in state if not _names(v, values)]
+    return state
+
+
+def _names(value, values: set[str]) -> bool:
+    if isinstance(value, str):
+        return value.lower() in values
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1].lower() in values
+
+
 class SqlStore:
     """The queries, on a DB-API connection whose placeholder is ``P``."""
 
@@ -267,6 +283,56 @@ class SqlStore:
         return [r[0] for r in self._all("SELECT profile_id FROM profiles ORDER BY profile_id")]
 
 
+    # --- privacy requests (collector/privacy/erase.py) -------------------------------------------
+    def erase_profile(self, pid: str) -> dict[str, int]:
+        """Delete one profile and everything that names its identifiers, in one transaction: its
+        identifiers, the sets of identifiers they were seen in, its events index, the refusals
+        other profiles keep that name them. Counts of what went."""
+        self.begin()
+        try:
+            idents = self._all("SELECT type, value, node_id FROM identifiers WHERE profile_id = ?", (pid,))
+            names = {f"{kind}:{value}" for kind, value, _ in idents}
+            members: set[str] = set()
+            for kind, value, _ in idents:
+                members |= {r[0] for r in self._all("SELECT members FROM link_index WHERE type = ? AND value = ?",
+                                                    (kind, value))}  # fmt: skip
+            events = 0
+            for _, _, node in idents:
+                events += self._all("SELECT COUNT(*) FROM events WHERE node_id = ?", (node,))[0][0]
+                self._run("DELETE FROM events WHERE node_id = ?", (node,))
+            self._many("DELETE FROM link_index WHERE members = ?", [(m,) for m in sorted(members)])
+            self._many("DELETE FROM links WHERE members = ?", [(m,) for m in sorted(members)])
+            self._run("DELETE FROM identifiers WHERE profile_id = ?", (pid,))
+            self._run("DELETE FROM profiles WHERE profile_id = ?", (pid,))
+            values = {value.lower() for _, value, _ in idents}
+            for value in sorted(values):  # another profile's traits copied from one of the person's events
+                for kind, other_value, state in self._all(
+                    "SELECT type, value, state FROM identifiers WHERE LOWER(state) LIKE ?", (f"%{value}%",)
+                ):
+                    cleaned = _without(orjson.loads(state), values)
+                    self._run("UPDATE identifiers SET state = ? WHERE type = ? AND value = ?",
+                              (_dumps(cleaned), kind, other_value))  # fmt: skip
+            for other, refused in self._all("SELECT profile_id, refused FROM profiles WHERE refused <> '[]'"):
+                kept = [r for r in orjson.loads(refused) if r.get("identifier") not in names and r.get("with") not in names]
+                if len(kept) != len(orjson.loads(refused)):
+                    self._run("UPDATE profiles SET refused = ? WHERE profile_id = ?", (_dumps(kept), other))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return {"profiles": 1 if idents else 0, "identifiers": len(idents), "events": events}
+
+    def reposition(self, segment: str, rows: list[tuple[str, int]]) -> None:
+        """The events index after a segment was rewritten: ``(messageId, new position)`` of its lines."""
+        self._many("UPDATE events SET position = ? WHERE message_id = ? AND segment = ?",
+                   [(position, message_id, segment) for message_id, position in rows])  # fmt: skip
+        self.commit()
+
+    def scrub(self) -> None:
+        """Leave no copy of deleted rows in the database's files (SQLite: below; PostgreSQL: its
+        VACUUM is the operator's, see README "Privacy requests")."""
+
+
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -281,3 +347,11 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         self.conn.close()
 
+    def scrub(self) -> None:
+        """Deleted rows out of the files: VACUUM rewrites the database without free pages or
+        leftover cells, and a TRUNCATE checkpoint empties the WAL (which held the old pages)."""
+        self.conn.commit()
+        self.conn.execute("VACUUM")
+        busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise sqlite3.OperationalError("the WAL could not be emptied: a reader holds it (retried)")

@@ -36,6 +36,8 @@ def test_every_code_the_code_raises_is_in_the_table_with_its_status():
         if code in api.PIXEL_CODES:
             continue
         table = api.PROFILE_ERRORS if where.startswith(("collector/profiles/", "collector/access.py")) else api.ERRORS
+        if where.startswith("collector/privacy/"):  # the same token and profile paths, and its own codes
+            table = {**api.PROFILE_ERRORS, **api.PRIVACY_ERRORS}
         assert code in table, f"{where}: {code} is not in collector/api.py"
         assert getattr(errors, cls).status == table[code].status, f"{where}: {cls} for {code}"
 
@@ -44,7 +46,8 @@ def test_every_code_in_the_table_is_raised_somewhere():
     """No code is documented that the collector never answers."""
     raised = {code for _, _, code in raised_in_the_code()}
     body = (ROOT / "collector" / "body.py").read_text()
-    unused = [code for code in {**api.ERRORS, **api.PROFILE_ERRORS} if code not in raised and f'"{code}"' not in body]
+    unused = [code for code in {**api.ERRORS, **api.PROFILE_ERRORS, **api.PRIVACY_ERRORS}
+              if code not in raised and f'"{code}"' not in body]  # fmt: skip
     assert unused == []
 
 
@@ -57,6 +60,7 @@ def test_the_app_serves_exactly_the_routes_of_the_table(config):
     expected |= {("HEAD", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)} | {("OPTIONS", "/v1/{tail}")}
     expected |= {(method, p) for p in profile_api.ROUTES for method in ("GET", "HEAD")}
     expected |= set(compat.ROUTES) | {("HEAD", p) for method, p in compat.ROUTES if method == "GET"}
+    expected |= {("POST", api.PRIVACY_ROUTES[0])} | {(m, p) for p in api.PRIVACY_ROUTES for m in ("GET", "HEAD")}
     assert routed == expected
 
 

@@ -1,0 +1,116 @@
+"""Privacy requests on disk, ``data/regulations/``: the audit record and what a job needs to resume.
+
+    regulations/<id>.json           the audit record: id, type, subject type, a hash of each subject,
+                                    times, status, per store: files scanned and rewritten, lines removed,
+                                    errors. Never a raw identifier.
+    regulations/<id>.subjects.json  the identifiers themselves (mode 0600) while the job runs, so a
+                                    killed job resumes; removed when it ends (FINISHED or FAILED)
+
+Both are replaced whole (temporary file, fsync, rename, fsync the directory).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import orjson
+
+from collector.log.layout import iso_ms
+from collector.log.segments import fsync_dir, make_dirs
+
+TYPES = ("SUPPRESS", "DELETE_ONLY", "SUPPRESS_WITH_DELETE", "UNSUPPRESS")
+SUPPRESSES = ("SUPPRESS", "SUPPRESS_WITH_DELETE")
+DELETES = ("DELETE_ONLY", "SUPPRESS_WITH_DELETE")
+STATUSES = ("INITIALIZED", "RUNNING", "FINISHED", "FAILED")
+ENDED = ("FINISHED", "FAILED")
+MAX_SUBJECTS = 5_000
+SUBJECTS_SUFFIX = ".subjects.json"
+
+
+def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` crash-safely: new file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+class Regulations:
+    """The requests of one data directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+
+    def new_id(self) -> str:
+        return "reg_" + secrets.token_hex(12)
+
+    def create(self, kind: str, subject_type: str, hashes: list[str], idents: list[list[str]]) -> dict:
+        make_dirs(self.dir)
+        record = {
+            "regulateId": self.new_id(),
+            "regulationType": kind,
+            "subjectType": subject_type,
+            "subjectHashes": hashes,
+            "status": "INITIALIZED",
+            "createdAt": iso_ms(time.time()),
+            "startedAt": None,
+            "finishedAt": None,
+            "identifiers": 0,  # how many the subjects expanded to
+            "stores": {},
+            "progress": {"files": 0, "bytes": 0},
+        }
+        # the raw identifiers first: a record whose subjects are missing could never run
+        write_whole(self.dir / (record["regulateId"] + SUBJECTS_SUFFIX),
+                    orjson.dumps({"subjects": idents, "expanded": None}), 0o600)  # fmt: skip
+        self.save(record)
+        return record
+
+    def save(self, record: dict) -> None:
+        write_whole(self.dir / f"{record['regulateId']}.json", orjson.dumps(record, option=orjson.OPT_INDENT_2))
+
+    def get(self, regulate_id: str) -> dict | None:
+        if not regulate_id.startswith("reg_") or not regulate_id[4:].isalnum():
+            return None
+        try:
+            return orjson.loads((self.dir / f"{regulate_id}.json").read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def all(self) -> list[dict]:
+        found = []
+        for path in sorted(self.dir.glob("reg_*.json")):
+            if path.name.endswith(SUBJECTS_SUFFIX):
+                continue
+            try:
+                found.append(orjson.loads(path.read_bytes()))
+            except (FileNotFoundError, orjson.JSONDecodeError):
+                continue
+        return sorted(found, key=lambda r: r["createdAt"])
+
+    def pending(self) -> list[dict]:
+        return [r for r in self.all() if r["status"] not in ENDED]
+
+    def subjects(self, regulate_id: str) -> dict:
+        return orjson.loads((self.dir / (regulate_id + SUBJECTS_SUFFIX)).read_bytes())
+
+    def save_subjects(self, regulate_id: str, subjects: dict) -> None:
+        write_whole(self.dir / (regulate_id + SUBJECTS_SUFFIX), orjson.dumps(subjects), 0o600)
+
+    def end(self, record: dict, status: str) -> None:
+        """FINISHED or FAILED: the record saved, then the raw identifiers removed."""
+        record["status"], record["finishedAt"] = status, iso_ms(time.time())
+        self.save(record)
+        (self.dir / (record["regulateId"] + SUBJECTS_SUFFIX)).unlink(missing_ok=True)
+        fsync_dir(self.dir)
+
+
+def public(record: dict) -> dict:
+    """What the API answers about a request."""
+    return {k: v for k, v in record.items() if k != "subjectHashes"} | {"subjects": len(record["subjectHashes"])}

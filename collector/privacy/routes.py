@@ -1,0 +1,180 @@
+"""The privacy API (the shape of Segment's Regulations API), authorised by the access token.
+
+    POST /v1/regulations                {"regulationType", "subjectType", "subjectIds"} → 202 {"regulateId"}
+    GET  /v1/regulations                every request, oldest first
+    GET  /v1/regulations/{regulateId}   its status (INITIALIZED, RUNNING, FINISHED, FAILED), per store counts
+    GET  /v1/spaces/{space}/collections/users/profiles/{type}:{value}/export   NDJSON (export.py)
+
+A suppression is in force when its 202 is sent: the new list is written, and the answer waits
+until every running collector has read it (``rotation.wait_acks``). Erasing runs afterwards, in
+the collector that holds the job lock. Errors have the ingest API's shape, codes from
+``collector.api.PRIVACY_ERRORS`` and ``PROFILE_ERRORS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from collector import access
+from collector.api import MAX_ID_CHARS, PRIVACY_ROUTES
+from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
+from collector.privacy import export
+from collector.privacy.regulations import MAX_SUBJECTS, SUPPRESSES, TYPES, public
+from collector.log.rotation import wait_acks
+from collector.privacy.service import Privacy, open_profiles
+from collector.privacy.subjects import SUBJECT_TYPES, expand, normal
+from collector.profiles.rules import EMAIL, ID_TYPES
+
+REGULATIONS, ONE, EXPORT = PRIVACY_ROUTES
+MAX_BODY = 6 * 1024 * 1024  # bytes of a request body
+SUPPRESS_WAIT = 10.0  # seconds the 202 of a suppression waits for every collector to read the list
+
+
+def parse_request(body: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    """``(regulationType, subjectType, [(type, value)])`` of a request body, or ``BadRequest``."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("invalid_regulation", "the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("invalid_regulation", "the body must be a JSON object")
+    kind, subject_type, ids = payload.get("regulationType"), payload.get("subjectType"), payload.get("subjectIds")
+    if kind not in TYPES:
+        raise BadRequest("invalid_regulation", "regulationType is one of " + ", ".join(TYPES))
+    if subject_type not in SUBJECT_TYPES:
+        raise BadRequest("invalid_regulation", "subjectType is one of " + ", ".join(SUBJECT_TYPES))
+    if not isinstance(ids, list):
+        raise BadRequest("invalid_regulation", "subjectIds is an array of strings")
+    if not 1 <= len(ids) <= MAX_SUBJECTS:
+        raise BadRequest("too_many_subjects", f"subjectIds holds from 1 to {MAX_SUBJECTS:,} identifiers")
+    if not all(isinstance(i, str) and i.strip() and len(i) <= MAX_ID_CHARS for i in ids):
+        raise BadRequest("invalid_regulation", f"each subjectId is a non-empty string of at most {MAX_ID_CHARS} characters")
+    ident = SUBJECT_TYPES[subject_type]
+    return kind, subject_type, sorted({(ident, normal(ident, i)) for i in ids})
+
+
+def create(privacy: Privacy, body: bytes) -> dict:
+    """A new request (the audit record and the job), and the suppression in force when asked."""
+    kind, subject_type, idents = parse_request(body)
+    suppression = privacy.suppression
+    try:
+        hashes = sorted(suppression.digests(idents))
+    except Exception as exc:  # the shared salt is on NATS, which did not answer
+        raise Unavailable("privacy_unavailable", "the shared suppression list cannot be read now; retry",
+                          retry_after=5) from exc  # fmt: skip
+    record = privacy.regulations.create(kind, subject_type, hashes, [list(i) for i in idents])
+    if kind in SUPPRESSES:
+        opener = open_profiles(privacy.config)
+        store = opener()
+        try:
+            whole = expand(store, idents)  # the person's other identifiers are suppressed at once too
+        finally:
+            if store is not None:
+                store.close()
+        try:
+            version = suppression.change(add=suppression.digests(whole))
+        except Exception as exc:  # NATS did not answer: the job adds them when it runs
+            raise Unavailable("privacy_unavailable", f"the shared suppression list cannot be changed now; the request "
+                              f"{record['regulateId']} goes on", retry_after=5) from exc  # fmt: skip
+        behind = wait_acks(privacy.data_dir, "list", version, SUPPRESS_WAIT)
+        if behind:
+            raise Unavailable("privacy_unavailable", f"{len(behind)} collector(s) did not read the suppression list in time; "
+                              f"the request {record['regulateId']} goes on", retry_after=5)  # fmt: skip
+    return record
+
+
+class PrivacyAPI:
+    def __init__(self, config, privacy: Privacy) -> None:
+        self.config, self.privacy = config, privacy
+        self._token: str | None = None
+
+    def authorise(self, request: web.Request) -> None:
+        if self._token is None:
+            self._token = access.access_token(self.config)[0]
+        access.check(request.headers.get("Authorization", ""), self._token)
+
+    async def post(self, request: web.Request) -> web.Response:
+        self.authorise(request)
+        body = await _read(request)
+        record = await asyncio.to_thread(create, self.privacy, body)
+        return _json({"regulateId": record["regulateId"]}, 202)
+
+    async def list(self, request: web.Request) -> web.Response:
+        self.authorise(request)
+        records = await asyncio.to_thread(self.privacy.regulations.all)
+        return _json({"data": [public(r) for r in records]})
+
+    async def get(self, request: web.Request) -> web.Response:
+        self.authorise(request)
+        record = self.privacy.regulations.get(request.match_info["regulate_id"])
+        if record is None:
+            raise NotFound("regulation_not_found", "no request has that regulateId")
+        return _json(public(record))
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        self.authorise(request)
+        if request.match_info["space"] != self.config.profiles_space:
+            raise NotFound("unknown_space", "no such space")
+        kind, sep, value = request.match_info["profile"].partition(":")
+        if not sep or kind not in ID_TYPES or not value:
+            raise BadRequest("invalid_profile_id", "the profile is {type}:{value}, type one of " + ", ".join(ID_TYPES))
+        value = value.strip().lower() if kind == EMAIL else value
+        store = await asyncio.to_thread(open_profiles(self.config))
+        if store is None:
+            raise NotFound("profile_not_found", "no profile holds that identifier")
+        try:
+            pid = await asyncio.to_thread(store.find, kind, value)
+            if pid is None:
+                raise NotFound("profile_not_found", "no profile holds that identifier")
+            first = await asyncio.to_thread(export.profile_line, store, pid)
+            idents = await asyncio.to_thread(export.identifiers_of, store, pid)
+        finally:
+            store.close()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                               "Content-Disposition": 'attachment; filename="export.ndjson"'})  # fmt: skip
+        await response.prepare(request)
+        await response.write(first)
+        parts = export.chunks(export.events_of(Path(self.config.data_dir), idents, self.privacy.suppression.rules))
+        while (part := await asyncio.to_thread(next, parts, None)) is not None:
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+
+async def _read(request: web.Request) -> bytes:
+    """The body, up to ``MAX_BODY`` (5,000 ids of up to 1,024 characters fit; aiohttp's own cap is 1 MiB)."""
+    parts, size = [], 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest("too_many_subjects", f"the body is over {MAX_BODY // 1024 // 1024} MiB")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
+
+
+def _handler(method):
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await method(request)
+        except CollectorError as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+            return _json({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
+
+    return handle
+
+
+def mount(app: web.Application, config, privacy: Privacy) -> PrivacyAPI:
+    api = PrivacyAPI(config, privacy)
+    app.router.add_post(REGULATIONS, _handler(api.post))
+    app.router.add_get(REGULATIONS, _handler(api.list))
+    app.router.add_get(ONE, _handler(api.get))
+    app.router.add_get(EXPORT, _handler(api.export))
+    return api

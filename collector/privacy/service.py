@@ -1,0 +1,194 @@
+"""What runs inside every collector process (and ``intilery privacy``): the shared state kept in step.
+
+Every collector process holds an ack file of ``collector.log.rotation`` (flock'ed for its life)
+and, every ``TICK`` seconds:
+
+- reloads the suppression list when it changed, and reports the version it now has (``list``);
+- closes its open segments when a newer rotation was asked for (``rotation.rotate_if_asked``).
+
+So ``rotation.wait_acks(data_dir, "list", v)`` means "every running collector drops the person's
+events from now on" (the 202 of a suppression waits for it), and ``rotation.rotate_everywhere``
+means "no open segment holds anything received before now". One process of the host runs the
+jobs: the one that holds ``.locks/regulations.lock`` (the others try again at every tick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+from collector.log import rotation
+from collector.log.layout import LOCK_DIR
+from collector.log.segments import make_dirs, try_lock
+from collector.privacy.erase import Context, Job
+from collector.privacy.regulations import Regulations
+from collector.privacy.subjects import salt_of
+from collector.privacy.suppression import Suppression
+from collector.profiles.rules import Rules
+
+log = logging.getLogger("intilery.privacy")
+
+TICK = rotation.TICK  # seconds between looks at the shared files
+PULL_EVERY = 1.0  # seconds between looks at the NATS bucket of the list (--store nats)
+RETRY_JOB = 5.0  # seconds before a job that raised runs again
+JOB_LOCK = "regulations"
+
+
+def open_profiles(config):
+    """A function opening the profile store of ``config`` (None when there is no database yet)."""
+
+    def opener():
+        from collector.profiles.service import db_target, open_store
+
+        target = db_target(config)
+        if not str(target).startswith("postgres") and not Path(target).is_file():
+            return None
+        return open_store(target)
+
+    return opener
+
+
+def context_of(config, suppression: Suppression, stopped=lambda: False) -> Context:
+    """The erase job's context for a configuration (the NATS stream when the store is NATS)."""
+    stream = None
+    if config.store == "nats":
+        from collector.privacy.stream import StreamEraser
+
+        stream = StreamEraser(config)
+    data_dir = Path(config.data_dir)
+    return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
+                   profiles=open_profiles(config), rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
+                   stream=stream, stopped=stopped)  # fmt: skip
+
+
+def shared_suppression(config) -> Suppression:
+    """The suppression list of ``config``: the data directory's file, kept in step with the NATS
+    bucket when the store is NATS (collectors on other hosts)."""
+    suppression = Suppression(Path(config.data_dir), Rules.from_config(config))
+    if config.store == "nats":
+        from collector.privacy.stream import SharedList
+
+        suppression.remote = SharedList(config)
+    return suppression
+
+
+def run_pending(config, suppression: Suppression, stopped=lambda: False) -> int:
+    """Run every request not finished yet (the caller holds the job lock); how many ran."""
+    regulations = Regulations(suppression.dir)
+    ran = 0
+    for record in regulations.pending():
+        if stopped():
+            break
+        Job(regulations, record, context_of(config, suppression, stopped)).run()
+        ran += 1
+    return ran
+
+
+# --- inside the collector ----------------------------------------------------------------------------
+class Privacy:
+    """The per-process part: created with the app, started after its store."""
+
+    def __init__(self, config, store) -> None:
+        self.config, self.store = config, store
+        self.data_dir = Path(config.data_dir)
+        self.suppression = shared_suppression(config)
+        self.regulations = Regulations(self.suppression.dir)
+        self.ack: rotation.Ack | None = None
+        self._puller = None if self.suppression.remote is None else type(self.suppression.remote)(config)
+        self._pulled_at = 0.0
+        self._pull_failed = False
+        self._job_lock: int | None = None
+        self._job: asyncio.Task | None = None
+        self._retry_at = 0.0
+        self._stopping = threading.Event()  # read by the job's thread between files
+        self._seen: tuple | None = None  # the regulations directory when it last had nothing pending
+
+    async def context(self, app) -> AsyncIterator[None]:
+        """An ``app.cleanup_ctx`` entry (after the store's: started after it, stopped before it)."""
+        name = getattr(self.store, "instance", None) if hasattr(self.store, "lock") else None
+        self.ack = rotation.Ack(self.data_dir, name or f"{socket.gethostname()}-{os.getpid()}")
+        self.suppression.refresh()
+        self.ack.write(list=self.suppression.version)
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._follow(stop), name="privacy")
+        yield
+        stop.set()
+        self._stopping.set()
+        await task
+        if self._job is not None:
+            await asyncio.gather(self._job, return_exceptions=True)
+        if self._job_lock is not None:
+            os.close(self._job_lock)
+        if self._puller is not None:
+            await self._puller.close()
+        self.ack.close()
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                log.exception("privacy tick failed")
+            try:
+                await asyncio.wait_for(stop.wait(), TICK)
+            except asyncio.TimeoutError:
+                pass
+
+    async def tick(self) -> None:
+        if self._puller is not None and time.monotonic() - self._pulled_at >= PULL_EVERY:
+            self._pulled_at = time.monotonic()
+            await self._pull()
+        self.suppression.refresh()
+        self.ack.write(list=self.suppression.version)
+        await rotation.rotate_if_asked(self.store, self.ack, self.data_dir)
+        if self._job is None and time.monotonic() >= self._retry_at and self._anything_pending():
+            if self._job_lock is None:
+                make_dirs(self.data_dir / LOCK_DIR)
+                self._job_lock = try_lock(self.data_dir, JOB_LOCK)
+            if self._job_lock is not None:
+                self._job = asyncio.create_task(
+                    asyncio.to_thread(run_pending, self.config, self.suppression, self._stopping.is_set)
+                )
+                self._job.add_done_callback(self._job_done)
+
+    async def _pull(self) -> None:
+        """A newer list from the NATS bucket into the local file (a failure is logged once, then retried)."""
+        try:
+            if self.suppression._salt is None:  # before any hash is taken in: they are hashed with it
+                local = await asyncio.to_thread(salt_of, self.suppression.dir)
+                self.suppression._salt = await asyncio.wait_for(self._puller.salt(local), PULL_EVERY * 5)
+            hashes = await asyncio.wait_for(self._puller.fetch(), PULL_EVERY * 5)
+        except Exception as exc:  # noqa: BLE001 - NATS away: the local list stays in force
+            if not self._pull_failed:
+                log.warning("cannot read the shared suppression list; the local copy stays in force: %s", type(exc).__name__)
+            self._pull_failed = True
+            return
+        self._pull_failed = False
+        if hashes is not None and hashes != set(self.suppression.hashes):
+            await asyncio.to_thread(self.suppression.replace, hashes)
+
+    def _anything_pending(self) -> bool:
+        """Whether a request waits; the records are read only when the directory changed since."""
+        try:
+            st = os.stat(self.regulations.dir)
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if stamp == self._seen:
+            return False
+        if self.regulations.pending():
+            self._seen = None
+            return True
+        self._seen = stamp
+        return False
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self._job = None
+        if task.cancelled() or task.exception() is not None:
+            self._retry_at = time.monotonic() + RETRY_JOB

@@ -1,0 +1,177 @@
+"""The privacy requests' part on NATS (``--store nats``): the stream erased, the list shared.
+
+``StreamEraser``: erasing a person from the JetStream stream.
+
+Every message of the stream is read through the stream's one reader (``StreamReader``, events
+and dead letters); each one of the person's is removed with JetStream's message delete *with
+erase* (``$JS.API.STREAM.MSG.DELETE.<stream>``, ``no_erase: false``): every replica overwrites the
+message's bytes in its files, not only its index. A message already gone (a job run again after
+a kill) counts as done.
+
+``SharedList``: collectors on several hosts share no data directory, so the suppression list
+lives in a JetStream key-value bucket (``INTILERY_PRIVACY``, key ``suppressed``, as many
+replicas as the stream) as ``{"hashes": [...]}``, with the salt every collector hashes with
+(key ``salt``: the first collector's); a change is a compare-and-set on its
+revision, and each collector copies a newer revision into its local list (``suppression.py``)
+within ``PULL_EVERY`` seconds. The local file stays what ingest reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from collector.log.layout import EVENTS, REJECTED
+from collector.log.stream import API_TIMEOUT, StreamSettings, connect
+from collector.log.stream_reader import StreamReader
+from collector.privacy.subjects import Matcher
+
+ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
+BUCKET, KEY, SALT = "INTILERY_PRIVACY", "suppressed", "salt"
+PULL_EVERY = 1.0  # seconds between looks at the bucket
+REMOTE_TIMEOUT = 10.0  # seconds a change of the shared list may take before the request fails
+CHANGE_TRIES = 20  # compare-and-set attempts when other collectors change the list at the same time
+
+
+class StreamEraser:
+    def __init__(self, config) -> None:
+        self.config = config
+        self.settings = StreamSettings.from_config(config)
+
+    def erase(self, matcher: Matcher) -> dict:
+        """Remove the person's messages; counts (run from the job's thread: its own event loop)."""
+        return asyncio.run(self._erase(matcher))
+
+    async def _erase(self, matcher: Matcher) -> dict:
+        stats = {"scanned": 0, "scanned_bytes": 0, "removed": 0, "errors": []}
+        nc = await connect(self.config, "intilery-privacy")
+        try:
+            for log_name in (EVENTS, REJECTED):
+                drop = matcher.is_event_of if log_name == EVENTS else matcher.is_dead_letter_of
+                reader = StreamReader(self.config, log_name=log_name)
+                try:
+                    async for record in reader.read():
+                        stats["scanned"] += 1
+                        stats["scanned_bytes"] += len(record.line)
+                        if drop(record.line):
+                            await self._delete(nc, int(record.segment.rpartition("#")[2]), stats)
+                finally:
+                    await reader.close()
+        finally:
+            await nc.close()
+        return stats
+
+    async def _delete(self, nc, sequence: int, stats: dict) -> None:
+        subject = f"$JS.API.STREAM.MSG.DELETE.{self.settings.name}"
+        answer = orjson.loads((await nc.request(subject, orjson.dumps({"seq": sequence, "no_erase": False}),
+                                                timeout=API_TIMEOUT)).data)  # fmt: skip
+        error = answer.get("error")
+        if error is None and answer.get("success"):
+            stats["removed"] += 1
+        elif error is not None and error.get("err_code") == ERR_NO_MESSAGE:
+            return
+        else:
+            stats["errors"].append(f"nats: delete of sequence {sequence} failed ({(error or {}).get('err_code')})")
+
+
+class SharedList:
+    """The suppression list in the bucket (see the module's docstring)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.settings = StreamSettings.from_config(config)
+        self.nc = None
+        self.kv = None
+        self.revision = 0
+
+    async def _bucket(self):
+        import nats.js.errors
+        from nats.js.api import KeyValueConfig
+
+        if self.kv is None:
+            if self.nc is None:
+                self.nc = await connect(self.config, "intilery-privacy-list")
+            js = self.nc.jetstream(timeout=API_TIMEOUT)
+            try:
+                self.kv = await js.key_value(BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                replicas = self.settings.replicas or (await js.stream_info(self.settings.name)).config.num_replicas
+                self.kv = await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=1, replicas=replicas))
+        return self.kv
+
+    async def fetch(self) -> set[str] | None:
+        """The bucket's hashes when its revision is newer than the last seen, else None."""
+        import nats.js.errors
+
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(KEY)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.revision == self.revision:
+            return None
+        self.revision = entry.revision
+        return set(orjson.loads(entry.value)["hashes"])
+
+    async def change(self, add: set[str], remove: set[str]) -> set[str]:
+        """Add and remove hashes (compare-and-set, retried); the bucket's hashes after."""
+        import nats.js.errors
+
+        kv = await self._bucket()
+        for _ in range(CHANGE_TRIES):
+            try:
+                entry = await kv.get(KEY)
+                hashes, last = set(orjson.loads(entry.value)["hashes"]), entry.revision
+            except nats.js.errors.KeyNotFoundError:
+                hashes, last = set(), None
+            new = (hashes | add) - remove
+            value = orjson.dumps({"hashes": sorted(new)})
+            try:
+                self.revision = await (kv.create(KEY, value) if last is None else kv.update(KEY, value, last=last))
+                return new
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # another collector changed it meanwhile: read it again
+        raise RuntimeError("the shared suppression list kept changing under this change")
+
+    async def salt(self, local: bytes) -> bytes:
+        """The salt every collector hashes with (key ``salt``): the first collector's, kept."""
+        import nats.js.errors
+
+        kv = await self._bucket()
+        try:
+            return bytes.fromhex((await kv.get(SALT)).value.decode())
+        except nats.js.errors.KeyNotFoundError:
+            pass
+        try:
+            await kv.create(SALT, local.hex().encode())
+            return local
+        except nats.js.errors.KeyWrongLastSequenceError:  # another collector put its salt first
+            return bytes.fromhex((await kv.get(SALT)).value.decode())
+
+    def salt_now(self, local: bytes) -> bytes:
+        """``salt`` from a thread with no event loop."""
+
+        async def once() -> bytes:
+            try:
+                return await asyncio.wait_for(self.salt(local), REMOTE_TIMEOUT)
+            finally:
+                await self.close()
+
+        return asyncio.run(once())
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+            self.nc, self.kv = None, None
+
+    def change_now(self, add: set[str], remove: set[str]) -> set[str]:
+        """``change`` from a thread with no event loop (a request's thread, the job, the CLI)."""
+
+        async def once() -> set[str]:
+            try:
+                return await asyncio.wait_for(self.change(add, remove), REMOTE_TIMEOUT)
+            finally:
+                await self.close()
+
+        return asyncio.run(once())

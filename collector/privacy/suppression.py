@@ -1,0 +1,157 @@
+"""The suppression list: salted hashes of identifiers whose new events are not stored.
+
+One file, ``data/regulations/suppressed.json`` (``{"version": n, "hashes": [...]}``), replaced
+whole (temporary file, fsync, rename, fsync the directory) under ``.locks/suppression.lock``,
+so it survives restarts and every worker of the host reads the same list. It holds hashes
+(``subjects.digest``, salted with ``data/regulations/salt``), never the identifiers.
+
+At ingest the list is an in-memory set: ``Suppression.matches(message)`` is one test per
+message, nothing at all while the set is empty, a few hashes otherwise. Each process reloads
+the file when it changes (``refresh``, by the service's tick, and at once in the process that
+changed it); a request is answered 202 only once every running instance has the new version
+(``service``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+
+from collector.log.layout import LOCK_DIR
+from collector.log.segments import fsync_dir, make_dirs
+from collector.privacy.subjects import Ident, digest, salt_of
+from collector.profiles.rules import ANONYMOUS_ID, EMAIL, USER_ID, Rules
+
+LIST_FILE = "suppressed.json"
+REGULATIONS = "regulations"  # data/regulations/
+CACHE = 65_536  # identifiers whose verdict is remembered (people come back: most events hit it)
+PLAIN_IDS = ((USER_ID, "userId"), (ANONYMOUS_ID, "anonymousId"))
+
+
+def directory_of(data_dir: Path) -> Path:
+    return Path(data_dir) / REGULATIONS
+
+
+class Suppression:
+    """The list of one data directory, as this process last read it."""
+
+    def __init__(self, data_dir: Path, rules: Rules = Rules()) -> None:
+        self.data_dir = Path(data_dir)
+        self.dir = directory_of(data_dir)
+        self.path = self.dir / LIST_FILE
+        self.rules = rules
+        self.remote = None  # the shared list on NATS (stream.SharedList), when collectors share no data directory
+        self.hashes: frozenset[str] = frozenset()
+        self.version = 0
+        self._stamp: tuple | None = None
+        self._salt: bytes | None = None
+        self._verdicts = {}
+
+    @property
+    def salt(self) -> bytes:
+        if self._salt is None:  # with a remote: read in a thread, or set by the service's first pull
+            local = salt_of(self.dir)
+            self._salt = local if self.remote is None else self.remote.salt_now(local)
+        return self._salt
+
+    def digests(self, idents: Iterable[Ident]) -> set[str]:
+        return {digest(self.salt, kind, value) for kind, value in idents}
+
+    # --- ingest -------------------------------------------------------------------------------
+    def matches(self, message: dict) -> bool:
+        """Whether a message is from a suppressed person: one of its identifiers (those of
+        ``rules.identifiers``) is on the list. Nothing to do while the list is empty; otherwise
+        each distinct value is hashed once (``_verdicts``, a bounded cache emptied with each list)."""
+        if not self.hashes:
+            return False
+        verdicts, verdict = self._verdicts, self._verdict
+        for kind, key in PLAIN_IDS:
+            raw = message.get(key)
+            if raw.__class__ is str:
+                hit = verdicts.get((kind, raw))
+                if hit is None:
+                    hit = verdict(kind, raw)
+                if hit:
+                    return True
+            elif raw is not None and verdict(kind, raw):
+                return True
+        if message.get("type") == "alias" and verdict(ANONYMOUS_ID, message.get("previousId")):
+            return True
+        context = message.get("context")
+        for traits in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
+            if isinstance(traits, dict):
+                for name in self.rules.identifier_traits:
+                    if name in traits and verdict(name, traits[name]):
+                        return True
+        return False
+
+    def _verdict(self, kind: str, raw) -> bool:
+        """Whether one raw value is on the list (cleaned as the profile rules clean it), remembered."""
+        if not isinstance(raw, (str, int, float)):
+            return False
+        value = self.rules.clean(raw)
+        hit = value is not None and digest(self.salt, kind, value.lower() if kind == EMAIL else value) in self.hashes
+        if len(self._verdicts) >= CACHE:
+            self._verdicts.clear()
+        self._verdicts[(kind, raw)] = hit
+        return hit
+
+    # --- the shared file --------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Reload the file when it changed since the last read; True when it did."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._stamp is None and not self.hashes:
+                return False
+            self.hashes, self.version, self._stamp = frozenset(), 0, None
+            self._verdicts = {}
+            return True
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
+            return False
+        data = orjson.loads(self.path.read_bytes())
+        self.hashes, self.version, self._stamp = frozenset(data["hashes"]), int(data["version"]), stamp
+        self._verdicts = {}
+        return True
+
+    def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
+        """Add and remove hashes in the shared file; the new version (this process has it at once).
+        With a ``remote`` (the NATS bucket, ``stream.SharedList``) the change is made there first and
+        the file takes the bucket's whole list."""
+        if self.remote is not None:
+            return self.replace(self.remote.change_now(set(add), set(remove)))
+        return self._write(lambda hashes: (hashes | set(add)) - set(remove))
+
+    def replace(self, hashes: set[str]) -> int:
+        """Make the file hold exactly ``hashes`` (a newer list from the bucket); the new version."""
+        return self._write(lambda _: set(hashes))
+
+    def _write(self, new_hashes) -> int:
+        make_dirs(self.dir)
+        make_dirs(self.data_dir / LOCK_DIR)
+        fd = os.open(self.data_dir / LOCK_DIR / "suppression.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                data = orjson.loads(self.path.read_bytes())
+            except FileNotFoundError:
+                data = {"version": 0, "hashes": []}
+            hashes = new_hashes(set(data["hashes"]))
+            version = int(data["version"]) + 1
+            tmp = self.path.with_name(f"{LIST_FILE}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(orjson.dumps({"version": version, "hashes": sorted(hashes)}))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, self.path)
+            fsync_dir(self.dir)
+        finally:
+            os.close(fd)
+        self._stamp = None
+        self.refresh()
+        return version
