@@ -271,6 +271,8 @@ class SqlStore:
     def events(self, pid: str, limit: int, before: str | None) -> list[tuple[str, str, str, int]]:
         """``(key, messageId, segment, position)`` of a profile's events, newest first, keys before ``before``."""
         nodes = [r[0] for r in self._all("SELECT node_id FROM identifiers WHERE profile_id = ?", (pid,))]
+        if not nodes:  # erased meanwhile (and IN () is not SQL PostgreSQL takes)
+            return []
         marks = ",".join("?" * len(nodes))
         sql = f"SELECT key, message_id, segment, position FROM events WHERE node_id IN ({marks})"
         params: list = list(nodes)
