@@ -87,6 +87,7 @@ PROFILE_ERRORS: dict[str, Error] = {
     "invalid_access_token": Error(401, "a token that is not the access token (a write key is not one)"),
     "unknown_space": Error(404, "a space other than the configured one"),
     "profile_not_found": Error(404, "no profile holds that identifier"),
+    "profiles_unavailable": Error(503, "the profile database is being built again (another version), or the log cannot be read now"),
 }
 # The privacy requests' codes (collector/privacy/routes.py), beside the Profile API's (the same token).
 PRIVACY_ROUTES = ("/v1/regulations", "/v1/regulations/{regulate_id}", "/v1/spaces/{space}/collections/users/profiles/{profile}/export")

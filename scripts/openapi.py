@@ -565,7 +565,8 @@ def profile_paths() -> dict:
     ]  # fmt: skip
     answers = {"400": profile_error(400, "A malformed profile path or parameter."),
                "401": profile_error(401, "No access token, or not the access token (a write key never is one)."),
-               "404": profile_error(404, "No such space, or no profile holds that identifier.")}  # fmt: skip
+               "404": profile_error(404, "No such space, or no profile holds that identifier."),
+               "503": profile_error(503, "The profile database is being built again, or the log cannot be read now: retry.")}  # fmt: skip
     identifier_row = {"type": "object", "required": ["type", "id", "first_seen", "last_seen", "source", "collection"],
                       "properties": {"type": {"type": "string"}, "id": {"type": "string"},
                                      "first_seen": {"type": "string"}, "last_seen": {"type": "string"},

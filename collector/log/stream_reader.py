@@ -19,6 +19,7 @@ one. ``record.segment`` is ``<stream>#<sequence>``.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any, AsyncIterator
 
@@ -39,6 +40,7 @@ class StreamReader(Quarantine):
         self.offsets: dict[str, int] = dict(cursor or {})
         self.stats: Counter[str] = Counter()
         self.nc: Any = None
+        self._connecting = asyncio.Lock()
 
     @property
     def cursor(self) -> dict[str, int]:
@@ -90,8 +92,9 @@ class StreamReader(Quarantine):
         a sequence no longer in the stream (aged out, erased) is left out."""
         import nats.js.errors
 
-        if self.nc is None:
-            self.nc = await connect(self.config, "intilery-reader")
+        async with self._connecting:  # two first requests at once make one connection
+            if self.nc is None:
+                self.nc = await connect(self.config, "intilery-reader")
         js = self.nc.jetstream(timeout=API_TIMEOUT)
         found = {}
         for sequence in sequences:

@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 
 from collector import access
-from collector.errors import BadRequest, CollectorError, NotFound
+from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles import views
@@ -60,8 +60,12 @@ class ProfileAPI:
         return self._token
 
     def db(self):
+        if self.store is not None and self.store.outdated:  # made anew by the builder since?
+            self.close_store()
         if self.store is None:
             self.store = self.store_factory()
+        if self.store.outdated:
+            raise Unavailable("profiles_unavailable", "the profile database is being built again; retry shortly")
         return self.store
 
     def resolve(self, request: web.Request) -> str:
@@ -100,8 +104,14 @@ class ProfileAPI:
             by_segment[segment].append(position)
         lines = {}
         for segment, positions in by_segment.items():
-            found = self.reader.lines_at(segment, positions)
-            lines[segment] = await found if self.stream else found
+            if not self.stream:
+                lines[segment] = self.reader.lines_at(segment, positions)
+                continue
+            try:
+                lines[segment] = await self.reader.lines_at(segment, positions)
+            except Exception:  # the stream cannot be read now (servers down, a timeout)
+                log.warning("the Profile API could not read events from the NATS stream", exc_info=True)
+                raise Unavailable("profiles_unavailable", "the log cannot be read now; retry shortly") from None
         data = []
         for _, message_id, segment, position in rows:
             record = lines[segment].get(position)
@@ -118,10 +128,13 @@ class ProfileAPI:
         pid = self.resolve(request)
         return _json({"metadata": views.metadata(self.db(), pid)})
 
-    async def close(self) -> None:
+    def close_store(self) -> None:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    async def close(self) -> None:
+        self.close_store()
         if self.stream:
             await self.reader.close()
 

@@ -195,14 +195,15 @@ class Builder:
             if self.step() == 0:
                 time.sleep(interval)
 
-    def catch_up(self) -> int:
-        """Read until nothing is new; the number of records read."""
+    def catch_up(self, keep_going: Callable[[], bool] = lambda: True) -> int:
+        """Read until nothing is new (or ``keep_going()`` is false); the number of records read."""
         total = 0
-        while True:
+        while keep_going():
             n = self.step()
             if n == 0:
                 return total
             total += n
+        return total
 
 
 def _dedup_key(event: dict) -> tuple[str, str] | None:

@@ -76,7 +76,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not target.startswith("postgres") and not Path(target).is_file():
         print(f"intilery: no profile database at {target} yet", file=sys.stderr)
         return 1
-    store = open_store(target)
+    store = open_store(target, reads_only=True)
     try:
         pid = store.find(kind, value.strip().lower() if kind == EMAIL else value)
         if pid is None:

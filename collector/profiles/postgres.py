@@ -22,8 +22,9 @@ class PostgresStore(SqlStore):
         import psycopg
 
         self.url = url
-        self.conn = psycopg.connect(url, autocommit=reads_only)  # a reader holds no transaction open
-        self.create()
+        self.conn = psycopg.connect(url)
+        self.create(migrate=not reads_only)  # in a transaction, under the builders' lock
+        self.conn.autocommit = reads_only  # a reader holds no transaction open
 
     def _has_tables(self) -> bool:
         return bool(self._all("SELECT 1 FROM information_schema.tables WHERE table_name = 'identifiers'"))

@@ -145,6 +145,7 @@ def absorb(state: dict, event: dict, key: str) -> dict:
     gives (the builder's hot path: no state is copied)."""
     kind = event.get("type")
     kind = kind if kind.__class__ is str else str(kind or "")
+    fresh = not state  # merge returns the contribution itself for an empty state, else adds it
     if state:
         if key < state["first"]:
             state["first"] = key
@@ -182,8 +183,7 @@ def absorb(state: dict, event: dict, key: str) -> dict:
         if amount is not None:
             currency = str(properties.get("currency") or DEFAULT_CURRENCY).upper()
             revenue = state.setdefault("revenue", {})
-            old = revenue.get(currency)
-            revenue[currency] = str(amount if old is None else Decimal(old) + amount)
+            revenue[currency] = str(amount if fresh else Decimal(revenue.get(currency, "0")) + amount)
     if kind == "group" and isinstance(event.get("groupId"), (str, int)):
         group_traits = event.get("traits") if isinstance(event.get("traits"), dict) else {}
         group = state.setdefault("groups", {}).setdefault(str(event["groupId"]), {})

@@ -48,7 +48,7 @@ def open_store(target: str | Path, *, reads_only: bool = False):
         from collector.profiles.postgres import PostgresStore
 
         return PostgresStore(str(target), reads_only=reads_only)
-    return SqliteStore(Path(target))
+    return SqliteStore(Path(target), reads_only=reads_only)
 
 
 def db_target(config) -> str:
@@ -85,7 +85,7 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
         try:
             log.info("profile builder following the log", extra={"events": builder.count, "store": config.store})
             if once:
-                builder.catch_up()
+                builder.catch_up(keep_going)
             else:
                 builder.run(keep_going)
             return builder.stats

@@ -100,13 +100,21 @@ class SqlStore:
             self.conn.cursor().executemany(self._q(sql), rows)
 
     # --- transactions ------------------------------------------------------------------------
-    def create(self) -> None:
-        """The tables; a database of another ``VERSION`` (or of none: new, or older) made anew."""
+    outdated = False  # the database is of another VERSION, left for the builder to make anew
+
+    def create(self, migrate: bool = True) -> None:
+        """The tables. A database of another ``VERSION`` (or of none: older) is emptied and made
+        anew when ``migrate`` (the builder, holding the host's lock), else left as it is and
+        ``outdated`` (readers: the Profile API answers 503 until the builder has made it anew)."""
         self.begin()
         self._run("CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL)")
         rows = self._all("SELECT version FROM schema")
         if not rows or rows[0][0] != VERSION:
             if self._all("SELECT 1 FROM schema") or self._has_tables():
+                if not migrate:
+                    self.outdated = True
+                    self.commit()
+                    return
                 log.warning("the profile database has another shape: it is emptied and built again from the log")
             for table in TABLES:
                 self._run(f"DROP TABLE IF EXISTS {table}")
@@ -336,7 +344,7 @@ class SqlStore:
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, reads_only: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
@@ -344,7 +352,7 @@ class SqliteStore(SqlStore):
         # NORMAL in WAL mode: a committed transaction survives a process kill; a power cut can
         # lose the last ones, and the checkpoint with them, so the builder reads them again.
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.create()
+        self.create(migrate=not reads_only)
 
     def close(self) -> None:
         self.conn.close()

@@ -89,3 +89,25 @@ def test_folding_events_in_place_equals_merging_their_contributions():
         for event in events:
             merged = merge(merged, contribution(event, event_key(event)))
         assert view(merged) == view(folded)
+
+
+def test_folding_in_place_gives_merges_state_exactly_step_by_step():
+    """Not only the same view: the same stored state after every event, amounts written as a
+    client may write them included ("1e3", "-0", many currencies), since states are what a
+    later merge (another profile, a replay) starts from."""
+    from collector.profiles.rules import absorb, contribution, event_key, merge
+
+    amounts = ["1e3", "-0", "0.10", 12.5, "7", 1, "1E-2", "123456789012345678901234567890.5"]
+    for seed in range(10):
+        rng = random.Random(seed)
+        events = [ev("track", timestamp=at(rng.randrange(3600)), userId="u", event="Order Completed",
+                     properties={"revenue": rng.choice(amounts), "currency": rng.choice(["eur", "GBP", None])})
+                  for _ in range(60)]  # fmt: skip
+        events += generated_log(seed=seed, people=3)
+        rng.shuffle(events)
+        folded: dict = {}
+        merged: dict = {}
+        for event in events:
+            absorb(folded, event, event_key(event))
+            merged = merge(merged, contribution(event, event_key(event)))
+            assert folded == merged, f"seed {seed}"

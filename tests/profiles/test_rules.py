@@ -6,6 +6,7 @@ import pytest
 
 from collector.profiles import views
 from collector.profiles.builder import Builder
+from collector.profiles.service import open_store
 from collector.profiles.rules import Rules, node_id
 
 from .conftest import at, ev
@@ -184,30 +185,61 @@ def test_a_message_id_is_a_repeat_only_within_its_source(build):
     assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
 
 
-def test_a_database_of_an_older_shape_is_built_again_from_the_log(log, make_store, backend, tmp_path):
-    """A profile database written by an older version (no schema version) is emptied at start,
-    with a warning, and built again from the log: the log is the truth, profiles follow from it."""
-    if backend == "sqlite":
-        import sqlite3
+def outdated(profiles_db: str) -> None:
+    """Make the database at ``profiles_db`` look written by an older version: a counted event,
+    then the schema version taken away."""
+    store = open_store(profiles_db)
+    store._run("INSERT INTO checkpoint (name, cursor, events) VALUES ('events', '{}', 7)")
+    store._run("DELETE FROM schema")
+    store.commit()
+    store.close()
 
-        old = sqlite3.connect(tmp_path / "old.db")
-        old.execute("CREATE TABLE events (message_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, key TEXT NOT NULL, "
-                    "segment TEXT NOT NULL, position BIGINT NOT NULL)")  # fmt: skip
-        old.execute("CREATE TABLE checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)")
-        old.execute("INSERT INTO checkpoint VALUES ('events', '{}', 7)")
-        old.commit()
-        old.close()
-        store = make_store("old.db")
-    else:
-        store = make_store()
-        store._run("DELETE FROM schema")
-        store._run("INSERT INTO checkpoint (name, cursor, events) VALUES ('events', '{}', 7)")
-        store.commit()
-        store = make_store()
-    assert store.checkpoint("events") == ({}, 0)
-    log.write([ev(userId="u1", source="web"), ev(userId="u1", source="ios")])
-    Builder(store, log.data_dir).catch_up()
-    assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
+
+def test_a_database_of_an_older_shape_is_built_again_from_the_log(log, profiles_db):
+    """A profile database written by an older version (no schema version) is emptied at start by
+    the builder, with a warning, and built again from the log: the log is the truth."""
+    outdated(profiles_db)
+    store = open_store(profiles_db)
+    try:
+        assert store.checkpoint("events") == ({}, 0)
+        log.write([ev(userId="u1", source="web"), ev(userId="u1", source="ios")])
+        Builder(store, log.data_dir).catch_up()
+        assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
+    finally:
+        store.close()
+
+
+def test_a_reader_never_empties_a_database_it_leaves_that_to_the_builder(log, profiles_db, tmp_path):
+    """The Profile API and ``profile show`` only read: a database of another version is left as it
+    is (a reader on a new host must not empty a database builders elsewhere share), and the API
+    answers 503 ``profiles_unavailable`` until the builder has made it anew."""
+    from collector.config import Config
+    from collector.errors import Unavailable
+    from collector.profiles.api import ProfileAPI
+
+    outdated(profiles_db)
+    reader = open_store(profiles_db, reads_only=True)
+    try:
+        assert reader.outdated
+        assert reader._all("SELECT events FROM checkpoint") == [(7,)], "a reader emptied the database"
+    finally:
+        reader.close()
+    api = ProfileAPI(Config(data_dir=tmp_path / "data", profiles_db=profiles_db), lambda: open_store(profiles_db, reads_only=True))
+    with pytest.raises(Unavailable) as refused:
+        api.db()
+    assert refused.value.code == "profiles_unavailable"
+    builder = open_store(profiles_db)
+    builder.close()
+    assert not api.db().outdated, "the API did not take up the database the builder made anew"
+    api.close_store()
+
+
+def test_catch_up_stops_when_told(log, make_store):
+    """``intilery profiles --once`` stops at SIGTERM between batches (a long rebuild can be interrupted)."""
+    log.write([ev(userId="u1"), ev(userId="u2")])
+    builder = Builder(make_store(), log.data_dir, batch=1)
+    calls = []
+    assert builder.catch_up(keep_going=lambda: calls.append(1) or len(calls) <= 1) == 1
 
 
 def test_external_ids_and_metadata(build):
