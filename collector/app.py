@@ -317,7 +317,10 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
     from collector.profiles import api as profile_api
     from collector.profiles.service import builder_context, db_target, open_store
 
-    profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
+    from collector.console import routes as console
+
+    profiles = profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
+    console.mount(app, config, profiles)
     if profiles_builder:
         app.cleanup_ctx.append(builder_context(config))
     handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,

@@ -1,0 +1,204 @@
+"""The live stream: one follower of the log per process, fanned out to every open viewer.
+
+``Follower`` reads the store through the log's own readers (``log.reader.Reader`` over
+``events/`` and ``rejected/`` for the file store, ``log.stream_reader.StreamReader`` over the
+stream for NATS), so a viewer sees what every worker and every collector stored, not only
+what this process answered. It starts with the first viewer, reads the last hour for the
+dashboard, then follows, every ``POLL`` seconds.
+
+Each record becomes an ``Item`` with its Server-Sent Event encoded once; the follower keeps
+the last ``BUFFER`` items (a new viewer's backlog, and what a reconnect with
+``Last-Event-ID`` resumes from) and puts each one in every ``Viewer`` whose filter matches,
+without waiting: a viewer's queue holds ``QUEUE`` items, and what does not fit is dropped
+and counted (the page shows the count). Ingest never waits for a viewer.
+
+An event's id is its place in the log (``events/<segment>@<offset>``, or ``events#<seq>``
+on NATS), the same in every process, so a reconnect served by another worker resumes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from collector.console.dashboard import Dashboard
+from collector.console.filters import ACCEPTED, REJECTED, Filter, Item, summary
+from collector.log.layout import EVENTS, REJECTED as REJECTED_LOG, day_partition, hour_partition
+
+log = logging.getLogger("intilery.console")
+
+POLL = 0.2  # seconds between reads of the log when nothing new came
+BATCH = 2000  # records read from one log before the loop gets a turn
+BUFFER = 2000  # the last items kept: backlog and resume
+BACKLOG = 100  # items a new viewer is shown first
+QUEUE = 1000  # items a viewer may have waiting; more are dropped and counted
+HISTORY_SECONDS = 3600
+
+STATUS = {EVENTS: ACCEPTED, REJECTED_LOG: REJECTED}
+
+
+def frame(key: str, status: str, line: bytes) -> bytes:
+    """The Server-Sent Event of a record: its key as id, its status as event type, the stored line as data."""
+    data = orjson.dumps({"key": key, "status": status, "raw": line.decode("utf-8", "replace")})
+    return b"id: " + key.encode() + b"\nevent: " + status.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def make_item(key: str, status: str, record: dict, line: bytes) -> Item:
+    return Item(key, status, *summary(record, status), line, frame(key, status, line), record)
+
+
+class Viewer:
+    """One open stream: its filter, its bounded queue, what was dropped for it."""
+
+    def __init__(self, want: Filter, size: int = QUEUE) -> None:
+        self.filter = want
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
+        self.dropped = 0
+
+    def offer(self, item: Item) -> None:
+        if not self.filter.matches(item):
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+class Follower:
+    """The one reader of the log behind every viewer of this process."""
+
+    def __init__(self, config, clock=time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.items: deque[Item] = deque(maxlen=BUFFER)
+        self.viewers: set[Viewer] = set()
+        self.dashboard = Dashboard(clock)
+        self.caught_up = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.read_count = 0
+
+    def start(self) -> None:
+        """Start following (once; later calls do nothing)."""
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="console-follower")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self.task = None
+
+    # --- viewers ------------------------------------------------------------------------------
+    def join(self, want: Filter, last_id: str | None) -> tuple[Viewer, list[Item], bool]:
+        """A new viewer, the items it is shown first, and whether ``last_id`` was found to resume from."""
+        viewer = Viewer(want)
+        self.viewers.add(viewer)
+        buffered = list(self.items)
+        found = False
+        if last_id:
+            for index, item in enumerate(buffered):
+                if item.key == last_id:
+                    found, buffered = True, buffered[index + 1 :]
+                    break
+        first = [item for item in buffered if want.matches(item)]
+        if not found:
+            first = first[-BACKLOG:]
+        return viewer, first, found
+
+    def leave(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+
+    def publish(self, item: Item, live: bool = True) -> None:
+        self.items.append(item)
+        self.dashboard.add(item)
+        if live:
+            for viewer in self.viewers:
+                viewer.offer(item)
+
+    # --- reading ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            if self.config.store == "nats":
+                await self._follow_stream()
+            else:
+                await self._follow_files()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: logged; the console says the stream stopped
+            log.exception("the console's follower stopped")
+            raise
+
+    async def _follow_files(self) -> None:
+        from collector.log.reader import Reader
+
+        data_dir = Path(self.config.data_dir)
+        since = self.clock() - HISTORY_SECONDS
+        readers = {
+            EVENTS: Reader(data_dir / EVENTS, since=hour_partition(since)),
+            REJECTED_LOG: Reader(data_dir / REJECTED_LOG, since=day_partition(since), log_name=REJECTED_LOG),
+        }
+        live = False
+        while True:
+            full = False
+            for name, reader in readers.items():
+                count = 0
+                for record, key in self._file_records(reader, name):
+                    self.publish(make_item(key, STATUS[name], record.event, record.line), live)
+                    count += 1
+                    if count >= BATCH:
+                        full = True
+                        break
+                self.read_count += count
+                await asyncio.sleep(0)
+            if not full and not live:
+                live = True
+                self.caught_up.set()
+            if not full:
+                await asyncio.sleep(POLL)
+
+    @staticmethod
+    def _file_records(reader, name: str) -> Iterator:
+        for record in reader.read():
+            yield record, f"{name}/{record.segment}@{reader.offsets[record.segment]}"
+
+    async def _follow_stream(self) -> None:
+        from collector.log.stream_reader import StreamReader
+
+        readers = {name: StreamReader(self.config, log_name=name) for name in (EVENTS, REJECTED_LOG)}
+        try:
+            while True:
+                try:
+                    for reader in readers.values():
+                        if "seq" not in reader.offsets:
+                            await reader.skip_to_end()
+                    break
+                except Exception as exc:  # the stream not reachable yet: the collector answers 503 meanwhile
+                    log.warning("the console cannot reach the stream yet: %s", exc)
+                    await asyncio.sleep(1)
+            self.caught_up.set()
+            while True:
+                got = 0
+                for name, reader in readers.items():
+                    try:
+                        async for record in reader.read():
+                            key = f"{name}#{record.segment.rpartition('#')[2]}"
+                            self.publish(make_item(key, STATUS[name], record.event, record.line))
+                            got += 1
+                    except Exception as exc:
+                        log.warning("the console could not read the stream: %s", exc)
+                        await reader.close()
+                self.read_count += got
+                if not got:
+                    await asyncio.sleep(POLL)
+        finally:
+            for reader in readers.values():
+                await reader.close()
