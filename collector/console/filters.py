@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
+import orjson
+
 from collector.api import MAX_ID_CHARS, TYPES
 from collector.errors import BadRequest
 
@@ -43,11 +45,20 @@ def summary(record: dict, status: str) -> tuple[str, str, str, str, str, str]:
     """``(source, type, event, userId, anonymousId, receivedAt)`` of a stored event or dead letter."""
     message = record
     if status == REJECTED:
-        payload = record.get("payload")
-        message = payload if isinstance(payload, dict) else {}
+        message = rejected_message(record.get("payload"))
     name = message.get("event") if message.get("type", "track") == "track" else message.get("name")
     return (_text(record.get("source")), _text(message.get("type")), _text(name), _text(message.get("userId")),
             _text(message.get("anonymousId")), _text(record.get("receivedAt")))  # fmt: skip
+
+
+def rejected_message(payload: object) -> dict:
+    """The message a dead letter holds: its payload, parsed when it was kept as the body's text."""
+    if isinstance(payload, str) and payload.startswith("{"):
+        try:
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 @dataclass(frozen=True)

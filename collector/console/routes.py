@@ -51,7 +51,7 @@ SIGNIN_STYLE = (
 _STYLE_HASH = base64.b64encode(hashlib.sha256(SIGNIN_STYLE.encode()).digest()).decode()
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
-SIGNIN_CSP = f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+SIGNIN_CSP = f"default-src 'none'; img-src data:; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                 "X-Frame-Options": "DENY"}  # fmt: skip
 
@@ -60,7 +60,7 @@ def signin_page(error: str = "") -> str:
     message = f'<p class="error" id="signin-error">{html.escape(error)}</p>' if error else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Intilery console: sign in</title>
-<meta name="viewport" content="width=device-width,initial-scale=1"><style>{SIGNIN_STYLE}</style></head>
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><style>{SIGNIN_STYLE}</style></head>
 <body><form method="post" action="/console/signin" id="signin">
 <h1>Intilery console</h1>{message}
 <label for="token">Access token</label>

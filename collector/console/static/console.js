@@ -72,11 +72,17 @@
     show(data);
   }
 
+  function payloadOf(record) {
+    var payload = record.payload;
+    if (typeof payload === "string") { try { payload = JSON.parse(payload); } catch (err) { payload = null; } }
+    return payload && typeof payload === "object" && !Array.isArray(payload) ? payload : {};
+  }
+
   function show(data) {
     var record;
     try { record = JSON.parse(data.raw); } catch (err) { record = { unparsed: data.raw }; }
     var rejected = data.status === "rejected";
-    var message = rejected ? (record.payload && typeof record.payload === "object" ? record.payload : {}) : record;
+    var message = rejected ? payloadOf(record) : record;
     var type = str(message.type);
     var name = type === "track" || (!type && message.event) ? message.event : (message.name || message.groupId || message.previousId);
     var row = el("tr", null, data.status);
