@@ -320,7 +320,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
     from collector.console import routes as console
 
     profiles = profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
-    console.mount(app, config, profiles)
+    console.mount(app, config, profiles, busy=lambda: state.bodies.held > 0)
     if profiles_builder:
         app.cleanup_ctx.append(builder_context(config))
     handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,

@@ -10,7 +10,7 @@ on what its payload says (its type, event, ids) and its code (``q``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import orjson
 
@@ -21,20 +21,26 @@ ACCEPTED, REJECTED = "accepted", "rejected"
 FIELDS = ("source", "type", "event", "user", "status", "q")
 
 
-class Item(NamedTuple):
-    """One record of the log, summarised once for every viewer's filter, with its SSE frame."""
+class Item:
+    """One record of the log, summarised once for every viewer's filter; its SSE frame made when first sent."""
 
-    key: str  # its place in the log: "<log>/<segment>@<end offset>" (files) or "<log>#<sequence>" (NATS)
-    status: str  # accepted | rejected
-    source: str
-    type: str
-    event: str
-    user_id: str
-    anonymous_id: str
-    received_at: str
-    line: bytes  # as stored
-    frame: bytes  # the Server-Sent Event, encoded once
-    record: dict
+    __slots__ = ("key", "status", "source", "type", "event", "user_id", "anonymous_id", "received_at", "line", "record",
+                 "_frame")  # fmt: skip
+
+    def __init__(self, key: str, status: str, record: dict, line: bytes) -> None:
+        self.key = key  # its place in the log: "<log>/<segment>@<end offset>" (files) or "<log>#<sequence>" (NATS)
+        self.status = status  # accepted | rejected
+        self.record, self.line = record, line  # parsed, and as stored
+        (self.source, self.type, self.event, self.user_id, self.anonymous_id, self.received_at) = summary(record, status)
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The Server-Sent Event: the key as id, the status as event type, the stored line as data."""
+        if self._frame is None:
+            data = orjson.dumps({"key": self.key, "status": self.status, "raw": self.line.decode("utf-8", "replace")})
+            self._frame = b"id: " + self.key.encode() + b"\nevent: " + self.status.encode() + b"\ndata: " + data + b"\n\n"
+        return self._frame
 
 
 def _text(value: object) -> str:
@@ -83,6 +89,10 @@ class Filter:
             raise BadRequest("invalid_parameter", "type is one of " + ", ".join(TYPES))
         values["q"] = values["q"].lower()
         return cls(**values)
+
+    @property
+    def everything(self) -> bool:
+        return not (self.source or self.type or self.event or self.user or self.status or self.q)
 
     def matches(self, item: Item) -> bool:
         if self.status and item.status != self.status:

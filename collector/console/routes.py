@@ -21,6 +21,7 @@ import base64
 import hashlib
 import html
 import logging
+import socket
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -38,6 +39,8 @@ log = logging.getLogger("intilery.console")
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle stream
+FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile go in one write)
+SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
 CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
 ROUTES = ("/console", "/console/signin", "/console/signout", "/console/static/{name}", "/console/stream",
           "/console/api/dashboard", "/console/api/profiles/{profile}")  # fmt: skip
@@ -84,8 +87,8 @@ def _error(exc: CollectorError) -> web.Response:
 class Console:
     """What the console's handlers share: the configuration, the token, the follower, the Profile API."""
 
-    def __init__(self, config, profiles) -> None:
-        self.config, self.profiles = config, profiles
+    def __init__(self, config, profiles, busy) -> None:
+        self.config, self.profiles, self.busy = config, profiles, busy
         self.follower: Follower | None = None
         self._token: str | None = None
         self.page = (STATIC / "index.html").read_bytes()
@@ -98,7 +101,7 @@ class Console:
 
     def following(self) -> Follower:
         if self.follower is None:
-            self.follower = Follower(self.config)
+            self.follower = Follower(self.config, busy=self.busy)
         self.follower.start()
         return self.follower
 
@@ -153,29 +156,23 @@ class Console:
                                                "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"})  # fmt: skip
         try:
             await response.prepare(request)
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             head = [b"retry: 1000\n\n"]
             if last_id and not resumed:
                 note = {"lastEventId": last_id, "message": "that event is no longer in the buffer: some events may be missing"}
                 head.append(b"event: gap\ndata: " + orjson.dumps(note) + b"\n\n")
             await response.write(b"".join(head + [item.frame for item in first]))
             reported = 0
-            while True:
-                try:
-                    item = await asyncio.wait_for(viewer.queue.get(), HEARTBEAT)
-                except asyncio.TimeoutError:
-                    item = b": keep-alive\n\n"
-                if item is None:
-                    break  # the collector is stopping
-                chunks = [item if isinstance(item, bytes) else item.frame]
-                while not viewer.queue.empty() and len(chunks) < 200:
-                    more = viewer.queue.get_nowait()
-                    if more is None:
-                        break
-                    chunks.append(more.frame)
+            while not viewer.closed:
+                items = await viewer.take(HEARTBEAT)
+                chunks = [item.frame for item in items] or [b": keep-alive\n\n"]
                 if viewer.dropped != reported:
                     reported = viewer.dropped
                     chunks.append(b"event: dropped\ndata: " + orjson.dumps({"dropped": reported}) + b"\n\n")
                 await response.write(b"".join(chunks))
+                await asyncio.sleep(FLUSH)
         except (ConnectionResetError, ConnectionError):
             pass  # the viewer went away
         finally:
@@ -194,9 +191,7 @@ class Console:
     async def close(self) -> None:
         if self.follower is not None:
             for viewer in list(self.follower.viewers):
-                while not viewer.queue.empty():
-                    viewer.queue.get_nowait()
-                viewer.queue.put_nowait(None)
+                viewer.close()
             await self.follower.stop()
 
 
@@ -210,9 +205,10 @@ def _handler(method):
     return handle
 
 
-def mount(app: web.Application, config, profiles) -> Console:
-    """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``."""
-    console = Console(config, profiles)
+def mount(app: web.Application, config, profiles, busy=lambda: False) -> Console:
+    """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``busy()``
+    whether ingest requests are in flight (the follower then keeps to its share of the time)."""
+    console = Console(config, profiles, busy)
     app.router.add_get("/console", _handler(console.index))
     app.router.add_post("/console/signin", _handler(console.signin))
     app.router.add_post("/console/signout", _handler(console.signout))

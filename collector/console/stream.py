@@ -10,7 +10,10 @@ Each record becomes an ``Item`` with its Server-Sent Event encoded once; the fol
 the last ``BUFFER`` items (a new viewer's backlog, and what a reconnect with
 ``Last-Event-ID`` resumes from) and puts each one in every ``Viewer`` whose filter matches,
 without waiting: a viewer's queue holds ``QUEUE`` items, and what does not fit is dropped
-and counted (the page shows the count). Ingest never waits for a viewer.
+and counted (the page shows the count). Ingest never waits for a viewer, and while ingest
+requests are in flight the follower reads at most ``SHARE`` of the time: under a load that
+takes the whole CPU the console falls behind (``behind``), and catches up from the log
+when the load eases; a viewer's stream is written at most every ``routes.FLUSH`` seconds.
 
 An event's id is its place in the log (``events/<segment>@<offset>``, or ``events#<seq>``
 on NATS), the same in every process, so a reconnect served by another worker resumes too.
@@ -25,16 +28,15 @@ from collections import deque
 from pathlib import Path
 from typing import Iterator
 
-import orjson
-
 from collector.console.dashboard import Dashboard
-from collector.console.filters import ACCEPTED, REJECTED, Filter, Item, summary
+from collector.console.filters import ACCEPTED, REJECTED, Filter, Item
 from collector.log.layout import EVENTS, REJECTED as REJECTED_LOG, day_partition, hour_partition
 
 log = logging.getLogger("intilery.console")
 
 POLL = 0.2  # seconds between reads of the log when nothing new came
-BATCH = 2000  # records read from one log before the loop gets a turn
+BATCH = 200  # records read from one log before the loop gets a turn
+SHARE = 0.03  # of the time the follower may read while requests are in flight (it falls behind, never ingest)
 BUFFER = 2000  # the last items kept: backlog and resume
 BACKLOG = 100  # items a new viewer is shown first
 QUEUE = 1000  # items a viewer may have waiting; more are dropped and counted
@@ -43,45 +45,59 @@ HISTORY_SECONDS = 3600
 STATUS = {EVENTS: ACCEPTED, REJECTED_LOG: REJECTED}
 
 
-def frame(key: str, status: str, line: bytes) -> bytes:
-    """The Server-Sent Event of a record: its key as id, its status as event type, the stored line as data."""
-    data = orjson.dumps({"key": key, "status": status, "raw": line.decode("utf-8", "replace")})
-    return b"id: " + key.encode() + b"\nevent: " + status.encode() + b"\ndata: " + data + b"\n\n"
-
-
 def make_item(key: str, status: str, record: dict, line: bytes) -> Item:
-    return Item(key, status, *summary(record, status), line, frame(key, status, line), record)
+    return Item(key, status, record, line)
 
 
 class Viewer:
     """One open stream: its filter, its bounded queue, what was dropped for it."""
 
     def __init__(self, want: Filter, size: int = QUEUE) -> None:
-        self.filter = want
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
+        self.filter, self.size = want, size
+        self.everything = want.everything
+        self.items: deque[Item] = deque()
         self.dropped = 0
+        self.closed = False
+        self.ready = asyncio.Event()
 
     def offer(self, item: Item) -> None:
-        if not self.filter.matches(item):
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped += 1
+        """Queue ``item`` when the filter wants it; a full queue drops it and counts it. Never waits."""
+        if self.everything or self.filter.matches(item):
+            if len(self.items) >= self.size:
+                self.dropped += 1
+                return
+            self.items.append(item)
+            self.ready.set()
+
+    async def take(self, timeout: float, most: int = 200) -> list[Item]:
+        """What is queued (up to ``most``), waiting up to ``timeout`` s for something; [] when none came."""
+        if not self.items and not self.closed:
+            self.ready.clear()
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return [self.items.popleft() for _ in range(min(most, len(self.items)))]
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
 
 
 class Follower:
     """The one reader of the log behind every viewer of this process."""
 
-    def __init__(self, config, clock=time.time) -> None:
+    def __init__(self, config, clock=time.time, busy=lambda: False) -> None:
         self.config = config
         self.clock = clock
+        self.busy = busy  # whether ingest requests are in flight (the app's body budget holds bytes)
         self.items: deque[Item] = deque(maxlen=BUFFER)
         self.viewers: set[Viewer] = set()
         self.dashboard = Dashboard(clock)
         self.caught_up = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.read_count = 0
+        self.behind = False  # more to read than the follower's share allowed: it is catching up
 
     def start(self) -> None:
         """Start following (once; later calls do nothing)."""
@@ -150,6 +166,7 @@ class Follower:
         while True:
             full = False
             for name, reader in readers.items():
+                started = time.perf_counter()
                 count = 0
                 for record, key in self._file_records(reader, name):
                     self.publish(make_item(key, STATUS[name], record.event, record.line), live)
@@ -158,12 +175,18 @@ class Follower:
                         full = True
                         break
                 self.read_count += count
-                await asyncio.sleep(0)
+                await self._yield(time.perf_counter() - started)
+            self.behind = full
             if not full and not live:
                 live = True
                 self.caught_up.set()
             if not full:
                 await asyncio.sleep(POLL)
+
+    async def _yield(self, worked: float) -> None:
+        """Give the loop a turn; while ingest requests are in flight, stay away long enough that the
+        follower takes at most ``SHARE`` of the time (ingest first: the log keeps what is not read yet)."""
+        await asyncio.sleep(worked * (1 / SHARE - 1) if self.busy() else 0)
 
     @staticmethod
     def _file_records(reader, name: str) -> Iterator:
@@ -189,10 +212,14 @@ class Follower:
                 got = 0
                 for name, reader in readers.items():
                     try:
+                        started = time.perf_counter()
                         async for record in reader.read():
                             key = f"{name}#{record.segment.rpartition('#')[2]}"
                             self.publish(make_item(key, STATUS[name], record.event, record.line))
                             got += 1
+                            if got % BATCH == 0:
+                                await self._yield(time.perf_counter() - started)
+                                started = time.perf_counter()
                     except Exception as exc:
                         log.warning("the console could not read the stream: %s", exc)
                         await reader.close()
