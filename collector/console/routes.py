@@ -145,6 +145,8 @@ class Console:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         auth.authorize(request, self.token)
         want = Filter.parse(request.query)
+        if request.method == "HEAD":
+            return web.Response(content_type="text/event-stream", headers={"Cache-Control": "no-store"})
         last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
         follower = self.following()
         try:
@@ -182,7 +184,7 @@ class Console:
     async def dashboard(self, request: web.Request) -> web.Response:
         auth.authorize(request, self.token)
         follower = self.following()
-        return _json({**follower.dashboard.snapshot(), "ready": follower.caught_up.is_set()})
+        return _json({**follower.dashboard.snapshot(), "ready": follower.caught_up.is_set(), "behind": follower.behind})
 
     async def profile(self, request: web.Request) -> web.Response:
         auth.authorize(request, self.token)

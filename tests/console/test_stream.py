@@ -134,11 +134,9 @@ def test_a_viewer_that_never_reads_has_events_dropped_and_counted_not_ingest_slo
 
         def accounted():
             dropped = max([d["dropped"] for _, _, d in idle.of("dropped")] or [0])
-            print(dropped, len(ids(idle.records(), run)))
             return dropped and len(ids(idle.records(), run)) + dropped == total
 
         idle.wait(accounted, "received + dropped == sent", timeout=60)
-        print("dropped", max(d["dropped"] for _, _, d in idle.of("dropped")), "received", len(ids(idle.records(), run)))
 
 
 async def test_the_follower_never_waits_for_a_viewer():

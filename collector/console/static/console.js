@@ -84,7 +84,9 @@
     var rejected = data.status === "rejected";
     var message = rejected ? payloadOf(record) : record;
     var type = str(message.type);
-    var name = type === "track" || (!type && message.event) ? message.event : (message.name || message.groupId || message.previousId);
+    var page = message.context && message.context.page;
+    var name = type === "track" || (!type && message.event) ? message.event
+      : (message.name || message.groupId || message.previousId || (type === "page" && page ? page.path : ""));
     var row = el("tr", null, data.status);
     row.setAttribute("data-key", data.key);
     row.appendChild(el("td", str(record.receivedAt).slice(11, 23)));
@@ -170,6 +172,8 @@
     $("d-accepted").textContent = d.accepted;
     $("d-rejected").textContent = d.rejected;
     $("d-visitors").textContent = d.visitors + (d.visitors_capped ? "+" : "");
+    $("d-note").hidden = d.ready && !d.behind;
+    $("d-note").textContent = !d.ready ? "reading the last hour of the log..." : "catching up: ingest is busy, the console reads the log at a lower priority";
     var chart = $("chart"); chart.textContent = "";
     var W = 720, H = 200, left = 40, bottom = 20, top = 10;
     var max = 1;
