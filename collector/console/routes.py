@@ -184,7 +184,8 @@ class Console:
     async def dashboard(self, request: web.Request) -> web.Response:
         auth.authorize(request, self.token)
         follower = self.following()
-        return _json({**follower.dashboard.snapshot(), "ready": follower.caught_up.is_set(), "behind": follower.behind})
+        return _json({**follower.dashboard.snapshot(), "ready": follower.caught_up.is_set(), "behind": follower.behind,
+                      "follower": {"records": follower.read_count, "seconds": round(follower.worked, 3)}})
 
     async def profile(self, request: web.Request) -> web.Response:
         auth.authorize(request, self.token)

@@ -96,12 +96,13 @@ class Follower:
         self.dashboard = Dashboard(clock)
         self.caught_up = asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.read_count = 0
+        self.read_count = 0  # records read
+        self.worked = 0.0  # seconds spent reading and fanning out
         self.behind = False  # more to read than the follower's share allowed: it is catching up
 
     def start(self) -> None:
-        """Start following (once; later calls do nothing)."""
-        if self.task is None:
+        """Start following (once; again only when the last follower stopped on an error)."""
+        if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="console-follower")
 
     async def stop(self) -> None:
@@ -164,28 +165,32 @@ class Follower:
         }
         live = False
         while True:
-            full = False
+            batches = 0
             for name, reader in readers.items():
-                started = time.perf_counter()
-                count = 0
-                for record, key in self._file_records(reader, name):
-                    self.publish(make_item(key, STATUS[name], record.event, record.line), live)
-                    count += 1
-                    if count >= BATCH:
-                        full = True
+                records = self._file_records(reader, name)  # one pass, read in slices: a chunk is split once
+                while True:
+                    started = time.perf_counter()
+                    count = 0
+                    for record, key in records:
+                        self.publish(make_item(key, STATUS[name], record.event, record.line), live)
+                        count += 1
+                        if count >= BATCH:
+                            break
+                    self.read_count += count
+                    batches += 1
+                    await self._yield(time.perf_counter() - started)
+                    if count < BATCH:
                         break
-                self.read_count += count
-                await self._yield(time.perf_counter() - started)
-            self.behind = full
-            if not full and not live:
+            self.behind = batches > len(readers)
+            if not live:
                 live = True
                 self.caught_up.set()
-            if not full:
-                await asyncio.sleep(POLL)
+            await asyncio.sleep(POLL)
 
     async def _yield(self, worked: float) -> None:
         """Give the loop a turn; while ingest requests are in flight, stay away long enough that the
         follower takes at most ``SHARE`` of the time (ingest first: the log keeps what is not read yet)."""
+        self.worked += worked
         await asyncio.sleep(worked * (1 / SHARE - 1) if self.busy() else 0)
 
     @staticmethod
