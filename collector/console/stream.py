@@ -36,7 +36,7 @@ log = logging.getLogger("intilery.console")
 
 POLL = 0.2  # seconds between reads of the log when nothing new came
 BATCH = 200  # records read from one log before the loop gets a turn
-SHARE = 0.03  # of the time the follower may read while requests are in flight (it falls behind, never ingest)
+SHARE = 0.02  # of the time the follower may read while requests are in flight (it falls behind, never ingest)
 BUFFER = 2000  # the last items kept: backlog and resume
 BACKLOG = 100  # items a new viewer is shown first
 QUEUE = 1000  # items a viewer may have waiting; more are dropped and counted
@@ -165,7 +165,6 @@ class Follower:
         }
         live = False
         while True:
-            batches = 0
             for name, reader in readers.items():
                 records = self._file_records(reader, name)  # one pass, read in slices: a chunk is split once
                 while True:
@@ -177,11 +176,12 @@ class Follower:
                         if count >= BATCH:
                             break
                     self.read_count += count
-                    batches += 1
+                    if count >= BATCH:
+                        self.behind = True
                     await self._yield(time.perf_counter() - started)
                     if count < BATCH:
                         break
-            self.behind = batches > len(readers)
+            self.behind = False
             if not live:
                 live = True
                 self.caught_up.set()
