@@ -161,6 +161,7 @@ class Console:
             sock = request.transport.get_extra_info("socket") if request.transport else None
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            viewer.transport = request.transport
             head = [b"retry: 1000\n\n"]
             if last_id and not resumed:
                 note = {"lastEventId": last_id, "message": "that event is no longer in the buffer: some events may be missing"}

@@ -35,8 +35,8 @@ from collector.log.layout import EVENTS, REJECTED as REJECTED_LOG, day_partition
 log = logging.getLogger("intilery.console")
 
 POLL = 0.2  # seconds between reads of the log when nothing new came
-BATCH = 200  # records read from one log before the loop gets a turn
-SHARE = 0.02  # of the time the follower may read while requests are in flight (it falls behind, never ingest)
+BATCH = 100  # records read from one log before the loop gets a turn
+SHARE = 0.01  # of the time the follower may read while requests are in flight (it falls behind, never ingest)
 BUFFER = 2000  # the last items kept: backlog and resume
 BACKLOG = 100  # items a new viewer is shown first
 QUEUE = 1000  # items a viewer may have waiting; more are dropped and counted
@@ -59,6 +59,7 @@ class Viewer:
         self.dropped = 0
         self.closed = False
         self.ready = asyncio.Event()
+        self.transport = None  # its connection, closed when the collector stops (a stream not read never ends by itself)
 
     def offer(self, item: Item) -> None:
         """Queue ``item`` when the filter wants it; a full queue drops it and counts it. Never waits."""
@@ -82,6 +83,8 @@ class Viewer:
     def close(self) -> None:
         self.closed = True
         self.ready.set()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class Follower:
