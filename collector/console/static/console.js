@@ -11,6 +11,7 @@
   function el(tag, text, cls) {
     var node = document.createElement(tag);
     if (text !== undefined && text !== null) node.textContent = String(text);
+    if (tag === "td" && node.textContent) node.title = node.textContent; // the whole value, when the cell cuts it
     if (cls) node.className = cls;
     return node;
   }
