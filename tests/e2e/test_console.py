@@ -171,3 +171,26 @@ def test_the_dashboard_and_a_profile(demo, new_context):
     console.wait_for_selector("#p-events td:text-is('Signed In')")
     screenshot(console, "profile")
     assert console.context.console.errors == []
+
+
+def test_what_the_page_cannot_take_is_dropped_and_counted_on_it(demo, new_context):
+    """Paused, filtered to one event, 2,500 of them in one batch: held plus dropped (the server's
+    queue overflowing, shown on the page) add up to all of them; resumed, the held ones show."""
+    console = open_console(demo, new_context())
+    console.fill("#f-event", "Flood")
+    console.click("#apply")
+    console.wait_for_selector("#state[data-state=live]")
+    console.click("#pause")
+    messages = [{"type": "track", "event": "Flood", "userId": f"u{n}"} for n in range(2500)]
+    assert post(demo, "/v1/batch", {"batch": messages}) == 200
+
+    def counted():
+        return int(console.inner_text("#n-held")) + int(console.inner_text("#dropped")) == 2500
+
+    wait_until(counted, what="held + dropped on the page == 2,500")
+    held = int(console.inner_text("#n-held"))
+    assert 0 < held < 2500
+    console.click("#pause")
+    console.wait_for_selector(f"#shown:text-is('{min(held, 2500)}')")
+    assert console.locator("#rows tr").count() == min(held, 500)
+    assert console.context.console.errors == []
