@@ -2,7 +2,8 @@
 
 A script sends ``Authorization: Bearer <token>`` (or Basic, as the Profile API takes) on any
 console route. A person signs in once with a form; the answer sets a session cookie:
-HttpOnly, SameSite=Strict, Secure when the page came over HTTPS. The cookie is
+HttpOnly, SameSite=Strict, Secure when the page came over HTTPS (TLS here, or
+``X-Forwarded-Proto: https`` from a ``trusted_proxies`` address). The cookie is
 ``<expiry>.<HMAC-SHA256 of the expiry, keyed by the token>``: it holds no secret, every
 worker (and a restarted collector) checks it alike, and it stops working when the token
 changes or after ``SESSION_SECONDS``. Everything is compared in constant time.
@@ -17,6 +18,7 @@ import time
 from aiohttp import web
 
 from collector import access
+from collector.enrich.ip import is_trusted_proxy
 from collector.errors import Unauthorized
 
 COOKIE = "intilery_console"
@@ -62,9 +64,17 @@ def check_form_token(given: str, token: str) -> None:
         raise Unauthorized("invalid_access_token", "the access token is not valid")
 
 
-def set_session(response: web.StreamResponse, request: web.Request, token: str) -> None:
+def over_https(request: web.Request, trusted_proxies: tuple = ()) -> bool:
+    """Whether the browser reached us over HTTPS: TLS here, or ``X-Forwarded-Proto: https`` from a trusted proxy."""
+    if request.secure:
+        return True
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return forwarded == "https" and is_trusted_proxy(request.remote, trusted_proxies)
+
+
+def set_session(response: web.StreamResponse, request: web.Request, token: str, trusted_proxies: tuple = ()) -> None:
     response.set_cookie(COOKIE, session_value(token), max_age=SESSION_SECONDS, path="/console", httponly=True,
-                        samesite="Strict", secure=request.secure)  # fmt: skip
+                        samesite="Strict", secure=over_https(request, trusted_proxies))  # fmt: skip
 
 
 def clear_session(response: web.StreamResponse) -> None:

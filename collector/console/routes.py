@@ -127,7 +127,7 @@ class Console:
         except ValueError:
             return self._signin("the form could not be read", status=400)
         response = web.Response(status=303, headers={"Location": "/console", "Cache-Control": "no-store"})
-        auth.set_session(response, request, self.token)
+        auth.set_session(response, request, self.token, self.config.trusted_proxies)
         return response
 
     async def signout(self, request: web.Request) -> web.Response:

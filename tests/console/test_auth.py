@@ -75,3 +75,21 @@ def test_a_session_ends_at_its_expiry_and_when_the_token_changes():
     assert auth.valid_session(value, "at_one", now=1_000_000 + auth.SESSION_SECONDS - 1)
     assert not auth.valid_session(value, "at_one", now=1_000_000 + auth.SESSION_SECONDS)
     assert not auth.valid_session(value, "at_two", now=1_000_001)
+
+
+def test_the_cookie_is_secure_over_https_through_a_trusted_proxy(tmp_path):
+    """X-Forwarded-Proto: https makes the cookie Secure only when it comes from a trusted proxy."""
+    from helpers import CollectorProcess
+    from tests.console.conftest import SOURCES
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    (tmp_path / "trusting").mkdir()
+    (tmp_path / "plain").mkdir()
+    with CollectorProcess(tmp_path / "trusting", SOURCES, access_token=TOKEN, trusted_proxies=["127.0.0.1/32"]) as trusting:
+        _, headers, _ = call(trusting.url + "/console/signin", data=f"token={TOKEN}".encode(),
+                             headers={**form, "X-Forwarded-Proto": "https"})  # fmt: skip
+        assert "secure" in [p.strip().lower() for p in headers["Set-Cookie"].split(";")]
+    with CollectorProcess(tmp_path / "plain", SOURCES, access_token=TOKEN) as plain:
+        _, headers, _ = call(plain.url + "/console/signin", data=f"token={TOKEN}".encode(),
+                             headers={**form, "X-Forwarded-Proto": "https"})  # fmt: skip
+        assert "secure" not in [p.strip().lower() for p in headers["Set-Cookie"].split(";")]
