@@ -15,7 +15,10 @@ Rows:
   seen by the client (the database is built with the rebuild above, kept under ``--dir``);
 - *visible*: ``intilery serve`` with the in-process builder, one idle collector: the time from
   a ``200`` until ``/traits`` shows the event (polled every 10 ms), over ``--visible`` events;
-- ingest with the builder on and off is a pair of ``bench.run`` rows (``--only "collector batch"``).
+- *keep-up*: batched ingest (``wrk``, 8 connections, fsync=always, pinned as ``bench.run`` pins:
+  the collector on core 0, the load on core 1) with the builder on and with ``--no-profiles``,
+  in the same run: events/s of each, the builder's lag (events acknowledged and not yet in
+  the profile database) sampled every second, and how long it takes to catch up after.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -178,15 +182,81 @@ def visible_latency(events: int) -> dict:
     return {"events": events, "p50_ms": round(statistics.median(times)), "max_ms": round(times[-1])}
 
 
+def keep_up(seconds: float, connections: int = 8) -> dict:
+    from bench.run import BATCH_SIZE, RELAY_KEY, Scenario, Server, wrk
+    from bench.workload import build_bench_geo_db, write_requests
+
+    work = Path(tempfile.mkdtemp(prefix="bench-keepup-"))
+    geo = build_bench_geo_db(work / "geo.mmdb")
+    batch = write_requests(work / "batch.txt", "batch", 300, seed=2, batch_size=BATCH_SIZE)
+    out: dict = {}
+    try:
+        for n, profiles in enumerate((False, True, False, True)):
+            scenario = Scenario("keep-up", "collector", "batch", "always", connections=connections, profiles=profiles)
+            server = Server(scenario, work / f"r{n}", geo)
+            db = work / f"r{n}" / "data" / "profiles.db"
+            lags: list[int] = []
+            done = threading.Event()
+
+            def committed() -> int:
+                try:
+                    store = SqliteStore(db) if db.exists() else None
+                except Exception:  # created meanwhile
+                    return 0
+                if store is None:
+                    return 0
+                try:
+                    rows = store._all("SELECT events FROM checkpoint")
+                finally:
+                    store.close()
+                return rows[0][0] if rows else 0
+
+            def sample() -> None:
+                while not done.wait(1.0):
+                    lags.append(int(server.accepted() - committed()))
+
+            try:
+                watcher = threading.Thread(target=sample)
+                if profiles:
+                    watcher.start()
+                run = wrk(server.url, batch, RELAY_KEY, seconds, connections, f"k{n:03x}")
+                done.set()
+                if profiles:
+                    watcher.join()
+                    accepted, started = server.accepted(), time.perf_counter()
+                    deadline = started + 600
+                    while committed() < accepted and time.perf_counter() < deadline:
+                        time.sleep(0.2)
+                    catch_up = time.perf_counter() - started
+            finally:
+                server.stop()
+            rate = (run["requests"] - run["non2xx"]) * BATCH_SIZE / (run["duration_us"] / 1e6)
+            row = out.setdefault("builder on" if profiles else "builder off", [])
+            row.append({"events_per_s": round(rate)} | ({"lag_max": max(lags or [0]), "lag_end": (lags or [0])[-1],
+                                                         "catch_up_s": round(catch_up, 1)} if profiles else {}))  # fmt: skip
+            print(f"  keep-up {'on' if profiles else 'off'}: {row[-1]}", flush=True)
+        on = statistics.median(r["events_per_s"] for r in out["builder on"])
+        off = statistics.median(r["events_per_s"] for r in out["builder off"])
+        out["ratio"] = round(on / off, 2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", type=int, default=1_000_000, help="people in the generated log (default 1M)")
     parser.add_argument("--lookups", type=int, default=5_000)
     parser.add_argument("--light", action="store_true", help="one identify a person (many profiles, quickly)")
     parser.add_argument("--dir", help="keep the log and database here (reused when present)")
-    parser.add_argument("--only", choices=("rebuild", "traits", "visible"))
+    parser.add_argument("--only", choices=("rebuild", "traits", "visible", "keep-up"))
+    parser.add_argument("--keep-up-seconds", type=float, default=30, help="seconds of load per keep-up run")
     parser.add_argument("--visible", type=int, default=30, help="events timed from their 200 to the profile")
     args = parser.parse_args(argv)
+    if args.only == "keep-up":
+        result = keep_up(args.keep_up_seconds)
+        print(orjson.dumps(result).decode(), flush=True)
+        return {"keep_up": result}
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {0})  # one core, as the target says
     if args.only == "visible":

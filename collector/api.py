@@ -60,6 +60,7 @@ ERRORS: dict[str, Error] = {
         401, "no write key", "a write key is required (Basic auth user, X-Write-Key, writeKey)"
     ),
     "invalid_write_key": Error(401, "a write key no source has", "the write key is not known"),
+    "unknown_source": Error(404, "a configuration asked for (Segment settings, RudderStack sourceConfig) of a write key no source has"),
     "origin_not_allowed": Error(
         403, "a browser Origin not in the source's allowed_origins", "this origin may not send events for this source"
     ),

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from collector import assets, firstparty
+from collector import assets, compat, firstparty
 from collector.api import (
     BATCH_ROUTES,
     GET_ROUTES,
@@ -321,6 +321,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
 
     profiles = profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
     console.mount(app, config, profiles, busy=lambda: state.bodies.held > 0)
+    compat.mount(app, config, state.gate, ingest)
     if profiles_builder:
         app.cleanup_ctx.append(builder_context(config))
     handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,

@@ -21,9 +21,12 @@ from collector.errors import Forbidden, Unauthorized
 from collector.ingest import RequestInfo
 from collector.limits import TokenBuckets
 
+# RudderStack's SDK v3 sends its event ordering and retry bookkeeping in headers of its own
+# (collector/compat/rudderstack.py): a browser sends them only when the preflight allows them.
+RUDDERSTACK_HEADERS = "AnonymousId, SentAt, Rsa-Recovered, Rsa-Retry-Attempt, Rsa-Retry-Reason, Rsa-Since-First-Attempt, Rsa-Since-Last-Attempt"
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, Authorization, X-Write-Key",
+    "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, Authorization, X-Write-Key, " + RUDDERSTACK_HEADERS,
     "Access-Control-Max-Age": "86400",
 }
 

@@ -7,7 +7,7 @@ each with a status from DESIGN.md, a machine code and a human sentence::
     ├── BadRequest            400  invalid_json, invalid_batch, invalid_gzip, ...
     ├── Unauthorized          401  missing_write_key, invalid_write_key
     ├── Forbidden             403  origin_not_allowed
-    ├── NotFound              404  profile_not_found, unknown_space (the Profile API)
+    ├── NotFound              404  profile_not_found, unknown_space (the Profile API), unknown_source
     ├── TooLarge              413  body_too_large, batch_too_large, message_too_large
     ├── RequestTimeout        408  request_timeout (a body sent too slowly)
     ├── UnsupportedMediaType  415  unsupported_content_type

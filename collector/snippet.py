@@ -37,7 +37,7 @@ import argparse
 import json
 from typing import Any
 
-METHODS = "load page track identify group alias reset ready flush optIn optOut debug"
+METHODS = "load page track identify group alias reset setAnonymousId addSourceMiddleware trackLink trackForm ready flush optIn optOut debug"
 
 _STUB = (
     "!function(w,d,k,h){var i=w.intilery;i=w.intilery=i&&i.push?i:[];if(i.invoked)return;i.invoked=!0;"

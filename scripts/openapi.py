@@ -32,7 +32,10 @@ from collector.api import (  # noqa: E402
     codes,
     kb,
 )
+from collector.api import PROFILE_ERRORS  # noqa: E402
 from collector.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
+from collector.profiles.api import BASE, MAX_LIMIT  # noqa: E402
+from collector.profiles.rules import ID_TYPES  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "collector" / "static" / "openapi.json"
 BATCH, BODY, MESSAGE = f"{MAX_BATCH_MESSAGES:,}", kb(MAX_BODY_BYTES), kb(MAX_MESSAGE_BYTES)
@@ -483,6 +486,48 @@ def paths() -> dict:
         "metrics_address set it is served only there, not on the ingest port.",
     )  # fmt: skip
     out["/metrics"]["get"]["security"] = [{}, {"metricsToken": []}]
+    # collector/compat/: what other vendors' browser SDKs fetch before they send (docs: README, "Moving from
+    # Segment or RudderStack"); public documents, readable from any origin
+    public = {"Access-Control-Allow-Origin": {"required": True, "schema": {"type": "string", "enum": ["*"]}},
+              "Cache-Control": {"required": True, "schema": {"type": "string"}}}
+    out["/v1/projects/{writeKey}/settings"] = get(
+        "segmentSettings", "compat", "Segment analytics.js settings",
+        {
+            "200": json_response(
+                "The source's settings: the Segment.io integration alone, its apiHost this collector (host + /v1) "
+                "and protocol the request's.",
+                {"type": "object", "required": ["integrations"], "properties": {"integrations": {"type": "object"}}},
+                public,
+            ),
+            "404": json_response("No source has this write key.", error(["unknown_source"], "Unknown key."), public),
+        },
+        "What @segment/analytics-next fetches from its cdnURL before sending; cacheable for 5 minutes.",
+        parameters=[{"name": "writeKey", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "The source's write key."}],
+    )  # fmt: skip
+    out["/sourceConfig/"] = get(
+        "rudderstackSourceConfig", "compat", "RudderStack JavaScript SDK v3 source configuration",
+        {
+            "200": json_response(
+                "The source, enabled, with no destinations.",
+                {"type": "object", "required": ["source"], "properties": {"source": {"type": "object"}}},
+                public,
+            ),
+            "401": json_response("No write key (query or HTTP Basic).", error(["missing_write_key", "invalid_write_key"], "No key."), public),
+            "404": json_response("No source has this write key.", error(["unknown_source"], "Unknown key."), public),
+        },
+        "What @rudderstack/analytics-js fetches from its configUrl before sending. The write key from ?writeKey= "
+        "or HTTP Basic (user name).",
+        parameters=[{"name": "writeKey", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "The source's write key (else HTTP Basic)."}],
+    )  # fmt: skip
+    out["/beacon/v1/batch"] = {
+        "post": ingest(
+            "rudderstackBeacon", "RudderStack's beacon transport",
+            "The same as /v1/batch, for the RudderStack SDK's sendBeacon (useBeacon): the write key in ?writeKey=.",
+            "Batch", "Accepted",
+        ),
+    }  # fmt: skip
     out["/openapi.json"] = get(
         "openapi", "operations", "This document",
         {
@@ -490,6 +535,75 @@ def paths() -> dict:
             "404": json_response("This build has no OpenAPI document.", error(["not_found"], "No document.")),
         },
     )  # fmt: skip
+    out.update(profile_paths())
+    return out
+
+
+# --- the Profile API (collector/profiles/api.py) ------------------------------------------------
+PROFILE_SECURITY = [{"accessTokenBasic": []}, {"accessTokenBearer": []}]
+EXAMPLE_PROFILE = "user_id:u-contract"  # tests/hardening/test_contract.py makes this person first
+
+
+def profile_error(status: int, description: str) -> dict:
+    found = [code for code, e in PROFILE_ERRORS.items() if e.status == status]
+    return json_response(description, error(found, " ".join(f"{c}: {PROFILE_ERRORS[c].sentence}." for c in found)))
+
+
+def page_cursor() -> dict:
+    return {"type": "object", "required": ["url", "has_more", "next"], "additionalProperties": False,
+            "properties": {"url": {"type": "string"}, "has_more": {"type": "boolean"},
+                           "next": {"type": "string", "description": "Give it as ?next= for the next page; empty on the last."}}}  # fmt: skip
+
+
+def profile_paths() -> dict:
+    params = [
+        {"name": "space", "in": "path", "required": True, "schema": {"type": "string"}, "example": "default",
+         "description": "The space: profiles_space in intilery.toml (default: default); any other is a 404."},
+        {"name": "profile", "in": "path", "required": True, "example": EXAMPLE_PROFILE,
+         "schema": {"type": "string", "pattern": f"^({'|'.join(ID_TYPES)}):.+$"},
+         "description": "{type}:{value}: whose profile (an email is matched trimmed and lowercased)."},
+    ]  # fmt: skip
+    answers = {"400": profile_error(400, "A malformed profile path or parameter."),
+               "401": profile_error(401, "No access token, or not the access token (a write key never is one)."),
+               "404": profile_error(404, "No such space, or no profile holds that identifier.")}  # fmt: skip
+    identifier_row = {"type": "object", "required": ["type", "id", "first_seen", "last_seen", "source", "collection"],
+                      "properties": {"type": {"type": "string"}, "id": {"type": "string"},
+                                     "first_seen": {"type": "string"}, "last_seen": {"type": "string"},
+                                     "source": {"type": "string"}, "collection": {"type": "string", "enum": ["users"]}}}  # fmt: skip
+    operations = {
+        "traits": ("profileTraits", "A person's traits", "Their traits (each from the message with the latest timestamp) "
+                   "and the computed ones under their own names: first_seen, last_seen, event_count, counts_by_type, "
+                   "counts_by_event, first_touch, last_touch, last_location, last_device, last_os, last_browser, "
+                   "revenue, groups.",
+                   [{"name": "include", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1},
+                     "description": "Comma-separated trait names: only these."}],
+                   {"type": "object", "required": ["traits", "cursor"],
+                    "properties": {"traits": {"type": "object"}, "cursor": page_cursor()}}),
+        "events": ("profileEvents", "A person's events", "Every event of the person, newest first, as stored in the log.",
+                   [{"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "description": "Events a page (default 10)."},
+                    {"name": "next", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "The cursor of the previous page's answer."}],
+                   {"type": "object", "required": ["data", "cursor"],
+                    "properties": {"data": {"type": "array", "items": {"type": "object"}}, "cursor": page_cursor()}}),
+        "external_ids": ("profileExternalIds", "A person's identifiers", "Every identifier with its type, first and "
+                         "last seen and the source it first came from.", [],
+                         {"type": "object", "required": ["data", "cursor"],
+                          "properties": {"data": {"type": "array", "items": identifier_row}, "cursor": page_cursor()}}),
+        "metadata": ("profileMetadata", "A profile's metadata", "Its id, when it was created and updated, the profiles "
+                     "merged into it and the links refused (over-merge protection).", [],
+                     {"type": "object", "required": ["metadata"],
+                      "properties": {"metadata": {"type": "object", "required": ["profile_id", "created_at", "updated_at",
+                                                                                "merged_from", "refused_links"]}}}),
+    }  # fmt: skip
+    out = {}
+    for what, (operation_id, summary, description, query, schema) in operations.items():
+        out[f"{BASE}/{what}"] = {"get": {
+            "tags": ["profiles"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+            "description": description + " Needs the access token; paths as Segment's Profile API.",
+            "parameters": params + query,
+            "responses": {"200": json_response("The profile's " + what.replace("_", " ") + ".", schema), **answers},
+        }}  # fmt: skip
     return out
 
 
@@ -514,7 +628,9 @@ def document() -> dict:
         "tags": [
             {"name": "ingest", "description": "Messages in."},
             {"name": "tag", "description": "The browser tag."},
+            {"name": "compat", "description": "Configuration for Segment's and RudderStack's browser SDKs."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
+            {"name": "profiles", "description": "The Single Customer View (Segment's Profile API paths): the access token."},
         ],
         "paths": paths(),
         "components": {
@@ -526,6 +642,9 @@ def document() -> dict:
                     "description": "The write key as a query parameter (used only when no header and not the body has one).",
                 },
                 "metricsToken": {"type": "http", "scheme": "bearer", "description": "metrics_token, when configured."},
+                "accessTokenBasic": {"type": "http", "scheme": "basic",
+                                     "description": "The access token as the username (as Segment's Profile API); no password."},
+                "accessTokenBearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <access token>."},
             },
             "schemas": schemas(),
             "responses": responses(),

@@ -35,6 +35,8 @@ fi
 
 say "installing the tag's pinned build tool (npm ci)"
 (cd tag && npm ci --no-audit --no-fund --loglevel=error)
+say "installing the pinned Segment and RudderStack SDKs the compatibility tests drive (npm ci)"
+(cd tests/browser/sdks && npm ci --no-audit --no-fund --loglevel=error)
 
 say "running the test suite"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -190,7 +190,7 @@ class Console:
 
     async def profile(self, request: web.Request) -> web.Response:
         auth.authorize(request, self.token)
-        return _json(self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
+        return _json(await self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
 
     async def close(self) -> None:
         if self.follower is not None:

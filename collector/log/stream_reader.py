@@ -8,6 +8,9 @@
     saved = reader.cursor
     await reader.close()
 
+``await reader.lines_at(stream, [sequence, ...])`` gives the messages at those sequences (the
+Profile API's events page), as ``Reader.lines_at`` gives lines at offsets of a segment.
+
 A read starts after the cursor's sequence, asks nothing of the stream but its last sequence
 when there is nothing new (``stats["fetched"]`` stays 0), and uses an ephemeral consumer
 without acknowledgements, so readers neither disturb nor depend on the archive's durable
@@ -88,6 +91,25 @@ class StreamReader(Quarantine):
             self.nc = await connect(self.config, "intilery-reader")
         js = self.nc.jetstream(timeout=API_TIMEOUT)
         self.offsets["seq"] = (await js.stream_info(self.settings.name)).state.last_seq
+
+    async def lines_at(self, stream: str, sequences: list[int]) -> dict[int, Record]:
+        """The messages at ``sequences`` of ``stream`` (the name ``record.segment`` starts with);
+        a sequence no longer in the stream (aged out, erased) is left out."""
+        import nats.js.errors
+
+        if self.nc is None:
+            self.nc = await connect(self.config, "intilery-reader")
+        js = self.nc.jetstream(timeout=API_TIMEOUT)
+        found = {}
+        for sequence in sequences:
+            try:
+                msg = await js.get_msg(stream, sequence)
+            except nats.js.errors.NotFoundError:
+                continue
+            record = self.record((msg.data or b"").rstrip(b"\n"), f"{stream}#{sequence}")
+            if record is not None:
+                found[sequence] = record
+        return found
 
     async def close(self) -> None:
         if self.nc is not None:

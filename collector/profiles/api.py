@@ -8,7 +8,8 @@
 Authenticated with the access token (``collector.access``), never with a write key. Errors
 have the ingest API's shape, ``{"success": false, "code", "message"}``, codes from
 ``collector.api.PROFILE_ERRORS``. Events are read from the log store through its reader, at
-the segment offsets the builder indexed (``events`` table): a page reads only its own lines.
+the segment offsets the builder indexed (``events`` table), or the stream sequences on the
+NATS store: a page reads only its own events.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ class ProfileAPI:
         self.config, self.store_factory = config, store_factory
         self._token: str | None = None
         self.store = None
-        self.reader = Reader(Path(config.data_dir) / EVENTS)
+        self.stream = config.store == "nats"
+        if self.stream:
+            from collector.log.stream_reader import StreamReader
+
+            self.reader = StreamReader(config)
+        else:
+            self.reader = Reader(Path(config.data_dir) / EVENTS)
 
     @property
     def token(self) -> str:
@@ -88,17 +95,20 @@ class ProfileAPI:
 
     async def events(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
-        data, next_cursor = self.events_page(pid, _limit(request.query.get("limit")), _cursor(request.query.get("next")))
+        data, next_cursor = await self.events_page(pid, _limit(request.query.get("limit")), _cursor(request.query.get("next")))
         return _json({"data": data, "cursor": {"url": request.path, "has_more": bool(next_cursor), "next": next_cursor}})
 
-    def events_page(self, pid: str, limit: int, before: str | None = None) -> tuple[list[dict], str]:
+    async def events_page(self, pid: str, limit: int, before: str | None = None) -> tuple[list[dict], str]:
         """A page of the profile's events, newest first, read from the log; and the next page's cursor ("" at the end)."""
         rows = self.db().events(pid, limit + 1, before)
         more, rows = len(rows) > limit, rows[:limit]
         by_segment: dict[str, list[int]] = defaultdict(list)
         for _, _, segment, position in rows:
             by_segment[segment].append(position)
-        lines = {segment: self.reader.lines_at(segment, positions) for segment, positions in by_segment.items()}
+        lines = {}
+        for segment, positions in by_segment.items():
+            found = self.reader.lines_at(segment, positions)
+            lines[segment] = await found if self.stream else found
         data = []
         for _, message_id, segment, position in rows:
             record = lines[segment].get(position)
@@ -106,12 +116,12 @@ class ProfileAPI:
                 data.append(record.event)  # a segment rewritten since (an erasure) no longer has it there
         return data, _encode(rows[-1][0]) if more and rows else ""
 
-    def everything(self, profile: str, limit: str | None = None) -> dict:
+    async def everything(self, profile: str, limit: str | None = None) -> dict:
         """One profile whole, for the console: identifiers, traits, computed traits, metadata, latest events."""
         pid = self.find(profile)
         computed = views.computed_traits(self.db(), pid) or {}
         traits = views.traits(self.db(), pid) or {}
-        events, _ = self.events_page(pid, _limit(limit))
+        events, _ = await self.events_page(pid, _limit(limit))
         return {
             "profile_id": pid,
             "external_ids": views.external_ids(self.db(), pid) or [],
@@ -129,10 +139,12 @@ class ProfileAPI:
         pid = self.resolve(request)
         return _json({"metadata": views.metadata(self.db(), pid)})
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.stream:
+            await self.reader.close()
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -183,7 +195,7 @@ def mount(app: web.Application, config, store_factory) -> ProfileAPI:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
-        api.close()
+        await api.close()
 
     app.cleanup_ctx.append(lifecycle)
     return api

@@ -11,16 +11,16 @@ from typing import Any
 
 import orjson
 
-from collector.config import load_config
+from collector.config import STORES, load_config
 from collector.logs import setup_logging
 from collector.profiles import views
-from collector.profiles.builder import Builder
-from collector.profiles.rules import EMAIL, ID_TYPES, Rules
-from collector.profiles.service import checkpoint_name, db_target, open_store, take_lock
+from collector.profiles.rules import EMAIL, ID_TYPES
+from collector.profiles.service import db_target, follow, open_store, take_lock
 
 
 def _config(args: argparse.Namespace):
-    return load_config(args.config, {"data_dir": args.data_dir, "profiles_db": args.profiles_db}, with_dev_source=False)
+    flags = ("data_dir", "profiles_db", "store", "nats_url", "nats_stream")
+    return load_config(args.config, {name: getattr(args, name, None) for name in flags}, with_dev_source=False)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +31,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(commands: Any) -> None:
     """Register ``intilery profiles`` and ``intilery profile``."""
-    follow = commands.add_parser("profiles", help="follow the log and keep the profile database current")
-    _common(follow)
-    follow.add_argument("--rebuild", action="store_true", help="empty the profile database and build it from the whole log")
-    follow.add_argument("--once", action="store_true", help="read what the log holds now, then exit")
-    follow.set_defaults(run=cmd_profiles)
+    command = commands.add_parser("profiles", help="follow the log and keep the profile database current")
+    _common(command)
+    command.add_argument("--store", choices=STORES, help="the log to follow: file (DATA_DIR/events, default) or nats")
+    command.add_argument("--nats-url", help="NATS server(s) for --store nats")
+    command.add_argument("--nats-stream", help="JetStream stream name (default INTILERY)")
+    command.add_argument("--rebuild", action="store_true", help="empty the profile database and build it from the whole log")
+    command.add_argument("--once", action="store_true", help="read what the log holds now, then exit")
+    command.set_defaults(run=cmd_profiles)
     profile = commands.add_parser("profile", help="look a person up in the profile database")
     actions = profile.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show", help="traits, identifiers and metadata of one person")
@@ -47,29 +50,18 @@ def add_parser(commands: Any) -> None:
 def cmd_profiles(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging(config.log_format)
-    if config.store == "nats":
-        print("intilery: profiles follow the file store only for now (--store file)", file=sys.stderr)
-        return 2
     lock = take_lock(Path(config.data_dir))
     if lock is None:
         print(f"intilery: another builder holds {config.data_dir}/.locks/profiles.lock (a collector with profiles on?)",
               file=sys.stderr)  # fmt: skip
         return 1
-    store = open_store(db_target(config))
+    stopped: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, frame: stopped.append(number))
     try:
-        if args.rebuild:
-            store.reset()
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config))
-        if args.once:
-            builder.catch_up()
-        else:
-            stopped: list[int] = []
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda number, frame: stopped.append(number))
-            builder.run(keep_going=lambda: not stopped)
-        print(orjson.dumps(builder.stats).decode(), flush=True)
+        stats = follow(config, lambda: not stopped, rebuild=args.rebuild, once=args.once)
+        print(orjson.dumps(stats).decode(), flush=True)
     finally:
-        store.close()
         os.close(lock)
     return 0
 

@@ -59,7 +59,7 @@ class Profile:
 
 
 class Loader(Protocol):
-    def load_profile_of(self, ident: Ident) -> tuple[Profile, dict[Ident, Node]] | None: ...
+    def load_profiles_of(self, idents: Iterable[Ident]) -> dict[str, tuple[Profile, dict[Ident, Node]]]: ...
 
 
 class Graph:
@@ -70,21 +70,30 @@ class Graph:
         self.dirty_nodes: set[Ident] = set()
         self.dirty_profiles: set[str] = set()
         self.removed: set[str] = set()
+        self.unknown: set[Ident] = set()  # looked up, not in the database: new when first seen
 
     # --- loading ----------------------------------------------------------------------------
+    def load(self, idents: Iterable[Ident]) -> None:
+        """Load the whole profiles of these identifiers (those not loaded yet) in one go."""
+        wanted = [i for i in idents if i not in self.nodes]
+        for profile, nodes in self.loader.load_profiles_of(wanted).values():
+            if profile.pid in self.profiles:
+                continue
+            self.profiles[profile.pid] = profile
+            self.removed.discard(profile.pid)
+            for member, member_node in nodes.items():
+                self.nodes.setdefault(member, member_node)
+        self.unknown.update(i for i in wanted if i not in self.nodes)
+
     def ensure(self, ident: Ident) -> Node:
         """The identifier's node, its whole profile loaded; a new profile of its own if unknown."""
         node = self.nodes.get(ident)
         if node is not None:
             return node
-        loaded = self.loader.load_profile_of(ident)
-        if loaded is not None:
-            profile, nodes = loaded
-            self.profiles[profile.pid] = profile
-            self.removed.discard(profile.pid)
-            for member, member_node in nodes.items():
-                self.nodes.setdefault(member, member_node)
-            return self.nodes[ident]
+        if ident not in self.unknown:
+            self.load([ident])
+            if ident in self.nodes:
+                return self.nodes[ident]
         pid = node_id(ident)
         node = self.nodes[ident] = Node(profile=pid, new=True)
         self.profiles[pid] = Profile(pid, {ident})

@@ -16,6 +16,7 @@ BUILDER_LOCK = 0x1D7E_1E27  # pg_advisory_xact_lock key of the builders' batches
 class PostgresStore(SqlStore):
     P = "%s"
     TEXT = 'TEXT COLLATE "C"'
+    CLUSTERED = ""
 
     def __init__(self, url: str, *, reads_only: bool = False) -> None:
         import psycopg
@@ -23,6 +24,9 @@ class PostgresStore(SqlStore):
         self.url = url
         self.conn = psycopg.connect(url, autocommit=reads_only)  # a reader holds no transaction open
         self.create()
+
+    def _has_tables(self) -> bool:
+        return bool(self._all("SELECT 1 FROM information_schema.tables WHERE table_name = 'identifiers'"))
 
     def begin(self) -> None:
         self._run("SELECT pg_advisory_xact_lock(?)", (BUILDER_LOCK,))

@@ -17,8 +17,8 @@ newer values, and duplicates are dropped before they get here (by ``messageId``)
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -29,8 +29,8 @@ USER_ID, ANONYMOUS_ID, EMAIL = "user_id", "anonymous_id", "email"
 ID_TYPES = (USER_ID, ANONYMOUS_ID, EMAIL, "profile_id")  # what the Profile API looks up by
 
 # BLOCKED_IDS (config): values that never identify anyone, the shared-device and broken-client
-# junk that PostHog, RudderStack and Segment users most complain about.
-ALL_ZERO = re.compile(r"^[0\-]*$")  # "0", "000", the all-zero UUID, always junk
+# junk that PostHog, RudderStack and Segment users most complain about; and, always, values of
+# only zeros and dashes ("0", "000", the all-zero UUID).
 MAX_ID_CHARS = 1024
 DEFAULT_CAPS = {USER_ID: 1, ANONYMOUS_ID: 100, EMAIL: 5}
 OTHER_CAP = 5  # each identifier trait other than email
@@ -66,21 +66,25 @@ class Rules:
 
     def clean(self, value: Any) -> str | None:
         """The identifier a raw value is, or None when it never identifies anyone."""
-        if isinstance(value, bool) or value is None:
-            return None
-        if isinstance(value, (int, float)):
+        if value.__class__ is not str:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                return None  # null, objects and lists: a client serialising the wrong thing
             value = str(value)
-        if not isinstance(value, str):
-            return None  # objects and lists: a client serialising the wrong thing
         value = value.strip()
-        if len(value) > MAX_ID_CHARS or value.lower() in self.blocked or ALL_ZERO.match(value):
+        if not value.strip("0-") or len(value) > MAX_ID_CHARS or value.lower() in self.blocked:
             return None
         return value
 
     def identifiers(self, event: dict) -> list[tuple[str, str]]:
         """The event's identifiers, highest priority first: user_id, email, other traits, anonymous_id."""
-        found: set[tuple[str, str]] = set()
         user, anon = self.clean(event.get("userId")), self.clean(event.get("anonymousId"))
+        context = event.get("context")
+        plain = event.get("type") not in ("identify", "alias") and not (context.__class__ is dict and "traits" in context)
+        if plain:  # the usual message: a user id and an anonymous id, already in priority order
+            if user:
+                return [(USER_ID, user), (ANONYMOUS_ID, anon)] if anon else [(USER_ID, user)]
+            return [(ANONYMOUS_ID, anon)] if anon else []
+        found: set[tuple[str, str]] = set()
         if user:
             found.add((USER_ID, user))
         if anon:
@@ -103,6 +107,7 @@ def priority(ident: tuple[str, str]) -> tuple:
     return (rank, kind, ident[1])
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def node_id(ident: tuple[str, str]) -> str:
     """The stable id of one identifier; a profile's id is that of its first identifier by priority."""
     return "prf_" + hashlib.blake2b(f"{ident[0]}:{ident[1]}".encode(), digest_size=10).hexdigest()
@@ -131,34 +136,73 @@ def _trait_sets(event: dict) -> list[dict]:
 
 # --- what one event adds --------------------------------------------------------------------
 def contribution(event: dict, key: str) -> dict:
-    kind = str(event.get("type") or "")
-    state: dict[str, Any] = {"first": key, "last": key, "types": {kind: 1}}
-    if kind == "track" and isinstance(event.get("event"), str):
-        state["events"] = {event["event"]: 1}
-    traits: dict[str, list] = {}
-    for trait_set in reversed(_trait_sets(event)):  # an identify's own traits win over context.traits
-        traits.update({str(k): [key, v] for k, v in trait_set.items()})
-    if traits:
-        state["traits"] = traits
-    context = event.get("context") if isinstance(event.get("context"), dict) else {}
-    touch = _touch(context)
+    """What one event adds to a profile: ``absorb`` into an empty state."""
+    return absorb({}, event, key)
+
+
+def absorb(state: dict, event: dict, key: str) -> dict:
+    """Fold one event into ``state``, in place: what ``merge(state, contribution(event, key))``
+    gives (the builder's hot path: no state is copied)."""
+    kind = event.get("type")
+    kind = kind if kind.__class__ is str else str(kind or "")
+    if state:
+        if key < state["first"]:
+            state["first"] = key
+        if key > state["last"]:
+            state["last"] = key
+        types = state["types"]
+        types[kind] = types.get(kind, 0) + 1
+    else:
+        state.update(first=key, last=key, types={kind: 1})
+    name = event.get("event")
+    if kind == "track" and name.__class__ is str:
+        events = state.setdefault("events", {})
+        events[name] = events.get(name, 0) + 1
+    for trait_set in _trait_sets(event):  # an identify's own traits win over context.traits
+        if trait_set:
+            traits = state.setdefault("traits", {})
+            for k, v in trait_set.items():
+                k = k if k.__class__ is str else str(k)
+                _later(traits, k, [key, v])
+    context = event.get("context")
+    if context.__class__ is not dict:
+        context = {}
+    touch = _touch(context) if context else None
     if touch:
-        state["first_touch"] = state["last_touch"] = [key, touch]
-    if isinstance(context.get("location"), dict):
-        state["location"] = [key, context["location"]]
-    device = {k: context[k] for k in ("device", "os", "browser") if isinstance(context.get(k), dict)}
+        _earlier(state, "first_touch", [key, touch])
+        _later(state, "last_touch", [key, touch])
+    if context and isinstance(context.get("location"), dict):
+        _later(state, "location", [key, context["location"]])
+    device = {k: context[k] for k in ("device", "os", "browser") if isinstance(context.get(k), dict)} if context else None
     if device:
-        state["device"] = [key, device]
-    properties = event.get("properties") if isinstance(event.get("properties"), dict) else {}
-    if kind == "track" and event.get("event") == ORDER_COMPLETED:
+        _later(state, "device", [key, device])
+    if kind == "track" and name == ORDER_COMPLETED:
+        properties = event.get("properties") if isinstance(event.get("properties"), dict) else {}
         amount = _decimal(properties.get("revenue", properties.get("total")))
         if amount is not None:
             currency = str(properties.get("currency") or DEFAULT_CURRENCY).upper()
-            state["revenue"] = {currency: str(amount)}
+            revenue = state.setdefault("revenue", {})
+            old = revenue.get(currency)
+            revenue[currency] = str(amount if old is None else Decimal(old) + amount)
     if kind == "group" and isinstance(event.get("groupId"), (str, int)):
         group_traits = event.get("traits") if isinstance(event.get("traits"), dict) else {}
-        state["groups"] = {str(event["groupId"]): {str(k): [key, v] for k, v in group_traits.items()}}
+        group = state.setdefault("groups", {}).setdefault(str(event["groupId"]), {})
+        for k, v in group_traits.items():
+            _later(group, str(k), [key, v])
     return state
+
+
+def _later(into: dict, name: str, value: list) -> None:
+    """Keep the value with the latest key (the one already there on a tie, as ``_latest``)."""
+    old = into.get(name)
+    if old is None or value[0] > old[0]:
+        into[name] = value
+
+
+def _earlier(into: dict, name: str, value: list) -> None:
+    old = into.get(name)
+    if old is None or value[0] < old[0]:
+        into[name] = value
 
 
 def _touch(context: dict) -> dict:

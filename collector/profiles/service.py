@@ -1,38 +1,45 @@
-"""The builder inside the collector process (``intilery serve`` and ``demo``; ``--no-profiles``).
+"""The builder beside the collector (``intilery serve`` and ``demo``; ``--no-profiles``), and the
+one loop that follows the log into the profile database (``follow``, also ``intilery profiles``).
 
-It runs in a thread beside the event loop, reading the log the collector writes: it is one
-more consumer of the log, never a step of a request. With ``--workers N`` every worker tries
-to take ``<data_dir>/.locks/profiles.lock`` and the one that holds it builds: one builder per host.
+The collector runs the builder as a process of its own, started and watched by the serving
+process: Python runs one thread at a time, so a builder thread would take its time from
+ingest; a process takes an idle core instead, at a lower priority (``NICE``) so that on a
+busy machine ingest comes first. It is one more consumer of the log, never a step of a request::
+
+    collector (event loop) ── spawn ──▶ builder process: lock, follow(config), exit with the collector
+              └ it exited?  start another after RETRY_FAILED s; at shutdown SIGTERM, then wait
+
+The builder process holds ``<data_dir>/.locks/profiles.lock`` while it runs: with ``--workers N``
+each worker starts one only when the lock is free, so there is one builder per host, and an
+``intilery profiles`` on the same data directory is refused. It asks Linux for SIGTERM when its
+collector dies, and stops after the batch in hand (committed, cursor included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
+import signal
 import socket
-import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from collector.log.layout import LOCK_DIR
 from collector.log.segments import try_lock
-from collector.profiles.builder import CHECKPOINT, POLL, Builder
+from collector.profiles.builder import CHECKPOINT, Builder
 from collector.profiles.rules import Rules
 from collector.profiles.store import SqliteStore
 
 log = logging.getLogger("intilery.profiles")
 
 LOCK = "profiles"  # .locks/profiles.lock, beside the store's instance locks
-RETRY_LOCK = 5.0  # seconds between tries of a worker that does not hold the lock
-# The in-process builder shares the collector's core and its GIL: it works in small batches
-# and rests after each one for as long as CPU_SHARE says (0.1: it works 10% of the time), so
-# ingest keeps at least 90% of its speed (bench/README.md). Under a sustained overload it falls
-# behind and catches up when the load drops; a host that must keep up runs ``intilery profiles``
-# in a process of its own (another core).
-CPU_SHARE = 0.1
-RETRY_FAILED = 5.0  # seconds before a failed batch is tried again
-IN_PROCESS_BATCH = 500
+RETRY_LOCK = 5.0  # seconds between a worker's looks at a lock another builder holds
+RETRY_FAILED = 5.0  # seconds before a builder that exited (a full disk, a broken database) is started again
+STOP_TIMEOUT = 30.0  # seconds the builder has to finish its batch at shutdown before SIGKILL
+NICE = 10  # the builder's priority below the collector's: ingest first when cores are short
+LOCKED_OUT = 3  # the builder process's exit code when another builder holds the lock
 
 
 def open_store(target: str | Path, *, reads_only: bool = False):
@@ -50,7 +57,10 @@ def db_target(config) -> str:
 
 
 def checkpoint_name(config) -> str:
-    """The builder's checkpoint: one per log when a database is shared (PostgreSQL)."""
+    """The builder's checkpoint: one per log when a database is shared (PostgreSQL); the NATS
+    stream is one log for every collector and host."""
+    if config.store == "nats":
+        return f"{CHECKPOINT}@nats:{config.nats_stream}"
     if not config.profiles_db.startswith(("postgresql://", "postgres://")):
         return CHECKPOINT
     return f"{CHECKPOINT}@{socket.gethostname()}:{Path(config.data_dir).resolve()}"
@@ -63,37 +73,92 @@ def take_lock(data_dir: Path) -> int | None:
     return try_lock(data_dir, LOCK)
 
 
-async def run_builder(config, stop: asyncio.Event) -> None:
-    """Follow the log until ``stop`` is set (a step in progress is finished, then committed)."""
-    fd = None
-    while fd is None:
-        fd = take_lock(Path(config.data_dir))
-        if fd is None:
-            try:
-                await asyncio.wait_for(stop.wait(), RETRY_LOCK)
-                return
-            except asyncio.TimeoutError:
-                continue
-    store = await asyncio.to_thread(open_store, db_target(config))
+def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, once: bool = False) -> dict:
+    """Keep the profile database current from the log until ``keep_going()`` is false (``once``:
+    until the log is read to its end); the builder's counts. The caller holds the lock."""
+    store = open_store(db_target(config))
     try:
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), batch=IN_PROCESS_BATCH,
-                          checkpoint=checkpoint_name(config))  # fmt: skip
-        log.info("profile builder following the log", extra={"events": builder.count})
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                read = await asyncio.to_thread(builder.step)
-                rest = POLL if read == 0 else (time.monotonic() - started) * (1 / CPU_SHARE - 1)
-            except Exception:  # a full disk, a broken database, a bug: logged, retried, never the collector's end
-                log.exception("profile builder step failed; the batch is read again")
-                rest = RETRY_FAILED
-            try:
-                await asyncio.wait_for(stop.wait(), rest)
-            except asyncio.TimeoutError:
-                pass
+        if rebuild:
+            store.reset()
+        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config),
+                          stream=config if config.store == "nats" else None)  # fmt: skip
+        try:
+            log.info("profile builder following the log", extra={"events": builder.count, "store": config.store})
+            if once:
+                builder.catch_up()
+            else:
+                builder.run(keep_going)
+            return builder.stats
+        finally:
+            builder.close()
     finally:
         store.close()
+
+
+def builder_process(config, parent: int) -> None:
+    """The body of the collector's builder process (spawned: a fresh interpreter)."""
+    from collector.logs import setup_logging
+    from collector.workers import _die_with
+
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: stopped.append(number))
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's mask survives the exec
+    _die_with(parent)
+    os.nice(NICE)
+    setup_logging(config.log_format)
+    fd = take_lock(Path(config.data_dir))
+    if fd is None:  # another worker's builder took it first
+        raise SystemExit(LOCKED_OUT)
+    try:
+        follow(config, lambda: not stopped)
+    finally:
         os.close(fd)
+
+
+async def run_builder(config, stop: asyncio.Event) -> None:
+    """Start the builder process when the host has none, watch it, stop it when ``stop`` is set."""
+    spawn = multiprocessing.get_context("spawn")
+    loop = asyncio.get_running_loop()
+    data_dir = Path(config.data_dir)
+    while not stop.is_set():
+        rest = RETRY_LOCK
+        if _lock_is_free(data_dir):
+            process = spawn.Process(target=builder_process, args=(config, os.getpid()), name="intilery-profiles")
+            process.start()
+            exited = loop.create_future()
+            loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not exited.done():  # shutting down: the batch in hand is finished and committed
+                    process.terminate()
+                    await asyncio.to_thread(process.join, STOP_TIMEOUT)
+                    if process.exitcode is None:
+                        log.error("the profile builder did not stop in time; killing it")
+                        process.kill()
+                loop.remove_reader(process.sentinel)
+                await asyncio.to_thread(process.join)
+            if stop.is_set():
+                return
+            if process.exitcode != LOCKED_OUT:
+                log.warning("the profile builder exited; starting another", extra={"exit": process.exitcode,
+                                                                                    "restart_in": RETRY_FAILED})  # fmt: skip
+                rest = RETRY_FAILED
+        try:
+            await asyncio.wait_for(stop.wait(), rest)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _lock_is_free(data_dir: Path) -> bool:
+    fd = take_lock(data_dir)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
 
 
 def builder_context(config):

@@ -17,7 +17,9 @@ Tables::
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
@@ -38,13 +40,19 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS links (members TEXT PRIMARY KEY, mkey {text} NOT NULL)",
     """CREATE TABLE IF NOT EXISTS link_index (type TEXT NOT NULL, value TEXT NOT NULL, members TEXT NOT NULL,
         PRIMARY KEY (type, value, members))""",
-    """CREATE TABLE IF NOT EXISTS events (message_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, key {text} NOT NULL,
-        segment TEXT NOT NULL, position BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS events (source TEXT NOT NULL, message_id TEXT NOT NULL, node_id TEXT NOT NULL,
+        key {text} NOT NULL, segment TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (message_id, source)){clustered}""",
     "CREATE INDEX IF NOT EXISTS events_node ON events (node_id, key)",
     "CREATE TABLE IF NOT EXISTS checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)",
 )
 TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint")
+# The tables' shape: a database of another version is emptied at start and built again from the
+# log (the log is the truth; profiles are derived). 2: events keyed by (messageId, source); 3: on
+# SQLite, the events table is its key's tree.
+VERSION = 3
 CHUNK = 500  # parameters per IN (...) query
+
+log = logging.getLogger("intilery.profiles")
 
 
 def _dumps(value) -> str:
@@ -57,6 +65,7 @@ class SqlStore:
 
     P = "?"
     TEXT = "TEXT"
+    CLUSTERED = " WITHOUT ROWID"  # SQLite: the table is its primary key's tree (one tree less to write)
     conn: object
 
     def _q(self, sql: str) -> str:
@@ -76,9 +85,23 @@ class SqlStore:
 
     # --- transactions ------------------------------------------------------------------------
     def create(self) -> None:
+        """The tables; a database of another ``VERSION`` (or of none: new, or older) made anew."""
+        self.begin()
+        self._run("CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL)")
+        rows = self._all("SELECT version FROM schema")
+        if not rows or rows[0][0] != VERSION:
+            if self._all("SELECT 1 FROM schema") or self._has_tables():
+                log.warning("the profile database has another shape: it is emptied and built again from the log")
+            for table in TABLES:
+                self._run(f"DROP TABLE IF EXISTS {table}")
+            self._run("DELETE FROM schema")
+            self._run("INSERT INTO schema (version) VALUES (?)", (VERSION,))
         for statement in SCHEMA:
-            self._run(statement.replace("{text}", self.TEXT))
+            self._run(statement.replace("{text}", self.TEXT).replace("{clustered}", self.CLUSTERED))
         self.commit()
+
+    def _has_tables(self) -> bool:
+        return bool(self._all("SELECT 1 FROM sqlite_master WHERE name = 'identifiers'"))
 
     def reset(self) -> None:
         """Empty every table (``intilery profiles --rebuild``)."""
@@ -96,35 +119,56 @@ class SqlStore:
         self.conn.rollback()
 
     # --- the builder's reads ------------------------------------------------------------------
-    def load_profile_of(self, ident: Ident) -> tuple[Profile, dict[Ident, Node]] | None:
-        row = self._all("SELECT profile_id FROM identifiers WHERE type = ? AND value = ?", ident)
-        return self.load_profile(row[0][0]) if row else None
+    def load_profiles_of(self, idents: Iterable[Ident]) -> dict[str, tuple[Profile, dict[Ident, Node]]]:
+        """The whole profiles (by id) of those of ``idents`` that are known."""
+        by_kind: dict[str, list[str]] = defaultdict(list)
+        for kind, value in idents:
+            by_kind[kind].append(value)
+        pids: set[str] = set()
+        for kind, values in sorted(by_kind.items()):
+            for rows in self._chunked("SELECT profile_id FROM identifiers WHERE type = ? AND value IN ({})", values, kind):
+                pids.update(r[0] for r in rows)
+        return self.load_profiles(sorted(pids))
 
     def load_profile(self, pid: str) -> tuple[Profile, dict[Ident, Node]] | None:
-        rows = self._all("SELECT max_key, refused, merged FROM profiles WHERE profile_id = ?", (pid,))
-        if not rows:
-            return None
-        max_key, refused, merged = rows[0]
-        nodes = {
-            (kind, value): Node(pid, first, last, source, orjson.loads(state))
-            for kind, value, first, last, source, state in self._all(
-                "SELECT type, value, first_seen, last_seen, source, state FROM identifiers WHERE profile_id = ?", (pid,)
-            )
-        }
-        return Profile(pid, set(nodes), max_key, orjson.loads(refused), orjson.loads(merged)), nodes
+        return self.load_profiles([pid]).get(pid)
 
-    def seen(self, message_ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for i in range(0, len(message_ids), CHUNK):
-            chunk = message_ids[i : i + CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found |= {r[0] for r in self._all(f"SELECT message_id FROM events WHERE message_id IN ({marks})", chunk)}
+    def load_profiles(self, pids: list[str]) -> dict[str, tuple[Profile, dict[Ident, Node]]]:
+        nodes: dict[str, dict[Ident, Node]] = defaultdict(dict)
+        sql = "SELECT profile_id, type, value, first_seen, last_seen, source, state FROM identifiers WHERE profile_id IN ({})"
+        for rows in self._chunked(sql, pids):
+            for pid, kind, value, first, last, source, state in rows:
+                nodes[pid][(kind, value)] = Node(pid, first, last, source, orjson.loads(state))
+        loaded = {}
+        for rows in self._chunked("SELECT profile_id, max_key, refused, merged FROM profiles WHERE profile_id IN ({})", pids):
+            for pid, max_key, refused, merged in rows:
+                members = nodes.get(pid, {})
+                loaded[pid] = Profile(pid, set(members), max_key, orjson.loads(refused), orjson.loads(merged)), members
+        return loaded
+
+    def _chunked(self, sql: str, values: list, *first) -> Iterable[list[tuple]]:
+        """``sql`` with its ``IN ({})`` over ``values``, a chunk at a time (after the parameters ``first``)."""
+        for i in range(0, len(values), CHUNK):
+            chunk = values[i : i + CHUNK]
+            yield self._all(sql.format(",".join("?" * len(chunk))), [*first, *chunk])
+
+    def seen(self, keys: list[tuple[str, str] | None]) -> set[tuple[str, str]]:
+        """Which of these ``(source, messageId)`` are stored already."""
+        by_id: dict[str, set[str]] = defaultdict(set)
+        for key in keys:
+            if key is not None:
+                by_id[key[1]].add(key[0])
+        found: set[tuple[str, str]] = set()
+        for rows in self._chunked("SELECT source, message_id FROM events WHERE message_id IN ({})", sorted(by_id)):
+            found.update((source, message_id) for source, message_id in rows if source in by_id[message_id])
         return found
 
-    def link_key(self, members: str) -> str | None:
-        """The earliest key a set of identifiers (``members``, as JSON) was linked at, if ever."""
-        rows = self._all("SELECT mkey FROM links WHERE members = ?", (members,))
-        return rows[0][0] if rows else None
+    def link_keys(self, sets: list[str]) -> dict[str, str]:
+        """The earliest key each set of identifiers (``members``, as JSON) was linked at, when ever."""
+        found: dict[str, str] = {}
+        for rows in self._chunked("SELECT members, mkey FROM links WHERE members IN ({})", sets):
+            found.update(rows)
+        return found
 
     def put_links(self, links: dict[str, tuple[list[Ident], str, bool]]) -> None:
         """Store sets of identifiers (``members`` → idents, earliest key, new) seen by a batch."""
@@ -175,13 +219,20 @@ class SqlStore:
             rows,
         )
 
-    def add_events(self, rows: list[tuple[str, str, str, str, int]]) -> None:
-        self._many("INSERT INTO events (message_id, node_id, key, segment, position) VALUES (?, ?, ?, ?, ?)", rows)
+    def add_events(self, rows: list[tuple[str, str, str, str, str, int]]) -> None:
+        """``(source, messageId, node id, key, segment, position)`` of each event a batch counted."""
+        self._many("INSERT INTO events (source, message_id, node_id, key, segment, position) VALUES (?, ?, ?, ?, ?, ?)",
+                   rows)  # fmt: skip
 
     def checkpoint(self, name: str) -> tuple[dict, int]:
-        rows = self._all("SELECT cursor, events FROM checkpoint WHERE name = ?", (name,))
+        row = self.checkpoint_row(name)
         self.commit()  # a read opens a transaction on PostgreSQL: end it
-        return (orjson.loads(rows[0][0]), rows[0][1]) if rows else ({}, 0)
+        return row or ({}, 0)
+
+    def checkpoint_row(self, name: str) -> tuple[dict, int] | None:
+        """The checkpoint as the current transaction sees it (None before the first)."""
+        rows = self._all("SELECT cursor, events FROM checkpoint WHERE name = ?", (name,))
+        return (orjson.loads(rows[0][0]), rows[0][1]) if rows else None
 
     def save_checkpoint(self, name: str, cursor: dict, events: int) -> None:
         self._run(

@@ -6,11 +6,14 @@ export const pageOf = p => {
   return { path: u.pathname, referrer: p[2], search: u.search, title: p[1], url: p[0] }
 }
 
+// The query parameters of url that start with prefix, by the rest of their name (utm_campaign: name).
+export function params(url, prefix, o = {}) {
+  for (const [k, v] of new URL(url).searchParams) if (k.startsWith(prefix)) o[k == 'utm_campaign' ? 'name' : k.slice(prefix.length)] = v
+  return o
+}
+
 export function context(p) {
-  const campaign = {}, s = screen
-  let utm
-  for (const [k, v] of new URL(p[0]).searchParams)
-    if (k.startsWith('utm_')) campaign[k == 'utm_campaign' ? 'name' : k.slice(4)] = v, utm = 1
+  const campaign = params(p[0], 'utm_'), s = screen
   return {
     page: pageOf(p),
     userAgent: navigator.userAgent,
@@ -18,6 +21,6 @@ export function context(p) {
     timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
     screen: { width: s.width, height: s.height, density: devicePixelRatio },
     library: { name: 'intilery.js', version: VERSION },
-    campaign: utm && campaign,
+    campaign: Object.keys(campaign)[0] && campaign,
   }
 }

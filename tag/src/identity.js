@@ -2,8 +2,9 @@
 
 import { get, json, set } from './storage.js'
 
-// Every key that describes the visitor; reset() and optOut() clear them, optIn() stores them.
-export const KEYS = ['aid', 'uid', 'traits', 'gid', 'gtraits']
+// Every key that describes the visitor (sid, sat: the session's start and last call); reset() and
+// optOut() clear them, optIn() stores them.
+export const KEYS = ['aid', 'uid', 'traits', 'gid', 'gtraits', 'sid', 'sat']
 
 // A random UUID v4 (crypto.randomUUID needs a secure context; this does not).
 export const uuid = () =>

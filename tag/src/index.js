@@ -5,16 +5,17 @@
 // by the stub snippet: a global `intilery` array whose methods queue calls (each with the page
 // and time it was made on) until this script replaces it and replays them in order.
 
-import { context, pageOf } from './context.js'
+import { context, pageOf, params } from './context.js'
 import { KEYS, obj, user, uuid } from './identity.js'
 import { dbg, log } from './log.js'
 import { CONSENT, blocked } from './privacy.js'
 import * as queue from './queue.js'
 import { get, local, set, store } from './storage.js'
 
-const METHODS = 'load page track identify group alias reset ready flush optIn optOut debug'.split(' ')
 const MAX_MESSAGE = 32768 // bytes: the collector's per-message limit (collector/api.py MAX_MESSAGE_BYTES)
 const MAX_HELD = 100 // calls kept in memory while waiting for consent
+const SESSION = 18e5 // ms without a call before the next one starts a new session (30 min; load option sessionTimeout)
+const WAIT = 300 // ms at most that trackLink / trackForm / outbound links hold a navigation for their event
 
 const w = window
 const d = document
@@ -22,12 +23,13 @@ const prior = w.intilery
 
 // A second copy of the tag (pasted twice, or one-line plus stub) leaves the first one alone.
 // window.intilery may also be an element with id="intilery": the tag takes the name over.
-if (!(prior && prior.invoked) || Array.isArray(prior)) boot()
+if (!prior?.invoked || Array.isArray(prior)) boot()
 
 function boot() {
   const script = d.currentScript
   const pre = [] // calls made before load(), replayed by it
   let held = [] // messages made while waiting for consent, sent on optIn()
+  const mw = [] // source middleware, in the order added
   let opts // load() options; set once loaded
   let lastPath, lastHref // the last page call, for single-page navigation
   let ref = d.referrer
@@ -37,14 +39,16 @@ function boot() {
 
   // Runs fn later, outside the caller's stack, never letting it throw into the page.
   const later = (fn, ms) =>
-    typeof fn == 'function' &&
     setTimeout(() => {
       try {
-        fn()
+        val(fn)
       } catch (e) {
         log(e)
       }
     }, ms)
+
+  // x(el) when x is a function, else x (trackLink's event and properties; a callback)
+  const val = (x, el) => (typeof x == 'function' ? x(el) : x)
 
   // Segment's optional arguments: a trailing callback, then up to n leading ids/names
   // (strings, numbers or null), then a properties (or traits) object and an options object.
@@ -56,9 +60,13 @@ function boot() {
     return [s, a[0] || {}, a[1] || {}, fn]
   }
 
-  // Builds a message at call time and queues it, holds it (consent) or drops it, saying why.
+  // Builds a message at call time, in its session, and passes it through the source middleware to out().
   function emit(type, fields, o, p, t, fn) {
-    const why = blocked(opts)
+    // the session: a new one after sessionTimeout without a call (or after reset()), its start time its id
+    const at = Date.now()
+    let sid = +get('sid'), start
+    if (!sid || at - get('sat') > (opts.sessionTimeout || SESSION)) set('sid', (sid = at)), (start = true)
+    set('sat', at)
     const m = {
       type,
       messageId: 'itl-' + uuid(),
@@ -66,16 +74,67 @@ function boot() {
       userId: user.id() || undefined,
       originalTimestamp: t,
       ...fields,
-      context: { ...context(p), ...o.context },
+      context: { ...context(p), sessionId: sid, sessionStart: start, ...o.context },
       integrations: o.integrations,
     }
-    const what = type + ' ' + JSON.stringify(fields.event || fields.name || '')
-    if (new Blob([JSON.stringify(m)]).size > MAX_MESSAGE) log('dropped', what + ': over 32 KB')
+    later(fn, WAIT)
+    through(m, 0)
+  }
+
+  // Runs source middleware i (Segment's shape: fn({payload: {obj}, integrations, next})) on m, then
+  // the next; next(null), or never calling next, drops it. A middleware that throws passes m on as it
+  // was (it saw a copy) and the error is logged.
+  function through(m, i) {
+    const f = mw[i]
+    if (!f) return out(m)
+    let done
+    const next = x => done || ((done = 1), x && through(x.obj, i + 1))
+    try {
+      f({ payload: { obj: structuredClone(m) }, integrations: m.integrations || {}, next })
+    } catch (e) {
+      log(e)
+      next({ obj: m })
+    }
+  }
+
+  // Queues a finished message, holds it (consent) or drops it, saying why.
+  function out(m) {
+    const why = blocked(opts)
+    const what = m.type + ' ' + JSON.stringify(m.event || m.name || '')
+    if (queue.size(JSON.stringify(m)) > MAX_MESSAGE) log('dropped', what + ': over 32 KB')
     else if (why == CONSENT) held.length < MAX_HELD && held.push(m), log('holding', what + ': ' + why)
     else if (why) log('dropped', what + ': ' + why)
     else queue.add(m)
-    later(fn, 300)
   }
+
+  // Sends event (or event(el)) with properties (or properties(el)), then, when go is given (the
+  // navigation or submission e started), holds e and goes on once the event is delivered or after WAIT.
+  function leave(e, el, event, props, go) {
+    call(['track', val(event, el), val(props, el)])
+    if (go) {
+      e.preventDefault()
+      let gone
+      const g = () => gone || ((gone = 1), go())
+      queue.send().then(g, g)
+      setTimeout(g, WAIT)
+    }
+  }
+
+  // Listens for type on each element (one, an array, a NodeList or a jQuery object); errors are logged.
+  const listen = (els, type, f) =>
+    (els.tagName ? [els] : [...els]).forEach(el =>
+      el.addEventListener(type, e => {
+        try {
+          f(e, el)
+        } catch (x) {
+          log(x)
+        }
+      })
+    )
+
+  // A click on a link that navigates this page (not a new tab, not a modified click, not cancelled).
+  const follows = (e, a) =>
+    a.href && !e.defaultPrevented && a.target != '_blank' && !(e.metaKey || e.ctrlKey || e.shiftKey) && (() => (location.href = a.href))
 
   // Stores every visitor value again: at load, refreshes the cookie's year; at optIn(), stores
   // the values read before it (from memory: once opted in, the cookie is the truth).
@@ -84,7 +143,7 @@ function boot() {
   // The API methods, each given the call's arguments, page [url, title, referrer] and time.
   const api = {
     load([writeKey, o = {}]) {
-      if (opts) return log('load: already loaded')
+      if (opts) return log('already loaded')
       // the collector: the host option, else where the tag came from (its origin, or a site's /p/)
       const host = o.host || new URL('.', script.src).href // throws (logged) when neither is known
       opts = o
@@ -102,16 +161,27 @@ function boot() {
       if (o.autoPage !== false) {
         for (const f of ['pushState', 'replaceState']) {
           const orig = history[f]
-          history[f] = function () {
-            const r = orig.apply(this, arguments)
-            setTimeout(auto)
-            return r
+          history[f] = function (...a) {
+            setTimeout(auto) // runs after orig
+            return orig.apply(this, a)
           }
         }
         addEventListener('popstate', () => setTimeout(auto))
         setTimeout(auto) // after the calls queued before load, which may include the first page()
       }
+      // the query-string API, before the calls queued meanwhile (all of this page's messages carry
+      // ?ajs_aid=): ?ajs_uid= with ajs_trait_<name>=, ?ajs_event= with ajs_prop_<name>=
+      const q = params(location, 'ajs_')
+      q.aid && set('aid', q.aid)
+      q.uid && call(['identify', q.uid, params(location, 'ajs_trait_')])
+      q.event && call(['track', q.event, params(location, 'ajs_prop_')])
       pre.splice(0).forEach(call)
+      if (o.trackOutbound)
+        listen([d], 'click', e => {
+          const a = e.target.closest?.('a')
+          if (/^http/.test(a?.protocol) && a.host != location.host)
+            leave(e, a, 'Outbound Link Clicked', { url: a.href }, follows(e, a))
+        })
     },
 
     page(a, p, t) {
@@ -134,8 +204,9 @@ function boot() {
       // Another user on this browser: a fresh anonymousId and traits (as analytics.js does).
       if (id != null && cur && cur != id) set('aid', uuid()), set('traits')
       if (id != null) set('uid', '' + id)
-      traits = set('traits', JSON.stringify({ ...user.traits(), ...traits }))
-      emit('identify', { traits: JSON.parse(traits) }, o, p, t, fn)
+      traits = { ...user.traits(), ...traits }
+      set('traits', JSON.stringify(traits))
+      emit('identify', { traits }, o, p, t, fn)
     },
 
     group(a, p, t) {
@@ -155,6 +226,22 @@ function boot() {
 
     reset() {
       KEYS.forEach(k => set(k))
+    },
+
+    setAnonymousId([id]) {
+      id != null && set('aid', '' + id)
+    },
+
+    addSourceMiddleware([f]) {
+      mw.push(f)
+    },
+
+    trackLink([els, event, props]) {
+      listen(els, 'click', (e, a) => leave(e, a, event, props, follows(e, a)))
+    },
+
+    trackForm([els, event, props]) {
+      listen(els, 'submit', (e, f) => leave(e, f, event, props, () => f.submit()))
     },
 
     ready([fn]) {
@@ -204,15 +291,17 @@ function boot() {
       if (!opts && m != 'load' && m != 'debug') return pre.push(a)
       api[m]([].slice.call(a, 1), a.p, a.t)
     } catch (e) {
-      log('error in', a && a[0], e)
+      log('error in', a?.[0], e)
     }
   }
 
+  // intilery.group() without arguments is the group, as analytics.group() is
+  const group = { id: () => get('gid'), traits: () => obj('gtraits') }
   const global = { invoked: true, push: call, user: () => user }
-  for (const m of METHODS) global[m] = (...a) => call([m, ...a])
+  for (const m in api) global[m] = (...a) => (m == 'group' && !a.length ? group : call([m, ...a]))
   w.intilery = global
 
-  const ds = (script && script.dataset) || {}
+  const ds = script?.dataset || {}
   if (ds.writeKey) call(['load', ds.writeKey, { host: ds.host, consent: ds.consent, firstParty: ds.firstParty != null }])
   if (Array.isArray(prior)) {
     prior.forEach(call)

@@ -19,7 +19,7 @@ const me = PREFIX + uuid() // this tab's queue key: {t: last touched (0 = page g
 let q = [] // waiting messages, oldest first
 let url, key, timer, busy, saving, hold = 0, tries = 0
 
-const size = s => new Blob([s]).size
+export const size = s => new Blob([s]).size
 const body = b => JSON.stringify({ batch: b, sentAt: new Date().toISOString(), writeKey: key })
 
 export function init(writeKey, endpoint) {
@@ -107,7 +107,7 @@ export async function send() {
     if (r.status == 408 || r.status == 429 || r.status > 499) {
       wait = r.headers.get('Retry-After') * 1000 // the collector's wait holds even against flush()
       wait ? (hold = Date.now() + wait) : (wait = backoff())
-    } else if (!r.ok) log('dropped', b.length, 'messages: HTTP', r.status) // other 4xx: retrying cannot help
+    } else if (!r.ok) log('dropped', b.length, 'HTTP', r.status) // other 4xx: retrying cannot help
     else if (dbg.on) r.json().then(j => j.rejected.forEach(x => log('rejected', b[x.index], x.message))).catch(log)
   } catch (e) {
     wait = backoff() // network error

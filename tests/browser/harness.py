@@ -22,6 +22,13 @@ from helpers import free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"
+# The real Segment and RudderStack browser SDKs (pinned in sdks/package.json, installed by `npm ci`
+# there), served by the page server as /sdk/<name>.js to the pages that load them.
+SDKS = Path(__file__).parent / "sdks" / "node_modules"
+SDK_FILES = {
+    "segment": SDKS / "@segment/analytics-next/dist/umd/index.js",
+    "rudderstack": SDKS / "@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js",
+}
 WRITE_KEY = "wk_test"
 # Lets a test open http://www.shop.example.com:PORT/ (our page server) to check the cookie domain;
 # the names resolve to loopback inside this browser only, nothing leaves the machine.
@@ -114,6 +121,10 @@ class PageServer:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 file = PAGES / url.path.lstrip("/")
+                sdk = SDK_FILES.get(url.path[len("/sdk/"):-len(".js")]) if url.path.startswith("/sdk/") else None
+                if sdk is not None:
+                    self._send(200, "text/javascript", sdk.read_bytes()) if sdk.is_file() else self.send_error(404)
+                    return
                 if url.path.startswith("/spa/") or url.path.startswith("/stub/"):
                     file = PAGES / "blank.html"  # single-page routes answer with a page on reload
                 if not file.is_file() or file.suffix != ".html":
@@ -130,17 +141,19 @@ class PageServer:
                     .replace("{{KEY}}", WRITE_KEY)
                     .replace("{{ATTRS}}", attrs)
                 )
-                body = html.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                csp = query.get("csp") and (
+                    f"default-src 'none'; script-src {collector}; connect-src {host}; "
+                    "require-trusted-types-for 'script'; base-uri 'none'; form-action 'none'"
+                )
+                self._send(200, "text/html; charset=utf-8", html.encode(), csp)
+
+            def _send(self, status, content_type, body, csp=None):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
-                if query.get("csp"):
-                    self.send_header(
-                        "Content-Security-Policy",
-                        f"default-src 'none'; script-src {collector}; connect-src {host}; "
-                        "require-trusted-types-for 'script'; base-uri 'none'; form-action 'none'",
-                    )
+                if csp:
+                    self.send_header("Content-Security-Policy", csp)
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from collector import api, errors
+from collector import api, compat, errors
 from collector.app import create_app
 from collector.console import routes as console
 from collector.profiles import api as profile_api
@@ -59,6 +59,7 @@ def test_the_app_serves_exactly_the_routes_of_the_table(config):
     expected |= {(method, p) for p in profile_api.ROUTES for method in ("GET", "HEAD")}
     posts = ("/console/signin", "/console/signout")
     expected |= {(method, p) for p in console.ROUTES for method in (("POST",) if p in posts else ("GET", "HEAD"))}
+    expected |= set(compat.ROUTES) | {("HEAD", p) for method, p in compat.ROUTES if method == "GET"}
     assert routed == expected
 
 

@@ -33,10 +33,12 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from helpers import CollectorProcess
+from helpers import CollectorProcess, wait_until
 from tests.hardening.conftest import fuzz_settings
 
 KEY = "wk_contract"
+TOKEN = "at_contract"  # the access token: what the Profile API's operations need (never a write key)
+PERSON = "u-contract"  # the document's example profile (scripts/openapi.py EXAMPLE_PROFILE)
 AUTH_MODES = ["basic", "header", "body", "query", "none", "wrong"]  # how the write key is sent, if at all
 VALID = frozenset({"basic", "header", "body", "query"})
 
@@ -55,7 +57,12 @@ CONFIG = schemathesis.Config.from_dict(
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("contract")
-    with CollectorProcess(workdir, sources=[{"name": "web", "write_key": KEY}]) as running:
+    with CollectorProcess(workdir, sources=[{"name": "web", "write_key": KEY}], access_token=TOKEN) as running:
+        requests.post(running.url + "/v1/identify", json={"userId": PERSON, "traits": {"plan": "pro"}},
+                      headers={"X-Write-Key": KEY}, timeout=10).raise_for_status()  # fmt: skip
+        traits = f"{running.url}/v1/spaces/default/collections/users/profiles/user_id:{PERSON}/traits"
+        wait_until(lambda: requests.get(traits, headers=READ, timeout=10).status_code == 200, timeout=30,
+                   what="the example profile")  # fmt: skip
         yield running
     log = running.log.read_text()
     assert "Traceback" not in log, f"the collector logged an exception:\n{log[-4000:]}"
@@ -83,6 +90,14 @@ def test_the_collector_serves_the_document(collector):
         assert answer.json() == json.loads(DOCUMENT.read_text())
 
 
+READ = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _profiles(case) -> bool:
+    """A Profile API operation: it reads with the access token, and a valid path may name nobody (404)."""
+    return "profiles" in (case.operation.tags or [])
+
+
 def _send_key(case, mode: str) -> dict:
     """Put the write key where ``mode`` says; the extra headers to send."""
     body = case.body if isinstance(case.body, dict) else None
@@ -101,20 +116,49 @@ def _send_key(case, mode: str) -> dict:
     return {}
 
 
+def _compat_key(case) -> None:
+    """The SDK configuration routes (collector/compat/) name their write key in the path or the query,
+    where a generated one is some other source's (a 404): a valid request there carries the source's key."""
+    if "writeKey" in (case.path_parameters or {}):
+        case.path_parameters["writeKey"] = KEY
+    if "writeKey" in (case.query or {}):
+        case.query["writeKey"] = KEY
+
+
 @schema.parametrize()
 @fuzz_settings(25)
 def test_the_collector_answers_as_documented(case, collector):
-    """Every phase (explicit examples, boundary coverage, fuzzing), the key in X-Write-Key: no 5xx, as documented."""
-    case.call_and_validate(base_url=collector.url, headers={"X-Write-Key": KEY})
+    """Every phase (explicit examples, boundary coverage, fuzzing), the key in X-Write-Key (the access
+    token for the Profile API): no 5xx, as documented."""
+    _compat_key(case)
+    if _profiles(case):
+        case.call_and_validate(base_url=collector.url, headers=READ, excluded_checks=[positive_data_acceptance])
+    else:
+        case.call_and_validate(base_url=collector.url, headers={"X-Write-Key": KEY})
 
 
-@schema.parametrize()
+@schema.exclude(tag="profiles").parametrize()
 @schema.given(mode=st.sampled_from(AUTH_MODES))
 @fuzz_settings(15)
 def test_every_way_of_sending_the_write_key(case, mode, collector):
     """Basic, X-Write-Key, body and query keys are accepted alike; nothing is accepted without a valid key."""
+    if mode in VALID:
+        _compat_key(case)
     headers = _send_key(case, mode)
     excluded = [] if mode in VALID else [positive_data_acceptance]
     response = case.call_and_validate(base_url=collector.url, headers=headers, excluded_checks=excluded)
     if case.method == "POST" and mode not in VALID:
         assert response.status_code != 200, "a message was accepted without a valid write key"
+
+
+@pytest.mark.parametrize("what", ["traits", "events", "external_ids", "metadata"])
+def test_a_write_key_never_reads_a_profile(collector, what):
+    """Every Profile API operation, with the write key sent each way ingest takes it, or with nothing: a 401."""
+    url = f"{collector.url}/v1/spaces/default/collections/users/profiles/user_id:{PERSON}/{what}"
+    for headers, query in [({"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}, {}),
+                           ({"Authorization": f"Bearer {KEY}"}, {}), ({"X-Write-Key": KEY}, {}), ({}, {"writeKey": KEY}),
+                           ({}, {})]:  # fmt: skip
+        with requests.get(url, headers=headers, params=query, timeout=10) as answer:
+            assert answer.status_code == 401, (headers, query, answer.text)
+    with requests.get(url, headers=READ, timeout=10) as answer:
+        assert answer.status_code == 200, answer.text

@@ -22,7 +22,10 @@ async def test_a_console_on_one_collector_shows_what_another_stored(nats_server,
         stream.wait(lambda: len(stream.of("accepted")) == 1 and len(stream.of("rejected")) == 1, "both, from the stream")
         (_, accepted_id, accepted), = stream.of("accepted")
         (_, rejected_id, rejected), = stream.of("rejected")
+        last_id = stream.of("accepted", "rejected")[-1][1]
     assert json.loads(accepted["raw"])["event"] == "Via Other" and accepted_id.startswith("events#")
     assert json.loads(rejected["raw"])["code"] == "missing_event" and rejected_id.startswith("rejected#")
-    with Stream(f"{watched.url}/console/stream?q={run}", TOKEN, last_id=accepted_id) as resumed:
-        resumed.wait(lambda: [k for k, _, _ in resumed.of("accepted", "rejected")] == ["rejected"], "only what came after")
+    assert send(other.url, {"event": "After", "userId": "u1", "properties": {"run": run}}, write_key="wk_test") == 200
+    with Stream(f"{watched.url}/console/stream?q={run}", TOKEN, last_id=last_id) as resumed:
+        resumed.wait(lambda: [json.loads(d["raw"]).get("event") for _, _, d in resumed.of("accepted", "rejected")] == ["After"],
+                     "only what came after the last id")  # fmt: skip

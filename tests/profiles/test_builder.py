@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -159,6 +160,48 @@ def test_serve_builds_profiles_in_process_and_shows_an_event_soon_after_its_200(
             wait_until(lambda: (profile_traits(collector.url, "at_serve", "user_id:u-1") or {}).get("event_count") == n,
                        timeout=10, interval=0.05, what=f"event {n} in the profile")  # fmt: skip
     assert "at_serve" not in collector.log.read_text()
+
+
+def lock_holders(data_dir: Path) -> set[int]:
+    """The processes holding the host's builder lock file open."""
+    lock = str((data_dir / ".locks" / "profiles.lock").resolve())
+    holders = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == lock for fd in fd_dir.iterdir()):
+                holders.add(int(fd_dir.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return holders
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_the_builder_is_a_process_of_its_own_restarted_and_ended_with_the_collector(tmp_path):
+    """``intilery serve`` builds in a child process (so building takes a core of its own, not the
+    collector's time): killed, it is started again and picks up where it was; when the collector
+    is killed with SIGKILL, the builder ends too and the host's builder lock is free again."""
+    collector = CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], access_token="at_p").start()
+    try:
+        holders = wait_until(lambda: lock_holders(collector.data_dir), timeout=30, what="a builder holding the lock")
+        (builder,) = holders
+        assert builder != collector.proc.pid and parent_of(builder) == collector.proc.pid
+        assert send(collector.url, [{"type": "track", "event": "Clicked", "userId": "u-1"}])
+        wait_until(lambda: (profile_traits(collector.url, "at_p", "user_id:u-1") or {}).get("event_count") == 1,
+                   timeout=30, what="the event in the profile")  # fmt: skip
+        os.kill(builder, signal.SIGKILL)
+        again = wait_until(lambda: lock_holders(collector.data_dir) - {builder}, timeout=60, what="another builder")
+        assert parent_of(next(iter(again))) == collector.proc.pid
+        assert send(collector.url, [{"type": "track", "event": "Clicked", "userId": "u-1"}])
+        wait_until(lambda: (profile_traits(collector.url, "at_p", "user_id:u-1") or {}).get("event_count") == 2,
+                   timeout=30, what="the second event, counted once after the restart")  # fmt: skip
+        collector.proc.kill()
+        collector.proc.wait(30)
+        wait_until(lambda: not lock_holders(collector.data_dir), timeout=30, what="the builder to end with its collector")
+    finally:
+        collector.stop()
 
 
 def test_with_workers_one_builder_runs_for_the_host(tmp_path):

@@ -71,3 +71,21 @@ def test_incremental_shuffled_duplicated_and_restarted_equals_one_pass(tmp_path,
     assert 0 < len(events) - len(attributed) < len(events) / 10, "junk-only events are not attributed"
     assert sum(p["traits"]["event_count"] for p in expected.values()) == len(attributed)
     assert views.snapshot(store) == expected
+
+
+def test_folding_events_in_place_equals_merging_their_contributions():
+    """The builder folds each event into its profile's state in place (``absorb``); that must be
+    what merging the events' contributions gives, in any order (``merge``: the rules)."""
+    from collector.profiles.rules import absorb, contribution, event_key, merge, view
+
+    events = generated_log(seed=5, people=20)
+    rng = random.Random(11)
+    folded: dict = {}
+    for event in events:
+        absorb(folded, event, event_key(event))
+    for _ in range(3):
+        rng.shuffle(events)
+        merged: dict = {}
+        for event in events:
+            merged = merge(merged, contribution(event, event_key(event)))
+        assert view(merged) == view(folded)

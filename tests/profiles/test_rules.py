@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collector.profiles import views
+from collector.profiles.builder import Builder
 from collector.profiles.rules import Rules, node_id
 
 from .conftest import at, ev
@@ -172,6 +173,40 @@ def test_a_late_link_is_resolved_as_if_it_had_come_in_order(build, log, make_sto
 def test_a_duplicate_message_id_counts_once(build):
     """The same messageId twice in the log (a retry through two workers) counts once."""
     store = build([ev(userId="u1", messageId="dup"), ev(userId="u1", messageId="dup"), ev(userId="u1")])
+    assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
+
+
+def test_a_message_id_is_a_repeat_only_within_its_source(build):
+    """The collector keys repeats by (source, messageId): two sources may use one messageId
+    (their own counters), and both events count; a repeat within one source still counts once."""
+    store = build([ev(userId="u1", messageId="m-1", source="web"), ev(userId="u1", messageId="m-1", source="ios"),
+                   ev(userId="u1", messageId="m-1", source="ios")])  # fmt: skip
+    assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
+
+
+def test_a_database_of_an_older_shape_is_built_again_from_the_log(log, make_store, backend, tmp_path):
+    """A profile database written by an older version (no schema version) is emptied at start,
+    with a warning, and built again from the log: the log is the truth, profiles follow from it."""
+    if backend == "sqlite":
+        import sqlite3
+
+        old = sqlite3.connect(tmp_path / "old.db")
+        old.execute("CREATE TABLE events (message_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, key TEXT NOT NULL, "
+                    "segment TEXT NOT NULL, position BIGINT NOT NULL)")  # fmt: skip
+        old.execute("CREATE TABLE checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)")
+        old.execute("INSERT INTO checkpoint VALUES ('events', '{}', 7)")
+        old.commit()
+        old.close()
+        store = make_store("old.db")
+    else:
+        store = make_store()
+        store._run("DELETE FROM schema")
+        store._run("INSERT INTO checkpoint (name, cursor, events) VALUES ('events', '{}', 7)")
+        store.commit()
+        store = make_store()
+    assert store.checkpoint("events") == ({}, 0)
+    log.write([ev(userId="u1", source="web"), ev(userId="u1", source="ios")])
+    Builder(store, log.data_dir).catch_up()
     assert profile(store, "user_id", "u1")["traits"]["event_count"] == 2
 
 

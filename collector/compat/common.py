@@ -1,0 +1,38 @@
+"""What both SDK front doors share: the source of a write key, JSON answers, where the collector is."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from collector.config import Config, Source
+from collector.edge import Gate
+from collector.errors import CollectorError, NotFound
+from collector.firstparty import is_https
+
+# The configuration documents are public (a write key is no secret: it is in every page), read by
+# scripts on any site: readable cross-origin, and cacheable for a few minutes like the tag.
+PUBLIC = {"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
+
+
+def source_of(gate: Gate, key: str | None) -> Source:
+    """The source with write key ``key``, else a 404 (``unknown_source``)."""
+    source = gate.source_for(key) if key else None
+    if source is None:
+        raise NotFound("unknown_source", "no source has this write key")
+    return source
+
+
+def collector_host(request: web.Request, config: Config) -> tuple[str, str]:
+    """``(protocol, host[:port])`` the browser reached this collector at (behind a trusted proxy, its scheme)."""
+    return ("https" if is_https(request, config) else "http"), request.host
+
+
+def answer(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
+                        headers={**PUBLIC, **(headers or {})})  # fmt: skip
+
+
+def error(exc: CollectorError) -> web.Response:
+    headers = {"Cache-Control": "no-store"}
+    return answer({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
