@@ -53,6 +53,7 @@ SOURCES = [
     {"name": "web", "write_key": WEB_KEY},  # browsers: address from X-Forwarded-For
     {"name": "relay", "write_key": RELAY_KEY, "trust_client_ip": True},  # a server relaying context.ip
 ]
+ACCESS_TOKEN = "at_bench_console_token"
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 
 
@@ -65,6 +66,7 @@ class Scenario:
     workers: int = 1
     connections: int = 64
     profiles: bool = True  # the in-process profile builder (serve's default); False: --no-profiles
+    consoles: int = 0  # console streams held open during the run that never read (bench/console.py)
 
     @property
     def events_per_request(self) -> int:
@@ -176,7 +178,8 @@ class Server:
         if scenario.server == "ceiling":
             cmd = python + ["-m", "bench.ceiling", "--port", str(self.port)]
         else:
-            config = write_config(workdir / "intilery.toml", SOURCES, trusted_proxy=["127.0.0.1/32"])
+            config = write_config(workdir / "intilery.toml", SOURCES, trusted_proxy=["127.0.0.1/32"],
+                                  access_token=ACCESS_TOKEN)  # fmt: skip
             cmd = python + ["-m", "collector", "serve", "--config", str(config), "--port", str(self.port),
                             "--data-dir", str(workdir / "data"), "--geoip", str(geo),
                             "--workers", str(scenario.workers)]  # fmt: skip
@@ -281,7 +284,12 @@ def measure(scenario: Scenario, workdir: Path, files: dict[str, Path], geo: Path
     server = Server(scenario, workdir, geo, nats_url)
     key = WEB_KEY if scenario.mode == "single" else RELAY_KEY
     load_cpus = LOAD_CPU if scenario.pinned else None
+    viewers = []
     try:
+        if scenario.consoles:
+            from bench.console import idle_viewer
+
+            viewers = [idle_viewer(server.port, ACCESS_TOKEN) for _ in range(scenario.consoles)]
         wrk(server.url, files[scenario.mode], key, warmup, scenario.connections, f"{next(_tags):04x}", load_cpus)
         accepted, cpu = server.accepted(), server.cpu_seconds()
         run = wrk(server.url, files[scenario.mode], key, seconds, scenario.connections, f"{next(_tags):04x}",
@@ -290,6 +298,8 @@ def measure(scenario: Scenario, workdir: Path, files: dict[str, Path], geo: Path
         after = server.accepted()
         peak = server.peak_rss_mb()
     finally:
+        for viewer in viewers:
+            viewer.close()
         code = server.stop()
     if code != 0:
         raise RuntimeError(f"{scenario.name}: the server exited with {code}:\n{server.log.read_text()[-3000:]}")

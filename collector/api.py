@@ -78,11 +78,12 @@ ERRORS: dict[str, Error] = {
     "store_unavailable": Error(503, "the store cannot take writes"),
     "store_overloaded": Error(503, "the store is behind"),
 }
-# The Profile API's codes (collector/profiles/api.py), apart from the ingest API's: its clients hold
-# the access token, never a write key.
+# The Profile API's codes (collector/profiles/api.py) and the console's (collector/console/), apart
+# from the ingest API's: their clients hold the access token, never a write key.
 PROFILE_ERRORS: dict[str, Error] = {
     "invalid_profile_id": Error(400, "a profile path whose {type}:{value} is not user_id, anonymous_id, email or profile_id"),
-    "invalid_parameter": Error(400, "limit outside 1-100, a next cursor this API did not give, an empty include"),
+    "invalid_parameter": Error(400, "limit outside 1-100, a next cursor this API did not give, an empty include; "
+                                    "a console stream filter that is not one"),
     "missing_access_token": Error(401, "no access token (HTTP Basic user name, or Bearer)"),
     "invalid_access_token": Error(401, "a token that is not the access token (a write key is not one)"),
     "unknown_space": Error(404, "a space other than the configured one"),

@@ -61,6 +61,12 @@ def site_app(site_dir: Path, collector_url: str) -> web.Application:
     return app
 
 
+def token_hint(config: Config) -> str:
+    """How to read the access token (the demo's own data directory: printing its path, not the token)."""
+    _, path = access_token(config)
+    return f"cat {path}" if path else "access_token in the configuration"
+
+
 def command() -> str:
     """How to run ``intilery`` from here: its name when it is on PATH, else its path (e.g. ``.venv/bin/intilery``)."""
     script = Path(sys.executable).parent / "intilery"
@@ -89,6 +95,8 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
             f"  demo shop:  {site_url}/   (open this in a browser)\n"
             f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
             f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
+            f"  console:    {collector_url}/console   (live events, dashboard, profiles)\n"
+            f"              sign in with the access token: {token_hint(config)}\n"
             f"  watch them: {command()} tail --data-dir {config.data_dir}\n"
             f"{profiles_line(config)}\n"
             f"  profiles:   curl -u {access_token(config)[0]}: {collector_url}/v1/spaces/{config.profiles_space}"

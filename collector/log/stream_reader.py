@@ -87,6 +87,13 @@ class StreamReader(Quarantine):
         finally:
             await subscription.unsubscribe()
 
+    async def skip_to_end(self) -> None:
+        """Move the cursor past what the stream holds now (a follower of new messages starts here)."""
+        if self.nc is None:
+            self.nc = await connect(self.config, "intilery-reader")
+        js = self.nc.jetstream(timeout=API_TIMEOUT)
+        self.offsets["seq"] = (await js.stream_info(self.settings.name)).state.last_seq
+
     async def lines_at(self, stream: str, sequences: list[int]) -> dict[int, Record]:
         """The messages at ``sequences`` of ``stream`` (the name ``record.segment`` starts with);
         a sequence no longer in the stream (aged out, erased) is left out."""

@@ -73,7 +73,11 @@ class ProfileAPI:
         access.check(request.headers.get("Authorization", ""), self.token)
         if request.match_info["space"] != self.config.profiles_space:
             raise NotFound("unknown_space", "no such space")
-        kind, sep, value = request.match_info["profile"].partition(":")
+        return self.find(request.match_info["profile"])
+
+    def find(self, profile: str) -> str:
+        """The profile id of ``{type}:{value}`` (``BadRequest``, ``NotFound`` when there is none)."""
+        kind, sep, value = profile.partition(":")
         if not sep or kind not in ID_TYPES or not value:
             raise BadRequest("invalid_profile_id", "the profile is {type}:{value}, type one of " + ", ".join(ID_TYPES))
         value = value.strip().lower() if kind == EMAIL else value
@@ -95,8 +99,11 @@ class ProfileAPI:
 
     async def events(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
-        limit = _limit(request.query.get("limit"))
-        before = _cursor(request.query.get("next"))
+        data, next_cursor = await self.events_page(pid, _limit(request.query.get("limit")), _cursor(request.query.get("next")))
+        return _json({"data": data, "cursor": {"url": request.path, "has_more": bool(next_cursor), "next": next_cursor}})
+
+    async def events_page(self, pid: str, limit: int, before: str | None = None) -> tuple[list[dict], str]:
+        """A page of the profile's events, newest first, read from the log; and the next page's cursor ("" at the end)."""
         rows = self.db().events(pid, limit + 1, before)
         more, rows = len(rows) > limit, rows[:limit]
         by_segment: dict[str, list[int]] = defaultdict(list)
@@ -117,8 +124,22 @@ class ProfileAPI:
             record = lines[segment].get(position)
             if record is not None and record.event.get("messageId") == message_id:
                 data.append(record.event)  # a segment rewritten since (an erasure) no longer has it there
-        next_cursor = _encode(rows[-1][0]) if more and rows else ""
-        return _json({"data": data, "cursor": {"url": request.path, "has_more": more, "next": next_cursor}})
+        return data, _encode(rows[-1][0]) if more and rows else ""
+
+    async def everything(self, profile: str, limit: str | None = None) -> dict:
+        """One profile whole, for the console: identifiers, traits, computed traits, metadata, latest events."""
+        pid = self.find(profile)
+        computed = views.computed_traits(self.db(), pid) or {}
+        traits = views.traits(self.db(), pid) or {}
+        events, _ = await self.events_page(pid, _limit(limit))
+        return {
+            "profile_id": pid,
+            "external_ids": views.external_ids(self.db(), pid) or [],
+            "traits": {k: v for k, v in traits.items() if k not in computed},
+            "computed_traits": computed,
+            "metadata": views.metadata(self.db(), pid),
+            "events": events,
+        }
 
     async def external_ids(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)

@@ -289,8 +289,15 @@ def view(state: dict) -> dict:
     if not state:
         return {}
     traits = {k: v[1] for k, v in sorted((state.get("traits") or {}).items()) if v[1] is not None}
+    return {**traits, **computed(state)}
+
+
+def computed(state: dict) -> dict:
+    """The computed traits of a profile's state (``view`` shows them after the person's own)."""
+    if not state:
+        return {}
     device = (state.get("device") or [None, {}])[1]
-    computed = {
+    return {
         "first_seen": key_time(state["first"]),
         "last_seen": key_time(state["last"]),
         "event_count": sum(state.get("types", {}).values()),
@@ -306,4 +313,3 @@ def view(state: dict) -> dict:
         "groups": {g: {k: v[1] for k, v in sorted(t.items()) if v[1] is not None}
                    for g, t in sorted((state.get("groups") or {}).items())},
     }  # fmt: skip
-    return {**traits, **computed}

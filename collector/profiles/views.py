@@ -6,7 +6,7 @@ Read by the Profile API, ``intilery profile show`` and the tests, from any store
 from __future__ import annotations
 
 from collector.profiles.graph import state_of
-from collector.profiles.rules import key_time, view
+from collector.profiles.rules import computed, key_time, view
 
 
 def traits(store, pid: str) -> dict | None:
@@ -14,6 +14,14 @@ def traits(store, pid: str) -> dict | None:
     if loaded is None:
         return None
     return view(state_of(*loaded))
+
+
+def computed_traits(store, pid: str) -> dict | None:
+    """The traits the builder computes (first_seen, event_count, ...), apart from the person's own."""
+    loaded = store.load_profile(pid)
+    if loaded is None:
+        return None
+    return computed(state_of(*loaded))
 
 
 def external_ids(store, pid: str) -> list[dict] | None:

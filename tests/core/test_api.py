@@ -10,6 +10,7 @@ from pathlib import Path
 
 from collector import api, compat, errors
 from collector.app import create_app
+from collector.console import routes as console
 from collector.profiles import api as profile_api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def test_every_code_the_code_raises_is_in_the_table_with_its_status():
             continue
         if code in api.PIXEL_CODES:
             continue
-        table = api.PROFILE_ERRORS if where.startswith(("collector/profiles/", "collector/access.py")) else api.ERRORS
+        table = api.PROFILE_ERRORS if where.startswith(("collector/profiles/", "collector/access.py", "collector/console/")) else api.ERRORS
         if where.startswith("collector/privacy/"):  # the same token and profile paths, and its own codes
             table = {**api.PROFILE_ERRORS, **api.PRIVACY_ERRORS}
         assert code in table, f"{where}: {code} is not in collector/api.py"
@@ -59,6 +60,8 @@ def test_the_app_serves_exactly_the_routes_of_the_table(config):
     expected |= {("POST", p) for p in api.BATCH_ROUTES} | {("GET", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)}
     expected |= {("HEAD", p) for p in (api.PIXEL_ROUTE, *api.GET_ROUTES)} | {("OPTIONS", "/v1/{tail}")}
     expected |= {(method, p) for p in profile_api.ROUTES for method in ("GET", "HEAD")}
+    posts = ("/console/signin", "/console/signout")
+    expected |= {(method, p) for p in console.ROUTES for method in (("POST",) if p in posts else ("GET", "HEAD"))}
     expected |= set(compat.ROUTES) | {("HEAD", p) for method, p in compat.ROUTES if method == "GET"}
     expected |= {("POST", api.PRIVACY_ROUTES[0])} | {(m, p) for p in api.PRIVACY_ROUTES for m in ("GET", "HEAD")}
     assert routed == expected

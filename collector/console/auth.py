@@ -1,0 +1,81 @@
+"""Who may use the console: the access token (``collector.access``), never a write key.
+
+A script sends ``Authorization: Bearer <token>`` (or Basic, as the Profile API takes) on any
+console route. A person signs in once with a form; the answer sets a session cookie:
+HttpOnly, SameSite=Strict, Secure when the page came over HTTPS (TLS here, or
+``X-Forwarded-Proto: https`` from a ``trusted_proxies`` address). The cookie is
+``<expiry>.<HMAC-SHA256 of the expiry, keyed by the token>``: it holds no secret, every
+worker (and a restarted collector) checks it alike, and it stops working when the token
+changes or after ``SESSION_SECONDS``. Everything is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+from aiohttp import web
+
+from collector import access
+from collector.enrich.ip import is_trusted_proxy
+from collector.errors import Unauthorized
+
+COOKIE = "intilery_console"
+SESSION_SECONDS = 12 * 3600
+
+
+def _mac(token: str, expiry: int) -> str:
+    return hmac.new(token.encode(), f"intilery-console-session:{expiry}".encode(), hashlib.sha256).hexdigest()
+
+
+def session_value(token: str, now: float | None = None) -> str:
+    """A new session cookie's value, valid for ``SESSION_SECONDS`` from ``now``."""
+    expiry = int(now if now is not None else time.time()) + SESSION_SECONDS
+    return f"{expiry}.{_mac(token, expiry)}"
+
+
+def valid_session(value: str, token: str, now: float | None = None) -> bool:
+    expiry, _, mac = value.partition(".")
+    if not expiry.isdigit() or len(expiry) > 12:
+        return False
+    if int(expiry) <= (now if now is not None else time.time()):
+        return False
+    return hmac.compare_digest(mac.encode(), _mac(token, int(expiry)).encode())
+
+
+def authorize(request: web.Request, token: str) -> None:
+    """Raises ``Unauthorized`` unless the request carries the token, or a valid session cookie."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        access.check(header, token)
+        return
+    cookie = request.cookies.get(COOKIE)
+    if cookie is None:
+        raise Unauthorized("missing_access_token", "the console needs the access token: sign in, or send it as Bearer")
+    if not valid_session(cookie, token):
+        raise Unauthorized("invalid_access_token", "the console session is not valid (expired, or the token changed)")
+
+
+def check_form_token(given: str, token: str) -> None:
+    if not given:
+        raise Unauthorized("missing_access_token", "type the access token to sign in")
+    if not hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode()):
+        raise Unauthorized("invalid_access_token", "the access token is not valid")
+
+
+def over_https(request: web.Request, trusted_proxies: tuple = ()) -> bool:
+    """Whether the browser reached us over HTTPS: TLS here, or ``X-Forwarded-Proto: https`` from a trusted proxy."""
+    if request.secure:
+        return True
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return forwarded == "https" and is_trusted_proxy(request.remote, trusted_proxies)
+
+
+def set_session(response: web.StreamResponse, request: web.Request, token: str, trusted_proxies: tuple = ()) -> None:
+    response.set_cookie(COOKIE, session_value(token), max_age=SESSION_SECONDS, path="/console", httponly=True,
+                        samesite="Strict", secure=over_https(request, trusted_proxies))  # fmt: skip
+
+
+def clear_session(response: web.StreamResponse) -> None:
+    response.del_cookie(COOKIE, path="/console")

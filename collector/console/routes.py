@@ -1,0 +1,228 @@
+"""The console's routes, mounted on the collector's app by ``mount``.
+
+    GET  /console                      the page (without a session: the sign-in form, 401)
+    POST /console/signin               form field ``token``: sets the session cookie, back to /console
+    POST /console/signout              clears it
+    GET  /console/static/{name}        the page's JS and CSS
+    GET  /console/stream               Server-Sent Events: accepted and rejected records (filters: filters.py)
+    GET  /console/api/dashboard        the dashboard's numbers (dashboard.py)
+    GET  /console/api/profiles/{type}:{value}   a profile: identifiers, traits, computed traits, timeline
+
+Every route but the sign-in form needs the access token (``auth``): a session cookie, or
+``Authorization: Bearer``. Errors have the ingest API's shape (codes in ``collector.api``).
+Pages are sent with a Content-Security-Policy that runs no inline script, so data shown
+on them (which the page only ever sets as text) cannot run either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import html
+import logging
+import socket
+from pathlib import Path
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from collector import access
+from collector.console import auth
+from collector.console.filters import Filter
+from collector.console.stream import Follower
+from collector.errors import CollectorError
+
+log = logging.getLogger("intilery.console")
+
+STATIC = Path(__file__).resolve().parent / "static"
+ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle stream
+FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile go in one write)
+SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
+CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
+ROUTES = ("/console", "/console/signin", "/console/signout", "/console/static/{name}", "/console/stream",
+          "/console/api/dashboard", "/console/api/profiles/{profile}")  # fmt: skip
+
+SIGNIN_STYLE = (
+    "body{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1d2330;display:grid;place-items:center;"
+    "min-height:90vh}form{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002;width:22em}"
+    "input{width:100%;box-sizing:border-box;padding:.5em;margin:.5em 0 1em;font:inherit}"
+    "button{padding:.5em 1.2em;font:inherit}.error{color:#b00020}code{background:#eef;padding:0 .2em}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(SIGNIN_STYLE.encode()).digest()).decode()
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
+SIGNIN_CSP = f"default-src 'none'; img-src data:; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY"}  # fmt: skip
+
+
+def signin_page(error: str = "") -> str:
+    message = f'<p class="error" id="signin-error">{html.escape(error)}</p>' if error else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Intilery console: sign in</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><style>{SIGNIN_STYLE}</style></head>
+<body><form method="post" action="/console/signin" id="signin">
+<h1>Intilery console</h1>{message}
+<label for="token">Access token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<p>It is <code>access_token</code> in intilery.toml, or the file <code>access-token</code> in the data directory.</p>
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+def _json(payload: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+def _error(exc: CollectorError) -> web.Response:
+    response = _json({"success": False, "code": exc.code, "message": exc.message}, exc.status)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="intilery console"'
+    return response
+
+
+class Console:
+    """What the console's handlers share: the configuration, the token, the follower, the Profile API."""
+
+    def __init__(self, config, profiles, busy) -> None:
+        self.config, self.profiles, self.busy = config, profiles, busy
+        self.follower: Follower | None = None
+        self._token: str | None = None
+        self.page = (STATIC / "index.html").read_bytes()
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            self._token = access.access_token(self.config)[0]
+        return self._token
+
+    def following(self) -> Follower:
+        if self.follower is None:
+            self.follower = Follower(self.config, busy=self.busy)
+        self.follower.start()
+        return self.follower
+
+    # --- pages ------------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.Response:
+        try:
+            auth.authorize(request, self.token)
+        except CollectorError:
+            return self._signin(status=401)
+        return web.Response(body=self.page, content_type="text/html", charset="utf-8",
+                            headers={**PAGE_HEADERS, "Content-Security-Policy": CSP})  # fmt: skip
+
+    def _signin(self, error: str = "", status: int = 200) -> web.Response:
+        return web.Response(text=signin_page(error), status=status, content_type="text/html",
+                            headers={**PAGE_HEADERS, "Content-Security-Policy": SIGNIN_CSP})  # fmt: skip
+
+    async def signin(self, request: web.Request) -> web.Response:
+        try:
+            form = await request.post()
+            auth.check_form_token(str(form.get("token", "")), self.token)
+        except CollectorError as exc:
+            return self._signin(exc.message, status=exc.status)
+        except ValueError:
+            return self._signin("the form could not be read", status=400)
+        response = web.Response(status=303, headers={"Location": "/console", "Cache-Control": "no-store"})
+        auth.set_session(response, request, self.token, self.config.trusted_proxies)
+        return response
+
+    async def signout(self, request: web.Request) -> web.Response:
+        response = web.Response(status=303, headers={"Location": "/console", "Cache-Control": "no-store"})
+        auth.clear_session(response)
+        return response
+
+    async def static(self, request: web.Request) -> web.Response:
+        auth.authorize(request, self.token)
+        name = request.match_info["name"]
+        return web.Response(body=(STATIC / name).read_bytes(), content_type=ASSETS[name], charset="utf-8",
+                            headers=PAGE_HEADERS)  # fmt: skip
+
+    # --- data -------------------------------------------------------------------------------
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        auth.authorize(request, self.token)
+        want = Filter.parse(request.query)
+        if request.method == "HEAD":
+            return web.Response(content_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
+        follower = self.following()
+        try:
+            await asyncio.wait_for(follower.caught_up.wait(), CATCH_UP_WAIT)
+        except asyncio.TimeoutError:
+            pass  # still reading the last hour: live from here
+        viewer, first, resumed = follower.join(want, last_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"})  # fmt: skip
+        try:
+            await response.prepare(request)
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            viewer.transport = request.transport
+            head = [b"retry: 1000\n\n"]
+            if last_id and not resumed:
+                note = {"lastEventId": last_id, "message": "that event is no longer in the buffer: some events may be missing"}
+                head.append(b"event: gap\ndata: " + orjson.dumps(note) + b"\n\n")
+            await response.write(b"".join(head + [item.frame for item in first]))
+            reported = 0
+            while not viewer.closed:
+                items = await viewer.take(HEARTBEAT)
+                chunks = [item.frame for item in items] or [b": keep-alive\n\n"]
+                if viewer.dropped != reported:
+                    reported = viewer.dropped
+                    chunks.append(b"event: dropped\ndata: " + orjson.dumps({"dropped": reported}) + b"\n\n")
+                await response.write(b"".join(chunks))
+                await asyncio.sleep(FLUSH)
+        except (ConnectionResetError, ConnectionError):
+            pass  # the viewer went away
+        finally:
+            follower.leave(viewer)
+        return response
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        auth.authorize(request, self.token)
+        follower = self.following()
+        return _json({**follower.dashboard.snapshot(), "ready": follower.caught_up.is_set(), "behind": follower.behind,
+                      "follower": {"records": follower.read_count, "seconds": round(follower.worked, 3)}})
+
+    async def profile(self, request: web.Request) -> web.Response:
+        auth.authorize(request, self.token)
+        return _json(await self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
+
+    async def close(self) -> None:
+        if self.follower is not None:
+            for viewer in list(self.follower.viewers):
+                viewer.close()
+            await self.follower.stop()
+
+
+def _handler(method):
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await method(request)
+        except CollectorError as exc:
+            return _error(exc)
+
+    return handle
+
+
+def mount(app: web.Application, config, profiles, busy=lambda: False) -> Console:
+    """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``busy()``
+    whether ingest requests are in flight (the follower then keeps to its share of the time)."""
+    console = Console(config, profiles, busy)
+    app.router.add_get("/console", _handler(console.index))
+    app.router.add_post("/console/signin", _handler(console.signin))
+    app.router.add_post("/console/signout", _handler(console.signout))
+    app.router.add_get("/console/static/{name:console\\.(?:js|css)}", _handler(console.static))
+    app.router.add_get("/console/stream", _handler(console.stream))
+    app.router.add_get("/console/api/dashboard", _handler(console.dashboard))
+    app.router.add_get("/console/api/profiles/{profile}", _handler(console.profile))
+
+    async def shutdown(app: web.Application) -> None:
+        await console.close()
+
+    app.on_shutdown.append(shutdown)
+    return console

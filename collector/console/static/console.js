@@ -1,0 +1,256 @@
+// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles.
+// Everything taken from events is put on the page as text (textContent), never as HTML.
+(function () {
+  "use strict";
+  var MAX_ROWS = 500;      // rows kept on the page; older ones are removed
+  var MAX_HELD = 2000;     // events held while paused; more are dropped and counted
+  var COLORS = { track: "#3b6fd8", page: "#2a9d8f", screen: "#8ab17d", identify: "#e9c46a", group: "#f4a261", alias: "#a26bd8" };
+  var REJECTED_COLOR = "#d62839";
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (tag === "td" && node.textContent) node.title = node.textContent; // the whole value, when the cell cuts it
+    if (cls) node.className = cls;
+    return node;
+  }
+  function str(v) { return typeof v === "string" ? v : v === undefined || v === null ? "" : JSON.stringify(v); }
+
+  // --- tabs -------------------------------------------------------------------------------
+  var dashboardTimer = null;
+  document.querySelectorAll("nav button").forEach(function (button) {
+    button.addEventListener("click", function () { showTab(button.getAttribute("data-tab")); });
+  });
+  function showTab(name) {
+    document.querySelectorAll("nav button").forEach(function (b) { b.classList.toggle("active", b.getAttribute("data-tab") === name); });
+    ["live", "dashboard", "profiles"].forEach(function (id) { $(id).hidden = id !== name; });
+    clearInterval(dashboardTimer);
+    if (name === "dashboard") { loadDashboard(); dashboardTimer = setInterval(loadDashboard, 2000); }
+  }
+
+  // --- live events ------------------------------------------------------------------------
+  var source = null, paused = false, held = [], seen = new Set(), seenOrder = [];
+  var counts = { shown: 0, accepted: 0, rejected: 0, dropped: 0 }, droppedBefore = 0, droppedNow = 0, droppedHere = 0;
+  var selected = null, detailMode = "pretty";
+
+  function filterQuery() {
+    var params = new URLSearchParams();
+    ["source", "type", "event", "user", "status", "q"].forEach(function (name) {
+      var value = $("f-" + name).value.trim();
+      if (value) params.set(name, value);
+    });
+    return params.toString();
+  }
+
+  function connect() {
+    if (source) source.close();
+    var query = filterQuery();
+    source = new EventSource("/console/stream" + (query ? "?" + query : ""));
+    setState("connecting");
+    source.onopen = function () { droppedBefore += droppedNow; droppedNow = 0; setState("live"); };
+    source.onerror = function () { setState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"); };
+    source.addEventListener("accepted", receive);
+    source.addEventListener("rejected", receive);
+    source.addEventListener("dropped", function (e) { droppedNow = JSON.parse(e.data).dropped; updateCounts(); });
+    source.addEventListener("gap", function (e) {
+      $("gap").hidden = false;
+      $("gap").textContent = JSON.parse(e.data).message;
+    });
+  }
+
+  function setState(text) { $("state").textContent = paused ? "paused (" + text + ")" : text; $("state").setAttribute("data-state", text); }
+
+  function receive(e) {
+    var data = JSON.parse(e.data);
+    if (seen.has(data.key)) return; // a reconnect may repeat what another worker already sent
+    seen.add(data.key); seenOrder.push(data.key);
+    if (seenOrder.length > 10000) seen.delete(seenOrder.shift());
+    if (paused) {
+      if (held.length >= MAX_HELD) { droppedHere++; updateCounts(); return; }
+      held.push(data); $("n-held").textContent = held.length; return;
+    }
+    show(data);
+  }
+
+  function payloadOf(record) {
+    var payload = record.payload;
+    if (typeof payload === "string") { try { payload = JSON.parse(payload); } catch (err) { payload = null; } }
+    return payload && typeof payload === "object" && !Array.isArray(payload) ? payload : {};
+  }
+
+  function show(data) {
+    var record;
+    try { record = JSON.parse(data.raw); } catch (err) { record = { unparsed: data.raw }; }
+    var rejected = data.status === "rejected";
+    var message = rejected ? payloadOf(record) : record;
+    var type = str(message.type);
+    var page = message.context && message.context.page;
+    var name = type === "track" || (!type && message.event) ? message.event
+      : (message.name || message.groupId || message.previousId || (type === "page" && page ? page.path : ""));
+    var row = el("tr", null, data.status);
+    row.setAttribute("data-key", data.key);
+    row.appendChild(el("td", str(record.receivedAt).slice(11, 23)));
+    row.appendChild(el("td", data.status, "status"));
+    row.appendChild(el("td", type));
+    row.appendChild(el("td", str(name)));
+    row.appendChild(el("td", str(message.userId || message.anonymousId)));
+    row.appendChild(el("td", str(record.source)));
+    row.appendChild(el("td", rejected ? str(record.code) : ""));
+    row._data = data; row._record = record;
+    row.addEventListener("click", function () { open(row); });
+    var rows = $("rows");
+    rows.insertBefore(row, rows.firstChild);
+    while (rows.childNodes.length > MAX_ROWS) rows.removeChild(rows.lastChild);
+    $("empty").hidden = true;
+    counts.shown++; counts[data.status]++;
+    updateCounts();
+  }
+
+  function updateCounts() {
+    $("shown").textContent = counts.shown;
+    $("n-accepted").textContent = counts.accepted;
+    $("n-rejected").textContent = counts.rejected;
+    $("dropped").textContent = droppedBefore + droppedNow + droppedHere;
+  }
+
+  function open(row) {
+    if (selected) selected.classList.remove("selected");
+    selected = row; row.classList.add("selected");
+    $("detail").hidden = false;
+    var record = row._record;
+    var reason = $("detail-reason");
+    reason.hidden = row._data.status !== "rejected";
+    reason.textContent = row._data.status === "rejected" ? str(record.code) + ": " + str(record.message) : "";
+    renderDetail();
+  }
+
+  function renderDetail() {
+    if (!selected) return;
+    $("show-pretty").classList.toggle("active", detailMode === "pretty");
+    $("show-raw").classList.toggle("active", detailMode === "raw");
+    $("detail-body").textContent = detailMode === "pretty" ? JSON.stringify(selected._record, null, 2) : selected._data.raw;
+  }
+  $("show-pretty").addEventListener("click", function () { detailMode = "pretty"; renderDetail(); });
+  $("show-raw").addEventListener("click", function () { detailMode = "raw"; renderDetail(); });
+  $("close-detail").addEventListener("click", function () {
+    $("detail").hidden = true; if (selected) selected.classList.remove("selected"); selected = null;
+  });
+
+  $("pause").addEventListener("click", function () {
+    paused = !paused;
+    $("pause").textContent = paused ? "Resume" : "Pause";
+    $("held").hidden = !paused;
+    if (!paused) { var waiting = held; held = []; waiting.forEach(show); $("n-held").textContent = 0; }
+    setState($("state").getAttribute("data-state") || "live");
+  });
+
+  function restart() {
+    $("rows").textContent = ""; $("empty").hidden = false; $("gap").hidden = true;
+    seen = new Set(); seenOrder = []; held = [];
+    counts = { shown: 0, accepted: 0, rejected: 0 }; droppedBefore = droppedNow = droppedHere = 0;
+    updateCounts(); connect();
+  }
+  $("filters").addEventListener("submit", function (e) { e.preventDefault(); restart(); });
+  $("clear").addEventListener("click", function () { $("filters").reset(); restart(); });
+
+  // --- dashboard --------------------------------------------------------------------------
+  var SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, text) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function loadDashboard() {
+    fetch("/console/api/dashboard", { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(renderDashboard)
+      .catch(function () {});
+  }
+
+  function renderDashboard(d) {
+    if (!d || !d.minutes) return;
+    $("d-accepted").textContent = d.accepted;
+    $("d-rejected").textContent = d.rejected;
+    $("d-visitors").textContent = d.visitors + (d.visitors_capped ? "+" : "");
+    $("d-note").hidden = d.ready && !d.behind;
+    $("d-note").textContent = !d.ready ? "reading the last hour of the log..." : "catching up: ingest is busy, the console reads the log at a lower priority";
+    var chart = $("chart"); chart.textContent = "";
+    var W = 720, H = 200, left = 40, bottom = 20, top = 10;
+    var max = 1;
+    d.minutes.forEach(function (m) {
+      var total = m.rejected; Object.keys(m.types).forEach(function (t) { total += m.types[t]; });
+      if (total > max) max = total;
+    });
+    var slot = (W - left) / d.minutes.length, scale = (H - bottom - top) / max;
+    chart.appendChild(svg("line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, stroke: "#c5cad6" }));
+    chart.appendChild(svg("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, String(max)));
+    chart.appendChild(svg("text", { x: left - 4, y: H - bottom, "text-anchor": "end" }, "0"));
+    d.minutes.forEach(function (m, i) {
+      var y = H - bottom, x = left + i * slot + 1;
+      var parts = Object.keys(COLORS).filter(function (t) { return m.types[t]; }).map(function (t) { return [t, m.types[t], COLORS[t]]; });
+      Object.keys(m.types).forEach(function (t) { if (!COLORS[t]) parts.push([t, m.types[t], "#999"]); });
+      if (m.rejected) parts.push(["rejected", m.rejected, REJECTED_COLOR]);
+      parts.forEach(function (p) {
+        var h = p[1] * scale; y -= h;
+        var bar = svg("rect", { x: x, y: y, width: Math.max(slot - 2, 1), height: h, fill: p[2], "class": "bar", "data-kind": p[0] });
+        bar.appendChild(svg("title", {}, m.minute + " " + p[0] + ": " + p[1]));
+        chart.appendChild(bar);
+      });
+      if (i % 10 === 0) chart.appendChild(svg("text", { x: x, y: H - 6 }, m.minute.slice(11, 16)));
+    });
+    var legend = $("legend"); legend.textContent = "";
+    Object.keys(COLORS).concat(["rejected"]).forEach(function (t) {
+      var item = el("span"), swatch = el("i"); swatch.style.background = COLORS[t] || REJECTED_COLOR;
+      item.appendChild(swatch); item.appendChild(document.createTextNode(t)); legend.appendChild(item);
+    });
+    table($("top-codes"), d.top_codes); table($("top-events"), d.top_events);
+    table($("top-pages"), d.top_pages); table($("top-sources"), d.top_sources);
+  }
+
+  function table(node, pairs) {
+    node.textContent = "";
+    if (!pairs.length) { var empty = el("tr"); empty.appendChild(el("td", "none yet", "hint")); node.appendChild(empty); return; }
+    pairs.forEach(function (pair) {
+      var row = el("tr"); row.appendChild(el("td", str(pair[0]))); row.appendChild(el("td", str(pair[1]))); node.appendChild(row);
+    });
+  }
+
+  // --- profiles ---------------------------------------------------------------------------
+  $("profile-search").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var id = $("p-type").value + ":" + $("p-value").value.trim();
+    $("p-error").hidden = true;
+    fetch("/console/api/profiles/" + encodeURIComponent(id), { credentials: "same-origin" })
+      .then(function (r) { return r.json().then(function (body) { return [r.ok, body]; }); })
+      .then(function (answer) {
+        if (!answer[0]) { $("profile").hidden = true; $("p-error").hidden = false; $("p-error").textContent = answer[1].message; return; }
+        renderProfile(answer[1]);
+      });
+  });
+
+  function pairs(object) { return Object.keys(object || {}).map(function (k) { return [k, str(object[k])]; }); }
+
+  function renderProfile(p) {
+    $("profile").hidden = false;
+    $("p-id").textContent = p.profile_id;
+    var ids = $("p-ids"); ids.textContent = "";
+    p.external_ids.forEach(function (x) {
+      var row = el("tr"); row.appendChild(el("td", x.type)); row.appendChild(el("td", x.id)); row.appendChild(el("td", x.source));
+      ids.appendChild(row);
+    });
+    table($("p-traits"), pairs(p.traits));
+    table($("p-computed"), pairs(p.computed_traits));
+    var events = $("p-events"); events.textContent = "";
+    p.events.forEach(function (ev) {
+      var row = el("tr");
+      row.appendChild(el("td", str(ev.receivedAt)));
+      row.appendChild(el("td", str(ev.type)));
+      row.appendChild(el("td", str(ev.event || ev.name || (ev.context && ev.context.page && ev.context.page.path) || "")));
+      row.appendChild(el("td", str(ev.source)));
+      events.appendChild(row);
+    });
+  }
+
+  connect();
+})();

@@ -1,0 +1,196 @@
+"""The console in Chromium against ``intilery demo``: sign in with the access token, watch the
+shop's events arrive live, filter them, open one, read the dashboard and a profile; data
+that looks like HTML is shown as text and never runs.
+
+The README's screenshots (docs/console/*.png) are taken here (again with INTILERY_UPDATE_SCREENSHOT=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+
+from collector.demo import DEMO_WRITE_KEY
+from helpers import wait_until
+from tests.e2e.conftest import ROOT
+
+SHOTS = ROOT / "docs" / "console"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def screenshot(page, name: str) -> None:
+    path = SHOTS / f"{name}.png"
+    if os.environ.get("INTILERY_UPDATE_SCREENSHOT") or not path.exists():
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
+
+
+def token(demo) -> str:
+    return (demo.data_dir / "access-token").read_text().strip()
+
+
+def open_console(demo, context):
+    page = context.new_page()
+    page.goto(demo.collector + "/console")
+    assert page.locator("#signin").count() == 1 and page.locator("#rows").count() == 0
+    page.fill("#token", "at_wrong")
+    page.click("#signin button")
+    page.wait_for_selector("#signin-error")
+    page.fill("#token", token(demo))
+    page.click("#signin button")
+    page.wait_for_selector("#state[data-state=live]")
+    # the browser logs the sign-in form's 401s as errors; from here on there must be none
+    context.console.errors[:] = [e for e in context.console.errors if "401 (Unauthorized)" not in e]
+    return page
+
+
+def post(demo, path: str, message: dict) -> int:
+    request = urllib.request.Request(demo.collector + path, data=json.dumps(message).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "X-Write-Key": DEMO_WRITE_KEY})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def rows(page) -> list[list[str]]:
+    return page.eval_on_selector_all("#rows tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+
+
+def test_demo_prints_the_console_and_how_to_sign_in(demo):
+    printed = demo.log.read_text()
+    assert f"{demo.collector}/console" in printed
+    assert f"cat {demo.data_dir.resolve() / 'access-token'}" in printed or str(demo.data_dir / "access-token") in printed
+
+
+def test_the_shop_s_events_appear_live_rejections_with_their_code_and_filters_narrow(demo, new_context):
+    console = open_console(demo, new_context())
+    shop = new_context().new_page()
+    shop.goto(demo.site + "/")
+    shop.click("#consent-accept")
+    shop.click("#shop-now")
+    shop.click("#card-mug-01")
+    clicked = time.monotonic()
+    shop.click("#add-to-cart")
+    console.wait_for_selector("#rows tr.accepted td:text-is('Product Added')")
+    print(f"Product Added shown in the console {time.monotonic() - clicked:.3f}s after the click")
+
+    assert post(demo, "/v1/track", {"type": "track", "userId": "u_console", "properties": {"sku": "x"}}) == 400
+    console.wait_for_selector("#rows tr.rejected td:text-is('missing_event')")
+    row = next(r for r in rows(console) if r[1] == "rejected")
+    assert row[2] == "track" and row[4] == "u_console" and row[5] == "demo"
+
+    console.click("#rows tr.accepted:has(td:text-is('Product Added'))")
+    assert '"event": "Product Added"' in console.inner_text("#detail-body")
+    console.click("#show-raw")
+    assert '"event":"Product Added"' in console.inner_text("#detail-body")
+    console.click("#show-pretty")
+    screenshot(console, "live")
+
+    console.click("#rows tr.rejected")
+    assert console.inner_text("#detail-reason").startswith("missing_event: ")
+
+    console.fill("#f-event", "Product Added")
+    console.click("#apply")
+    console.wait_for_selector("#rows tr")
+    wait_until(lambda: rows(console) and all(r[3] == "Product Added" for r in rows(console)), what="only Product Added")
+    console.fill("#f-event", "")
+    console.select_option("#f-status", "rejected")
+    console.click("#apply")
+    wait_until(lambda: rows(console) and all(r[1] == "rejected" for r in rows(console)), what="only rejections")
+
+    console.click("#pause")
+    assert post(demo, "/v1/track", {"userId": "u_paused"}) == 400
+    console.wait_for_selector("#n-held:text-is('1')")
+    assert not any(r[4] == "u_paused" for r in rows(console))
+    console.click("#pause")
+    console.wait_for_selector("#rows td:text-is('u_paused')")
+    assert console.context.console.errors == []
+
+
+def test_event_data_is_shown_as_text_never_run(demo, new_context):
+    context = new_context()
+    console = open_console(demo, context)
+    dialogs = []
+    console.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    assert post(demo, "/v1/track", {"event": XSS, "userId": XSS, "properties": {"html": "<script>alert(2)</script>"}}) == 200
+    assert post(demo, "/v1/track", {"userId": XSS, "properties": {"html": XSS}}) == 400
+    console.wait_for_selector(f"#rows tr.accepted td:text-is('{XSS}')")
+    console.wait_for_selector("#rows tr.rejected")
+    console.click("#rows tr.accepted")
+    assert XSS in console.inner_text("#detail-body") and "<script>alert(2)</script>" in console.inner_text("#detail-body")
+    console.click("#rows tr.rejected")
+    assert XSS in console.inner_text("#detail-body")
+    assert console.locator("img").count() == 0 and console.locator("main script").count() == 0
+    assert dialogs == []
+    assert context.console.errors == []
+
+
+def test_the_dashboard_and_a_profile(demo, new_context):
+    shop = new_context().new_page()
+    shop.goto(demo.site + "/")
+    shop.click("#consent-accept")
+    shop.click("#shop-now")
+    shop.click("#card-mug-01")
+    shop.click("#add-to-cart")
+    shop.click("#cart-link")
+    shop.click("#signin-to-checkout")
+    shop.fill("#email", "ann@example.com")
+    shop.fill("#name", "Ann")
+    shop.click("#signin-submit")
+    shop.wait_for_url("**/cart.html")
+    assert post(demo, "/v1/track", {"userId": "u_bad"}) == 400
+
+    console = open_console(demo, new_context())
+    console.click("nav button[data-tab=dashboard]")
+    console.wait_for_selector("#top-events td:text-is('Product Added')")
+    console.wait_for_selector("#top-codes td:text-is('missing_event')")
+    console.wait_for_selector("#top-pages td:text-is('/product.html')")
+    console.wait_for_selector("#top-sources td:text-is('demo')")
+    assert console.locator("#chart rect.bar[data-kind=page]").count() >= 1
+    assert console.locator("#chart rect.bar[data-kind=rejected]").count() >= 1
+    assert int(console.inner_text("#d-visitors")) >= 1 and int(console.inner_text("#d-rejected")) >= 1
+    screenshot(console, "dashboard")
+
+    console.click("nav button[data-tab=profiles]")
+    console.select_option("#p-type", "email")
+    console.fill("#p-value", "ann@example.com")
+
+    def found():
+        console.click("#p-find")
+        console.wait_for_selector("#profile:not([hidden]), #p-error:not([hidden])")
+        return console.is_visible("#profile")
+
+    wait_until(found, what="the profile built from the shop's events")
+    assert console.locator("#p-ids td:text-is('u_ann_example_com')").count() == 1
+    assert console.locator("#p-traits td:text-is('Ann')").count() == 1
+    assert console.locator("#p-computed td:text-is('event_count')").count() == 1
+    console.wait_for_selector("#p-events td:text-is('Signed In')")
+    screenshot(console, "profile")
+    assert console.context.console.errors == []
+
+
+def test_what_the_page_cannot_take_is_dropped_and_counted_on_it(demo, new_context):
+    """Paused, filtered to one event, 2,500 of them in one batch: held plus dropped (the server's
+    queue overflowing, shown on the page) add up to all of them; resumed, the held ones show."""
+    console = open_console(demo, new_context())
+    console.fill("#f-event", "Flood")
+    console.click("#apply")
+    console.wait_for_selector("#state[data-state=live]")
+    console.click("#pause")
+    messages = [{"type": "track", "event": "Flood", "userId": f"u{n}"} for n in range(2500)]
+    assert post(demo, "/v1/batch", {"batch": messages}) == 200
+
+    def counted():
+        return int(console.inner_text("#n-held")) + int(console.inner_text("#dropped")) == 2500
+
+    wait_until(counted, what="held + dropped on the page == 2,500")
+    held = int(console.inner_text("#n-held"))
+    assert 0 < held < 2500
+    console.click("#pause")
+    console.wait_for_selector(f"#shown:text-is('{min(held, 2500)}')")
+    assert console.locator("#rows tr").count() == min(held, 500)
+    assert console.context.console.errors == []
