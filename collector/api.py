@@ -15,6 +15,7 @@ MAX_BODY_BYTES = 500 * 1024  # one request, after inflation
 MAX_BATCH_MESSAGES = 2_500
 MAX_ID_CHARS = 1_024  # userId, anonymousId, groupId, previousId, messageId
 MAX_REQUEST_LINE = 8_190  # aiohttp's, before the collector sees the request
+MAX_SUBJECTS = 5_000  # subjectIds of one privacy request (POST /v1/regulations)
 
 
 def kb(size: int) -> str:
@@ -96,7 +97,7 @@ PRIVACY_ERRORS: dict[str, Error] = {
     "invalid_regulation": Error(
         400, "a body that is not {regulationType, subjectType, subjectIds}, or a type or subject type not known"
     ),
-    "too_many_subjects": Error(400, "more than 5,000 subjectIds, or none"),
+    "too_many_subjects": Error(400, f"more than {MAX_SUBJECTS:,} subjectIds, none, or a body over the size limit"),
     "regulation_not_found": Error(404, "no request has that regulateId"),
     "privacy_unavailable": Error(
         503, "a running collector did not take the new suppression list in time, or NATS did not answer for the shared one"

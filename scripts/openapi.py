@@ -32,9 +32,14 @@ from collector.api import (  # noqa: E402
     codes,
     kb,
 )
-from collector.api import PROFILE_ERRORS  # noqa: E402
+from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
 from collector.profiles.api import BASE, MAX_LIMIT  # noqa: E402
+from collector.privacy.regulations import STATUSES  # noqa: E402
+from collector.privacy.regulations import TYPES as REGULATION_TYPES  # noqa: E402
+from collector.privacy.routes import MAX_BODY as MAX_REGULATION_BODY  # noqa: E402
+from collector.privacy.routes import SUPPRESS_WAIT  # noqa: E402
+from collector.privacy.subjects import SUBJECT_TYPES  # noqa: E402
 from collector.profiles.rules import ID_TYPES  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "collector" / "static" / "openapi.json"
@@ -536,6 +541,7 @@ def paths() -> dict:
         },
     )  # fmt: skip
     out.update(profile_paths())
+    out.update(privacy_paths())
     return out
 
 
@@ -544,9 +550,14 @@ PROFILE_SECURITY = [{"accessTokenBasic": []}, {"accessTokenBearer": []}]
 EXAMPLE_PROFILE = "user_id:u-contract"  # tests/hardening/test_contract.py makes this person first
 
 
+def table_error(table: dict, status: int, description: str, only: tuple[str, ...] = (), headers: dict | None = None) -> dict:
+    """A JSON error answer with the codes of ``table`` (those of ``only``, when given) answered with ``status``."""
+    found = [code for code, e in table.items() if e.status == status and (not only or code in only)]
+    return json_response(description, error(found, " ".join(f"{c}: {table[c].sentence or table[c].when}." for c in found)), headers)
+
+
 def profile_error(status: int, description: str) -> dict:
-    found = [code for code, e in PROFILE_ERRORS.items() if e.status == status]
-    return json_response(description, error(found, " ".join(f"{c}: {PROFILE_ERRORS[c].sentence}." for c in found)))
+    return table_error(PROFILE_ERRORS, status, description)
 
 
 def page_cursor() -> dict:
@@ -555,14 +566,18 @@ def page_cursor() -> dict:
                            "next": {"type": "string", "description": "Give it as ?next= for the next page; empty on the last."}}}  # fmt: skip
 
 
-def profile_paths() -> dict:
-    params = [
+def profile_parameters() -> list[dict]:
+    return [
         {"name": "space", "in": "path", "required": True, "schema": {"type": "string"}, "example": "default",
          "description": "The space: profiles_space in intilery.toml (default: default); any other is a 404."},
         {"name": "profile", "in": "path", "required": True, "example": EXAMPLE_PROFILE,
          "schema": {"type": "string", "pattern": f"^({'|'.join(ID_TYPES)}):.+$"},
          "description": "{type}:{value}: whose profile (an email is matched trimmed and lowercased)."},
     ]  # fmt: skip
+
+
+def profile_paths() -> dict:
+    params = profile_parameters()
     answers = {"400": profile_error(400, "A malformed profile path or parameter."),
                "401": profile_error(401, "No access token, or not the access token (a write key never is one)."),
                "404": profile_error(404, "No such space, or no profile holds that identifier."),
@@ -608,6 +623,147 @@ def profile_paths() -> dict:
     return out
 
 
+# --- the privacy API (collector/privacy/routes.py) ----------------------------------------------
+REGULATIONS, ONE_REGULATION, EXPORT = (route.replace("{regulate_id}", "{regulateId}") for route in PRIVACY_ROUTES)
+PRIVACY_CODES = {**PROFILE_ERRORS, **PRIVACY_ERRORS}
+TOKEN_ONLY = "Needs the access token (a write key never is one)."
+
+
+def privacy_error(status: int, description: str, *codes_: str, headers: dict | None = None) -> dict:
+    """The codes of the privacy routes (their own and the Profile API's token and path codes) an operation answers."""
+    return table_error(PRIVACY_CODES, status, description, codes_, headers)
+
+
+def privacy_schemas() -> dict:
+    counts = {"type": "integer", "minimum": 0}
+    return {
+        "RegulationRequest": {
+            "type": "object",
+            "description": "A privacy request (Segment's Regulations API shape). Each subjectId is matched as the profile "
+            "rules keep identifiers: stripped, an email lowercased; the person's other identifiers are included.",
+            "required": ["regulationType", "subjectType", "subjectIds"],
+            "properties": {
+                "regulationType": {
+                    "type": "string", "enum": list(REGULATION_TYPES),
+                    "description": "SUPPRESS: drop the person's events from now on (in force when the 202 is sent). "
+                    "DELETE_ONLY: erase what is stored. SUPPRESS_WITH_DELETE: both. UNSUPPRESS: take a suppression back.",
+                },
+                "subjectType": {"type": "string", "enum": list(SUBJECT_TYPES), "description": "What kind of identifier subjectIds are."},
+                "subjectIds": {
+                    "type": "array", "minItems": 1, "maxItems": MAX_SUBJECTS,
+                    "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "\\S"},
+                    "description": f"From 1 to {MAX_SUBJECTS:,} identifiers, each a string that is not blank, at most "
+                    f"{MAX_ID_CHARS:,} characters.",
+                },
+            },
+        },
+        "RegulationCreated": {
+            "type": "object", "required": ["regulateId"], "additionalProperties": False,
+            "properties": {"regulateId": ref("RegulateId")},
+        },
+        "RegulateId": {"type": "string", "pattern": "^reg_[0-9a-f]+$", "description": "The request's id."},
+        "RegulationStatus": {
+            "type": "object",
+            "description": "A request's audit record: never an identifier (subjects is how many were asked for).",
+            "required": ["regulateId", "regulationType", "subjectType", "status", "createdAt", "startedAt", "finishedAt",
+                         "identifiers", "stores", "progress", "subjects"],
+            "additionalProperties": False,
+            "properties": {
+                "regulateId": ref("RegulateId"),
+                "regulationType": {"type": "string", "enum": list(REGULATION_TYPES)},
+                "subjectType": {"type": "string", "enum": list(SUBJECT_TYPES)},
+                "status": {"type": "string", "enum": list(STATUSES)},
+                "createdAt": {"type": "string", "format": "date-time"},
+                "startedAt": {"type": ["string", "null"], "format": "date-time", "description": "When the job first ran."},
+                "finishedAt": {"type": ["string", "null"], "format": "date-time", "description": "When it ended (FINISHED or FAILED)."},
+                "subjects": {"type": "integer", "minimum": 1, "description": "How many distinct subjects were asked for."},
+                "identifiers": {**counts, "description": "How many identifiers the subjects expanded to (the whole person)."},
+                "stores": {
+                    "type": "object",
+                    "description": "Per store the job touched (each log, profiles, nats): files scanned and rewritten, "
+                    "lines, profiles and identifiers removed, and errors.",
+                    "additionalProperties": {"type": "object", "properties": {"errors": {"type": "array", "items": {"type": "string"}}}},
+                },
+                "progress": {
+                    "type": "object", "required": ["files", "bytes"], "additionalProperties": False,
+                    "properties": {"files": {**counts, "description": "Segments scanned so far."},
+                                   "bytes": {**counts, "description": "Their bytes."}},
+                },
+                "suppressedHashes": {"type": "array", "items": {"type": "string"},
+                                     "description": "Once a suppression ran: the salted hashes it added (what UNSUPPRESS takes back)."},
+                "errors": {"type": "array", "items": {"type": "string"}, "description": "A FAILED erase: what went wrong."},
+                "lastError": {"type": "string", "description": "The kind of error a run of the job met (it runs again)."},
+                "reindex": {"type": "string", "description": "A segment whose index update a stop cut short (redone first)."},
+            },
+        },
+    }  # fmt: skip
+
+
+def privacy_paths() -> dict:
+    unauthorised = privacy_error(401, "No access token, or not the access token.", "missing_access_token", "invalid_access_token")
+    one_id = {"name": "regulateId", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "The regulateId of the 202 (reg_ and hex digits); any other is a 404."}  # fmt: skip
+
+    def operation(operation_id: str, summary: str, description: str, responses: dict, **extra) -> dict:
+        return {"tags": ["privacy"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+                "description": description + " " + TOKEN_ONLY, **extra, "responses": responses}  # fmt: skip
+
+    return {
+        REGULATIONS: {
+            "post": operation(
+                "createRegulation", "Ask for a suppression or an erasure",
+                "Records the request and answers its regulateId. A SUPPRESS or SUPPRESS_WITH_DELETE is in force when the "
+                f"202 is sent: every running collector has read the new suppression list (it waits up to {SUPPRESS_WAIT:g} s). "
+                "Erasing runs afterwards (its status says how far it is).",
+                {
+                    "202": json_response("Accepted: the request is recorded (and a suppression in force).", ref("RegulationCreated")),
+                    "400": privacy_error(400, f"Not a valid request body (JSON, at most {MAX_REGULATION_BODY // 1024 // 1024} MiB).",
+                                         "invalid_regulation", "too_many_subjects"),
+                    "401": unauthorised,
+                    "503": privacy_error(503, "The suppression list could not be read or changed, or a collector did not "
+                                         "read it in time; a recorded request goes on (the message names it).",
+                                         "privacy_unavailable", headers={"Retry-After": {**RETRY_AFTER, "description": "Seconds to wait before asking again."}}),
+                },
+                requestBody={"required": True, "content": {"application/json": {"schema": ref("RegulationRequest")}}},
+            ),
+            "get": operation(
+                "listRegulations", "Every privacy request", "Every request on record, oldest first.",
+                {"200": json_response("The requests.", {"type": "object", "required": ["data"], "additionalProperties": False,
+                                                        "properties": {"data": {"type": "array", "items": ref("RegulationStatus")}}}),
+                 "401": unauthorised},
+            ),
+        },
+        ONE_REGULATION: {
+            "get": operation(
+                "getRegulation", "A privacy request's status",
+                f"Its status ({', '.join(STATUSES)}) and, per store, what the job scanned and removed.",
+                {"200": json_response("The request.", ref("RegulationStatus")), "401": unauthorised,
+                 "404": privacy_error(404, "No request has that regulateId.", "regulation_not_found")},
+                parameters=[one_id],
+            ),
+        },
+        EXPORT: {
+            "get": operation(
+                "exportProfile", "Everything stored about a person (GDPR access and portability)",
+                'NDJSON: first {"type": "profile", profile_id, traits, external_ids, metadata}, then every event of the '
+                "person as stored, oldest first (suppressed ones left out).",
+                {
+                    "200": {
+                        "description": "The export, streamed.",
+                        "headers": {"Content-Disposition": {"required": True, "schema": {"type": "string"},
+                                                            "description": 'attachment; filename="export.ndjson"'}},
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    "400": privacy_error(400, "A malformed profile path.", "invalid_profile_id"),
+                    "401": unauthorised,
+                    "404": privacy_error(404, "No such space, or no profile holds that identifier.", "unknown_space", "profile_not_found"),
+                },
+                parameters=profile_parameters(),
+            ),
+        },
+    }  # fmt: skip
+
+
 def document() -> dict:
     return {
         "openapi": "3.1.0",
@@ -632,6 +788,7 @@ def document() -> dict:
             {"name": "compat", "description": "Configuration for Segment's and RudderStack's browser SDKs."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
             {"name": "profiles", "description": "The Single Customer View (Segment's Profile API paths): the access token."},
+            {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
         ],
         "paths": paths(),
         "components": {
@@ -647,7 +804,7 @@ def document() -> dict:
                                      "description": "The access token as the username (as Segment's Profile API); no password."},
                 "accessTokenBearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <access token>."},
             },
-            "schemas": schemas(),
+            "schemas": {**schemas(), **privacy_schemas()},
             "responses": responses(),
             "requestBodies": request_bodies(),
         },

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from collector.api import MAX_SUBJECTS  # noqa: F401 - the limit lives in the API table; imported from here too
 from collector.log.layout import iso_ms
 from collector.log.segments import fsync_dir, make_dirs
 
@@ -26,7 +27,6 @@ SUPPRESSES = ("SUPPRESS", "SUPPRESS_WITH_DELETE")
 DELETES = ("DELETE_ONLY", "SUPPRESS_WITH_DELETE")
 STATUSES = ("INITIALIZED", "RUNNING", "FINISHED", "FAILED")
 ENDED = ("FINISHED", "FAILED")
-MAX_SUBJECTS = 5_000
 SUBJECTS_SUFFIX = ".subjects.json"
 
 
