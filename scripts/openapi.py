@@ -689,8 +689,6 @@ def privacy_schemas() -> dict:
                     "properties": {"files": {**counts, "description": "Segments scanned so far."},
                                    "bytes": {**counts, "description": "Their bytes."}},
                 },
-                "suppressedHashes": {"type": "array", "items": {"type": "string"},
-                                     "description": "Once a suppression ran: the salted hashes it added (what UNSUPPRESS takes back)."},
                 "errors": {"type": "array", "items": {"type": "string"}, "description": "A FAILED erase: what went wrong."},
                 "lastError": {"type": "string", "description": "The kind of error a run of the job met (it runs again)."},
                 "reindex": {"type": "string", "description": "A segment whose index update a stop cut short (redone first)."},

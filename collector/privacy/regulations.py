@@ -112,5 +112,7 @@ class Regulations:
 
 
 def public(record: dict) -> dict:
-    """What the API answers about a request."""
-    return {k: v for k, v in record.items() if k != "subjectHashes"} | {"subjects": len(record["subjectHashes"])}
+    """What the API answers about a request: counts, never the hashes (of the subject, or those a
+    suppression added), which are the job's own."""
+    hidden = ("subjectHashes", "suppressedHashes")
+    return {k: v for k, v in record.items() if k not in hidden} | {"subjects": len(record["subjectHashes"])}
