@@ -269,8 +269,11 @@ def _route(kind: str | None):
     return handler
 
 
-def create_app(config: Config, store=None, *, profiles_builder: bool = False) -> web.Application:
+def create_app(config: Config, store=None, *, profiles_builder: bool = False, writer: str | None = None) -> web.Application:
     """The collector as an aiohttp application (the store is started and closed with it).
+
+    ``writer``: the address of the host writer (``--workers N``), which then stores and
+    filters duplicates for this worker (``hostwriter.WriterClient`` is its store and committer).
 
     The Profile API is always routed; ``profiles_builder`` also runs the profile builder in
     this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``)."""
@@ -278,8 +281,15 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
     geo = Geo(config.geoip) if config.geoip else None
     if geo is None:
         log.info("no geo database configured: context.location is not added (set --geoip PATH.mmdb)")
-    store = store if store is not None else make_store(config, metrics)
-    dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
+    if writer is not None:
+        from collector.hostwriter import WriterClient
+
+        store = committer = WriterClient(config, writer, config.max_pending_bytes)
+        dedup = store.dedup
+    else:
+        store = store if store is not None else make_store(config, metrics)
+        dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
+        committer = Committer(store, dedup)
     state = State(
         config=config,
         store=store,
@@ -287,7 +297,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
         pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo, Plans(config.sources, metrics)),
         dedup=dedup,
         gate=Gate(config),
-        committer=Committer(store, dedup),
+        committer=committer,
         bodies=bodies.BodyBudget(config.max_body_bytes_in_flight),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
     )

@@ -51,10 +51,15 @@ class Committer:
 
     async def commit(self, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
         """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
+        return await self.write(source.name, outcome.ids, outcome.lines, received_at, rejected_lines)
+
+    async def write(self, source: str, ids: list[str], lines: list[bytes], received_at: float,
+                    rejected_lines: list[bytes]) -> int:  # fmt: skip
+        """``commit`` by the source's name: the part the host writer runs for every worker."""
         dedup, fresh_lines, fresh_ids, fresh_keys, waits = self.dedup, [], [], [], []
         seen_here: set[tuple[str, str]] = set()
-        for message_id, line in zip(outcome.ids, outcome.lines):
-            key = (source.name, message_id)  # another source's event with the same id is its own
+        for message_id, line in zip(ids, lines):
+            key = (source, message_id)  # another source's event with the same id is its own
             if key in seen_here or dedup.seen(key):
                 continue
             in_flight = dedup.in_flight.get(key)
@@ -68,10 +73,10 @@ class Committer:
         commits = []
         if rejected_lines:
             commits.append(
-                self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source.name)
+                self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source)
             )
         if fresh_lines:
-            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name)
+            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source)
             commits.append(commit)
             for key in fresh_keys:
                 dedup.in_flight[key] = commit
@@ -87,9 +92,9 @@ class Committer:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        return len(outcome.ids) - len(fresh_ids)
+        return len(ids) - len(fresh_ids)
 
     async def reject(self, source: Source, received_at: float, code: str, message: str, **payload) -> None:
         """Keep a whole rejected request in ``rejected/``: ``payload=`` (or ``payloadBase64=``) as sent."""
         line = deadletters.record(source, received_at, code, message, **payload)
-        await self.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
+        await self.write(source.name, [], [], received_at, [line])
