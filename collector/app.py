@@ -307,11 +307,13 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.start()
+        metrics.start()
         seeded = await store.recent_ids(dedup.window, dedup.max_entries)
         if seeded:
             dedup.add(seeded)
             log.info("duplicate filter rebuilt", extra={"ids": len(seeded)})
         yield
+        metrics.stop()
         await store.close()
         if geo is not None:
             geo.close()

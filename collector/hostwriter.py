@@ -102,10 +102,12 @@ async def _serve(config: Config, listener: socket.socket) -> None:
     tasks: set[asyncio.Task] = set()
     listener.setblocking(False)
     server = await asyncio.get_running_loop().create_unix_server(lambda: _Worker(committer, store, tasks), sock=listener)
+    metrics.start()
     log.info("host writer ready", extra={"instance": store.instance})
     try:
         await until_signalled()  # the supervisor stops it after every worker has stopped
     finally:
+        metrics.stop()
         server.close()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -37,13 +37,16 @@ import ctypes
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from collector import metrics
 from collector.config import Config
 
 log = logging.getLogger("intilery.workers")
@@ -104,6 +107,8 @@ def supervise(config: Config, serve: Serve, writer: Writer | None = None) -> int
         reserved = _reserve_port(config.host)
         config = replace(config, port=reserved.getsockname()[1])
     host = _Host(config, serve, reserved)
+    shared = tempfile.mkdtemp(prefix="intilery-metrics-")  # every process's metric values: /metrics sums them
+    metrics.share(shared)
     if writer is not None:
         from collector.hostwriter import listen
 
@@ -123,6 +128,7 @@ def supervise(config: Config, serve: Serve, writer: Writer | None = None) -> int
         for sock in (reserved, host.listener):
             if sock is not None:
                 sock.close()
+        shutil.rmtree(shared, ignore_errors=True)
     return code or stopped
 
 
@@ -239,6 +245,7 @@ def _reap(slots: list[_Slot]) -> list[tuple[_Slot, int]]:
             pid, status = slot.pid, 0
         if pid != 0:
             slot.pid = None
+            metrics.process_gone(pid)
             dead.append((slot, status))
     return dead
 

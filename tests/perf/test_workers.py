@@ -235,3 +235,32 @@ class TestOneDuplicateFilterPerHost:
         stored = Counter(e["messageId"] for e in read_events(collector.data_dir))
         assert [m for m, n in stored.items() if n > 1] == [], "stored twice"
         assert [m for m in acked if m not in stored] == [], "acknowledged but lost"
+
+
+def scrape(url: str, name: str) -> float:
+    """The sum of a metric's samples in one scrape of /metrics, on a new connection."""
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))  # fmt: skip
+
+
+class TestMetricsAcrossWorkers:
+    def test_every_scrape_counts_every_worker(self, tmp_path):
+        """With --workers 2, N accepted events read N on every scrape of /metrics (whichever worker answers), also after a worker is replaced."""
+        collector = CollectorProcess(tmp_path, sources=[{"name": "web", "write_key": KEY}], args=["--workers", "2"])
+        with collector:
+            supervisor = collector.proc.pid
+            wait_until(lambda: len(serving_workers(supervisor, collector.port)) == 2, timeout=DEADLINE, what="two workers")
+            assert [track(collector.url, f"m-{n}") for n in range(40)] == [200] * 40
+            assert [scrape(collector.url, "intilery_events_accepted_total") for _ in range(12)] == [40] * 12
+            assert scrape(collector.url, "intilery_store_flush_seconds_count") >= 1  # the host writer's, too
+
+            victim = serving_workers(supervisor, collector.port)[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: (w := serving_workers(supervisor, collector.port)) and len(w) == 2 and victim not in w,
+                       timeout=DEADLINE, what="the killed worker to be replaced")  # fmt: skip
+            assert [track(collector.url, f"n-{n}") for n in range(10)] == [200] * 10
+            assert [scrape(collector.url, "intilery_events_accepted_total") for _ in range(12)] == [50] * 12
+            assert wait_until(lambda: scrape(collector.url, "intilery_store_ready") == 1, timeout=DEADLINE,
+                              what="the store's readiness in a scrape")  # fmt: skip
