@@ -45,6 +45,14 @@ def violations_kept(outcome: Outcome, index: int) -> dict:
     return {"violations": found} if found else {}
 
 
+async def _outcome(write: asyncio.Future) -> object:
+    """What ``gather(..., return_exceptions=True)`` gives for one write, without a gathering future."""
+    try:
+        return await write
+    except Exception as exc:  # noqa: BLE001 - handed back like gather does
+        return exc
+
+
 class Committer:
     def __init__(self, store: Any, dedup: Dedup) -> None:
         self.store, self.dedup = store, dedup
@@ -82,7 +90,8 @@ class Committer:
                 dedup.in_flight[key] = commit
         try:
             # every write (and every in-flight duplicate) is awaited, even when one fails
-            results = await asyncio.gather(*commits, *waits, return_exceptions=True)
+            results = [await _outcome(commits[0])] if len(commits) == 1 and not waits else await asyncio.gather(
+                *commits, *waits, return_exceptions=True)  # fmt: skip
         finally:
             for key in fresh_keys:
                 if dedup.in_flight.get(key) is commits[-1]:
