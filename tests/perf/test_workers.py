@@ -236,6 +236,34 @@ class TestOneDuplicateFilterPerHost:
         assert [m for m, n in stored.items() if n > 1] == [], "stored twice"
         assert [m for m in acked if m not in stored] == [], "acknowledged but lost"
 
+    def test_the_host_writer_killed_is_replaced_and_rebuilds_the_filter_from_the_store(self, tmp_path):
+        """SIGKILL of the host writer: requests are answered 503 or wait, a new writer takes over on the same socket, and a resend of what was stored before is still a duplicate."""
+        collector = CollectorProcess(tmp_path, sources=[{"name": "web", "write_key": KEY}], args=["--workers", "2"])
+        ids = [f"before-writer-kill-{n}" for n in range(100)]
+        with collector:
+            supervisor = collector.proc.pid
+            workers = wait_until(lambda: len(w := serving_workers(supervisor, collector.port)) == 2 and w,
+                                 timeout=DEADLINE, what="two workers")  # fmt: skip
+            assert batch(collector.url, ids) == 200
+            [writer] = [p for p in workers_of(supervisor) if p not in workers]
+            os.kill(writer, signal.SIGKILL)
+            wait_until(lambda: len(workers_of(supervisor)) == 3 and writer not in workers_of(supervisor),
+                       timeout=DEADLINE, what="a new host writer")  # fmt: skip
+
+            def resent() -> bool:
+                try:
+                    return batch(collector.url, ids) == 200
+                except urllib.error.HTTPError as answer:  # 503 while the new writer starts
+                    assert answer.code == 503
+                    return False
+
+            wait_until(resent, timeout=DEADLINE, what="the resend to be acknowledged")
+            assert [batch(collector.url, ids) for _ in range(5)] == [200] * 5
+            assert sorted(serving_workers(supervisor, collector.port)) == sorted(workers), "the workers lived on"
+        assert collector.stop() == 0
+        stored = Counter(e["messageId"] for e in read_events(collector.data_dir))
+        assert set(stored) == set(ids) and set(stored.values()) == {1}
+
 
 def scrape(url: str, name: str) -> float:
     """The sum of a metric's samples in one scrape of /metrics, on a new connection."""
