@@ -10,6 +10,8 @@ writer (``hostwriter.run_writer``, handed over too), owns the store, the duplica
 and the group commit for all of them, so a retry that lands on another worker is still a
 duplicate; the supervisor binds its socket (an abstract Unix address) before it forks.
 With ``--store nats`` each worker publishes itself (JetStream drops the duplicates).
+Before forking, the supervisor also makes the directory where every process keeps its
+metric values (``metrics.share``), so a scrape of any worker shows the host's totals.
 
 The supervisor::
 
