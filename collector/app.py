@@ -249,19 +249,24 @@ def metrics_app(app: web.Application) -> web.Application:
     return private
 
 
-@web.middleware
-async def count_requests(request: web.Request, handler) -> web.StreamResponse:
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        request.app[STATE].metrics.inc("intilery_http_requests_total", route=route, status=str(exc.status))
-        raise
-    except Exception:  # a bug, never client input: logged, answered as a JSON 500
-        log.exception("unexpected error", extra={"route": route})
-        response = _json({"success": False, "code": "internal_error", "message": "unexpected error"}, 500)
-    request.app[STATE].metrics.inc("intilery_http_requests_total", route=route, status=str(response.status))
-    return response
+def _counted(metrics: Metrics, route: str, handler: Callable) -> Callable:
+    """``handler`` with its answers counted in ``intilery_http_requests_total`` and a bug answered
+    as a JSON 500. A wrapper per route rather than a middleware: an app without middleware
+    calls its handlers directly, with no middleware chain around every request."""
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.inc("intilery_http_requests_total", route=route, status=str(exc.status))
+            raise
+        except Exception:  # a bug, never client input: logged, answered as a JSON 500
+            log.exception("unexpected error", extra={"route": route})
+            response = _json({"success": False, "code": "internal_error", "message": "unexpected error"}, 500)
+        metrics.inc("intilery_http_requests_total", route=route, status=str(response.status))
+        return response
+
+    return counted
 
 
 def _route(kind: str | None):
@@ -271,8 +276,11 @@ def _route(kind: str | None):
     return handler
 
 
-def create_app(config: Config, store=None, *, profiles_builder: bool = False) -> web.Application:
+def create_app(config: Config, store=None, *, profiles_builder: bool = False, writer: str | None = None) -> web.Application:
     """The collector as an aiohttp application (the store is started and closed with it).
+
+    ``writer``: the address of the host writer (``--workers N``), which then stores and
+    filters duplicates for this worker (``hostwriter.WriterClient`` is its store and committer).
 
     The Profile API is always routed; ``profiles_builder`` also runs the profile builder in
     this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``)."""
@@ -280,8 +288,15 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
     geo = Geo(config.geoip) if config.geoip else None
     if geo is None:
         log.info("no geo database configured: context.location is not added (set --geoip PATH.mmdb)")
-    store = store if store is not None else make_store(config, metrics)
-    dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
+    if writer is not None:
+        from collector.hostwriter import WriterClient
+
+        store = committer = WriterClient(config, writer, config.max_pending_bytes)
+        dedup = store.dedup
+    else:
+        store = store if store is not None else make_store(config, metrics)
+        dedup = Dedup(config.dedup_window_hours * 3600, config.dedup_max_entries)
+        committer = Committer(store, dedup)
     from collector.privacy import routes as privacy_routes
     from collector.privacy.service import Privacy
 
@@ -293,21 +308,23 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
         pipeline=Pipeline(UserAgentParser(config.ua_cache_size), geo, Plans(config.sources, metrics), privacy.suppression),
         dedup=dedup,
         gate=Gate(config),
-        committer=Committer(store, dedup),
+        committer=committer,
         bodies=bodies.BodyBudget(config.max_body_bytes_in_flight),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
     )
-    app = web.Application(middlewares=[count_requests])
+    app = web.Application()
     app[STATE] = state
     app[assets.TAG] = assets.load_tag()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.start()
+        metrics.start()
         seeded = await store.recent_ids(dedup.window, dedup.max_entries)
         if seeded:
             dedup.add(seeded)
             log.info("duplicate filter rebuilt", extra={"ids": len(seeded)})
         yield
+        metrics.stop()
         await store.close()
         if geo is not None:
             geo.close()
@@ -317,11 +334,11 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
     privacy_routes.mount(app, config, privacy)
     for kind, paths in SINGLE_ROUTES.items():
         for path in paths:
-            app.router.add_post(path, _route(kind))
+            app.router.add_post(path, _counted(metrics, path, _route(kind)))
     for path in BATCH_ROUTES:
-        app.router.add_post(path, _route(None))
-    app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, preflight)
-    app.router.add_get(PIXEL_ROUTE, pixel)
+        app.router.add_post(path, _counted(metrics, path, _route(None)))
+    app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, _counted(metrics, "/v1/{tail}", preflight))
+    app.router.add_get(PIXEL_ROUTE, _counted(metrics, PIXEL_ROUTE, pixel))
     from collector.profiles import api as profile_api
     from collector.profiles.service import builder_context, db_target, open_store
 
@@ -336,5 +353,5 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False) ->
                 "/openapi.json": assets.openapi}  # fmt: skip
     for path in GET_ROUTES:
         if not (path == "/metrics" and config.metrics_address):  # served on the private address instead
-            app.router.add_get(path, handlers[path])
+            app.router.add_get(path, _counted(metrics, path, handlers[path]))
     return app

@@ -45,16 +45,29 @@ def violations_kept(outcome: Outcome, index: int) -> dict:
     return {"violations": found} if found else {}
 
 
+async def _outcome(write: asyncio.Future) -> object:
+    """What ``gather(..., return_exceptions=True)`` gives for one write, without a gathering future."""
+    try:
+        return await write
+    except Exception as exc:  # noqa: BLE001 - handed back like gather does
+        return exc
+
+
 class Committer:
     def __init__(self, store: Any, dedup: Dedup) -> None:
         self.store, self.dedup = store, dedup
 
     async def commit(self, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
         """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
+        return await self.write(source.name, outcome.ids, outcome.lines, received_at, rejected_lines)
+
+    async def write(self, source: str, ids: list[str], lines: list[bytes], received_at: float,
+                    rejected_lines: list[bytes]) -> int:  # fmt: skip
+        """``commit`` by the source's name: the part the host writer runs for every worker."""
         dedup, fresh_lines, fresh_ids, fresh_keys, waits = self.dedup, [], [], [], []
         seen_here: set[tuple[str, str]] = set()
-        for message_id, line in zip(outcome.ids, outcome.lines):
-            key = (source.name, message_id)  # another source's event with the same id is its own
+        for message_id, line in zip(ids, lines):
+            key = (source, message_id)  # another source's event with the same id is its own
             if key in seen_here or dedup.seen(key):
                 continue
             in_flight = dedup.in_flight.get(key)
@@ -68,16 +81,17 @@ class Committer:
         commits = []
         if rejected_lines:
             commits.append(
-                self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source.name)
+                self.store.append(rejected_lines, partition=day_partition(received_at), log=REJECTED, source=source)
             )
         if fresh_lines:
-            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source.name)
+            commit = self.store.append(fresh_lines, partition=hour_partition(received_at), ids=fresh_ids, source=source)
             commits.append(commit)
             for key in fresh_keys:
                 dedup.in_flight[key] = commit
         try:
             # every write (and every in-flight duplicate) is awaited, even when one fails
-            results = await asyncio.gather(*commits, *waits, return_exceptions=True)
+            results = [await _outcome(commits[0])] if len(commits) == 1 and not waits else await asyncio.gather(
+                *commits, *waits, return_exceptions=True)  # fmt: skip
         finally:
             for key in fresh_keys:
                 if dedup.in_flight.get(key) is commits[-1]:
@@ -87,9 +101,9 @@ class Committer:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        return len(outcome.ids) - len(fresh_ids)
+        return len(ids) - len(fresh_ids)
 
     async def reject(self, source: Source, received_at: float, code: str, message: str, **payload) -> None:
         """Keep a whole rejected request in ``rejected/``: ``payload=`` (or ``payloadBase64=``) as sent."""
         line = deadletters.record(source, received_at, code, message, **payload)
-        await self.store.append([line], partition=day_partition(received_at), log=REJECTED, source=source.name)
+        await self.write(source.name, [], [], received_at, [line])

@@ -88,12 +88,12 @@ def banner(config: Config, port: int, where: str) -> str:
     return "\n".join(lines)
 
 
-async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
+async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False, writer: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
     from collector.app import SERVER_KWARGS, STATE, create_app, metrics_app
     from collector.limits import LimitedSite
 
-    app = create_app(config, profiles_builder=config.profiles)
+    app = create_app(config, profiles_builder=config.profiles, writer=writer)
     # at once, in the same step as the plans' "loaded" log line (a worker ignores SIGHUP until here)
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_plans, app[STATE].pipeline.plans)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
@@ -136,18 +136,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_format)
     if config.workers > 1:
+        from collector.hostwriter import run_writer
         from collector.workers import supervise
 
-        return supervise(config, serve)
+        return supervise(config, serve, run_writer if config.store == "file" else None)
     serve(config)
     return 0
 
 
-def serve(config: Config, *, reuse_port: bool = False, quiet: bool = False) -> None:
-    """Serve on a new event loop until SIGINT/SIGTERM (one process; a worker of several)."""
+def serve(config: Config, *, reuse_port: bool = False, quiet: bool = False, writer: str | None = None) -> None:
+    """Serve on a new event loop until SIGINT/SIGTERM (one process; a worker of several, committing
+    through the host ``writer`` at that address when there is one)."""
     loop = new_loop()
     try:
-        loop.run_until_complete(run_server(config, reuse_port=reuse_port, quiet=quiet))
+        loop.run_until_complete(run_server(config, reuse_port=reuse_port, quiet=quiet, writer=writer))
     finally:
         loop.close()
 

@@ -1,8 +1,10 @@
 """The file log store: one writer per process, group commit, fsync before the answer.
 
-Handlers call ``append``; the writer task takes everything appended since its last
-commit, writes it in one go from a dedicated thread, fsyncs (policy ``always``), and only
-then wakes the handlers, so one fsync covers every request that arrived meanwhile.
+Handlers call ``append``; while no commit is under way, the first append has everything
+queued in this step of the event loop handed to the writer thread, which writes it in one
+go and fsyncs (policy ``always``); when that commit comes back (the event loop's one wake-up for it), its handlers
+are answered and whatever was appended meanwhile goes in the next commit, so one fsync
+covers every request that arrived during the last one.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ class FileStore:
         self._waiters: list[asyncio.Future] = []
         self.pending_bytes = 0
         self._last_sync = 0.0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Future | None = None  # set while the store is open: done once it has closed
+        self._commit_running = False
         self._housekeeping: asyncio.Task | None = None
         self._compressions: set[asyncio.Future] = set()
         self._closing = False
@@ -206,9 +209,8 @@ class FileStore:
         self._loop = asyncio.get_running_loop()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._gz = ThreadPoolExecutor(1, thread_name_prefix="store-gzip", initializer=_background_priority)
-        self._wake = asyncio.Event()
         await self._loop.run_in_executor(self._io, self._open)
-        self._task = asyncio.create_task(self._writer(), name="store-writer")
+        self._task = self._loop.create_future()
         self._housekeeping = asyncio.create_task(self._tick(), name="store-housekeeping")
         self.metrics.gauge("intilery_store_queue_bytes", lambda: self.pending_bytes)
         self.metrics.gauge("intilery_store_ready", lambda: 0 if self.error else 1)
@@ -267,8 +269,9 @@ class FileStore:
             return
         self._closing = True
         self._housekeeping.cancel()
-        self._wake.set()
-        await self._task
+        if not self._commit_running:
+            self._task.set_result(None)
+        await self._task  # the last commit is back
         self._task = None
         try:
             await self._loop.run_in_executor(self._io, self._close_all)
@@ -305,7 +308,7 @@ class FileStore:
         for the whole commit, rather than copied here on the event loop for each request.
         """
         size = sum(map(len, lines))
-        if self._task is None:
+        if self._task is None or self._task.done():
             raise Unavailable("store_unavailable", "the store is shutting down", retry_after=5)
         if self.pending_bytes + size > self.max_pending_bytes and self.pending_bytes:
             raise Unavailable("store_overloaded", "the store is behind; retry shortly", retry_after=1)
@@ -313,42 +316,45 @@ class FileStore:
         self._pending.append((log, partition, list(lines), size))
         self._waiters.append(waiter)
         self.pending_bytes += size
-        self._wake.set()
+        if not self._commit_running:  # the next commit takes everything appended in this step of the loop
+            self._commit_running = True
+            self._loop.call_soon(self._next_commit)
         return waiter
 
-    async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending:
-                if self._closing:
-                    return
-                continue
-            batch, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
-            started = time.perf_counter()
-            try:
-                await self._loop.run_in_executor(self._io, self._commit, batch)
-            except Exception as exc:  # noqa: BLE001 - whatever it is, the waiters get an answer
-                if isinstance(exc, OSError):
-                    error = self._failed(exc)
-                    self._needed = sum(size for _, _, _, size in batch)
-                else:
-                    error = self._broken(exc)
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(error)
+    def _next_commit(self) -> None:
+        """Hand everything queued to the writer thread; ``_committed`` runs when it is back."""
+        batch, waiters = self._pending, self._waiters
+        self._pending, self._waiters = [], []
+        self._commit_running = True
+        started = time.perf_counter()
+        job = self._loop.run_in_executor(self._io, self._commit, batch)
+        job.add_done_callback(lambda done: self._committed(done, batch, waiters, started))
+
+    def _committed(self, done: asyncio.Future, batch: list, waiters: list[asyncio.Future], started: float) -> None:
+        exc = done.exception()
+        if exc is not None:  # whatever it is, the waiters get an answer
+            if isinstance(exc, OSError):
+                error = self._failed(exc)
+                self._needed = sum(size for _, _, _, size in batch)
             else:
-                if self.error:
-                    log.info("store writable again", extra={"data_dir": str(self.data_dir)})
-                self.error = None
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-            self.pending_bytes -= sum(size for _, _, _, size in batch)  # held until written, not until taken
-            self.metrics.observe_flush(time.perf_counter() - started)
-            if self._pending:
-                self._wake.set()
+                error = self._broken(exc)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+        else:
+            if self.error:
+                log.info("store writable again", extra={"data_dir": str(self.data_dir)})
+            self.error = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self.pending_bytes -= sum(size for _, _, _, size in batch)  # held until written, not until taken
+        self.metrics.observe_flush(time.perf_counter() - started)
+        self._commit_running = False
+        if self._pending:
+            self._next_commit()
+        elif self._closing and not self._task.done():
+            self._task.set_result(None)
 
     def _commit(self, batch: list[tuple[str, str, list[bytes], int]]) -> None:
         grouped: dict[tuple[str, str], list[bytes]] = {}

@@ -32,6 +32,16 @@ class TestDedup:
         assert len(dedup) <= 2_400 + 100
         assert dedup.seen("id-99-99") and not dedup.seen("id-0-0")
 
+    def test_bucket_numbers_wrapping_around_bring_no_old_id_back(self):
+        """Buckets are numbered modulo 2**16 in the compact storage: after more buckets than that, an old id is still gone."""
+        dedup = Dedup(window_seconds=24.0, max_entries=100)
+        dedup.add(["old"], now=0)
+        for n in range(1, 70_000):
+            dedup.add([f"id-{n}"], now=float(n))
+            if n in (65_536, 65_537, 69_999):
+                assert not dedup.seen("old"), n
+        assert dedup.seen("id-69999") and len(dedup) <= 100
+
 
 class TestAcrossSources:
     async def test_the_same_message_id_from_two_sources_is_stored_twice(self, client, config):

@@ -241,11 +241,11 @@ class TestEndpoints:
         assert (await client.get("/healthz")).status == 200
         assert await (await client.get("/readyz")).json() == {"ready": True}
         text = await (await client.get("/metrics")).text()
-        assert 'intilery_events_accepted_total{source="web"} 1' in text
-        assert 'intilery_events_rejected_total{source="web",code="missing_event"} 1' in text
-        assert 'intilery_http_requests_total{route="/v1/track",status="200"} 1' in text
-        assert 'intilery_http_requests_total{route="/v1/track",status="400"} 1' in text
-        assert "intilery_store_flush_seconds_count" in text and "intilery_store_queue_bytes 0" in text
+        assert 'intilery_events_accepted_total{source="web"} 1.0' in text
+        assert 'intilery_events_rejected_total{code="missing_event",source="web"} 1.0' in text
+        assert 'intilery_http_requests_total{route="/v1/track",status="200"} 1.0' in text
+        assert 'intilery_http_requests_total{route="/v1/track",status="400"} 1.0' in text
+        assert "intilery_store_flush_seconds_count" in text and "intilery_store_queue_bytes 0.0" in text
 
 
 class TestCors:

@@ -38,7 +38,7 @@ class TestMetricsAccess:
         with CollectorProcess(tmp_path, SOURCES, metrics_address=f"127.0.0.1:{metrics_port}") as collector:
             assert request(collector.url + "/metrics")[0] == 404
             status, body, _ = request(f"http://127.0.0.1:{metrics_port}/metrics")
-            assert status == 200 and b"intilery_store_ready 1" in body
+            assert status == 200 and b"intilery_store_ready 1.0" in body
 
 
 def test_errors_and_logs_reveal_no_secret_and_echo_no_input(tmp_path):

@@ -126,4 +126,4 @@ async def test_drop_bots_per_source(make_client, config):
     await client.post("/v1/page", json={"anonymousId": "a"}, headers={"X-Write-Key": "wk_server", **bot})
     [kept] = stored(config.data_dir)
     assert kept["source"] == "server" and kept["context"]["bot"] is True
-    assert 'intilery_events_bots_dropped_total{source="web"} 1' in await (await client.get("/metrics")).text()
+    assert 'intilery_events_bots_dropped_total{source="web"} 1.0' in await (await client.get("/metrics")).text()
