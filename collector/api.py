@@ -87,6 +87,7 @@ PROFILE_ERRORS: dict[str, Error] = {
                                     "a console stream filter that is not one"),
     "missing_access_token": Error(401, "no access token (HTTP Basic user name, or Bearer)"),
     "invalid_access_token": Error(401, "a token that is not the access token (a write key is not one)"),
+    "cross_origin_request": Error(403, "a console POST on the session cookie that does not come from the console's own origin"),
     "unknown_space": Error(404, "a space other than the configured one"),
     "profile_not_found": Error(404, "no profile holds that identifier"),
     "profiles_unavailable": Error(503, "the profile database is being built again (another version), or the log cannot be read now"),

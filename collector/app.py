@@ -345,7 +345,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.console import routes as console
 
     profiles = profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
-    console.mount(app, config, profiles, busy=lambda: state.bodies.held > 0)
+    console.mount(app, config, profiles, privacy, busy=lambda: state.bodies.held > 0)
     compat.mount(app, config, state.gate, ingest)
     if profiles_builder:
         app.cleanup_ctx.append(builder_context(config))

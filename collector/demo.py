@@ -95,7 +95,7 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
             f"  demo shop:  {site_url}/   (open this in a browser)\n"
             f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
             f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
-            f"  console:    {collector_url}/console   (live events, dashboard, profiles)\n"
+            f"  console:    {collector_url}/console   (live events, dashboard, profiles, privacy)\n"
             f"              sign in with the access token: {token_hint(config)}\n"
             f"  watch them: {command()} tail --data-dir {config.data_dir}\n"
             f"{profiles_line(config)}\n"

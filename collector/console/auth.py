@@ -7,6 +7,11 @@ HttpOnly, SameSite=Strict, Secure when the page came over HTTPS (TLS here, or
 ``<expiry>.<HMAC-SHA256 of the expiry, keyed by the token>``: it holds no secret, every
 worker (and a restarted collector) checks it alike, and it stops working when the token
 changes or after ``SESSION_SECONDS``. Everything is compared in constant time.
+
+SameSite=Strict keeps the cookie from other sites, not from other origins of the same site
+(another port of the host: the demo's shop). So a POST that rests on the cookie must say it
+comes from the console's own page (``check_same_origin``): ``Sec-Fetch-Site: same-origin``,
+or, from a browser without it, an ``Origin`` naming this host. A page cannot forge either.
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from collector import access
 from collector.enrich.ip import is_trusted_proxy
-from collector.errors import Unauthorized
+from collector.errors import Forbidden, Unauthorized
 
 COOKIE = "intilery_console"
 SESSION_SECONDS = 12 * 3600
@@ -79,3 +85,23 @@ def set_session(response: web.StreamResponse, request: web.Request, token: str, 
 
 def clear_session(response: web.StreamResponse) -> None:
     response.del_cookie(COOKIE, path="/console")
+
+
+def check_same_origin(request: web.Request, trusted_proxies: tuple = ()) -> None:
+    """Raises ``Forbidden`` unless a POST comes from the console's own origin, or carries the token itself."""
+    if request.headers.get("Authorization") is not None:
+        return  # the token itself (checked by ``authorize``): no other page has it to send
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        if site == "same-origin":
+            return
+    elif (origin := request.headers.get("Origin")) and origin != "null":
+        parts = urlsplit(origin)
+        host = request.headers.get("Host", "")
+        forwarded = request.headers.get("X-Forwarded-Host")
+        if forwarded and is_trusted_proxy(request.remote, trusted_proxies):
+            host = forwarded.split(",")[0].strip()
+        if parts.scheme in ("http", "https") and host and parts.netloc.lower() == host.lower():
+            return
+    raise Forbidden("cross_origin_request", "the console takes a POST on its session cookie only from its own page "
+                    "(Sec-Fetch-Site: same-origin, or an Origin of this host); a script sends the token as Bearer")  # fmt: skip

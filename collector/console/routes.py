@@ -7,9 +7,13 @@
     GET  /console/stream               Server-Sent Events: accepted and rejected records (filters: filters.py)
     GET  /console/api/dashboard        the dashboard's numbers (dashboard.py)
     GET  /console/api/profiles/{type}:{value}   a profile: identifiers, traits, computed traits, timeline
+    GET  /console/api/regulations      the privacy requests, as GET /v1/regulations lists them
+    POST /console/api/regulations      file one, as POST /v1/regulations (the privacy package's functions)
 
 Every route but the sign-in form needs the access token (``auth``): a session cookie, or
-``Authorization: Bearer``. Errors have the ingest API's shape (codes in ``collector.api``).
+``Authorization: Bearer``. A POST on the session cookie must also come from the console's own
+origin (``auth.check_same_origin``): the cookie is SameSite=Strict, but another port of the same
+host is the same site. Errors have the ingest API's shape (codes in ``collector.api``).
 Pages are sent with a Content-Security-Policy that runs no inline script, so data shown
 on them (which the page only ever sets as text) cannot run either.
 """
@@ -33,6 +37,7 @@ from collector.console import auth
 from collector.console.filters import Filter
 from collector.console.stream import Follower
 from collector.errors import CollectorError
+from collector.privacy import routes as privacy_routes
 
 log = logging.getLogger("intilery.console")
 
@@ -43,7 +48,7 @@ FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile g
 SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
 CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
 ROUTES = ("/console", "/console/signin", "/console/signout", "/console/static/{name}", "/console/stream",
-          "/console/api/dashboard", "/console/api/profiles/{profile}")  # fmt: skip
+          "/console/api/dashboard", "/console/api/profiles/{profile}", "/console/api/regulations")  # fmt: skip
 
 SIGNIN_STYLE = (
     "body{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1d2330;display:grid;place-items:center;"
@@ -81,14 +86,17 @@ def _error(exc: CollectorError) -> web.Response:
     response = _json({"success": False, "code": exc.code, "message": exc.message}, exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="intilery console"'
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
 class Console:
-    """What the console's handlers share: the configuration, the token, the follower, the Profile API."""
+    """What the console's handlers share: the configuration, the token, the follower, the Profile API,
+    the privacy requests (``collector.privacy.service.Privacy``)."""
 
-    def __init__(self, config, profiles, busy) -> None:
-        self.config, self.profiles, self.busy = config, profiles, busy
+    def __init__(self, config, profiles, busy, privacy=None) -> None:
+        self.config, self.profiles, self.busy, self.privacy = config, profiles, busy, privacy
         self.follower: Follower | None = None
         self._token: str | None = None
         self.page = (STATIC / "index.html").read_bytes()
@@ -192,6 +200,17 @@ class Console:
         auth.authorize(request, self.token)
         return _json(await self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
 
+    async def regulations(self, request: web.Request) -> web.Response:
+        auth.authorize(request, self.token)
+        return _json(await asyncio.to_thread(privacy_routes.listing, self.privacy))
+
+    async def file_regulation(self, request: web.Request) -> web.Response:
+        auth.authorize(request, self.token)
+        auth.check_same_origin(request, self.config.trusted_proxies)
+        response = await privacy_routes.file_request(self.privacy, request)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     async def close(self) -> None:
         if self.follower is not None:
             for viewer in list(self.follower.viewers):
@@ -209,10 +228,11 @@ def _handler(method):
     return handle
 
 
-def mount(app: web.Application, config, profiles, busy=lambda: False) -> Console:
-    """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``busy()``
-    whether ingest requests are in flight (the follower then keeps to its share of the time)."""
-    console = Console(config, profiles, busy)
+def mount(app: web.Application, config, profiles, privacy, busy=lambda: False) -> Console:
+    """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``privacy``
+    its ``privacy.service.Privacy``, ``busy()`` whether ingest requests are in flight (the follower
+    then keeps to its share of the time)."""
+    console = Console(config, profiles, busy, privacy)
     app.router.add_get("/console", _handler(console.index))
     app.router.add_post("/console/signin", _handler(console.signin))
     app.router.add_post("/console/signout", _handler(console.signout))
@@ -220,6 +240,8 @@ def mount(app: web.Application, config, profiles, busy=lambda: False) -> Console
     app.router.add_get("/console/stream", _handler(console.stream))
     app.router.add_get("/console/api/dashboard", _handler(console.dashboard))
     app.router.add_get("/console/api/profiles/{profile}", _handler(console.profile))
+    app.router.add_get("/console/api/regulations", _handler(console.regulations))
+    app.router.add_post("/console/api/regulations", _handler(console.file_regulation))
 
     async def shutdown(app: web.Application) -> None:
         await console.close()

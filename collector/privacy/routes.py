@@ -87,6 +87,26 @@ def create(privacy: Privacy, body: bytes) -> dict:
     return record
 
 
+def listing(privacy: Privacy) -> dict:
+    """Every request, oldest first, as the API answers them."""
+    return {"data": [public(r) for r in privacy.regulations.all()]}
+
+
+def status_of(privacy: Privacy, regulate_id: str) -> dict:
+    """One request as the API answers it, or ``NotFound``."""
+    record = privacy.regulations.get(regulate_id)
+    if record is None:
+        raise NotFound("regulation_not_found", "no request has that regulateId")
+    return public(record)
+
+
+async def file_request(privacy: Privacy, request: web.Request) -> web.Response:
+    """The 202 of a new request from its HTTP body (the console files through this too)."""
+    body = await read_body(request)
+    record = await asyncio.to_thread(create, privacy, body)
+    return json_response({"regulateId": record["regulateId"]}, 202)
+
+
 class PrivacyAPI:
     def __init__(self, config, privacy: Privacy) -> None:
         self.config, self.privacy = config, privacy
@@ -99,21 +119,15 @@ class PrivacyAPI:
 
     async def post(self, request: web.Request) -> web.Response:
         self.authorise(request)
-        body = await _read(request)
-        record = await asyncio.to_thread(create, self.privacy, body)
-        return _json({"regulateId": record["regulateId"]}, 202)
+        return await file_request(self.privacy, request)
 
     async def list(self, request: web.Request) -> web.Response:
         self.authorise(request)
-        records = await asyncio.to_thread(self.privacy.regulations.all)
-        return _json({"data": [public(r) for r in records]})
+        return json_response(await asyncio.to_thread(listing, self.privacy))
 
     async def get(self, request: web.Request) -> web.Response:
         self.authorise(request)
-        record = self.privacy.regulations.get(request.match_info["regulate_id"])
-        if record is None:
-            raise NotFound("regulation_not_found", "no request has that regulateId")
-        return _json(public(record))
+        return json_response(status_of(self.privacy, request.match_info["regulate_id"]))
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         self.authorise(request)
@@ -145,7 +159,7 @@ class PrivacyAPI:
         return response
 
 
-async def _read(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     """The body, up to ``MAX_BODY`` (5,000 ids of up to 1,024 characters fit; aiohttp's own cap is 1 MiB)."""
     parts, size = [], 0
     while chunk := await request.content.read(64 * 1024):
@@ -156,7 +170,7 @@ async def _read(request: web.Request) -> bytes:
     return b"".join(parts)
 
 
-def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+def json_response(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
@@ -166,7 +180,7 @@ def _handler(method):
             return await method(request)
         except CollectorError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-            return _json({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
+            return json_response({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
 
     return handle
 

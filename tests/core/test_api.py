@@ -62,6 +62,7 @@ def test_the_app_serves_exactly_the_routes_of_the_table(config):
     expected |= {(method, p) for p in profile_api.ROUTES for method in ("GET", "HEAD")}
     posts = ("/console/signin", "/console/signout")
     expected |= {(method, p) for p in console.ROUTES for method in (("POST",) if p in posts else ("GET", "HEAD"))}
+    expected |= {("POST", "/console/api/regulations")}  # file a privacy request; GET lists them
     expected |= set(compat.ROUTES) | {("HEAD", p) for method, p in compat.ROUTES if method == "GET"}
     expected |= {("POST", api.PRIVACY_ROUTES[0])} | {(m, p) for p in api.PRIVACY_ROUTES for m in ("GET", "HEAD")}
     assert routed == expected

@@ -194,3 +194,86 @@ def test_what_the_page_cannot_take_is_dropped_and_counted_on_it(demo, new_contex
     console.wait_for_selector(f"#shown:text-is('{min(held, 2500)}')")
     assert console.locator("#rows tr").count() == min(held, 500)
     assert console.context.console.errors == []
+
+
+def profile_status(demo, who: str) -> int:
+    request = urllib.request.Request(f"{demo.collector}/v1/spaces/default/collections/users/profiles/{who}/traits",
+                                     headers={"Authorization": f"Bearer {token(demo)}"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def requests_listed(demo) -> list[dict]:
+    request = urllib.request.Request(demo.collector + "/v1/regulations", headers={"Authorization": f"Bearer {token(demo)}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())["data"]
+
+
+def test_a_privacy_request_filed_and_followed_in_the_console(demo, new_context):
+    """Sign in, file SUPPRESS_WITH_DELETE for a shop customer (confirmed: it cannot be undone), see it
+    listed and reach FINISHED with its counts; the Profile API then has no such person. A POST from
+    another origin (the shop's: same site, so the Strict cookie goes with it) is refused."""
+    shop = new_context().new_page()
+    shop.goto(demo.site + "/")
+    shop.click("#consent-accept")
+    shop.click("#shop-now")
+    shop.click("#card-mug-01")
+    shop.click("#add-to-cart")
+    shop.click("#cart-link")
+    shop.click("#signin-to-checkout")
+    shop.fill("#email", "cleo@example.com")
+    shop.fill("#name", "Cleo")
+    shop.click("#signin-submit")
+    shop.wait_for_url("**/cart.html")
+    who = "user_id:u_cleo_example_com"
+    wait_until(lambda: profile_status(demo, who) == 200, what="the shop customer's profile")
+
+    context = new_context()
+    console = open_console(demo, context)
+    console.click("nav button[data-tab=privacy]")
+    console.select_option("#r-type", "SUPPRESS_WITH_DELETE")
+    console.select_option("#r-subject", "USER_ID")
+    console.fill("#r-ids", "u_cleo_example_com\n")
+    console.click("#r-file")
+    console.wait_for_selector("#r-confirm:not([hidden])")
+    assert "cannot be undone" in console.inner_text("#r-confirm")
+    assert requests_listed(demo) == [], "nothing is filed before the confirmation"
+    console.click("#r-confirm-yes")
+    console.wait_for_selector("#r-list tr[data-status]")
+    row = console.locator("#r-list tr[data-status]").first
+    assert row.locator("td.type").inner_text() == "SUPPRESS_WITH_DELETE"
+    console.wait_for_selector("#r-list tr[data-status=FINISHED]", timeout=60_000)
+    counts = console.inner_text("#r-list tr[data-status=FINISHED] td.counts")
+    assert "events" in counts and "removed" in counts and "profiles" in counts, counts
+    filed = requests_listed(demo)
+    assert len(filed) == 1 and filed[0]["status"] == "FINISHED" and filed[0]["stores"]["events"]["removed"] >= 1
+    assert console.inner_text("#r-list tr[data-status=FINISHED] td.id") == filed[0]["regulateId"]
+    assert profile_status(demo, who) == 404
+    screenshot(console, "privacy")
+
+    # an API error shows its code and sentence
+    console.select_option("#r-type", "SUPPRESS")
+    console.fill("#r-ids", "x" * 1100)
+    console.click("#r-file")
+    console.wait_for_selector("#r-error:not([hidden])")
+    assert console.inner_text("#r-error").startswith("invalid_regulation: each subjectId")
+
+    # the shop's origin, in the browser holding the console's session, cannot file one
+    attacker = context.new_page()
+    attacker.goto(demo.site + "/")
+    body = json.dumps({"regulationType": "UNSUPPRESS", "subjectType": "USER_ID", "subjectIds": ["u_cleo_example_com"]})
+    attacker.evaluate("""([url, body]) => fetch(url, {method: "POST", body: body, mode: "no-cors", credentials: "include",
+                           headers: {"Content-Type": "text/plain"}}).then(() => null, () => null)""",
+                      [demo.collector + "/console/api/regulations", body])  # fmt: skip
+    attacker.evaluate("""([url, body]) => { const f = document.createElement("form"); f.method = "POST"; f.action = url;
+        f.enctype = "text/plain"; const i = document.createElement("input"); i.name = body; i.value = "";
+        f.appendChild(i); document.body.appendChild(f); f.submit(); }""",
+                      [demo.collector + "/console/api/regulations", body])  # fmt: skip
+    attacker.wait_for_load_state()
+    time.sleep(0.5)
+    assert [r["regulationType"] for r in requests_listed(demo)] == ["SUPPRESS_WITH_DELETE"]
+    context.console.errors[:] = [e for e in context.console.errors if "403" not in e and "400" not in e]
+    assert context.console.errors == []

@@ -1,4 +1,4 @@
-// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles.
+// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles, privacy requests.
 // Everything taken from events is put on the page as text (textContent), never as HTML.
 (function () {
   "use strict";
@@ -18,15 +18,17 @@
   function str(v) { return typeof v === "string" ? v : v === undefined || v === null ? "" : JSON.stringify(v); }
 
   // --- tabs -------------------------------------------------------------------------------
-  var dashboardTimer = null;
+  var dashboardTimer = null, regulationsTimer = null;
   document.querySelectorAll("nav button").forEach(function (button) {
     button.addEventListener("click", function () { showTab(button.getAttribute("data-tab")); });
   });
   function showTab(name) {
     document.querySelectorAll("nav button").forEach(function (b) { b.classList.toggle("active", b.getAttribute("data-tab") === name); });
-    ["live", "dashboard", "profiles"].forEach(function (id) { $(id).hidden = id !== name; });
+    ["live", "dashboard", "profiles", "privacy"].forEach(function (id) { $(id).hidden = id !== name; });
     clearInterval(dashboardTimer);
+    clearTimeout(regulationsTimer); regulationsTimer = null;
     if (name === "dashboard") { loadDashboard(); dashboardTimer = setInterval(loadDashboard, 2000); }
+    if (name === "privacy") loadRegulations();
   }
 
   // --- live events ------------------------------------------------------------------------
@@ -249,6 +251,103 @@
       row.appendChild(el("td", str(ev.event || ev.name || (ev.context && ev.context.page && ev.context.page.path) || "")));
       row.appendChild(el("td", str(ev.source)));
       events.appendChild(row);
+    });
+  }
+
+  // --- privacy requests -------------------------------------------------------------------
+  var ERASING = { DELETE_ONLY: true, SUPPRESS_WITH_DELETE: true };
+  var PENDING = { INITIALIZED: true, RUNNING: true };
+  var REFRESH = 1000; // ms between reloads of the list while a request is not finished
+  var confirming = null; // the request waiting for its confirmation, as it was when filed
+
+  function apiError(status, body) {
+    return body && body.code ? body.code + ": " + body.message : "HTTP " + status;
+  }
+  function answer(r) {
+    return r.text().then(function (text) {
+      var body = null;
+      try { body = JSON.parse(text); } catch (err) { body = null; }
+      return { ok: r.ok, status: r.status, body: body };
+    });
+  }
+  function showError(text) { $("r-error").hidden = !text; $("r-error").textContent = text || ""; }
+
+  $("regulation").addEventListener("submit", function (e) {
+    e.preventDefault();
+    showError(""); $("r-filed").hidden = true;
+    var ids = $("r-ids").value.split("\n").map(function (line) { return line.trim(); }).filter(Boolean);
+    var request = { regulationType: $("r-type").value, subjectType: $("r-subject").value, subjectIds: ids };
+    if (!ERASING[request.regulationType]) { file(request); return; }
+    confirming = request;
+    $("r-confirm-text").textContent = request.regulationType + " erases every stored event, dead letter and the profile of " +
+      (ids.length === 1 ? "the " + request.subjectType + " " + ids[0] : ids.length + " " + request.subjectType + "s") +
+      ", and of the identifiers linked to them. This cannot be undone.";
+    $("r-confirm").hidden = false;
+    $("r-file").disabled = true;
+  });
+  function endConfirm() { confirming = null; $("r-confirm").hidden = true; $("r-file").disabled = false; }
+  $("r-confirm-yes").addEventListener("click", function () { var request = confirming; endConfirm(); if (request) file(request); });
+  $("r-confirm-no").addEventListener("click", endConfirm);
+
+  function file(request) {
+    $("r-file").disabled = true;
+    fetch("/console/api/regulations", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+                                         body: JSON.stringify(request) })
+      .then(answer)
+      .then(function (a) {
+        if (!a.ok) { showError(apiError(a.status, a.body)); return; }
+        $("r-filed").hidden = false; $("r-filed").textContent = "Filed " + a.body.regulateId + ".";
+        $("r-ids").value = "";
+      }, function () { showError("the collector did not answer"); })
+      .then(function () { $("r-file").disabled = false; loadRegulations(); });
+  }
+
+  function loadRegulations() {
+    clearTimeout(regulationsTimer); regulationsTimer = null;
+    fetch("/console/api/regulations", { credentials: "same-origin" })
+      .then(answer)
+      .then(function (a) {
+        if (!a.ok) { showError(apiError(a.status, a.body)); return; }
+        renderRegulations(a.body.data);
+        if ($("privacy").hidden) return;
+        if (a.body.data.some(function (r) { return PENDING[r.status]; })) regulationsTimer = setTimeout(loadRegulations, REFRESH);
+      }, function () { if (!$("privacy").hidden) regulationsTimer = setTimeout(loadRegulations, REFRESH * 5); });
+  }
+
+  function when(iso) { return iso ? str(iso).slice(0, 19).replace("T", " ") : ""; }
+
+  function countsOf(record) {
+    var cell = el("td", null, "counts");
+    if (record.identifiers) cell.appendChild(el("div", "identifiers " + record.identifiers));
+    Object.keys(record.stores || {}).forEach(function (name) {
+      var stats = record.stores[name], parts = [];
+      Object.keys(stats).forEach(function (k) {
+        if (k === "errors") { if (stats.errors.length) parts.push("errors " + stats.errors.length + " (" + str(stats.errors[0]) + ")"); }
+        else parts.push(k + " " + str(stats[k]));
+      });
+      cell.appendChild(el("div", name + ": " + parts.join(", ")));
+    });
+    if (PENDING[record.status] && record.progress && record.progress.files) {
+      cell.appendChild(el("div", "so far: " + record.progress.files + " files, " + record.progress.bytes + " bytes"));
+    }
+    cell.title = cell.textContent;
+    return cell;
+  }
+
+  function renderRegulations(records) {
+    var list = $("r-list"); list.textContent = "";
+    $("r-empty").hidden = records.length > 0;
+    records.slice().reverse().forEach(function (r) {
+      var row = el("tr");
+      row.setAttribute("data-status", str(r.status));
+      row.appendChild(el("td", r.regulateId, "id"));
+      row.appendChild(el("td", r.regulationType, "type"));
+      row.appendChild(el("td", r.subjects + " " + r.subjectType));
+      row.appendChild(el("td", r.status, "status"));
+      row.appendChild(el("td", when(r.createdAt)));
+      row.appendChild(el("td", when(r.finishedAt)));
+      row.appendChild(countsOf(r));
+      list.appendChild(row);
     });
   }
 
