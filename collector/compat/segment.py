@@ -4,8 +4,9 @@
 
 analytics.js loaded with ``cdnURL`` set to the collector asks for its source's settings here
 before it sends anything. The answer enables one destination, its "Segment.io" integration,
-with ``apiHost`` at this collector (host as the request reached it, plus ``/v1``) and the
-request's protocol, so its calls land on ``/v1/t``, ``/v1/p``, ... (or ``/v1/b`` when batching);
+with ``apiHost`` at this collector (host as the request reached it, plus ``/v1``; behind a
+trusted proxy, its X-Forwarded-Host) and the request's protocol (or the proxy's
+X-Forwarded-Proto), so its calls land on ``/v1/t``, ``/v1/p``, ... (or ``/v1/b`` when batching);
 no other integration, no remote plugins or middleware to load from a CDN, and its own
 performance metrics off (they would go to Segment). An unknown write key is a 404.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from collector.compat.common import answer, collector_host, error, source_of
+from collector.compat.common import BY_HOST, answer, collector_host, error, source_of
 from collector.config import Config
 from collector.edge import Gate
 from collector.errors import CollectorError
@@ -53,6 +54,6 @@ def mount(app: web.Application, config: Config, gate: Gate) -> None:
             source_of(gate, key)
         except CollectorError as exc:
             return error(exc)
-        return answer(settings(key, *collector_host(request, config)))
+        return answer(settings(key, *collector_host(request, config)), headers=BY_HOST)
 
     app.router.add_get(SETTINGS, handle_settings)

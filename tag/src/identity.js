@@ -6,11 +6,9 @@ import { get, json, set } from './storage.js'
 // optOut() clear them, optIn() stores them.
 export const KEYS = ['aid', 'uid', 'traits', 'gid', 'gtraits', 'sid', 'sat']
 
-// A random UUID v4 (crypto.randomUUID needs a secure context; this does not).
-export const uuid = () =>
-  ([1e7] + -1e3 + -4e3 + -8e3 + -1e11).replace(/[018]/g, c =>
-    (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)
-  )
+// A random UUID v4: the one in a new blob: URL (revoked at once), as every browser makes it
+// (crypto.randomUUID needs a secure context; this does not).
+export const uuid = (u = URL.createObjectURL(new Blob())) => (URL.revokeObjectURL(u), u.slice(-36))
 
 // A stored object (traits), {} when absent or malformed.
 export const obj = k => json(get(k)) || {}

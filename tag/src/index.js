@@ -82,39 +82,45 @@ function boot() {
   }
 
   // Runs source middleware i (Segment's shape: fn({payload: {obj}, integrations, next})) on m, then
-  // the next; next(null), or never calling next, drops it. A middleware that throws passes m on as it
-  // was (it saw a copy) and the error is logged.
+  // the next; next(null), or never calling next, drops it. Each sees a copy of m as it will be sent
+  // (a JSON round trip); a message that cannot be sent as JSON is dropped, never let past them. A
+  // middleware that throws passes m on as it was (it saw a copy) and the error is logged. Nothing
+  // here throws into the page, even from a next called later.
   function through(m, i) {
-    const f = mw[i]
-    if (!f) return out(m)
-    let done
-    const next = x => done || ((done = 1), x && through(x.obj, i + 1))
     try {
-      f({ payload: { obj: structuredClone(m) }, integrations: m.integrations || {}, next })
+      const f = mw[i]
+      if (!f) return out(m)
+      let done
+      const next = x => done || ((done = 1), x && through(x.obj, i + 1))
+      const c = JSON.parse(JSON.stringify(m))
+      try {
+        f({ payload: { obj: c }, integrations: m.integrations || {}, next })
+      } catch (e) {
+        log(e)
+        next({ obj: m })
+      }
     } catch (e) {
-      log(e)
-      next({ obj: m })
+      log(e) // dropped
     }
   }
 
   // Queues a finished message, holds it (consent) or drops it, saying why.
   function out(m) {
-    const why = blocked(opts)
-    const what = m.type + ' ' + JSON.stringify(m.event || m.name || '')
-    if (queue.size(JSON.stringify(m)) > MAX_MESSAGE) log('dropped', what + ': over 32 KB')
-    else if (why == CONSENT) held.length < MAX_HELD && held.push(m), log('holding', what + ': ' + why)
-    else if (why) log('dropped', what + ': ' + why)
-    else queue.add(m)
+    const why = queue.size(m) > MAX_MESSAGE ? 'over 32 KB' : blocked(opts)
+    if (why == CONSENT) held.length < MAX_HELD && held.push(m)
+    why ? log(why == CONSENT ? 'holding' : 'dropped', m.type + ' ' + JSON.stringify(m.event || m.name || '') + ': ' + why) : queue.add(m)
   }
 
   // Sends event (or event(el)) with properties (or properties(el)), then, when go is given (the
-  // navigation or submission e started), holds e and goes on once the event is delivered or after WAIT.
+  // navigation or submission e started) and the page has not cancelled e, holds e and goes on
+  // (once) when the event is delivered or after WAIT; unless a handler of the page that runs after
+  // this one cancels e too (its preventDefault is seen): then the page has taken it over.
   function leave(e, el, event, props, go) {
     call(['track', val(event, el), val(props, el)])
-    if (go) {
+    if (go && !e.defaultPrevented) {
       e.preventDefault()
-      let gone
-      const g = () => gone || ((gone = 1), go())
+      e.preventDefault = () => (go = 0)
+      const g = () => go && later(go, (go = 0))
       queue.send().then(g, g)
       setTimeout(g, WAIT)
     }
@@ -132,9 +138,10 @@ function boot() {
       })
     )
 
-  // A click on a link that navigates this page (not a new tab, not a modified click, not cancelled).
+  // A click on a link that navigates this frame: no target (or _self), no download, a plain primary click.
   const follows = (e, a) =>
-    a.href && !e.defaultPrevented && a.target != '_blank' && !(e.metaKey || e.ctrlKey || e.shiftKey) && (() => (location.href = a.href))
+    a.href && !a.target.replace(/^_self$/i, '') && !a.hasAttribute('download') && !(e.button | e.altKey | e.ctrlKey | e.metaKey | e.shiftKey) &&
+    (() => (location.href = a.href))
 
   // Stores every visitor value again: at load, refreshes the cookie's year; at optIn(), stores
   // the values read before it (from memory: once opted in, the cookie is the truth).
@@ -143,12 +150,12 @@ function boot() {
   // The API methods, each given the call's arguments, page [url, title, referrer] and time.
   const api = {
     load([writeKey, o = {}]) {
-      if (opts) return log('already loaded')
+      if (opts) return
       // the collector: the host option, else where the tag came from (its origin, or a site's /p/)
       const host = o.host || new URL('.', script.src).href // throws (logged) when neither is known
       opts = o
       store.fp = o.firstParty
-      dbg.on = dbg.on || !!o.debug
+      o.debug && (dbg.on = 1)
       queue.init(writeKey, host.replace(/\/+$/, '') + '/v1/batch')
       store.keep = () => !blocked(o)
       set('opt', get('opt')) // the choice's cookie, a year from now
@@ -241,7 +248,16 @@ function boot() {
     },
 
     trackForm([els, event, props]) {
-      listen(els, 'submit', (e, f) => leave(e, f, event, props, () => f.submit()))
+      listen(els, 'submit', (e, f) =>
+        leave(e, f, event, props, () => {
+          // the pressed button's name=value, which form.submit() leaves out; the prototype's submit:
+          // a control named submit hides the form's own, not a new form's
+          const s = e.submitter, i = f.appendChild(d.createElement('input'))
+          s && ((i.name = s.name), (i.value = s.value))
+          d.createElement('form').submit.call(f)
+          i.remove()
+        })
+      )
     },
 
     ready([fn]) {
@@ -289,9 +305,9 @@ function boot() {
       a.p = a.p || here()
       a.t = a.t || now()
       if (!opts && m != 'load' && m != 'debug') return pre.push(a)
-      api[m]([].slice.call(a, 1), a.p, a.t)
+      api[m](a.slice(1), a.p, a.t)
     } catch (e) {
-      log('error in', a?.[0], e)
+      log(e)
     }
   }
 

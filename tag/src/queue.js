@@ -19,7 +19,7 @@ const me = PREFIX + uuid() // this tab's queue key: {t: last touched (0 = page g
 let q = [] // waiting messages, oldest first
 let url, key, timer, busy, saving, hold = 0, tries = 0
 
-export const size = s => new Blob([s]).size
+export const size = m => new Blob([JSON.stringify(m)]).size
 const body = b => JSON.stringify({ batch: b, sentAt: new Date().toISOString(), writeKey: key })
 
 export function init(writeKey, endpoint) {
@@ -36,7 +36,7 @@ export function init(writeKey, endpoint) {
 function save(t = Date.now()) {
   const now = Date.now()
   let n = q.length, bytes = 100
-  while (n && (bytes += size(JSON.stringify(q[n - 1])) + 1) < MAX_QUEUE) n--
+  while (n && (bytes += size(q[n - 1]) + 1) < MAX_QUEUE) n--
   // kept when within both limits; else logged (log() gives undefined) and dropped
   q = q.filter((m, i) => (i >= n && !(now - Date.parse(m.originalTimestamp) > WINDOW)) || log('dropped', m))
   saving = 0
@@ -44,7 +44,7 @@ function save(t = Date.now()) {
     try {
       q.length ? s.setItem(me, JSON.stringify({ t, q })) : s.removeItem(me)
     } catch (e) {
-      log('queue not saved', e)
+      log(e)
       s.removeItem(me)
     }
   })
@@ -79,7 +79,7 @@ export function clear() {
 // The oldest messages of list that fit in one request body (always at least one).
 function take(list) {
   let n = 0, bytes = 200
-  while (n < list.length && (bytes += size(JSON.stringify(list[n])) + 1) < MAX_BODY) n++
+  while (n < list.length && (bytes += size(list[n]) + 1) < MAX_BODY) n++
   return list.slice(0, n || 1)
 }
 
@@ -104,7 +104,7 @@ export async function send() {
   let wait = 0
   try {
     const r = await fetch(url, { method: 'POST', body: body(b), keepalive: true, credentials: store.fp ? 'same-origin' : 'omit' })
-    if (r.status == 408 || r.status == 429 || r.status > 499) {
+    if (/^(408|429|5)/.test(r.status)) {
       wait = r.headers.get('Retry-After') * 1000 // the collector's wait holds even against flush()
       wait ? (hold = Date.now() + wait) : (wait = backoff())
     } else if (!r.ok) log('dropped', b.length, 'HTTP', r.status) // other 4xx: retrying cannot help

@@ -73,6 +73,46 @@ class TestSourceMiddleware:
         assert any("bad middleware" in line for line in tab.console)
 
 
+    def test_a_message_structured_clone_refuses_still_goes_through_every_middleware(self, tab, site, collector):
+        """An element, a function or a Proxy in properties (or no structuredClone, old Safari): the middleware
+        still runs on a copy of the message as it is sent; one that cannot be sent at all (BigInt) is dropped."""
+        aid = load(tab, site, collector, debug=True)
+        tab.js(
+            """() => {
+              intilery.addSourceMiddleware(({payload, next}) => { delete payload.obj.properties.email; next(payload) });
+              intilery.track('Odd properties', {email: 'a@example.com', el: document.body, fn: () => 1,
+                                                 proxy: new Proxy({a: 1}, {}), plan: 'pro'});
+              intilery.track('Unsendable', {email: 'b@example.com', n: 1n});
+              delete window.structuredClone;
+              intilery.track('Old Safari', {email: 'c@example.com'});
+            }"""
+        )
+        [odd] = collector.wait_for(event_named("Odd properties", aid))
+        assert odd["properties"] == {"el": {}, "proxy": {"a": 1}, "plan": "pro"}
+        [old] = collector.wait_for(event_named("Old Safari", aid))
+        assert old["properties"] == {}
+        assert not [e for e in collector.events() if "@example.com" in str(e.get("properties"))]
+        assert not [e for e in collector.events() if e.get("event") == "Unsendable"] and not tab.errors
+
+    def test_a_middleware_calling_next_later_with_an_unsendable_payload_does_not_throw_into_the_page(
+        self, tab, site, collector
+    ):
+        aid = load(tab, site, collector)
+        tab.js(
+            """() => {
+              intilery.addSourceMiddleware(({payload, next}) => setTimeout(() => {
+                if (payload.obj.event == 'Later') payload.obj.properties.n = 10n;
+                next(payload);
+              }));
+              intilery.track('Later');
+              intilery.track('Fine');
+            }"""
+        )
+        collector.wait_for(event_named("Fine", aid))
+        tab.settle()
+        assert not tab.errors
+        assert not [e for e in collector.events() if e.get("event") == "Later"]
+
 class TestIdentity:
     def test_set_anonymous_id_user_traits_and_group(self, tab, site, collector):
         """setAnonymousId() is the id of what follows; user().traits(), group().id(), group().traits()."""
@@ -174,6 +214,65 @@ class TestLinksAndForms:
         tab.page.wait_for_url("**/plain.html?plan=pro")
         [event] = collector.wait_for(event_named("Signed Up", aid))
         assert event["properties"] == {"source": "form"}
+
+
+    def test_track_form_with_a_control_named_submit_keeps_the_pressed_button(self, tab, site, collector):
+        """A control named submit hides form.submit(): the form is still sent, with the button pressed
+        (e.submitter) and nothing thrown into the page."""
+        aid = load(tab, site, collector)
+        tab.js(
+            """() => {
+              const f = document.getElementById('signup');
+              f.insertAdjacentHTML('beforeend', '<input type=submit id=go name=submit value=Go>');
+              intilery.trackForm(f, 'Submitted By Button');
+            }"""
+        )
+        tab.page.click("#go")
+        tab.page.wait_for_url("**/plain.html?plan=pro&submit=Go")
+        collector.wait_for(event_named("Submitted By Button", aid))
+        assert not tab.errors
+
+    def test_track_form_leaves_a_submission_the_page_cancelled_alone(self, tab, site, collector):
+        """The page's own handlers (on the form, or delegated like React's) cancel and post by fetch: the
+        event is sent, the tag does not submit the form a second time."""
+        aid = load(tab, site, collector)
+        tab.js(
+            """() => {
+              const f = document.getElementById('signup');
+              intilery.trackForm(f, 'Posted By Script');
+              document.addEventListener('submit', e => { e.preventDefault(); window.posted = (window.posted || 0) + 1 });
+            }"""
+        )
+        tab.page.click("#send")
+        collector.wait_for(event_named("Posted By Script", aid))
+        tab.page.wait_for_timeout(700)
+        assert tab.page.url.endswith("/links.html") and tab.js("window.posted") == 1
+
+    def test_track_link_lets_the_browser_handle_other_targets_downloads_and_modified_clicks(self, tab, site, collector):
+        """Only a plain primary click on a link to this frame (no target or _self) is held and followed by the
+        tag; a named target, a download, an Alt-click, or a click the page cancelled are the browser's."""
+        aid = load(tab, site, collector)
+        tab.js(
+            """() => {
+              const p = document.getElementById('next').parentNode;
+              p.insertAdjacentHTML('beforeend', '<a id=side href=/plain.html?side=1 target=side>Side</a>'
+                + ' <a id=dl href=/plain.html?dl=1 download>Download</a> <a id=self href=/plain.html?self=1 target=_self>Self</a>');
+              intilery.trackLink(document.querySelectorAll('a'), 'Any Link', a => ({id: a.id}));
+              document.getElementById('plain').addEventListener('click', e => e.preventDefault());
+            }"""
+        )
+        with tab.page.context.expect_page() as popup:
+            tab.page.click("#side")
+        popup.value.close()
+        with tab.page.expect_download():
+            tab.page.click("#dl")
+        tab.page.click("#plain")
+        tab.page.click("#next", modifiers=["Alt"])
+        collector.wait_for(event_named("Any Link", aid), count=4)
+        tab.page.wait_for_timeout(700)
+        assert tab.page.url.endswith("/links.html")
+        tab.page.click("#self")
+        tab.page.wait_for_url("**/plain.html?self=1")
 
     def test_a_collector_that_never_answers_does_not_hold_the_navigation(self, tab, site, silent):
         """The navigation waits for delivery at most a moment (300 ms), not for an answer that never comes."""

@@ -27,6 +27,23 @@ async def test_segment_settings_point_at_this_collector_with_the_requests_protoc
     assert segment["protocol"] == "http"
 
 
+async def test_segment_settings_behind_a_proxy_that_rewrites_host_use_x_forwarded_host(make_client, config):
+    """A trusted proxy's X-Forwarded-Host is the visitors' address (its Host is internal); an
+    untrusted peer's is ignored; the cacheable answer varies by every header it is built from."""
+    proxied = {"Host": "collector.internal:8080", "X-Forwarded-Host": "collect.example.com, hop.example",
+               "X-Forwarded-Proto": "https"}  # fmt: skip
+    client = await make_client(config)
+    answer = await client.get(SETTINGS.format("wk_web"), headers=proxied)
+    segment = (await answer.json())["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == ("collect.example.com/v1", "https")
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+    vary = {v.strip().lower() for v in answer.headers["Vary"].split(",")}
+    assert {"host", "x-forwarded-host", "x-forwarded-proto"} <= vary
+    untrusted = await make_client(config, trusted_proxies=())
+    segment = (await (await untrusted.get(SETTINGS.format("wk_web"), headers=proxied)).json())["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == ("collector.internal:8080/v1", "http")
+
+
 async def test_unknown_or_odd_keys_are_a_404_with_code_and_sentence(client):
     for key in ("wk_nobody", "%00", "x" * 2000, "%F0%9F%92%A9"):
         answer = await client.get(SETTINGS.format(key))
