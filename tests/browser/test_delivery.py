@@ -187,7 +187,10 @@ class TestOutage:
         aid = tab.anonymous_id()
         tab.js("intilery.track('Timed out')")
         collector.wait_for(event_named("Timed out", aid))
-        assert [r["status"] for r in front.requests_with(event_named("Timed out"))] == [408, 200]
+        # the proxy records an answer after the collector has stored it: wait for the record too
+        statuses = lambda: [r["status"] for r in front.requests_with(event_named("Timed out"))]  # noqa: E731
+        wait_until(lambda: len(statuses()) >= 2, what="the retry's answer recorded")
+        assert statuses() == [408, 200]
 
     def test_flush_waits_out_a_retry_after(self, tab, site, front):
         """While the collector's Retry-After runs, flush() and new calls send nothing."""
@@ -221,6 +224,7 @@ class TestOutage:
         tab.js("intilery.track('Flaky')")
 
         collector.wait_for(event_named("Flaky", aid))
+        wait_until(lambda: len(front.requests_with(event_named("Flaky"))) >= 2, what="the retry's answer recorded")
         first, second = front.requests_with(event_named("Flaky"))[:2]
         assert (first["status"], second["status"]) == (503, 200)
         assert second["time"] - first["time"] >= 1.9  # backoff alone would allow a retry after 0.5 s
