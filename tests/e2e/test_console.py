@@ -60,6 +60,19 @@ def rows(page) -> list[list[str]]:
     return page.eval_on_selector_all("#rows tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
 
 
+
+def signed_in_shopper(demo, new_context, email: str, name: str):
+    """A visitor of the demo shop who consents, puts a mug in the cart and signs in: the page."""
+    shop = new_context().new_page()
+    shop.goto(demo.site + "/")
+    for step in ("#consent-accept", "#shop-now", "#card-mug-01", "#add-to-cart", "#cart-link", "#signin-to-checkout"):
+        shop.click(step)
+    shop.fill("#email", email)
+    shop.fill("#name", name)
+    shop.click("#signin-submit")
+    shop.wait_for_url("**/cart.html")
+    return shop
+
 def test_demo_prints_the_console_and_how_to_sign_in(demo):
     printed = demo.log.read_text()
     assert f"{demo.collector}/console" in printed
@@ -130,18 +143,7 @@ def test_event_data_is_shown_as_text_never_run(demo, new_context):
 
 
 def test_the_dashboard_and_a_profile(demo, new_context):
-    shop = new_context().new_page()
-    shop.goto(demo.site + "/")
-    shop.click("#consent-accept")
-    shop.click("#shop-now")
-    shop.click("#card-mug-01")
-    shop.click("#add-to-cart")
-    shop.click("#cart-link")
-    shop.click("#signin-to-checkout")
-    shop.fill("#email", "ann@example.com")
-    shop.fill("#name", "Ann")
-    shop.click("#signin-submit")
-    shop.wait_for_url("**/cart.html")
+    shop = signed_in_shopper(demo, new_context, "ann@example.com", "Ann")
     assert post(demo, "/v1/track", {"userId": "u_bad"}) == 400
 
     console = open_console(demo, new_context())
@@ -216,18 +218,7 @@ def test_a_privacy_request_filed_and_followed_in_the_console(demo, new_context):
     """Sign in, file SUPPRESS_WITH_DELETE for a shop customer (confirmed: it cannot be undone), see it
     listed and reach FINISHED with its counts; the Profile API then has no such person. A POST from
     another origin (the shop's: same site, so the Strict cookie goes with it) is refused."""
-    shop = new_context().new_page()
-    shop.goto(demo.site + "/")
-    shop.click("#consent-accept")
-    shop.click("#shop-now")
-    shop.click("#card-mug-01")
-    shop.click("#add-to-cart")
-    shop.click("#cart-link")
-    shop.click("#signin-to-checkout")
-    shop.fill("#email", "cleo@example.com")
-    shop.fill("#name", "Cleo")
-    shop.click("#signin-submit")
-    shop.wait_for_url("**/cart.html")
+    shop = signed_in_shopper(demo, new_context, "cleo@example.com", "Cleo")
     who = "user_id:u_cleo_example_com"
     wait_until(lambda: profile_status(demo, who) == 200, what="the shop customer's profile")
 

@@ -6,30 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 import subprocess
-import sys
-import threading
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
-from collector.profiles import views
-from collector.profiles.service import open_store
 from helpers import wait_until
+from tests.profiles.killing import Traffic, committed, counted_per_user, kill_builders, profiles_process, send
 
-KEY = "wk_test"  # natsprocs.SOURCES
 TOKEN = "at_nats"
-
-
-def send(url: str, batch: list[dict]) -> bool:
-    request = urllib.request.Request(url + "/v1/batch", data=json.dumps({"batch": batch}).encode(),
-                                     headers={"Content-Type": "application/json", "X-Write-Key": KEY})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def read(url: str, who: str, what: str) -> dict | None:
@@ -43,19 +27,7 @@ def read(url: str, who: str, what: str) -> dict | None:
 
 
 def builder(data_dir: Path, nats_url: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "collector", "profiles", "--store", "nats", "--nats-url", nats_url,
-                             "--data-dir", str(data_dir), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def committed(db: Path) -> int:
-    if not db.exists():
-        return 0
-    store = open_store(db)
-    try:
-        rows = store._all("SELECT events FROM checkpoint")
-    finally:
-        store.close()
-    return rows[0][0] if rows else 0
+    return profiles_process(data_dir, "--store", "nats", "--nats-url", nats_url, *args)
 
 
 async def test_serve_on_the_nats_store_builds_profiles_and_pages_events_from_the_stream(nats_server, collectors):
@@ -89,47 +61,9 @@ async def test_sigkill_of_the_stream_builder_at_any_point_misses_and_doubles_not
     data_dir = tmp_path / "builder"
     data_dir.mkdir()
     db = data_dir / "profiles.db"
-    sent: Counter[str] = Counter()
-    stop = threading.Event()
-    rng = random.Random(5)
-
-    def client() -> None:
-        n = 0
-        while not stop.is_set():
-            batch = []
-            for _ in range(50):
-                n += 1
-                user = f"u{rng.randrange(30)}"
-                batch.append({"type": "track", "event": "Viewed", "userId": user, "anonymousId": f"a-{user}",
-                              "messageId": f"m{n}"})  # fmt: skip
-            if send(collector.url, batch):
-                sent.update(e["userId"] for e in batch)
-
-    def kill_builders() -> None:
-        for _ in range(8):
-            process = builder(data_dir, nats_server.url)
-            before = committed(db)
-            wait_until(lambda: committed(db) > before, timeout=60, what="the builder to commit")
-            threading.Event().wait(rng.uniform(0, 0.25))  # not a wait for a result: the kill lands anywhere
-            process.send_signal(signal.SIGKILL)
-            process.wait(30)
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
-        await asyncio.to_thread(kill_builders)
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 60)
+    with Traffic(collector.url, 30, seed=5) as traffic:
+        await asyncio.to_thread(kill_builders, lambda: builder(data_dir, nats_server.url), db, 8, random.Random(5))
     rest = builder(data_dir, nats_server.url, "--once")
     assert await asyncio.to_thread(rest.wait, 120) == 0, rest.stdout.read().decode()
-    store = open_store(db)
-    try:
-        counted = {}
-        for pid in store.profile_ids():
-            ids = {i["type"]: i["id"] for i in views.external_ids(store, pid)}
-            counted[ids["user_id"]] = views.traits(store, pid)["event_count"]
-    finally:
-        store.close()
-    assert counted == dict(sent), "counts differ from what the collector acknowledged"
-    assert committed(db) == sum(sent.values())
+    assert counted_per_user(db) == dict(traffic.sent), "counts differ from what the collector acknowledged"
+    assert committed(db) == sum(traffic.sent.values())

@@ -8,44 +8,15 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
 from collector.profiles import views
-from collector.profiles.service import open_store
 from collector.profiles.store import SqliteStore
 from helpers import CollectorProcess, stop_process, wait_until
+from tests.profiles.killing import KEY, Traffic, committed, counted_per_user, kill_builders, profiles_process, send
 
-KEY = "wk_test"
 USERS = 40
-
-
-def send(url: str, batch: list[dict]) -> bool:
-    request = urllib.request.Request(url + "/v1/batch", data=json.dumps({"batch": batch}).encode(),
-                                     headers={"Content-Type": "application/json", "X-Write-Key": KEY})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-def profiles_process(data_dir: Path, *args: str, db: str | None = None) -> subprocess.Popen:
-    more = ["--profiles-db", db] if db else []
-    return subprocess.Popen([sys.executable, "-m", "collector", "profiles", "--data-dir", str(data_dir), *more, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def committed(db: str) -> int:
-    """The builder's committed event count (0 before its first commit)."""
-    store = open_store(db, reads_only=True)
-    try:
-        rows = store._all("SELECT events FROM checkpoint")
-    finally:
-        store.close()
-    return rows[0][0] if rows else 0
 
 
 def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path, profiles_db):
@@ -54,52 +25,16 @@ def test_sigkill_of_the_builder_at_any_point_misses_and_doubles_nothing(tmp_path
     collector = CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], args=["--no-profiles"],
                                  segment_max_bytes=64_000).start()  # fmt: skip
     data_dir, db = collector.data_dir, profiles_db
-    sent: Counter[str] = Counter()
-    stop = threading.Event()
-    rng = random.Random(3)
-
-    def client() -> None:
-        n = 0
-        while not stop.is_set():
-            batch = []
-            for _ in range(50):
-                n += 1
-                user = f"u{rng.randrange(USERS)}"
-                batch.append({"type": "track", "event": "Viewed", "userId": user, "anonymousId": f"a-{user}",
-                              "messageId": f"m{n}"})  # fmt: skip
-            if send(collector.url, batch):
-                sent.update(e["userId"] for e in batch)
-
-    thread = threading.Thread(target=client)
-    thread.start()
     try:
-        kills = 0
-        while kills < 15:
-            builder = profiles_process(data_dir, db=db)
-            before = committed(db)
-            wait_until(lambda: committed(db) > before, timeout=60, what="the builder to commit")
-            threading.Event().wait(rng.uniform(0, 0.25))  # not a wait for a result: the kill lands anywhere in a batch
-            builder.send_signal(signal.SIGKILL)
-            builder.wait(30)
-            kills += 1
+        with Traffic(collector.url, USERS, seed=3) as traffic:
+            kill_builders(lambda: profiles_process(data_dir, db=db), db, 15, random.Random(3))
     finally:
-        stop.set()
-        thread.join(60)
         collector.stop()  # every segment closed and gzipped
     assert len(list(data_dir.glob("events/**/*.gz"))) > 3, "the test did not cross rotations"
     rest = profiles_process(data_dir, "--once", db=db)
     assert rest.wait(120) == 0, rest.stdout.read().decode()
-
-    store = open_store(db)
-    try:
-        counted = {}
-        for pid in store.profile_ids():
-            ids = {i["type"]: i["id"] for i in views.external_ids(store, pid)}
-            counted[ids["user_id"]] = views.traits(store, pid)["event_count"]
-    finally:
-        store.close()
-    assert counted == dict(sent), "counts differ from what the collector acknowledged"
-    assert committed(db) == sum(sent.values())
+    assert counted_per_user(db) == dict(traffic.sent), "counts differ from what the collector acknowledged"
+    assert committed(db) == sum(traffic.sent.values())
 
 
 def test_rebuild_gives_the_profiles_that_following_gave(tmp_path, log):
