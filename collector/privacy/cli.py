@@ -33,9 +33,8 @@ from collector.privacy.erase import Job
 from collector.privacy.regulations import ENDED, Regulations, public
 from collector.privacy.routes import create
 from collector.privacy.service import JOB_LOCK, context_of, open_profiles, shared_suppression
-from collector.privacy.subjects import normal
 from collector.privacy.suppression import Suppression
-from collector.profiles.rules import EMAIL, ID_TYPES, Rules
+from collector.profiles.rules import PROFILE_FORM, Rules, parse_profile
 
 WAIT_FOR_COLLECTOR = 3600.0  # seconds this waits for a collector that runs the job
 
@@ -76,7 +75,7 @@ def add_parser(commands: Any) -> None:
         _common(parser)
         parser.set_defaults(run=cmd_request)
     exp = actions.add_parser("export", help="the person's profile and every event, as NDJSON on stdout")
-    exp.add_argument("identifier", help="type:value, type one of " + ", ".join(ID_TYPES))
+    exp.add_argument("identifier", help=PROFILE_FORM)
     exp.add_argument("-o", "--output", help="write to this file instead of stdout")
     _common(exp)
     exp.set_defaults(run=cmd_export)
@@ -164,16 +163,16 @@ def _bar(record: dict, total: int, width: int = 30) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     config = _config(args)
-    kind, sep, value = args.identifier.partition(":")
-    if not sep or kind not in ID_TYPES or not value:
-        print(f"intilery: {args.identifier!r} is not type:value with type one of {', '.join(ID_TYPES)}", file=sys.stderr)
+    parsed = parse_profile(args.identifier)
+    if parsed is None:
+        print(f"intilery: {args.identifier!r} is not {PROFILE_FORM}", file=sys.stderr)
         return 2
     store = open_profiles(config)()
     if store is None:
         print("intilery: no profile database yet", file=sys.stderr)
         return 1
     try:
-        pid = store.find(kind, normal(EMAIL, value) if kind == EMAIL else value)
+        pid = store.find(*parsed)
         if pid is None:
             print(f"intilery: no profile holds {args.identifier}", file=sys.stderr)
             return 1

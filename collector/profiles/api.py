@@ -29,7 +29,7 @@ from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles import views
-from collector.profiles.rules import ID_TYPES, EMAIL
+from collector.profiles.rules import PROFILE_FORM, parse_profile
 
 log = logging.getLogger("intilery.profiles.api")
 
@@ -77,11 +77,10 @@ class ProfileAPI:
 
     def find(self, profile: str) -> str:
         """The profile id of ``{type}:{value}`` (``BadRequest``, ``NotFound`` when there is none)."""
-        kind, sep, value = profile.partition(":")
-        if not sep or kind not in ID_TYPES or not value:
-            raise BadRequest("invalid_profile_id", "the profile is {type}:{value}, type one of " + ", ".join(ID_TYPES))
-        value = value.strip().lower() if kind == EMAIL else value
-        pid = self.db().find(kind, value)
+        parsed = parse_profile(profile)
+        if parsed is None:
+            raise BadRequest("invalid_profile_id", "the profile is " + PROFILE_FORM)
+        pid = self.db().find(*parsed)
         if pid is None:
             raise NotFound("profile_not_found", "no profile holds that identifier")
         return pid

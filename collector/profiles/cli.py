@@ -14,7 +14,7 @@ import orjson
 from collector.config import STORES, load_config
 from collector.logs import setup_logging
 from collector.profiles import views
-from collector.profiles.rules import EMAIL, ID_TYPES
+from collector.profiles.rules import PROFILE_FORM, parse_profile
 from collector.profiles.service import db_target, follow, open_store, take_lock
 
 
@@ -42,7 +42,7 @@ def add_parser(commands: Any) -> None:
     profile = commands.add_parser("profile", help="look a person up in the profile database")
     actions = profile.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show", help="traits, identifiers and metadata of one person")
-    show.add_argument("identifier", help="type:value, type one of " + ", ".join(ID_TYPES))
+    show.add_argument("identifier", help=PROFILE_FORM)
     _common(show)
     show.set_defaults(run=cmd_show)
 
@@ -68,9 +68,9 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     config = _config(args)
-    kind, sep, value = args.identifier.partition(":")
-    if not sep or kind not in ID_TYPES or not value:
-        print(f"intilery: {args.identifier!r} is not type:value with type one of {', '.join(ID_TYPES)}", file=sys.stderr)
+    parsed = parse_profile(args.identifier)
+    if parsed is None:
+        print(f"intilery: {args.identifier!r} is not {PROFILE_FORM}", file=sys.stderr)
         return 2
     target = db_target(config)
     if not target.startswith("postgres") and not Path(target).is_file():
@@ -78,7 +78,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 1
     store = open_store(target, reads_only=True)
     try:
-        pid = store.find(kind, value.strip().lower() if kind == EMAIL else value)
+        pid = store.find(*parsed)
         if pid is None:
             print(f"intilery: no profile holds {args.identifier}", file=sys.stderr)
             return 1

@@ -27,6 +27,7 @@ from collector.config import BLOCKED_IDS
 
 USER_ID, ANONYMOUS_ID, EMAIL = "user_id", "anonymous_id", "email"
 ID_TYPES = (USER_ID, ANONYMOUS_ID, EMAIL, "profile_id")  # what the Profile API looks up by
+PROFILE_FORM = "{type}:{value}, type one of " + ", ".join(ID_TYPES)  # how a person is named
 
 # BLOCKED_IDS (config): values that never identify anyone, the shared-device and broken-client
 # junk that PostHog, RudderStack and Segment users most complain about; and, always, values of
@@ -99,6 +100,15 @@ class Rules:
                 if value:
                     found.add((name, value.lower() if name == EMAIL else value))
         return sorted(found, key=priority)
+
+
+def parse_profile(text: str) -> tuple[str, str] | None:
+    """``{type}:{value}`` as the Profile API and the commands take it (an email trimmed and
+    lower-cased, as stored); None when it is not one (see ``PROFILE_FORM``)."""
+    kind, sep, value = text.partition(":")
+    if not sep or kind not in ID_TYPES or not value:
+        return None
+    return kind, value.strip().lower() if kind == EMAIL else value
 
 
 def priority(ident: tuple[str, str]) -> tuple:
