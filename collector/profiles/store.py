@@ -230,18 +230,19 @@ class SqlStore:
             [(p.pid, p.max_key, _dumps(p.refused), _dumps(p.merged))
              for p in (graph.profiles[pid] for pid in sorted(graph.dirty_profiles) if pid in graph.profiles)],
         )  # fmt: skip
-        rows = []
+        added, changed = [], []
         for ident in sorted(graph.dirty_nodes):
             node = graph.nodes[ident]
-            rows.append((*ident, node_id(ident), node.profile, node.first_seen, node.last_seen, node.source,
-                         _dumps(node.state)))  # fmt: skip
-        self._many(
-            "INSERT INTO identifiers (type, value, node_id, profile_id, first_seen, last_seen, source, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id, "
-            "first_seen = excluded.first_seen, last_seen = excluded.last_seen, source = excluded.source, "
-            "state = excluded.state",
-            rows,
-        )
+            if node.new:
+                added.append((*ident, node_id(ident), node.profile, node.first_seen, node.last_seen, node.source,
+                              _dumps(node.state)))  # fmt: skip
+                node.new = False  # written: a later write in the batch (after a replay) updates it
+            else:
+                changed.append((node.profile, node.first_seen, node.last_seen, node.source, _dumps(node.state), *ident))
+        self._many("INSERT INTO identifiers (type, value, node_id, profile_id, first_seen, last_seen, source, state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", added)  # fmt: skip
+        self._many("UPDATE identifiers SET profile_id = ?, first_seen = ?, last_seen = ?, source = ?, state = ? "
+                   "WHERE type = ? AND value = ?", changed)  # fmt: skip
 
     def add_events(self, rows: list[tuple[str, str, str, str, str, int]]) -> None:
         """``(source, messageId, node id, key, segment, position)`` of each event a batch counted."""
@@ -352,6 +353,9 @@ class SqliteStore(SqlStore):
         # NORMAL in WAL mode: a committed transaction survives a process kill; a power cut can
         # lose the last ones, and the checkpoint with them, so the builder reads them again.
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        # A batch touches pages all over the identifiers' and events' trees (node ids are hashes):
+        # a page cache of 64 MB (the default is 2 MB) keeps them in memory across batches.
+        self.conn.execute("PRAGMA cache_size=-65536")
         self.create(migrate=not reads_only)
 
     def close(self) -> None:
