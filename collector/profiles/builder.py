@@ -31,7 +31,7 @@ from collector.profiles.rules import Rules, absorb, event_key, key_time, node_id
 
 log = logging.getLogger("intilery.profiles")
 
-BATCH = 5_000  # events per transaction
+BATCH = 20_000  # events per transaction (at most: a batch is what the log holds, up to this)
 POLL = 0.2  # seconds between reads of an idle log (a profile shows an event within 2 s of its 200)
 CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per log (service.checkpoint_name)
 
@@ -168,9 +168,10 @@ class Builder:
                 if link is None or key < link:  # else: a set already applied at an earlier key
                     self.link(graph, links, group, key, message_id)
             home = idents[0]
-            absorb(nodes[home].state, event, key)
+            home_node = nodes[home]
+            absorb(home_node.state, event, key)
             dirty.add(home)
-            rows.append((source, message_id, node_id(home), key, segment, position))
+            rows.append((source, message_id, home_node.nid or node_id(home), key, segment, position))
             count += 1
         self.count = count
         self.flush(graph)
@@ -193,8 +194,9 @@ class Builder:
             graph.apply_link(idents, key, message_id)
             return
         self.stats["replays"] += 1  # earlier than what is applied: resolve the component again
-        self.flush(graph)  # the component is read from the database
-        graph.replay(*self.store.component(idents))
+        self.store.put_links(self.pending)  # the component is read from the stored links
+        self.pending = {}
+        graph.replay(*self.store.component(idents))  # (identifiers not in the graph are as stored)
 
     def flush(self, graph: Graph) -> None:
         self.store.put_links(self.pending)
