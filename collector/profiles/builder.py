@@ -146,8 +146,9 @@ class Builder:
                 sets.add(group)
             fresh.append((event, dedup, idents, group, record.segment, position))
         graph.load(everyone)  # every profile the batch touches, in a few queries
-        stored = self.store.link_keys([_members(s) for s in sets])
-        links = {s: stored.get(_members(s)) for s in sets}  # each set seen -> the earliest key applied
+        self.members = {s: _members(s) for s in sets}  # each set as the links table keys it
+        stored = self.store.link_keys(list(self.members.values()))
+        links = {s: stored.get(m) for s, m in self.members.items()}  # each set seen -> the earliest key applied
         rows = []
         nodes, dirty, ensure = graph.nodes, graph.dirty_nodes, graph.ensure
         count = self.count
@@ -187,7 +188,7 @@ class Builder:
             return
         links[group] = key
         idents = list(idents)
-        members = _members(group)
+        members = self.members[group]
         new = known is None or (members in self.pending and self.pending[members][2])
         self.pending[members] = (idents, key, new)
         if known is None and not graph.is_late(idents, key):

@@ -36,6 +36,7 @@ MAX_ID_CHARS = 1024
 DEFAULT_CAPS = {USER_ID: 1, ANONYMOUS_ID: 100, EMAIL: 5}
 OTHER_CAP = 5  # each identifier trait other than email
 ORDER_COMPLETED = "Order Completed"
+DEVICE_PARTS = ("device", "os", "browser")  # what of the context makes a profile's last device
 DEFAULT_CURRENCY = "USD"
 
 
@@ -196,7 +197,13 @@ def absorb(state: dict, event: dict, key: str) -> dict:
             old = state.get("location")
             if old is None or key > old[0]:
                 state["location"] = [key, location]
-        device = {k: context[k] for k in ("device", "os", "browser") if isinstance(context.get(k), dict)}
+        device = None
+        for k in DEVICE_PARTS:
+            part = context.get(k)
+            if isinstance(part, dict):
+                if device is None:
+                    device = {}
+                device[k] = part
         if device:
             old = state.get("device")
             if old is None or key > old[0]:
