@@ -357,12 +357,13 @@ class SqliteStore(SqlStore):
         # NORMAL in WAL mode: a committed transaction survives a process kill; a power cut can
         # lose the last ones, and the checkpoint with them, so the builder reads them again.
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        # A batch touches pages all over the identifiers' and events' trees (node ids are hashes):
-        # a page cache of 64 MB (the default is 2 MB) keeps them in memory across batches.
-        self.conn.execute("PRAGMA cache_size=-65536")
-        # The WAL is copied into the database (with an fsync) once it holds 16,000 pages (64 MB; the
-        # default is 1,000, several times a batch): a page a batch changes again is copied once.
-        self.conn.execute("PRAGMA wal_autocheckpoint=16000")
+        if not reads_only:  # the builder (a reader, in the collector's process, keeps SQLite's 2 MB)
+            # A batch touches pages all over the identifiers' and events' trees (node ids are
+            # hashes): a page cache of 64 MB keeps them in memory across batches.
+            self.conn.execute("PRAGMA cache_size=-65536")
+            # The WAL is copied into the database (with an fsync) once it holds 16,000 pages (64 MB;
+            # the default is 1,000, several times a batch): a page a batch changes again is copied once.
+            self.conn.execute("PRAGMA wal_autocheckpoint=16000")
         self.create(migrate=not reads_only)
 
     def close(self) -> None:
