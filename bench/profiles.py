@@ -8,7 +8,7 @@ Rows:
 
 - *rebuild*: ``Builder.catch_up`` into a new SQLite file from closed (gzipped) local segments
   of a generated log (visitors browsing anonymously, signing in, ordering; 2 to 3 identifiers
-  each), pinned to one core (``taskset -c 0`` when there is one): events/s of wall time and
+  each), pinned to one core (core 0 unless started pinned, e.g. ``taskset -c 1``): events/s of wall time and
   of CPU time of this process;
 - *traits*: ``GET .../user_id:<id>/traits`` for random people of a database of ``--profiles``
   profiles, one keep-alive connection to ``intilery serve --no-profiles``: p50 / p99 / max ms
@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = keep_up(args.keep_up_seconds)
         print(orjson.dumps(result).decode(), flush=True)
         return {"keep_up": result}
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
-        os.sched_setaffinity(0, {0})  # one core, as the target says
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {0})  # one core, as the target says (``taskset -c N`` picks another)
     if args.only == "visible":
         result = visible_latency(args.visible)
         print(orjson.dumps(result).decode(), flush=True)

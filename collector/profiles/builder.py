@@ -31,7 +31,7 @@ from collector.profiles.rules import Rules, absorb, event_key, key_time, node_id
 
 log = logging.getLogger("intilery.profiles")
 
-BATCH = 5_000  # events per transaction
+BATCH = 20_000  # events per transaction (at most: a batch is what the log holds, up to this)
 POLL = 0.2  # seconds between reads of an idle log (a profile shows an event within 2 s of its 200)
 CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per log (service.checkpoint_name)
 
@@ -124,47 +124,60 @@ class Builder:
     def apply(self, records: list) -> None:
         graph = Graph(self.rules, self.store)
         self.pending: dict[str, tuple] = {}  # the sets to store: members -> (idents, key, new)
+        stats = self.stats
         fresh, everyone, sets = [], set(), set()
-        known = self.store.seen([_dedup_key(r.event) for r, _ in records])
+        dedups = [_dedup_key(r.event) for r, _ in records]
+        known = self.store.seen(dedups)
         identifiers = self.rules.identifiers
-        for record, position in records:
-            event = record.event
-            dedup = _dedup_key(event)
+        for (record, position), dedup in zip(records, dedups):
             if dedup is None or dedup in known:
-                self.stats["duplicates"] += 1
+                stats["duplicates"] += 1
                 continue
             known.add(dedup)
+            event = record.event
             idents = identifiers(event)
             if not idents:
-                self.stats["unattributed"] += 1
+                stats["unattributed"] += 1
                 continue
-            fresh.append((event, dedup, idents, record.segment, position))
             everyone.update(idents)
+            group = None
             if len(idents) > 1:
-                sets.add(tuple(idents))
+                group = tuple(idents)
+                sets.add(group)
+            fresh.append((event, dedup, idents, group, record.segment, position))
         graph.load(everyone)  # every profile the batch touches, in a few queries
-        stored = self.store.link_keys([_members(s) for s in sets])
-        links = {s: stored.get(_members(s)) for s in sets}  # each set seen -> the earliest key applied
+        self.members = {s: _members(s) for s in sets}  # each set as the links table keys it
+        stored = self.store.link_keys(list(self.members.values()))
+        links = {s: stored.get(m) for s, m in self.members.items()}  # each set seen -> the earliest key applied
         rows = []
-        nodes = graph.nodes
-        for event, (source, message_id), idents, segment, position in fresh:
+        nodes, dirty, ensure = graph.nodes, graph.dirty_nodes, graph.ensure
+        count = self.count
+        for event, (source, message_id), idents, group, segment, position in fresh:
             key = event_key(event)
             when = key_time(key)
-            for ident in idents:
-                node = nodes.get(ident) or graph.ensure(ident)
-                if not node.first_seen or when < node.first_seen:
+            for ident in idents:  # a row is written again only when something of it moved
+                node = nodes.get(ident) or ensure(ident)
+                first = node.first_seen
+                if not first or when < first:
                     node.first_seen, node.source = when, str(event.get("source") or "")
+                    dirty.add(ident)
                 if when > node.last_seen:
                     node.last_seen = when
-            graph.dirty_nodes.update(idents)
-            if len(idents) > 1:
-                self.link(graph, links, idents, key, message_id)
-            absorb(nodes[idents[0]].state, event, key)
-            rows.append((source, message_id, node_id(idents[0]), key, segment, position))
-            self.count += 1
+                    dirty.add(ident)
+            if group is not None:
+                link = links[group]
+                if link is None or key < link:  # else: a set already applied at an earlier key
+                    self.link(graph, links, group, key, message_id)
+            home = idents[0]
+            home_node = nodes[home]
+            absorb(home_node.state, event, key)
+            dirty.add(home)
+            rows.append((source, message_id, home_node.nid or node_id(home), key, segment, position))
+            count += 1
+        self.count = count
         self.flush(graph)
         self.store.add_events(rows)
-        self.stats["events"] = self.count
+        stats["events"] = count
 
     def link(self, graph: Graph, links: dict, idents: list, key: str, message_id: str) -> None:
         """Apply a set of identifiers seen together. Only the earliest message of each distinct set
@@ -174,15 +187,17 @@ class Builder:
         if known is not None and known <= key:
             return
         links[group] = key
-        members = _members(group)
+        idents = list(idents)
+        members = self.members[group]
         new = known is None or (members in self.pending and self.pending[members][2])
         self.pending[members] = (idents, key, new)
         if known is None and not graph.is_late(idents, key):
             graph.apply_link(idents, key, message_id)
             return
         self.stats["replays"] += 1  # earlier than what is applied: resolve the component again
-        self.flush(graph)  # the component is read from the database
-        graph.replay(*self.store.component(idents))
+        self.store.put_links(self.pending)  # the component is read from the stored links
+        self.pending = {}
+        graph.replay(*self.store.component(idents))  # (identifiers not in the graph are as stored)
 
     def flush(self, graph: Graph) -> None:
         self.store.put_links(self.pending)

@@ -43,7 +43,8 @@ class Node:
     last_seen: str = ""
     source: str = ""
     state: dict = field(default_factory=dict)
-    new: bool = False
+    new: bool = False  # not in the database yet
+    nid: str = ""  # node_id of the identifier (kept: the hash is not computed again)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Graph:
         self.dirty_nodes: set[Ident] = set()
         self.dirty_profiles: set[str] = set()
         self.removed: set[str] = set()
+        self.stored: set[str] = set()  # profiles in the database (loaded): what a removal deletes
         self.unknown: set[Ident] = set()  # looked up, not in the database: new when first seen
 
     # --- loading ----------------------------------------------------------------------------
@@ -80,6 +82,7 @@ class Graph:
             if profile.pid in self.profiles:
                 continue
             self.profiles[profile.pid] = profile
+            self.stored.add(profile.pid)
             self.removed.discard(profile.pid)
             for member, member_node in nodes.items():
                 self.nodes.setdefault(member, member_node)
@@ -95,7 +98,7 @@ class Graph:
             if ident in self.nodes:
                 return self.nodes[ident]
         pid = node_id(ident)
-        node = self.nodes[ident] = Node(profile=pid, new=True)
+        node = self.nodes[ident] = Node(profile=pid, new=True, nid=pid)
         self.profiles[pid] = Profile(pid, {ident})
         self.removed.discard(pid)
         self.dirty_nodes.add(ident)
@@ -130,8 +133,10 @@ class Graph:
                     self.dirty_profiles.add(side.pid)
 
     def _refusal(self, a: Profile, b: Profile) -> str | None:
-        counts = a.counts() + b.counts()
-        if counts["user_id"] > 1:
+        counts: dict[str, int] = {}
+        for kind, _ in (*a.members, *b.members):
+            counts[kind] = counts.get(kind, 0) + 1
+        if counts.get("user_id", 0) > 1:
             return "second_user_id"
         for kind, count in sorted(counts.items()):
             if count > self.rules.cap(kind):
@@ -146,7 +151,8 @@ class Graph:
     def _merge(self, a: Profile, b: Profile) -> Profile:
         members = a.members | b.members
         pid = node_id(min(members, key=priority))
-        merged = Profile(pid, members, max(a.max_key, b.max_key), _refusals(a.refused + b.refused),
+        refused = _refusals(a.refused + b.refused) if a.refused or b.refused else []
+        merged = Profile(pid, members, max(a.max_key, b.max_key), refused,
                          sorted(set(a.merged + b.merged + [p.pid for p in (a, b) if p.pid != pid])))  # fmt: skip
         for pid_old in {a.pid, b.pid} - {pid}:
             self.profiles.pop(pid_old, None)

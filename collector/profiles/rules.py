@@ -36,6 +36,7 @@ MAX_ID_CHARS = 1024
 DEFAULT_CAPS = {USER_ID: 1, ANONYMOUS_ID: 100, EMAIL: 5}
 OTHER_CAP = 5  # each identifier trait other than email
 ORDER_COMPLETED = "Order Completed"
+DEVICE_PARTS = ("device", "os", "browser")  # what of the context makes a profile's last device
 DEFAULT_CURRENCY = "USD"
 
 
@@ -152,50 +153,70 @@ def contribution(event: dict, key: str) -> dict:
 
 def absorb(state: dict, event: dict, key: str) -> dict:
     """Fold one event into ``state``, in place: what ``merge(state, contribution(event, key))``
-    gives (the builder's hot path: no state is copied)."""
-    kind = event.get("type")
+    gives (the builder's hot path: no state is copied, the usual parts written out inline)."""
+    get = event.get
+    kind = get("type")
     kind = kind if kind.__class__ is str else str(kind or "")
     fresh = not state  # merge returns the contribution itself for an empty state, else adds it
-    if state:
+    if fresh:
+        state.update(first=key, last=key, types={kind: 1})
+    else:
         if key < state["first"]:
             state["first"] = key
         if key > state["last"]:
             state["last"] = key
         types = state["types"]
         types[kind] = types.get(kind, 0) + 1
-    else:
-        state.update(first=key, last=key, types={kind: 1})
-    name = event.get("event")
+    name = get("event")
     if kind == "track" and name.__class__ is str:
-        events = state.setdefault("events", {})
+        events = state.get("events")
+        if events is None:
+            events = state["events"] = {}
         events[name] = events.get(name, 0) + 1
-    for trait_set in _trait_sets(event):  # an identify's own traits win over context.traits
-        if trait_set:
-            traits = state.setdefault("traits", {})
-            for k, v in trait_set.items():
-                k = k if k.__class__ is str else str(k)
-                _later(traits, k, [key, v])
-    context = event.get("context")
-    if context.__class__ is not dict:
-        context = {}
-    touch = _touch(context) if context else None
-    if touch:
-        _earlier(state, "first_touch", [key, touch])
-        _later(state, "last_touch", [key, touch])
-    if context and isinstance(context.get("location"), dict):
-        _later(state, "location", [key, context["location"]])
-    device = {k: context[k] for k in ("device", "os", "browser") if isinstance(context.get(k), dict)} if context else None
-    if device:
-        _later(state, "device", [key, device])
+    context = get("context")
+    if kind == "identify" or (isinstance(context, dict) and "traits" in context):
+        for trait_set in _trait_sets(event):  # an identify's own traits win over context.traits
+            if trait_set:
+                traits = state.setdefault("traits", {})
+                for k, v in trait_set.items():
+                    k = k if k.__class__ is str else str(k)
+                    old = traits.get(k)
+                    if old is None or key > old[0]:  # the latest (as _later)
+                        traits[k] = [key, v]
+    if context.__class__ is dict and context:
+        touch = _touch(context)
+        if touch:
+            old = state.get("first_touch")
+            if old is None or key < old[0]:  # the earliest
+                state["first_touch"] = [key, touch]
+            old = state.get("last_touch")
+            if old is None or key > old[0]:  # the latest (as _later)
+                state["last_touch"] = [key, touch]
+        location = context.get("location")
+        if isinstance(location, dict):
+            old = state.get("location")
+            if old is None or key > old[0]:
+                state["location"] = [key, location]
+        device = None
+        for k in DEVICE_PARTS:
+            part = context.get(k)
+            if isinstance(part, dict):
+                if device is None:
+                    device = {}
+                device[k] = part
+        if device:
+            old = state.get("device")
+            if old is None or key > old[0]:
+                state["device"] = [key, device]
     if kind == "track" and name == ORDER_COMPLETED:
-        properties = event.get("properties") if isinstance(event.get("properties"), dict) else {}
+        properties = get("properties") if isinstance(get("properties"), dict) else {}
         amount = _decimal(properties.get("revenue", properties.get("total")))
         if amount is not None:
             currency = str(properties.get("currency") or DEFAULT_CURRENCY).upper()
             revenue = state.setdefault("revenue", {})
             revenue[currency] = str(amount if fresh else Decimal(revenue.get(currency, "0")) + amount)
-    if kind == "group" and isinstance(event.get("groupId"), (str, int)):
-        group_traits = event.get("traits") if isinstance(event.get("traits"), dict) else {}
+    if kind == "group" and isinstance(get("groupId"), (str, int)):
+        group_traits = get("traits") if isinstance(get("traits"), dict) else {}
         group = state.setdefault("groups", {}).setdefault(str(event["groupId"]), {})
         for k, v in group_traits.items():
             _later(group, str(k), [key, v])
@@ -206,12 +227,6 @@ def _later(into: dict, name: str, value: list) -> None:
     """Keep the value with the latest key (the one already there on a tie, as ``_latest``)."""
     old = into.get(name)
     if old is None or value[0] > old[0]:
-        into[name] = value
-
-
-def _earlier(into: dict, name: str, value: list) -> None:
-    old = into.get(name)
-    if old is None or value[0] < old[0]:
         into[name] = value
 
 

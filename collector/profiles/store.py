@@ -36,10 +36,10 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS identifiers_profile ON identifiers (profile_id)",
     "CREATE INDEX IF NOT EXISTS identifiers_node ON identifiers (node_id)",
     """CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, max_key {text} NOT NULL,
-        refused TEXT NOT NULL, merged TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS links (members TEXT PRIMARY KEY, mkey {text} NOT NULL)",
+        refused TEXT NOT NULL, merged TEXT NOT NULL){clustered}""",
+    "CREATE TABLE IF NOT EXISTS links (members TEXT PRIMARY KEY, mkey {text} NOT NULL){clustered}",
     """CREATE TABLE IF NOT EXISTS link_index (type TEXT NOT NULL, value TEXT NOT NULL, members TEXT NOT NULL,
-        PRIMARY KEY (type, value, members))""",
+        PRIMARY KEY (type, value, members)){clustered}""",
     """CREATE TABLE IF NOT EXISTS events (source TEXT NOT NULL, message_id TEXT NOT NULL, node_id TEXT NOT NULL,
         key {text} NOT NULL, segment TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (message_id, source)){clustered}""",
     "CREATE INDEX IF NOT EXISTS events_node ON events (node_id, key)",
@@ -48,8 +48,8 @@ SCHEMA = (
 TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint")
 # The tables' shape: a database of another version is emptied at start and built again from the
 # log (the log is the truth; profiles are derived). 2: events keyed by (messageId, source); 3: on
-# SQLite, the events table is its key's tree.
-VERSION = 3
+# SQLite, the events table is its key's tree; 4: so are profiles, links and link_index.
+VERSION = 4
 CHUNK = 500  # parameters per IN (...) query
 
 log = logging.getLogger("intilery.profiles")
@@ -81,7 +81,7 @@ class SqlStore:
 
     P = "?"
     TEXT = "TEXT"
-    CLUSTERED = " WITHOUT ROWID"  # SQLite: the table is its primary key's tree (one tree less to write)
+    CLUSTERED = " WITHOUT ROWID"  # SQLite: a table of small rows is its primary key's tree (one tree less to write)
     conn: object
 
     def _q(self, sql: str) -> str:
@@ -159,10 +159,11 @@ class SqlStore:
 
     def load_profiles(self, pids: list[str]) -> dict[str, tuple[Profile, dict[Ident, Node]]]:
         nodes: dict[str, dict[Ident, Node]] = defaultdict(dict)
-        sql = "SELECT profile_id, type, value, first_seen, last_seen, source, state FROM identifiers WHERE profile_id IN ({})"
+        sql = ("SELECT profile_id, type, value, first_seen, last_seen, source, state, node_id FROM identifiers "
+               "WHERE profile_id IN ({})")  # fmt: skip
         for rows in self._chunked(sql, pids):
-            for pid, kind, value, first, last, source, state in rows:
-                nodes[pid][(kind, value)] = Node(pid, first, last, source, orjson.loads(state))
+            for pid, kind, value, first, last, source, state, nid in rows:
+                nodes[pid][(kind, value)] = Node(pid, first, last, source, orjson.loads(state), False, nid)
         loaded = {}
         for rows in self._chunked("SELECT profile_id, max_key, refused, merged FROM profiles WHERE profile_id IN ({})", pids):
             for pid, max_key, refused, merged in rows:
@@ -221,8 +222,9 @@ class SqlStore:
     # --- the builder's writes -----------------------------------------------------------------
     def write(self, graph: Graph) -> None:
         """Everything the batch changed."""
-        removed = sorted(graph.removed - set(graph.profiles))
+        removed = sorted((graph.removed & graph.stored) - set(graph.profiles))  # (not those made and merged here)
         self._many("DELETE FROM profiles WHERE profile_id = ?", [(pid,) for pid in removed])
+        graph.stored.difference_update(removed)
         self._many(
             "INSERT INTO profiles (profile_id, max_key, refused, merged) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (profile_id) DO UPDATE SET max_key = excluded.max_key, refused = excluded.refused, "
@@ -230,18 +232,21 @@ class SqlStore:
             [(p.pid, p.max_key, _dumps(p.refused), _dumps(p.merged))
              for p in (graph.profiles[pid] for pid in sorted(graph.dirty_profiles) if pid in graph.profiles)],
         )  # fmt: skip
-        rows = []
+        graph.stored.update(pid for pid in graph.dirty_profiles if pid in graph.profiles)
+        added, changed = [], []
         for ident in sorted(graph.dirty_nodes):
             node = graph.nodes[ident]
-            rows.append((*ident, node_id(ident), node.profile, node.first_seen, node.last_seen, node.source,
-                         _dumps(node.state)))  # fmt: skip
-        self._many(
-            "INSERT INTO identifiers (type, value, node_id, profile_id, first_seen, last_seen, source, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id, "
-            "first_seen = excluded.first_seen, last_seen = excluded.last_seen, source = excluded.source, "
-            "state = excluded.state",
-            rows,
-        )
+            state = _dumps(node.state) if node.state else "{}"
+            if node.new:
+                added.append((*ident, node.nid or node_id(ident), node.profile, node.first_seen, node.last_seen,
+                              node.source, state))  # fmt: skip
+                node.new = False  # written: a later write in the batch updates it
+            else:
+                changed.append((node.profile, node.first_seen, node.last_seen, node.source, state, *ident))
+        self._many("INSERT INTO identifiers (type, value, node_id, profile_id, first_seen, last_seen, source, state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", added)  # fmt: skip
+        self._many("UPDATE identifiers SET profile_id = ?, first_seen = ?, last_seen = ?, source = ?, state = ? "
+                   "WHERE type = ? AND value = ?", changed)  # fmt: skip
 
     def add_events(self, rows: list[tuple[str, str, str, str, str, int]]) -> None:
         """``(source, messageId, node id, key, segment, position)`` of each event a batch counted."""
@@ -352,6 +357,13 @@ class SqliteStore(SqlStore):
         # NORMAL in WAL mode: a committed transaction survives a process kill; a power cut can
         # lose the last ones, and the checkpoint with them, so the builder reads them again.
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        if not reads_only:  # the builder (a reader, in the collector's process, keeps SQLite's 2 MB)
+            # A batch touches pages all over the identifiers' and events' trees (node ids are
+            # hashes): a page cache of 64 MB keeps them in memory across batches.
+            self.conn.execute("PRAGMA cache_size=-65536")
+            # The WAL is copied into the database (with an fsync) once it holds 16,000 pages (64 MB;
+            # the default is 1,000, several times a batch): a page a batch changes again is copied once.
+            self.conn.execute("PRAGMA wal_autocheckpoint=16000")
         self.create(migrate=not reads_only)
 
     def close(self) -> None:

@@ -171,6 +171,27 @@ def test_a_late_link_is_resolved_as_if_it_had_come_in_order(build, log, make_sto
     assert views.snapshot(store) == views.snapshot(in_order)
 
 
+def test_a_batch_writes_only_the_identifier_rows_that_moved(build, make_store):
+    """An event between an identifier's first and last seen changes nothing of it: only its home
+    identifier's row (the state it folds into) is written again, not every identifier it names."""
+    store = make_store()
+    build([ev(userId="u1", anonymousId="a1", timestamp=at(1)), ev(userId="u1", anonymousId="a1", timestamp=at(9))],
+          store=store)  # fmt: skip
+    written: list[tuple] = []
+    many = store._many
+
+    def counting(sql: str, rows: list[tuple]) -> None:  # the real statement, its rows counted
+        if "identifiers" in sql:
+            written.extend(rows)
+        many(sql, rows)
+
+    store._many = counting
+    build([ev(userId="u1", anonymousId="a1", timestamp=at(5))], store=store)
+    assert len(written) == 1 and "u1" in written[0] and "a1" not in written[0]
+    assert profile(store, "user_id", "u1")["traits"]["event_count"] == 3
+    assert profile(store, "anonymous_id", "a1")["traits"]["last_seen"] == at(9)
+
+
 def test_a_duplicate_message_id_counts_once(build):
     """The same messageId twice in the log (a retry through two workers) counts once."""
     store = build([ev(userId="u1", messageId="dup"), ev(userId="u1", messageId="dup"), ev(userId="u1")])
