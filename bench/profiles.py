@@ -102,7 +102,7 @@ def rebuild(data_dir: Path, db: Path) -> dict:
         db.unlink()
     store = SqliteStore(db)
     wall, cpu = time.perf_counter(), time.process_time()
-    builder = Builder(store, data_dir, batch=20_000)
+    builder = Builder(store, data_dir)
     builder.catch_up()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     profiles = len(store.profile_ids())
