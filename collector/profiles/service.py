@@ -44,6 +44,7 @@ NICE = 10  # the builder's priority below the collector's: ingest first when cor
 LOCKED_OUT = 3  # the builder process's exit code when another builder holds the lock
 YIELD_FACTOR = 5  # on a contended core the builder pauses this many times what its batch took ...
 YIELD_MAX = 5.0  # ... for at most this many seconds, so profiles never stop
+BUSY = 0.5  # of a CPU: a collector using more than this wants its core
 
 
 def open_store(target: str | Path, *, reads_only: bool = False):
@@ -115,37 +116,54 @@ def builder_process(config, parent: int) -> None:
     if fd is None:  # another worker's builder took it first
         raise SystemExit(LOCKED_OUT)
     try:
-        follow(config, Yielding(lambda: not stopped))
+        follow(config, Yielding(lambda: not stopped, parent))
     finally:
         os.close(fd)
 
 
 class Yielding:
-    """The builder's ``keep_going`` beside the collector: ingest first, also on a shared core.
+    """The builder's ``keep_going`` beside the collector: its collector first, also on a shared core.
 
     Nice 10 alone still leaves the builder a tenth of a core the collector wants, and more of
     the moments the collector waits for a disk. So between batches the builder looks at how long
-    it waited for a CPU (Linux's run delay, ``/proc/self/schedstat``) against how long it ran:
-    waiting longer than running means another process wants the core, and it pauses for
-    ``YIELD_FACTOR`` times the batch's time on and waiting for the CPU (at most ``YIELD_MAX`` s):
-    it then takes a few percent of a contended core. With an idle core it never waits, so it
-    never pauses, and elsewhere than Linux it never pauses either."""
+    it waited for a CPU (Linux's run delay, ``/proc/self/schedstat``) against how long it ran,
+    and at how busy its collector (``collector``, a pid) was meanwhile: waiting longer than
+    running while the collector used more than ``BUSY`` of a CPU means the collector wants the
+    core, and the builder pauses for ``YIELD_FACTOR`` times the batch's time on and waiting for
+    the CPU (at most ``YIELD_MAX`` s): it then takes a few percent of that core. With an idle
+    core, or an idle collector (catching up after a load, whatever else runs), it never pauses;
+    elsewhere than Linux it never pauses either."""
 
-    def __init__(self, keep_going: Callable[[], bool]) -> None:
-        self.keep_going, self.pauses, self.paused = keep_going, 0, 0.0
-        self.last = _schedstat()
+    def __init__(self, keep_going: Callable[[], bool], collector: int) -> None:
+        self.keep_going, self.collector, self.pauses, self.paused = keep_going, collector, 0, 0.0
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[int, int, float, float] | None:
+        stat, cpu = _schedstat(), _cpu_seconds(self.collector)
+        return None if stat is None or cpu is None else (*stat, cpu, time.monotonic())
 
     def __call__(self) -> bool:
-        now = _schedstat()
+        now = self._sample()
         if now is not None and self.last is not None:
             ran, waited = now[0] - self.last[0], now[1] - self.last[1]
-            if waited > ran > 0 and self.keep_going():
+            busy = (now[2] - self.last[2]) > BUSY * (now[3] - self.last[3])
+            if waited > ran > 0 and busy and self.keep_going():
                 pause = min(YIELD_MAX, YIELD_FACTOR * (ran + waited) / 1e9)
                 self.pauses, self.paused = self.pauses + 1, self.paused + pause
                 time.sleep(pause)
-                now = _schedstat()
+                now = self._sample()
         self.last = now
         return self.keep_going()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU seconds a process has used (None where Linux does not say, or it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _schedstat() -> tuple[int, int] | None:

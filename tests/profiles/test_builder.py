@@ -170,8 +170,8 @@ import os, sys, time
 from collector.profiles.service import Yielding
 os.sched_setaffinity(0, {int(sys.argv[1])})
 os.nice(10)  # as the builder beside the collector runs
-yielding, deadline, slices = Yielding(lambda: True), time.monotonic() + 60, 0
-while yielding.pauses < 2 and slices < 200 and time.monotonic() < deadline:
+yielding, deadline, slices = Yielding(lambda: True, int(sys.argv[2])), time.monotonic() + 60, 0
+while yielding.pauses < 2 and slices < int(sys.argv[3]) and time.monotonic() < deadline:
     yielding()
     start = time.thread_time()
     while time.thread_time() - start < 0.02:  # a batch: 20 ms of CPU
@@ -181,17 +181,25 @@ print(yielding.pauses, slices)
 """
 
 
+def _probe(cpu: int, collector: int, slices: int) -> tuple[int, int]:
+    probe = subprocess.run([sys.executable, "-c", YIELD_PROBE, str(cpu), str(collector), str(slices)],
+                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    pauses, done = map(int, probe.stdout.split())
+    return pauses, done
+
+
 def test_the_builder_beside_the_collector_yields_a_core_the_collector_wants():
-    """Nice 10 still gave the builder a tenth of a core and more; on a core shared with a busy
-    process (a loop at the collector's priority, on the same CPU) it waits for the CPU longer than
-    it runs, and pauses between batches (a builder that never pauses fails this)."""
+    """Nice 10 still gave the builder a tenth of a core and more. On a core shared with its busy
+    collector (here a loop at the collector's priority, on the same CPU) it waits for the CPU longer
+    than it runs, and pauses between batches (a builder that never pauses fails this); when its
+    collector is idle it does not pause, however busy the core (catching up after a load)."""
     cpu = min(os.sched_getaffinity(0))
     hog = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", "while True: pass"])
     try:
-        probe = subprocess.run([sys.executable, "-c", YIELD_PROBE, str(cpu)], capture_output=True, text=True,
-                               timeout=120, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+        pauses, slices = _probe(cpu, hog.pid, 200)
+        assert pauses >= 2, f"no pause in {slices} batches on a core the collector wants"
+        pauses, slices = _probe(cpu, os.getpid(), 25)  # this test's process, waiting: an idle collector
+        assert pauses == 0, f"{pauses} pauses in {slices} batches while the collector was idle"
     finally:
         stop_process(hog)
-    assert probe.returncode == 0, probe.stderr
-    pauses, slices = map(int, probe.stdout.split())
-    assert pauses >= 2, f"no pause in {slices} batches on a contended core"
