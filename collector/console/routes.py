@@ -2,7 +2,7 @@
 
     GET  /console                      the page (without a session: the sign-in form, 401)
     POST /console/signin               form field ``token``: sets the session cookie, back to /console
-    POST /console/signout              clears it
+    POST /console/signout              clears it (from the console's own origin)
     GET  /console/static/{name}        the page's JS and CSS
     GET  /console/stream               Server-Sent Events: accepted and rejected records (filters: filters.py)
     GET  /console/api/dashboard        the dashboard's numbers (dashboard.py)
@@ -139,6 +139,7 @@ class Console:
         return response
 
     async def signout(self, request: web.Request) -> web.Response:
+        auth.check_same_origin(request, self.config.trusted_proxies)  # another site cannot sign the operator out
         response = web.Response(status=303, headers={"Location": "/console", "Cache-Control": "no-store"})
         auth.clear_session(response)
         return response

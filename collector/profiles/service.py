@@ -4,7 +4,8 @@ one loop that follows the log into the profile database (``follow``, also ``inti
 The collector runs the builder as a process of its own, started and watched by the serving
 process: Python runs one thread at a time, so a builder thread would take its time from
 ingest; a process takes an idle core instead, at a lower priority (``NICE``) so that on a
-busy machine ingest comes first. It is one more consumer of the log, never a step of a request::
+busy machine ingest comes first, pausing between batches while its core is contended
+(``Yielding``). It is one more consumer of the log, never a step of a request::
 
     collector (event loop) ── spawn ──▶ builder process: lock, follow(config), exit with the collector
               └ it exited?  start another after RETRY_FAILED s; at shutdown SIGTERM, then wait
@@ -23,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -40,6 +42,8 @@ RETRY_FAILED = 5.0  # seconds before a builder that exited (a full disk, a broke
 STOP_TIMEOUT = 30.0  # seconds the builder has to finish its batch at shutdown before SIGKILL
 NICE = 10  # the builder's priority below the collector's: ingest first when cores are short
 LOCKED_OUT = 3  # the builder process's exit code when another builder holds the lock
+YIELD_FACTOR = 5  # on a contended core the builder pauses this many times what its batch took ...
+YIELD_MAX = 5.0  # ... for at most this many seconds, so profiles never stop
 
 
 def open_store(target: str | Path, *, reads_only: bool = False):
@@ -111,9 +115,47 @@ def builder_process(config, parent: int) -> None:
     if fd is None:  # another worker's builder took it first
         raise SystemExit(LOCKED_OUT)
     try:
-        follow(config, lambda: not stopped)
+        follow(config, Yielding(lambda: not stopped))
     finally:
         os.close(fd)
+
+
+class Yielding:
+    """The builder's ``keep_going`` beside the collector: ingest first, also on a shared core.
+
+    Nice 10 alone still leaves the builder a tenth of a core the collector wants, and more of
+    the moments the collector waits for a disk. So between batches the builder looks at how long
+    it waited for a CPU (Linux's run delay, ``/proc/self/schedstat``) against how long it ran:
+    waiting longer than running means another process wants the core, and it pauses for
+    ``YIELD_FACTOR`` times the batch's time on and waiting for the CPU (at most ``YIELD_MAX`` s):
+    it then takes a few percent of a contended core. With an idle core it never waits, so it
+    never pauses, and elsewhere than Linux it never pauses either."""
+
+    def __init__(self, keep_going: Callable[[], bool]) -> None:
+        self.keep_going, self.pauses, self.paused = keep_going, 0, 0.0
+        self.last = _schedstat()
+
+    def __call__(self) -> bool:
+        now = _schedstat()
+        if now is not None and self.last is not None:
+            ran, waited = now[0] - self.last[0], now[1] - self.last[1]
+            if waited > ran > 0 and self.keep_going():
+                pause = min(YIELD_MAX, YIELD_FACTOR * (ran + waited) / 1e9)
+                self.pauses, self.paused = self.pauses + 1, self.paused + pause
+                time.sleep(pause)
+                now = _schedstat()
+        self.last = now
+        return self.keep_going()
+
+
+def _schedstat() -> tuple[int, int] | None:
+    """This thread's nanoseconds on a CPU and waiting for one (None where Linux does not say)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            ran, waited, _ = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(ran), int(waited)
 
 
 async def run_builder(config, stop: asyncio.Event) -> None:

@@ -93,3 +93,22 @@ def test_the_cookie_is_secure_over_https_through_a_trusted_proxy(tmp_path):
         _, headers, _ = call(plain.url + "/console/signin", data=f"token={TOKEN}".encode(),
                              headers={**form, "X-Forwarded-Proto": "https"})  # fmt: skip
         assert "secure" not in [p.strip().lower() for p in headers["Set-Cookie"].split(";")]
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"},
+    {"Origin": "http://evil.example"},
+    {},  # neither: not a browser's same-origin form
+], ids=["cross-site", "other-host", "none"])  # fmt: skip
+def test_another_site_cannot_sign_the_console_out(collector, headers):
+    """Sign-out is a POST on the session cookie like any other: from another origin it is a 403 and
+    the cookie stays; the console's own sign-out button (same origin) clears it."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, answer, _ = call(collector.url + "/console/signin", data=f"token={TOKEN}".encode(), headers=form)
+    session = answer["Set-Cookie"].split(";", 1)[0]
+    status, answer, body = call(collector.url + "/console/signout", data=b"", headers={**form, "Cookie": session, **headers})
+    assert status == 403 and json.loads(body)["code"] == "cross_origin_request", body
+    assert "Set-Cookie" not in answer
+    status, answer, _ = call(collector.url + "/console/signout", data=b"",
+                             headers={**form, "Cookie": session, "Sec-Fetch-Site": "same-origin"})  # fmt: skip
+    assert status == 303 and answer["Set-Cookie"].startswith(f"{auth.COOKIE}=\"\";") and "Max-Age=0" in answer["Set-Cookie"]

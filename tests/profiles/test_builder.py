@@ -163,3 +163,35 @@ def test_profile_show_prints_a_person(tmp_path, log):
     missing = subprocess.run([sys.executable, "-m", "collector", "profile", "show", "user_id:nobody", "--data-dir",
                               str(log.data_dir)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 1 and "no profile holds user_id:nobody" in missing.stderr
+
+
+YIELD_PROBE = """
+import os, sys, time
+from collector.profiles.service import Yielding
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.nice(10)  # as the builder beside the collector runs
+yielding, deadline, slices = Yielding(lambda: True), time.monotonic() + 60, 0
+while yielding.pauses < 2 and slices < 200 and time.monotonic() < deadline:
+    yielding()
+    start = time.thread_time()
+    while time.thread_time() - start < 0.02:  # a batch: 20 ms of CPU
+        pass
+    slices += 1
+print(yielding.pauses, slices)
+"""
+
+
+def test_the_builder_beside_the_collector_yields_a_core_the_collector_wants():
+    """Nice 10 still gave the builder a tenth of a core and more; on a core shared with a busy
+    process (a loop at the collector's priority, on the same CPU) it waits for the CPU longer than
+    it runs, and pauses between batches (a builder that never pauses fails this)."""
+    cpu = min(os.sched_getaffinity(0))
+    hog = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", "while True: pass"])
+    try:
+        probe = subprocess.run([sys.executable, "-c", YIELD_PROBE, str(cpu)], capture_output=True, text=True,
+                               timeout=120, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    finally:
+        stop_process(hog)
+    assert probe.returncode == 0, probe.stderr
+    pauses, slices = map(int, probe.stdout.split())
+    assert pauses >= 2, f"no pause in {slices} batches on a contended core"
