@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.limit_malloc_arenas()  # before any thread starts (runtime's docstring)
+    runtime.tune_malloc()  # before any thread starts (runtime's docstring)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

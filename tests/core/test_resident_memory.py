@@ -95,6 +95,44 @@ def test_serve_runs_with_at_most_malloc_arenas(tmp_path):
         assert glibc_arenas(collector.proc.pid) <= MALLOC_ARENAS
 
 
+LARGE_BLOCKS = textwrap.dedent(
+    """
+    import ctypes, sys
+    from collector.runtime import tune_malloc
+
+    def heap_kb():
+        for line in open("/proc/self/maps"):
+            if line.rstrip().endswith("[heap]"):
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                return (end - start) // 1024
+        return 0
+
+    if sys.argv[1] == "tuned":
+        assert tune_malloc()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    libc.free(libc.malloc(4 << 20))  # a freed 4 MB block of its own: glibc's own rule raises the threshold to 4 MB
+    before = heap_kb()
+    blocks = [libc.malloc(200_000) for _ in range(50)]  # 10 MB of 200 KB blocks, like a request's buffers
+    print(heap_kb() - before)
+    """
+)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_large_blocks_keep_mappings_of_their_own(tmp_path):
+    """After ``tune_malloc`` a block of 128 KiB or more is always a mapping of its own, returned to the
+    system when freed; glibc alone would cut it from the heap once a larger block had been freed."""
+    script = tmp_path / "large.py"
+    script.write_text(LARGE_BLOCKS)
+    root = Path(__file__).resolve().parents[2]
+    grown = {mode: int(subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=60,
+                                      check=True, cwd=root).stdout)  # fmt: skip
+             for mode in ("default", "tuned")}
+    assert grown["default"] > 9_000, grown  # the test sees the heap take them
+    assert grown["tuned"] < 1_000, grown
+
+
 FRAGMENTED = textwrap.dedent(
     """
     import asyncio, sys
