@@ -7,6 +7,7 @@ append, wait for durability) → the answer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -52,6 +53,7 @@ from collector.log.deadletters import body_payload
 from collector.log.stores import make_store
 from collector.metrics import Metrics
 from collector.plans.enforce import Plans
+from collector.runtime import trim_malloc_periodically
 
 log = logging.getLogger("intilery.app")
 
@@ -323,7 +325,9 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         if seeded:
             dedup.add(seeded)
             log.info("duplicate filter rebuilt", extra={"ids": len(seeded)})
+        trimming = asyncio.create_task(trim_malloc_periodically())
         yield
+        trimming.cancel()
         metrics.stop()
         await store.close()
         if geo is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collector import __version__, demo, serving, snippet
+from collector import __version__, demo, runtime, serving, snippet
 from collector.config import ConfigError
 from collector.log import archive, tail
 from collector.profiles import cli as profiles
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.tune_malloc()  # before any thread starts (runtime's docstring)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

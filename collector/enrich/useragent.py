@@ -38,11 +38,15 @@ def _device_type(ua: str, os_family: str, device_family: str, brand: str | None)
 
 
 class UserAgentParser:
-    """``parse(ua)`` returns the dict merged into ``context``: os, device, browser, bot."""
+    """``parse(ua)`` returns the dict merged into ``context``: os, device, browser, bot.
+
+    The cached agents share their ``os`` and ``browser`` dicts (``_shared``, as large): a few
+    hundred of each among thousands of agents. Callers never change them (shared already)."""
 
     def __init__(self, cache_size: int = 10_000) -> None:
         self._resolve = Resolver(load_builtins())
         self.parse: Callable[[str], dict[str, Any]] = lru_cache(maxsize=cache_size)(self._parse)
+        self._shared = lru_cache(maxsize=cache_size)(dict)  # (key, value) pairs -> the shared dict
 
     def _parse(self, ua: str) -> dict[str, Any]:
         result = self._resolve(ua, Domain.ALL)
@@ -51,16 +55,16 @@ class UserAgentParser:
         device_family = device.family if device else "Other"
         brand = device.brand if device else None
         fields: dict[str, Any] = {
-            "os": {"name": os_family, "version": _version(os_.major, os_.minor, os_.patch) if os_ else None},
+            "os": self._shared((("name", os_family), ("version", _version(os_.major, os_.minor, os_.patch) if os_ else None))),
             "device": {
                 "type": _device_type(ua, os_family, device_family, brand),
                 "brand": brand,
                 "model": device.model if device else None,
             },
-            "browser": {
-                "name": agent.family if agent else "Other",
-                "version": _version(agent.major, agent.minor, agent.patch) if agent else None,
-            },
+            "browser": self._shared((
+                ("name", agent.family if agent else "Other"),
+                ("version", _version(agent.major, agent.minor, agent.patch) if agent else None),
+            )),
         }
         if device_family == "Spider":
             fields["bot"] = True

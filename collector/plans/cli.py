@@ -25,7 +25,6 @@ import yaml
 from collector.log.layout import EVENTS, hour_partition
 from collector.log.reader import Reader
 from collector.plans.check import check
-from collector.plans.infer import infer
 from collector.plans.plan import Plan, PlanError
 
 PROGRESS_EVERY = 100_000
@@ -65,6 +64,8 @@ def render(plan: dict, path: str | None) -> str:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    from collector.plans.infer import infer  # here: it loads jsonschema_rs, which serve needs only for a plan
+
     reader = Reader(Path(args.data_dir) / EVENTS, since=args.since)
     draft = infer(stored_events(args, reader), progress_printer("infer", reader), args.progress_every)
     plan = draft.plan()

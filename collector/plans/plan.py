@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
 import yaml
 
 from collector.config import ConfigError
+
+# jsonschema_rs is imported where a plan is compiled: a collector without tracking plans never
+# loads it (about 4 MB of its resident memory; bench/README, issue 19).
 
 UNPLANNED = ("allow", "flag", "reject")
 PROPERTY_CALLS = ("page", "screen")  # schema of properties
@@ -46,6 +48,8 @@ class PlanError(ConfigError):
 
 
 def _compile(schema: Any, where: str, path: Path) -> jsonschema_rs.Draft202012Validator:
+    import jsonschema_rs
+
     if not isinstance(schema, (dict, bool)):
         raise PlanError(f"tracking plan {str(path)!r}: {where} must be a JSON Schema (an object)")
     try:
