@@ -100,7 +100,7 @@ def write_log(data_dir: Path, people: int, seed: int = 1, light: bool = False) -
 def rebuild(data_dir: Path, db: Path) -> dict:
     if db.exists():
         db.unlink()
-    store = SqliteStore(db)
+    store = SqliteStore(db, building=True)
     wall, cpu = time.perf_counter(), time.process_time()
     builder = Builder(store, data_dir)
     builder.catch_up()

@@ -60,7 +60,10 @@ _STYLE_HASH = base64.b64encode(hashlib.sha256(SIGNIN_STYLE.encode()).digest()).d
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
 SIGNIN_CSP = f"default-src 'none'; img-src data:; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+# Referrer-Policy same-origin, not no-referrer: under no-referrer a browser sends ``Origin: null`` with
+# the page's own form POST (sign-out), and where it sends no Sec-Fetch-Site (plain HTTP on another
+# host than localhost) that POST would be refused as cross-origin.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
                 "X-Frame-Options": "DENY"}  # fmt: skip
 
 

@@ -17,6 +17,7 @@ class PostgresStore(SqlStore):
     P = "%s"
     TEXT = 'TEXT COLLATE "C"'
     CLUSTERED = ""
+    VERSION = 3  # store.VERSION 4 changed only SQLite's tables
 
     def __init__(self, url: str, *, reads_only: bool = False) -> None:
         import psycopg

@@ -47,13 +47,14 @@ YIELD_MAX = 5.0  # ... for at most this many seconds, so profiles never stop
 BUSY = 0.5  # of a CPU: a collector using more than this wants its core
 
 
-def open_store(target: str | Path, *, reads_only: bool = False):
-    """The store a ``--profiles-db`` names: a ``postgresql://`` URL, or a SQLite file path."""
+def open_store(target: str | Path, *, reads_only: bool = False, building: bool = False):
+    """The store a ``--profiles-db`` names: a ``postgresql://`` URL, or a SQLite file path
+    (``building``: the builder's, with SQLite's larger page cache)."""
     if str(target).startswith(("postgresql://", "postgres://")):
         from collector.profiles.postgres import PostgresStore
 
         return PostgresStore(str(target), reads_only=reads_only)
-    return SqliteStore(Path(target), reads_only=reads_only)
+    return SqliteStore(Path(target), reads_only=reads_only, building=building)
 
 
 def db_target(config) -> str:
@@ -81,7 +82,7 @@ def take_lock(data_dir: Path) -> int | None:
 def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, once: bool = False) -> dict:
     """Keep the profile database current from the log until ``keep_going()`` is false (``once``:
     until the log is read to its end); the builder's counts. The caller holds the lock."""
-    store = open_store(db_target(config))
+    store = open_store(db_target(config), building=True)
     try:
         if rebuild:
             store.reset()
@@ -150,7 +151,9 @@ class Yielding:
             if waited > ran > 0 and busy and self.keep_going():
                 pause = min(YIELD_MAX, YIELD_FACTOR * (ran + waited) / 1e9)
                 self.pauses, self.paused = self.pauses + 1, self.paused + pause
-                time.sleep(pause)
+                until = time.monotonic() + pause
+                while self.keep_going() and (left := until - time.monotonic()) > 0:
+                    time.sleep(min(left, 0.2))  # a stop is taken within 0.2 s
                 now = self._sample()
         self.last = now
         return self.keep_going()

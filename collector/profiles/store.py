@@ -48,7 +48,8 @@ SCHEMA = (
 TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint")
 # The tables' shape: a database of another version is emptied at start and built again from the
 # log (the log is the truth; profiles are derived). 2: events keyed by (messageId, source); 3: on
-# SQLite, the events table is its key's tree; 4: so are profiles, links and link_index.
+# SQLite, the events table is its key's tree; 4: so are profiles, links and link_index (SQLite
+# only: PostgreSQL's tables did not change, so its databases stay at 3 and are not emptied).
 VERSION = 4
 CHUNK = 500  # parameters per IN (...) query
 
@@ -81,6 +82,7 @@ class SqlStore:
 
     P = "?"
     TEXT = "TEXT"
+    VERSION = VERSION
     CLUSTERED = " WITHOUT ROWID"  # SQLite: a table of small rows is its primary key's tree (one tree less to write)
     conn: object
 
@@ -109,7 +111,7 @@ class SqlStore:
         self.begin()
         self._run("CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL)")
         rows = self._all("SELECT version FROM schema")
-        if not rows or rows[0][0] != VERSION:
+        if not rows or rows[0][0] != self.VERSION:
             if self._all("SELECT 1 FROM schema") or self._has_tables():
                 if not migrate:
                     self.outdated = True
@@ -119,7 +121,7 @@ class SqlStore:
             for table in TABLES:
                 self._run(f"DROP TABLE IF EXISTS {table}")
             self._run("DELETE FROM schema")
-            self._run("INSERT INTO schema (version) VALUES (?)", (VERSION,))
+            self._run("INSERT INTO schema (version) VALUES (?)", (self.VERSION,))
         for statement in SCHEMA:
             self._run(statement.replace("{text}", self.TEXT).replace("{clustered}", self.CLUSTERED))
         self.commit()
@@ -349,15 +351,15 @@ class SqlStore:
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: Path, *, reads_only: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, *, reads_only: bool = False, building: bool = False) -> None:
+        self.path, self.reads_only = Path(path), reads_only
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a committed transaction survives a process kill; a power cut can
         # lose the last ones, and the checkpoint with them, so the builder reads them again.
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        if not reads_only:  # the builder (a reader, in the collector's process, keeps SQLite's 2 MB)
+        if building:  # the builder (readers and the privacy job, in the collector's process, keep SQLite's 2 MB)
             # A batch touches pages all over the identifiers' and events' trees (node ids are
             # hashes): a page cache of 64 MB keeps them in memory across batches.
             self.conn.execute("PRAGMA cache_size=-65536")
@@ -365,6 +367,14 @@ class SqliteStore(SqlStore):
             # the default is 1,000, several times a batch): a page a batch changes again is copied once.
             self.conn.execute("PRAGMA wal_autocheckpoint=16000")
         self.create(migrate=not reads_only)
+
+    def begin(self) -> None:
+        """Start a batch (or an erase) as one write transaction, reads included: Python's sqlite3
+        would begin it only at the first write, and an erase committed between a batch's reads and
+        its writes would be partly written back by the batch (links naming the erased identifiers).
+        A reader's store takes no lock."""
+        if not self.reads_only and not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
 
     def close(self) -> None:
         self.conn.close()

@@ -109,6 +109,9 @@ def test_another_site_cannot_sign_the_console_out(collector, headers):
     status, answer, body = call(collector.url + "/console/signout", data=b"", headers={**form, "Cookie": session, **headers})
     assert status == 403 and json.loads(body)["code"] == "cross_origin_request", body
     assert "Set-Cookie" not in answer
-    status, answer, _ = call(collector.url + "/console/signout", data=b"",
-                             headers={**form, "Cookie": session, "Sec-Fetch-Site": "same-origin"})  # fmt: skip
-    assert status == 303 and answer["Set-Cookie"].startswith(f"{auth.COOKIE}=\"\";") and "Max-Age=0" in answer["Set-Cookie"]
+    for own in ({"Sec-Fetch-Site": "same-origin"}, {"Origin": collector.url}):  # with fetch metadata, or without
+        status, answer, _ = call(collector.url + "/console/signout", data=b"", headers={**form, "Cookie": session, **own})
+        assert status == 303 and answer["Set-Cookie"].startswith(f"{auth.COOKIE}=\"\";") and "Max-Age=0" in answer["Set-Cookie"]
+    # the page's policy lets its own form send its Origin (under no-referrer a browser sends "null")
+    status, answer, _ = call(collector.url + "/console", headers={"Cookie": session})
+    assert status == 200 and answer["Referrer-Policy"] == "same-origin"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import orjson
 
 from .conftest import at, ev
@@ -52,3 +54,42 @@ def test_reposition_moves_the_index_of_a_rewritten_segment(build):
     moved = dict((m, p) for m, _, p in store._all("SELECT message_id, segment, position FROM events"))
     assert moved["m1"] == 0 and moved["m2"] == 50 and moved["m0"] == rows[0][2]
 
+
+
+def test_an_erase_during_a_builder_batch_leaves_nothing_of_the_person(log, tmp_path):
+    """SQLite: a batch's reads and writes are one transaction that an erase waits for. Were the reads
+    outside it, an erase landing between the batch's reads and its writes would be undone in part:
+    the batch writes back links naming the erased user id, and the privacy job's second look (by the
+    person's identifiers, gone) finds nothing to erase again."""
+    from collector.profiles.builder import Builder
+    from collector.profiles.store import SqliteStore
+
+    db = tmp_path / "profiles.db"
+    log.write([ev("identify", at(1), anonymousId="a-ann", userId="u-ann", traits={"email": "ann@example.com"})])
+    store = SqliteStore(db)
+    Builder(store, log.data_dir).catch_up()
+    ann = store.find("user_id", "u-ann")
+    log.write([ev("track", at(2), userId="u-ann", anonymousId="a-ann-phone")])  # the batch in hand: a new link
+    eraser = SqliteStore(db)
+    eraser.conn.execute("PRAGMA busy_timeout = 0")
+    outcome = []
+    put_links = store.put_links  # a batch's first write
+
+    def erase_then_write(links) -> None:  # the erase lands after the batch's reads, before its writes
+        try:
+            outcome.append(eraser.erase_profile(ann))
+        except sqlite3.OperationalError as exc:  # the batch holds the database: the erase waits
+            outcome.append(str(exc))
+        put_links(links)
+
+    store.put_links = erase_then_write
+    Builder(store, log.data_dir).catch_up()
+    store.put_links = put_links
+    if outcome == ["database is locked"]:
+        eraser.erase_profile(ann)  # what the waiting erase does once the batch is committed
+    if any(eraser.find(kind, value) for kind, value in (("user_id", "u-ann"), ("anonymous_id", "a-ann"))):
+        eraser.erase_profile(eraser.find("user_id", "u-ann") or ann)  # the privacy job's second look
+    text = everything(eraser)
+    assert b"u-ann" not in text and b"a-ann" not in text and b"ann@example.com" not in text, outcome
+    store.close()
+    eraser.close()

@@ -230,6 +230,24 @@ def test_a_database_of_an_older_shape_is_built_again_from_the_log(log, profiles_
         store.close()
 
 
+def test_a_postgresql_database_of_the_last_release_is_kept(log, postgres):
+    """Schema 4 changed SQLite's tables only: a PostgreSQL database the last release made (version 3)
+    keeps its profiles and checkpoint when a builder of this one opens it (emptying it would make
+    builders on other hosts, still running, lose what they had counted)."""
+    target = postgres.database()
+    log.write([ev(userId="u1")])
+    store = open_store(target)
+    Builder(store, log.data_dir).catch_up()
+    store._run("UPDATE schema SET version = 3")
+    store.commit()
+    store.close()
+    store = open_store(target)
+    try:
+        assert store.checkpoint("events")[1] == 1 and profile(store, "user_id", "u1")["traits"]["event_count"] == 1
+    finally:
+        store.close()
+
+
 def test_a_reader_never_empties_a_database_it_leaves_that_to_the_builder(log, profiles_db, tmp_path):
     """The Profile API and ``profile show`` only read: a database of another version is left as it
     is (a reader on a new host must not empty a database builders elsewhere share), and the API
