@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from collector.privacy.regulations import ENDED
+from helpers import wait_until
 from tests.console.conftest import TOKEN, call
 
 PATH = "/console/api/regulations"
@@ -67,8 +69,14 @@ def test_the_console_s_own_origin_files_a_request_the_privacy_api_lists(collecto
     assert status == 202, body
     mine = [r for r in listed(collector) if r["regulateId"] == regulate_id]
     assert len(mine) == 1 and mine[0]["regulationType"] == "SUPPRESS" and mine[0]["subjects"] == 1
+    # one store, one listing: compared once the jobs have ended (a status moving between the two reads is no difference)
+    def all_ended() -> list | None:
+        rows = listed(collector)
+        return rows if all(r["status"] in ENDED for r in rows) else None
+
+    ended = wait_until(all_ended, timeout=60, what="the requests to end")
     status, _, api = call(f"{collector.url}/v1/regulations", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert status == 200 and json.loads(api) == {"data": listed(collector)}  # one store, one listing
+    assert status == 200 and json.loads(api) == {"data": ended}
 
 
 def test_a_script_with_the_bearer_token_files_without_an_origin(collector):
