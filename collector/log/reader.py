@@ -15,6 +15,12 @@ What it promises:
   while being read is finished from its ``.gz`` at the same offset;
 - a closed segment is read once: once its ``.gz`` is read to the end the cursor marks it
   done and it is never opened (or decompressed) again;
+- a ``.gz`` left part-read (a consumer that stops after a batch) is decompressed once, not
+  once a batch: the reader keeps it open, with what it had read ahead, and the next read that
+  continues from where the last stopped (the same segment, the same offset, the same file)
+  goes on from there; any other read closes it and opens the file again (a gzip ``seek`` is
+  a decompression from the start). It is closed when the segment is finished, and by
+  ``close()`` (or when the reader is collected);
 - a line that is not a JSON object is quarantined: logged, counted in ``quarantined``,
   skipped, never raised (``Quarantine``, shared with ``stream_reader.StreamReader``, the
   same interface over the NATS stream);
@@ -71,6 +77,17 @@ class Quarantine:
         return None
 
 
+class _Held(NamedTuple):
+    """A part-read ``.gz`` kept open between reads: ``fh`` is positioned after ``ahead``, the
+    bytes of the segment from ``offset`` (the cursor when the last read stopped) already read."""
+
+    key: str
+    fh: gzip.GzipFile
+    identity: tuple[int, int]  # (st_dev, st_ino) of the file it reads
+    offset: int
+    ahead: bytes
+
+
 class Reader(Quarantine):
     """Reads the segments under ``root`` (``<data_dir>/events`` or ``rejected``)."""
 
@@ -91,6 +108,19 @@ class Reader(Quarantine):
         self.stats: Counter[str] = Counter()
         self._known: list[str] | None = None
         self._polls = 0
+        self._held: _Held | None = None  # at most one part-read .gz kept open
+
+    def close(self) -> None:
+        """Close the part-read ``.gz`` it keeps open, if any (reading again reopens it)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.fh.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     @classmethod
     def at_end(cls, root: Path, **options) -> Reader:
@@ -218,35 +248,75 @@ class Reader(Quarantine):
             else:
                 self.stats["opened"] += 1
                 with fh:
+                    fh.seek(offset)
                     yield from self._whole_lines(key, fh, offset, closed=False)
                 return
+        fh, ahead = self._resume(key, path, offset)
         try:
-            fh = gzip.open(path, "rb")
-            self.stats["opened"] += 1
-            self.stats["decompressed"] += 1
-            with fh:
-                yield from self._whole_lines(key, fh, offset, closed=True)
+            if fh is None:
+                fh = gzip.open(path, "rb")
+                self.stats["opened"] += 1
+                self.stats["decompressed"] += 1
+                fh.seek(offset)
+            yield from self._whole_lines(key, fh, offset, closed=True, ahead=ahead)
         except FileNotFoundError:
             return  # removed (a rewrite, or retention): nothing to read
         except (EOFError, gzip.BadGzipFile, OSError) as exc:
             log.warning("cannot read a closed segment: %s", exc, extra={"segment": key})
+        finally:
+            if fh is not None and (self._held is None or self._held.fh is not fh):
+                fh.close()  # finished, failed, or not kept
 
-    def _whole_lines(self, key: str, fh, offset: int, *, closed: bool) -> Iterator[tuple[bytes, str]]:
-        fh.seek(offset)
-        rest = b""
-        while True:
-            chunk = fh.read(CHUNK)
-            self.stats["bytes"] += len(chunk)
-            if not chunk:
-                break
-            data = rest + chunk
-            end = data.rfind(b"\n") + 1
-            rest = data[end:]
-            for line in data[:end].split(b"\n")[:-1]:
-                offset += len(line) + 1
-                self.offsets[key] = offset
-                if line:
-                    yield line, key
+    def _resume(self, key: str, path: Path, offset: int) -> tuple[gzip.GzipFile | None, bytes]:
+        """The kept ``.gz`` and what it read ahead, when this read continues where the last
+        stopped in the same file; otherwise ``(None, b"")``, and the kept one is closed."""
+        held, self._held = self._held, None
+        if held is None:
+            return None, b""
+        if held.key == key and held.offset == offset:
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == held.identity:
+                    return held.fh, held.ahead
+            except OSError:
+                pass  # gone (a rewrite, retention): opening it again says so
+        held.fh.close()
+        return None, b""
+
+    def _hold(self, key: str, fh, offset: int, ahead: bytes) -> None:
+        try:
+            st = os.fstat(fh.fileno())
+        except (OSError, ValueError):
+            return  # not a file to keep: the caller closes it
+        self.close()
+        self._held = _Held(key, fh, (st.st_dev, st.st_ino), offset, ahead)
+
+    def _whole_lines(
+        self, key: str, fh, offset: int, *, closed: bool, ahead: bytes = b""
+    ) -> Iterator[tuple[bytes, str]]:
+        """The whole lines of ``fh`` (positioned after ``ahead``, the bytes at ``offset``).
+
+        A closed segment left part-read (the consumer stopped) is kept open for the next read
+        (``_hold``), with the bytes read ahead of the cursor."""
+        data, start, rest = b"", offset, ahead
+        try:
+            while True:
+                chunk = fh.read(CHUNK)
+                self.stats["bytes"] += len(chunk)
+                data, start = rest + chunk, offset  # the segment's bytes from offset
+                end = data.rfind(b"\n") + 1
+                rest = data[end:]
+                for line in data[:end].split(b"\n")[:-1]:
+                    offset += len(line) + 1
+                    self.offsets[key] = offset
+                    if line:
+                        yield line, key
+                if not chunk:
+                    break
+        except GeneratorExit:
+            if closed:
+                self._hold(key, fh, offset, data[offset - start:])
+            raise
         if closed:
             if rest:  # a closed segment never grows: its last partial line is all there is
                 self.quarantined += 1

@@ -121,6 +121,8 @@ class Builder:
         if self.loop is not None:
             self.loop.run_until_complete(self.reader.close())
             self.loop.close()
+        else:
+            self.reader.close()  # the part-read .gz it keeps open between batches
 
     def apply(self, records: list) -> None:
         graph = Graph(self.rules, self.store)

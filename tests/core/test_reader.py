@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from collector.log import segments
+from collector.log import reader as reader_module, rewrite, segments
 from collector.log.files import FileStore
 from collector.log.layout import hour_partition
 from collector.log.reader import DONE, Reader, read_events
@@ -152,3 +152,174 @@ class TestIdle:
         follow(tmp_path, as_json=True, from_start=True, interval=0, out=out, keep_going=lambda: next(polls, None) is not None)
         assert len(out.getvalue().splitlines()) == 100
         assert len(opened) == 5, f"{len(opened)} decompressions of 5 closed segments over 20 polls"
+
+
+def varied_line(n: int) -> bytes:
+    """A line that does not compress to nothing (its pad differs from line to line)."""
+    pad = orjson.dumps([n * 7919 % 100003 + i for i in range(30)]).decode()
+    return orjson.dumps({"type": "track", "event": f"E{n}", "userId": "u", "messageId": f"m{n}", "pad": pad}) + b"\n"
+
+
+class CountingGzip:
+    """``gzip.open`` that counts what the reader opens and the compressed bytes it reads."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.opened: list = []
+        self.raw_bytes = 0
+        real_open = gzip.open
+        counter = self
+
+        class Raw(io.FileIO):
+            def read(self, size=-1):
+                data = super().read(size)
+                counter.raw_bytes += len(data)
+                return data
+
+            def readinto(self, buffer):
+                n = super().readinto(buffer)
+                counter.raw_bytes += n or 0
+                return n
+
+        class Gz(gzip.GzipFile):  # closes its file, as gzip.open's does
+            def __init__(self, path) -> None:
+                self.raw = Raw(path, "rb")
+                super().__init__(fileobj=self.raw, mode="rb")
+
+            def close(self) -> None:
+                try:
+                    super().close()
+                finally:
+                    self.raw.close()
+
+        def counting_open(path, mode="rb", *args, **kwargs):
+            if mode != "rb":
+                return real_open(path, mode, *args, **kwargs)
+            self.opened.append(Gz(path))
+            return self.opened[-1]
+
+        monkeypatch.setattr(gzip, "open", counting_open)
+
+    def all_closed(self) -> bool:
+        return all(fh.raw.closed for fh in self.opened)
+
+
+def read_in_batches(reader: Reader, size: int) -> tuple[list[str], int]:
+    """Read as the profile builder does: ``size`` records, stop, read again; the names and the batches."""
+    seen, batches = [], 0
+    while True:
+        batch = []
+        for record in reader.read():
+            batch.append(record.event["event"])
+            if len(batch) >= size:
+                break
+        if not batch:
+            return seen, batches
+        seen += batch
+        batches += 1
+
+
+class TestBatches:
+    def test_reading_a_gz_in_batches_decompresses_it_once(self, tmp_path, monkeypatch):
+        """A consumer that stops after every 250 records (as the builder does) and reads on opens each
+        gzipped segment once and reads its compressed bytes once, not once a batch; every line once."""
+        monkeypatch.setattr(reader_module, "CHUNK", 64 << 10)  # batches end inside chunks and across them
+        paths = []
+        for s in range(2):
+            path = segment(tmp_path, f"part-h_0-{s + 1:06d}.ndjson")
+            path.write_bytes(b"".join(varied_line(s * 3000 + i) for i in range(3000)))
+            paths.append(segments.compress(path))
+        compressed = sum(p.stat().st_size for p in paths)
+        gz = CountingGzip(monkeypatch)
+        reader = Reader(tmp_path / "events")
+        seen, batches = read_in_batches(reader, 250)
+        assert seen == [f"E{n}" for n in range(6000)]
+        assert batches == 24
+        assert len(gz.opened) == 2, f"{len(gz.opened)} openings of 2 gzipped segments over {batches} batches"
+        assert gz.raw_bytes <= compressed + 2 * (128 << 10), f"{gz.raw_bytes} compressed bytes read of {compressed}"
+        assert set(reader.cursor.values()) == {DONE}
+        assert gz.all_closed(), "a finished segment left open"
+
+    def test_a_part_read_gz_is_closed_by_close_and_read_on_from_its_cursor(self, tmp_path, monkeypatch):
+        """A reader stopped mid-segment and closed leaves no file open; the next read goes on from
+        its cursor (the segment opened again), so does a new reader from the saved cursor."""
+        closed_segments(tmp_path, 1, per_segment=100)
+        gz = CountingGzip(monkeypatch)
+        reader = Reader(tmp_path / "events")
+        first = []
+        for record in reader.read():
+            first.append(record.event["event"])
+            if len(first) == 30:
+                break
+        reader.close()
+        assert gz.all_closed(), "close() left the part-read .gz open"
+        saved = reader.cursor
+        second = []
+        for record in reader.read():
+            second.append(record.event["event"])
+            if len(second) == 30:
+                break
+        del reader  # collected: what it kept open is closed
+        assert gz.all_closed(), "a collected reader left its .gz open"
+        resumed = Reader(tmp_path / "events", cursor=saved)
+        assert first + names(resumed.read()) == [f"E{n}" for n in range(100)]
+        assert first + second == [f"E{n}" for n in range(60)]
+        assert gz.all_closed()
+
+    def test_a_cursor_put_back_reads_again_from_there(self, tmp_path, monkeypatch):
+        """The builder puts its reader's cursor back when a batch fails: the next read starts there, not
+        where the kept-open .gz stopped; a cursor moved elsewhere closes the kept one."""
+        closed_segments(tmp_path, 2, per_segment=50)
+        gz = CountingGzip(monkeypatch)
+        reader = Reader(tmp_path / "events")
+        for n, record in enumerate(reader.read()):
+            if n == 9:
+                break
+        before = reader.cursor
+        for n, record in enumerate(reader.read()):
+            if n == 19:
+                break
+        reader.offsets = before  # the batch failed: read it again
+        again, _ = read_in_batches(reader, 7)
+        assert again == [f"E{n}" for n in range(10, 100)]
+        assert gz.all_closed()
+
+    def test_a_segment_rewritten_while_part_read_is_read_on_from_the_new_file(self, tmp_path):
+        """An erasure rewrites a closed segment the reader stopped in the middle of: the next read goes
+        on at that offset of the new file (as the rewrite's module says), not from the old file kept open."""
+        (path,) = closed_segments(tmp_path, 1, per_segment=40)
+        reader = Reader(tmp_path / "events")
+        seen = []
+        for record in reader.read():
+            seen.append(record.event["event"])
+            if len(seen) == 10:
+                break
+        assert rewrite.rewrite(path, lambda stored: None if b'"E30"' in stored else stored) == 1
+        seen += names(reader.read())
+        assert seen == [f"E{n}" for n in range(40) if n != 30], "an erased line was read from the old file"
+
+    async def test_a_rotating_compressing_store_read_in_batches_gives_every_line_once(self, tmp_path):
+        """Segments rotated and compressed while a consumer reads them in small batches (some
+        half read as plain files, finished from their .gz): every line exactly once, in order."""
+        store = FileStore(tmp_path, segment_max_bytes=3_000)
+        await store.start()
+        reader, seen = Reader(tmp_path / "events"), []
+        for n in range(120):
+            await store.append([line(n)], partition=PARTITION)
+            if n % 7 == 0:
+                batch, _ = read_in_batches_once(reader, 3)
+                seen += batch
+        await store.close()  # every segment closed and gzipped
+        rest, _ = read_in_batches(reader, 5)
+        seen += rest
+        assert seen == [f"E{n}" for n in range(120)]
+        assert len(list((tmp_path / "events").glob("**/*.gz"))) > 5
+
+
+def read_in_batches_once(reader: Reader, size: int) -> tuple[list[str], int]:
+    """One batch of at most ``size`` records."""
+    batch = []
+    for record in reader.read():
+        batch.append(record.event["event"])
+        if len(batch) >= size:
+            break
+    return batch, 1
