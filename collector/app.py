@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import orjson
@@ -85,8 +86,19 @@ NOT_KEPT = (Unauthorized, Forbidden, Unavailable, RateLimited, RequestTimeout)
 SERVER_KWARGS = {"auto_decompress": False, "access_log": None, "lingering_time": 1.0}
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=orjson.dumps(payload), status=status, headers={**headers, **JSON} if headers else JSON)
+
+
+def _accepted(accepted: int, rejected: list[dict], headers: dict) -> web.Response:
+    """The answer of an ingest request that was stored; written out when nothing was rejected (most are)."""
+    if rejected:
+        return _json({"success": True, "accepted": accepted, "rejected": rejected}, headers=headers)
+    return web.Response(body=b'{"success":true,"accepted":%d,"rejected":[]}' % accepted,
+                        headers={**headers, **JSON} if headers else JSON)  # fmt: skip
 
 
 def _error(exc: CollectorError, headers: dict | None = None) -> web.Response:
@@ -175,7 +187,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         metrics.inc("intilery_events_suppressed_total", outcome.suppressed, source=source.name)
     for rejected in outcome.rejected:
         metrics.inc("intilery_events_rejected_total", source=source.name, code=rejected["code"])
-    answer = _json({"success": True, "accepted": accepted, "rejected": outcome.rejected}, headers=headers)
+    answer = _accepted(accepted, outcome.rejected, headers)
     for cookie in cookies:
         answer.headers.add("Set-Cookie", cookie)
     return answer
@@ -271,13 +283,6 @@ def _counted(metrics: Metrics, route: str, handler: Callable) -> Callable:
     return counted
 
 
-def _route(kind: str | None):
-    async def handler(request: web.Request) -> web.Response:
-        return await ingest(request, kind)
-
-    return handler
-
-
 def create_app(config: Config, store=None, *, profiles_builder: bool = False, writer: str | None = None) -> web.Application:
     """The collector as an aiohttp application (the store is started and closed with it).
 
@@ -338,9 +343,9 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     privacy_routes.mount(app, config, privacy)
     for kind, paths in SINGLE_ROUTES.items():
         for path in paths:
-            app.router.add_post(path, _counted(metrics, path, _route(kind)))
+            app.router.add_post(path, _counted(metrics, path, partial(ingest, kind=kind)))
     for path in BATCH_ROUTES:
-        app.router.add_post(path, _counted(metrics, path, _route(None)))
+        app.router.add_post(path, _counted(metrics, path, partial(ingest, kind=None)))
     app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, _counted(metrics, "/v1/{tail}", preflight))
     app.router.add_get(PIXEL_ROUTE, _counted(metrics, PIXEL_ROUTE, pixel))
     from collector.profiles import api as profile_api

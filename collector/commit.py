@@ -20,7 +20,7 @@ The store is any log store (``collector.log``); nothing here knows which.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Awaitable
 
 from collector.config import Source
 from collector.dedup import Dedup
@@ -45,21 +45,13 @@ def violations_kept(outcome: Outcome, index: int) -> dict:
     return {"violations": found} if found else {}
 
 
-async def _outcome(write: asyncio.Future) -> object:
-    """What ``gather(..., return_exceptions=True)`` gives for one write, without a gathering future."""
-    try:
-        return await write
-    except Exception as exc:  # noqa: BLE001 - handed back like gather does
-        return exc
-
-
 class Committer:
     def __init__(self, store: Any, dedup: Dedup) -> None:
         self.store, self.dedup = store, dedup
 
-    async def commit(self, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> int:
-        """Store what is new, wait for in-flight duplicates; returns how many were duplicates."""
-        return await self.write(source.name, outcome.ids, outcome.lines, received_at, rejected_lines)
+    def commit(self, source: Source, outcome: Outcome, received_at: float, rejected_lines: list[bytes]) -> Awaitable[int]:
+        """Store what is new, wait for in-flight duplicates; awaited, how many were duplicates."""
+        return self.write(source.name, outcome.ids, outcome.lines, received_at, rejected_lines)
 
     async def write(self, source: str, ids: list[str], lines: list[bytes], received_at: float,
                     rejected_lines: list[bytes]) -> int:  # fmt: skip
@@ -89,18 +81,25 @@ class Committer:
             for key in fresh_keys:
                 dedup.in_flight[key] = commit
         try:
-            # every write (and every in-flight duplicate) is awaited, even when one fails
-            results = [await _outcome(commits[0])] if len(commits) == 1 and not waits else await asyncio.gather(
-                *commits, *waits, return_exceptions=True)  # fmt: skip
+            if len(commits) == 1 and not waits:  # most requests: one write, awaited without gathering
+                try:
+                    await commits[0]
+                    failure = None
+                except Exception as exc:  # noqa: BLE001 - raised below, once the window is kept
+                    failure = exc
+                stored = failure is None
+            else:  # every write (and every in-flight duplicate) is awaited, even when one fails
+                results = await asyncio.gather(*commits, *waits, return_exceptions=True)
+                stored = not isinstance(results[len(commits) - 1], BaseException) if commits else False
+                failure = next((r for r in results if isinstance(r, BaseException)), None)
         finally:
             for key in fresh_keys:
                 if dedup.in_flight.get(key) is commits[-1]:
                     del dedup.in_flight[key]
-        if fresh_lines and not isinstance(results[len(commits) - 1], BaseException):
+        if fresh_lines and stored:
             dedup.add(fresh_keys, received_at)  # stored: a retry of them is a duplicate even if the answer is a 503
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise failures[0]
+        if failure is not None:
+            raise failure
         return len(ids) - len(fresh_ids)
 
     async def reject(self, source: Source, received_at: float, code: str, message: str, **payload) -> None:

@@ -104,6 +104,6 @@ def request_info(config: Config, request: web.Request, received_at: float) -> Re
     """What the request tells about every message in it: when, the client address, the agent."""
     ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), config.trusted_proxies)
     agent = request.headers.get("User-Agent")
-    if agent is not None:  # bytes that are not UTF-8 arrive as surrogates, which JSON cannot store
+    if agent is not None and not agent.isascii():  # bytes that are not UTF-8 arrive as surrogates, which JSON cannot store
         agent = agent.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return RequestInfo(received_at, ip, agent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,8 +24,7 @@ YEAR_1 = -62135596800.0  # 0001-01-01T00:00:00Z, the earliest time ISO-8601 writ
 TOO_DEEP = "a message may nest objects and arrays at most 254 levels deep"
 
 
-@dataclass(frozen=True)
-class RequestInfo:
+class RequestInfo(NamedTuple):
     """What the request itself tells about every message in it."""
 
     received_at: float
@@ -90,7 +89,7 @@ class Pipeline:
                     message["context"] = merge_under(outer_context, message.get("context") or {})
                 if outer_sent_at is not None and "sentAt" not in message:
                     message["sentAt"] = outer_sent_at
-                self._timestamps(message, request.received_at)
+                self._timestamps(message, request.received_at, received_iso)
                 if plan is not None:
                     flagged = self._plan(plan, source, message, index, outcome)
             except Invalid as exc:
@@ -128,7 +127,7 @@ class Pipeline:
         return found
 
     @staticmethod
-    def _timestamps(message: dict, received_at: float) -> None:
+    def _timestamps(message: dict, received_at: float, received_iso: str) -> None:
         """``timestamp`` = receivedAt - (sentAt - originalTimestamp), never in the future."""
         original_text = message.get("originalTimestamp")
         if original_text is None:
@@ -140,9 +139,13 @@ class Pipeline:
         if original_text is None:
             corrected = received_at
         else:
-            original = parse_timestamp(original_text, "originalTimestamp")
+            # the tag sends both as one text: parsed once
+            original = sent if original_text == sent_text else parse_timestamp(original_text, "originalTimestamp")
             corrected = received_at - (sent - original) if sent is not None else original
-        message["timestamp"] = iso_ms(min(max(corrected, YEAR_1), received_at))  # absurd skew: not before year 1
+        if corrected >= received_at:  # no clock skew to correct (the tag's sentAt is its originalTimestamp), or the future
+            message["timestamp"] = received_iso
+        else:
+            message["timestamp"] = iso_ms(max(corrected, YEAR_1))  # absurd skew: not before year 1
 
     def _context(self, message: dict, source: Source, request: RequestInfo) -> bool:
         """Fill ``context`` (ip, location, user agent); True when the sender is a known bot."""

@@ -26,7 +26,10 @@ def parse_timestamp(value: Any, field: str) -> float:
     if not isinstance(value, str):
         raise Invalid("invalid_timestamp", f"{field} must be an ISO-8601 string")
     try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+        try:
+            parsed = datetime.fromisoformat(value)  # Python 3.11 reads a "Z" suffix itself
+        except ValueError:  # a lower-case "z", or a "Z" where 3.11 does not expect one
+            parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=timezone.utc).timestamp()
         return parsed.timestamp()
