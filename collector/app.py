@@ -90,15 +90,19 @@ JSON = {"Content-Type": "application/json"}
 
 
 def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, headers={**headers, **JSON} if headers else JSON)
+    return _json_bytes(orjson.dumps(payload), status, headers)
+
+
+def _json_bytes(body: bytes, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=body, status=status, headers={**headers, **JSON} if headers else JSON)
 
 
 def _accepted(accepted: int, rejected: list[dict], headers: dict) -> web.Response:
-    """The answer of an ingest request that was stored; written out when nothing was rejected (most are)."""
+    """The answer of an ingest request that was stored (what ``_json`` would write, without
+    serialising when nothing was rejected, as for most requests)."""
     if rejected:
         return _json({"success": True, "accepted": accepted, "rejected": rejected}, headers=headers)
-    return web.Response(body=b'{"success":true,"accepted":%d,"rejected":[]}' % accepted,
-                        headers={**headers, **JSON} if headers else JSON)  # fmt: skip
+    return _json_bytes(b'{"success":true,"accepted":%d,"rejected":[]}' % accepted, headers=headers)
 
 
 def _error(exc: CollectorError, headers: dict | None = None) -> web.Response:

@@ -12,7 +12,8 @@ from aiohttp import web
 from collector.errors import BadRequest, RequestTimeout, TooLarge, Unavailable, UnsupportedMediaType
 from collector.api import MAX_BODY_BYTES
 
-ACCEPTED_TYPES = frozenset({"application/json", "text/plain", ""})
+PLAIN_TYPES = ("application/json", "text/plain")  # as most senders write their Content-Type
+ACCEPTED_TYPES = frozenset({*PLAIN_TYPES, ""})  # once parsed (parameters, case); "": no type
 
 
 class BodyBudget:
@@ -40,7 +41,7 @@ class BodyBudget:
 
 
 def check_content_type(request: web.Request) -> None:
-    if request.headers.get("Content-Type") in ("application/json", "text/plain"):  # as most send it: nothing to parse
+    if request.headers.get("Content-Type") in PLAIN_TYPES:  # nothing to parse
         return
     if request.content_type == "application/octet-stream" and "Content-Type" not in request.headers:
         return  # no Content-Type at all: taken as JSON

@@ -3,9 +3,9 @@ one loop that follows the log into the profile database (``follow``, also ``inti
 
 The collector runs the builder as a process of its own, started and watched by the serving
 process: Python runs one thread at a time, so a builder thread would take its time from
-ingest; a process takes an idle core instead, and only an idle one (``idle_priority``: Linux's
-``SCHED_IDLE``), so that ingest comes first wherever cores are short. It is one more consumer
-of the log, never a step of a request::
+ingest; a process takes an idle core instead, at a lower priority (``NICE``) so that on a
+busy machine ingest comes first, pausing between batches while its core is contended
+(``Yielding``). It is one more consumer of the log, never a step of a request::
 
     collector (event loop) ── spawn ──▶ builder process: lock, follow(config), exit with the collector
               └ it exited?  start another after RETRY_FAILED s; at shutdown SIGTERM, then wait
@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -39,8 +40,11 @@ LOCK = "profiles"  # .locks/profiles.lock, beside the store's instance locks
 RETRY_LOCK = 5.0  # seconds between a worker's looks at a lock another builder holds
 RETRY_FAILED = 5.0  # seconds before a builder that exited (a full disk, a broken database) is started again
 STOP_TIMEOUT = 30.0  # seconds the builder has to finish its batch at shutdown before SIGKILL
-NICE = 19  # where Linux's SCHED_IDLE is missing: the lowest priority there is
+NICE = 10  # the builder's priority below the collector's: ingest first when cores are short
 LOCKED_OUT = 3  # the builder process's exit code when another builder holds the lock
+YIELD_FACTOR = 5  # on a contended core the builder pauses this many times what its batch took ...
+YIELD_MAX = 5.0  # ... for at most this many seconds, so profiles never stop
+BUSY = 0.5  # of a CPU: a collector using more than this wants its core
 
 
 def open_store(target: str | Path, *, reads_only: bool = False, building: bool = False):
@@ -107,25 +111,72 @@ def builder_process(config, parent: int) -> None:
         signal.signal(sig, lambda number, frame: stopped.append(number))
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's mask survives the exec
     _die_with(parent)
-    idle_priority()
+    os.nice(NICE)
     setup_logging(config.log_format)
     fd = take_lock(Path(config.data_dir))
     if fd is None:  # another worker's builder took it first
         raise SystemExit(LOCKED_OUT)
     try:
-        follow(config, lambda: not stopped)
+        follow(config, Yielding(lambda: not stopped, parent))
     finally:
         os.close(fd)
 
 
-def idle_priority() -> None:
-    """This process (and the threads it starts) runs only when a CPU has nothing else to run:
-    Linux's ``SCHED_IDLE`` (nice 10, as before, still took a tenth of a core the collector wanted,
-    and more of it once the collector waited for a disk; bench/README). Elsewhere, nice 19."""
+class Yielding:
+    """The builder's ``keep_going`` beside the collector: its collector first, also on a shared core.
+
+    Nice 10 alone still leaves the builder a tenth of a core the collector wants, and more of
+    the moments the collector waits for a disk. So between batches the builder looks at how long
+    it waited for a CPU (Linux's run delay, ``/proc/self/schedstat``) against how long it ran,
+    and at how busy its collector (``collector``, a pid) was meanwhile: waiting longer than
+    running while the collector used more than ``BUSY`` of a CPU means the collector wants the
+    core, and the builder pauses for ``YIELD_FACTOR`` times the batch's time on and waiting for
+    the CPU (at most ``YIELD_MAX`` s): it then takes a few percent of that core. With an idle
+    core, or an idle collector (catching up after a load, whatever else runs), it never pauses;
+    elsewhere than Linux it never pauses either."""
+
+    def __init__(self, keep_going: Callable[[], bool], collector: int) -> None:
+        self.keep_going, self.collector, self.pauses, self.paused = keep_going, collector, 0, 0.0
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[int, int, float, float] | None:
+        stat, cpu = _schedstat(), _cpu_seconds(self.collector)
+        return None if stat is None or cpu is None else (*stat, cpu, time.monotonic())
+
+    def __call__(self) -> bool:
+        now = self._sample()
+        if now is not None and self.last is not None:
+            ran, waited = now[0] - self.last[0], now[1] - self.last[1]
+            busy = (now[2] - self.last[2]) > BUSY * (now[3] - self.last[3])
+            if waited > ran > 0 and busy and self.keep_going():
+                pause = min(YIELD_MAX, YIELD_FACTOR * (ran + waited) / 1e9)
+                self.pauses, self.paused = self.pauses + 1, self.paused + pause
+                until = time.monotonic() + pause
+                while self.keep_going() and (left := until - time.monotonic()) > 0:
+                    time.sleep(min(left, 0.2))  # a stop is taken within 0.2 s
+                now = self._sample()
+        self.last = now
+        return self.keep_going()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU seconds a process has used (None where Linux does not say, or it is gone)."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        os.nice(NICE)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _schedstat() -> tuple[int, int] | None:
+    """This thread's nanoseconds on a CPU and waiting for one (None where Linux does not say)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            ran, waited, _ = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(ran), int(waited)
 
 
 async def run_builder(config, stop: asyncio.Event) -> None:

@@ -323,3 +323,16 @@ async def test_the_tag_is_served_cacheable_and_gzipped(client):
     assert await answer.read() == shipped  # the client inflates it
     again = await client.get("/intilery.js", headers={"If-None-Match": answer.headers["ETag"]})
     assert again.status == 304
+
+
+def test_the_written_out_answer_is_the_one_json_would_write():
+    """The answer of a stored request is written out when nothing was rejected: byte for byte
+    what serialising it gives, with or without CORS headers."""
+    from collector.app import _accepted
+
+    for accepted in (0, 1, 2_500):
+        for headers in ({}, {"Access-Control-Allow-Origin": "https://shop.example"}):
+            answer = _accepted(accepted, [], headers)
+            assert answer.body == orjson.dumps({"success": True, "accepted": accepted, "rejected": []})
+            assert answer.content_type == "application/json" and answer.status == 200
+            assert all(answer.headers[name] == value for name, value in headers.items())
