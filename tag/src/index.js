@@ -120,9 +120,11 @@ function boot() {
     if (go && !e.defaultPrevented) {
       e.preventDefault()
       e.preventDefault = () => (go = 0)
-      const g = () => go && later(go, (go = 0))
-      queue.send().then(g, g)
-      setTimeout(g, WAIT)
+      // decided in a task of its own: a send already under way resolves at once, and its
+      // microtask runs between this listener and the page's, before the page can cancel
+      const g = () => go && go((go = 0))
+      queue.send().then(() => later(g)) // send() never rejects
+      later(g, WAIT)
     }
   }
 
@@ -169,12 +171,12 @@ function boot() {
         for (const f of ['pushState', 'replaceState']) {
           const orig = history[f]
           history[f] = function (...a) {
-            setTimeout(auto) // runs after orig
+            later(auto) // runs after orig
             return orig.apply(this, a)
           }
         }
-        addEventListener('popstate', () => setTimeout(auto))
-        setTimeout(auto) // after the calls queued before load, which may include the first page()
+        addEventListener('popstate', () => later(auto))
+        later(auto) // after the calls queued before load, which may include the first page()
       }
       // the query-string API, before the calls queued meanwhile (all of this page's messages carry
       // ?ajs_aid=): ?ajs_uid= with ajs_trait_<name>=, ?ajs_event= with ajs_prop_<name>=

@@ -33,7 +33,7 @@ export function init(writeKey, endpoint) {
 // Drops the oldest messages beyond MAX_QUEUE bytes and those older than the dedup window, then
 // saves the queue under this tab's key (t = 0 marks it orphaned: the page is going away). When the
 // storage refuses it (full), the key is removed: no stale copy is left for a later page to resend.
-function save(t = Date.now()) {
+function save(t) {
   const now = Date.now()
   let n = q.length, bytes = 100
   while (n && (bytes += size(q[n - 1]) + 1) < MAX_QUEUE) n--
@@ -42,7 +42,7 @@ function save(t = Date.now()) {
   saving = 0
   ls(s => {
     try {
-      q.length ? s.setItem(me, JSON.stringify({ t, q })) : s.removeItem(me)
+      q.length ? s.setItem(me, JSON.stringify({ t: t ?? now, q })) : s.removeItem(me)
     } catch (e) {
       log(e)
       s.removeItem(me)

@@ -44,10 +44,9 @@ function readCookie(k) {
 // Writes (or with v empty, expires) a cookie on dom, by default the top-level domain.
 function writeCookie(k, v, dom) {
   try {
-    const d = document
     if (domain == null) domain = topDomain()
     if (dom == null) dom = domain
-    d.cookie =
+    document.cookie =
       name(k) + '=' + encodeURIComponent(v || '') + '; path=/; samesite=lax; max-age=' + (v ? YEAR : 0) +
       (dom ? '; domain=' + dom : '') + (location.protocol == 'https:' ? '; secure' : '')
   } catch (e) {}
@@ -64,11 +63,11 @@ function expireAid() {
 function topDomain() {
   const d = document, parts = location.hostname.split('.')
   for (let i = parts.length - 2; i >= 0; i--) {
-    const dom = '; path=/; domain=' + parts.slice(i).join('.')
+    const top = parts.slice(i).join('.'), dom = '; path=/; domain=' + top
     d.cookie = 'itl_tld=1' + dom
     if (d.cookie.includes('itl_tld=1')) {
       d.cookie = 'itl_tld=; max-age=0' + dom
-      return parts.slice(i).join('.')
+      return top
     }
   }
   return ''

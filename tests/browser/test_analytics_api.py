@@ -248,6 +248,32 @@ class TestLinksAndForms:
         tab.page.wait_for_timeout(700)
         assert tab.page.url.endswith("/links.html") and tab.js("window.posted") == 1
 
+    @pytest.mark.parametrize("element", ["form", "link"])
+    def test_a_cancelled_submission_or_click_stays_cancelled_while_a_send_is_in_flight(self, tab, site, collector, element):
+        """With an earlier batch still on its way, the tag's wait for delivery ends at once; the page's
+        handler that runs after the tag's (and cancels) still wins: the browser stays on the page."""
+        aid = load(tab, site, collector)
+        held = []
+        tab.page.route("**/v1/batch", lambda route: held.append(route))  # in flight until continued
+        tab.js("intilery.track('Before')")
+        wait_until(lambda: tab.js("0") or held, timeout=10, what="the tag's batch in flight")  # js() pumps the routes
+        tab.js(
+            """(element) => {
+              const el = element == 'form' ? document.getElementById('signup') : document.getElementById('plain')
+              element == 'form' ? intilery.trackForm(el, 'Cancelled') : intilery.trackLink(el, 'Cancelled')
+              document.addEventListener(element == 'form' ? 'submit' : 'click', e => e.preventDefault())
+            }""",
+            element,
+        )
+        tab.page.click("#send" if element == "form" else "#plain")
+        tab.page.wait_for_timeout(700)  # past the tag's 300 ms hold
+        url = tab.page.url
+        for route in held:
+            route.continue_()
+        tab.page.unroute("**/v1/batch")
+        collector.wait_for(event_named("Cancelled", aid))
+        assert url.endswith("/links.html")
+
     def test_track_link_lets_the_browser_handle_other_targets_downloads_and_modified_clicks(self, tab, site, collector):
         """Only a plain primary click on a link to this frame (no target or _self) is held and followed by the
         tag; a named target, a download, an Alt-click, or a click the page cancelled are the browser's."""
