@@ -122,9 +122,9 @@ function boot() {
       e.preventDefault = () => (go = 0)
       // decided in a task of its own: a send already under way resolves at once, and its
       // microtask runs between this listener and the page's, before the page can cancel
-      const g = () => go && go((go = 0))
-      queue.send().then(() => later(g)) // send() never rejects
-      later(g, WAIT)
+      const g = () => later(() => go && go((go = 0)))
+      queue.send().then(g, g)
+      setTimeout(g, WAIT)
     }
   }
 
