@@ -298,11 +298,14 @@ class Reader(Quarantine):
 
         A closed segment left part-read (the consumer stopped) is kept open for the next read
         (``_hold``), with the bytes read ahead of the cursor."""
-        data, start, rest = b"", offset, ahead
+        data, start, rest = b"", offset, b""
         try:
             while True:
-                chunk = fh.read(CHUNK)
-                self.stats["bytes"] += len(chunk)
+                if ahead:  # first what an earlier read left: more only once it is used up
+                    chunk, ahead = ahead, b""
+                else:
+                    chunk = fh.read(CHUNK)
+                    self.stats["bytes"] += len(chunk)
                 data, start = rest + chunk, offset  # the segment's bytes from offset
                 end = data.rfind(b"\n") + 1
                 rest = data[end:]

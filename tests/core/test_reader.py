@@ -239,6 +239,31 @@ class TestBatches:
         assert set(reader.cursor.values()) == {DONE}
         assert gz.all_closed(), "a finished segment left open"
 
+    def test_reading_a_gz_in_batches_stays_one_chunk_ahead(self, tmp_path, monkeypatch):
+        """A batch that ends inside a chunk keeps the rest for the next, which reads those bytes
+        before it decompresses more: the reader is never more than one chunk ahead of its cursor
+        (it had read a chunk more every batch, and split all it held again each time)."""
+        monkeypatch.setattr(reader_module, "CHUNK", 16 << 10)
+        path = segment(tmp_path)
+        path.write_bytes(b"".join(varied_line(i) for i in range(3000)))
+        segments.compress(path)
+        reader = Reader(tmp_path / "events")
+        seen, ahead = [], []
+        while True:
+            batch = []
+            for record in reader.read():
+                batch.append(record.event["event"])
+                if len(batch) >= 20:  # about 7 KB: a batch ends inside a chunk
+                    break
+            if not batch:
+                break
+            seen += batch
+            offset = next(iter(reader.cursor.values()))
+            if offset != DONE:
+                ahead.append(reader.stats["bytes"] - offset)
+        assert seen == [f"E{n}" for n in range(3000)]
+        assert max(ahead) <= 16 << 10, f"{max(ahead)} bytes decompressed ahead of the cursor (a chunk is {16 << 10})"
+
     def test_a_part_read_gz_is_closed_by_close_and_read_on_from_its_cursor(self, tmp_path, monkeypatch):
         """A reader stopped mid-segment and closed leaves no file open; the next read goes on from
         its cursor (the segment opened again), so does a new reader from the saved cursor."""
