@@ -19,6 +19,8 @@ Rows:
   the collector on core 0, the load on core 1) with the builder on and with ``--no-profiles``,
   in the same run: events/s of each, the builder's lag (events acknowledged and not yet in
   the profile database) sampled every second, and how long it takes to catch up after.
+  ``--builder-cpu 1`` moves the in-process builder to core 1 (with the load): the builder on a
+  core of its own.
 """
 
 from __future__ import annotations
@@ -182,8 +184,8 @@ def visible_latency(events: int) -> dict:
     return {"events": events, "p50_ms": round(statistics.median(times)), "max_ms": round(times[-1])}
 
 
-def keep_up(seconds: float, connections: int = 8) -> dict:
-    from bench.run import BATCH_SIZE, RELAY_KEY, Scenario, Server, wrk
+def keep_up(seconds: float, connections: int = 8, builder_cpu: int | None = None) -> dict:
+    from bench.run import BATCH_SIZE, RELAY_KEY, Scenario, Server, _children, wrk
     from bench.workload import build_bench_geo_db, write_requests
 
     work = Path(tempfile.mkdtemp(prefix="bench-keepup-"))
@@ -218,6 +220,9 @@ def keep_up(seconds: float, connections: int = 8) -> dict:
             try:
                 watcher = threading.Thread(target=sample)
                 if profiles:
+                    if builder_cpu is not None:
+                        builder = _builder_of(server.proc.pid, _children)
+                        os.sched_setaffinity(builder, {builder_cpu})
                     watcher.start()
                 run = wrk(server.url, batch, RELAY_KEY, seconds, connections, f"k{n:03x}")
                 done.set()
@@ -243,6 +248,18 @@ def keep_up(seconds: float, connections: int = 8) -> dict:
     return out
 
 
+def _builder_of(pid: int, children) -> int:
+    """The in-process builder: the collector's child process (it starts within seconds)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for child in children(pid):
+            with open(f"/proc/{child}/cmdline", "rb") as fh:
+                if b"multiprocessing" in fh.read():
+                    return child
+        time.sleep(0.1)
+    raise RuntimeError("the collector started no builder process within 30 s")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", type=int, default=1_000_000, help="people in the generated log (default 1M)")
@@ -251,10 +268,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dir", help="keep the log and database here (reused when present)")
     parser.add_argument("--only", choices=("rebuild", "traits", "visible", "keep-up"))
     parser.add_argument("--keep-up-seconds", type=float, default=30, help="seconds of load per keep-up run")
+    parser.add_argument("--builder-cpu", type=int, help="keep-up: the builder moved to this core (its own, with the load)")
     parser.add_argument("--visible", type=int, default=30, help="events timed from their 200 to the profile")
     args = parser.parse_args(argv)
     if args.only == "keep-up":
-        result = keep_up(args.keep_up_seconds)
+        result = keep_up(args.keep_up_seconds, builder_cpu=args.builder_cpu)
         print(orjson.dumps(result).decode(), flush=True)
         return {"keep_up": result}
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
