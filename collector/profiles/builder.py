@@ -5,7 +5,7 @@ a time, and commits what a batch changed together with the cursor after it::
 
     builder = Builder(store, data_dir, rules)
     builder.step()          # one batch (at most ``batch`` events); 0 when nothing is new
-    builder.run(keep_going)    # follow the log until keep_going() is false
+    builder.run(keep_going)   # follow the log until keep_going() is false
 
 A kill at any point leaves the database at the end of the last committed batch, cursor
 included: the next start reads on from there, so no event is missed or counted twice. A
