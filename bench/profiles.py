@@ -19,8 +19,8 @@ Rows:
   the collector on core 0, the load on core 1) with the builder on and with ``--no-profiles``,
   in the same run: events/s of each, the builder's lag (events acknowledged and not yet in
   the profile database) sampled every second, and how long it takes to catch up after.
-  ``--builder-cpu 1`` moves the in-process builder to core 1 (with the load): the builder on a
-  core of its own.
+  ``--builder-cpu 1`` moves the in-process builder to core 1: off the collector's core,
+  sharing the load generator's.
 """
 
 from __future__ import annotations
@@ -221,8 +221,7 @@ def keep_up(seconds: float, connections: int = 8, builder_cpu: int | None = None
                 watcher = threading.Thread(target=sample)
                 if profiles:
                     if builder_cpu is not None:
-                        builder = _builder_of(server.proc.pid, _children)
-                        os.sched_setaffinity(builder, {builder_cpu})
+                        _move_builder(server.proc.pid, _children, builder_cpu)
                     watcher.start()
                 run = wrk(server.url, batch, RELAY_KEY, seconds, connections, f"k{n:03x}")
                 done.set()
@@ -248,14 +247,21 @@ def keep_up(seconds: float, connections: int = 8, builder_cpu: int | None = None
     return out
 
 
-def _builder_of(pid: int, children) -> int:
-    """The in-process builder: the collector's child process (it starts within seconds)."""
+def _move_builder(pid: int, children, cpu: int) -> None:
+    """Move the in-process builder, the collector's child started by multiprocessing's ``spawn``
+    (``spawn_main``; its resource tracker, another child, is left alone), every thread of it, to ``cpu``."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for child in children(pid):
-            with open(f"/proc/{child}/cmdline", "rb") as fh:
-                if b"multiprocessing" in fh.read():
-                    return child
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as fh:
+                    if b"spawn_main" not in fh.read():
+                        continue
+                for task in os.listdir(f"/proc/{child}/task"):
+                    os.sched_setaffinity(int(task), {cpu})
+                return
+            except OSError:  # gone meanwhile (ProcessLookupError is one)
+                continue
         time.sleep(0.1)
     raise RuntimeError("the collector started no builder process within 30 s")
 
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dir", help="keep the log and database here (reused when present)")
     parser.add_argument("--only", choices=("rebuild", "traits", "visible", "keep-up"))
     parser.add_argument("--keep-up-seconds", type=float, default=30, help="seconds of load per keep-up run")
-    parser.add_argument("--builder-cpu", type=int, help="keep-up: the builder moved to this core (its own, with the load)")
+    parser.add_argument("--builder-cpu", type=int, help="keep-up: the builder moved to this core (1: off the collector's, with the load)")
     parser.add_argument("--visible", type=int, default=30, help="events timed from their 200 to the profile")
     args = parser.parse_args(argv)
     if args.only == "keep-up":
