@@ -246,6 +246,13 @@ class Front:
         with self.lock:
             return [r for r in self.records if r["body"] and any(match(m) for m in r["body"].get("batch", []))]
 
+    def wait_for(self, match, count: int = 1, timeout: float = TIMEOUT) -> list[dict]:
+        """Waits until at least ``count`` recorded requests carry a match, and returns them all. A
+        request is recorded once the collector has answered it, so after the collector has stored
+        its event: a test that saw the event waits here for the record."""
+        return wait_until(lambda: (found := self.requests_with(match)) and len(found) >= count and found,
+                          timeout, interval=0.05, what=f"{count} request(s) recorded by the front")  # fmt: skip
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

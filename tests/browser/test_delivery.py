@@ -49,7 +49,7 @@ class TestUnload:
         assert len(leaving) == 1
         # The first request that carried it came from the page being left (a beacon, or the
         # keepalive fetch when the batch timer won the race), not from the next page's resend.
-        first = front.requests_with(event_named("Leaving"))[0]
+        first = front.wait_for(event_named("Leaving"))[0]
         assert all(m["context"]["page"]["path"] == "/oneline.html" for m in first["body"]["batch"])
 
     def test_what_waits_for_a_retry_leaves_by_beacon(self, tab, site, collector, front):

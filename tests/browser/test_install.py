@@ -63,7 +63,7 @@ class TestOneLine:
         tab.open(f"{site.url}/oneline.html?host={front.url}")
         aid = tab.anonymous_id()
         collector.wait_for(of_visitor(aid))
-        [seen] = front.requests_with(of_visitor(aid))
+        [seen] = front.wait_for(of_visitor(aid))
         assert seen["content_type"] == "text/plain;charset=UTF-8"
         assert seen["body"]["writeKey"] == WRITE_KEY
 

@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 
+from collector.log.reader import Reader
 from helpers import wait_until
 
 ANN, BOB = "u_ann_example_com", "u_bob_example_com"
@@ -39,6 +40,14 @@ def anonymous_id(page) -> str:
 def anonymous_ids(demo, who: str) -> set[str]:
     found = profile_api(demo, who, "external_ids")
     return {i["id"] for i in found["data"] if i["type"] == "anonymous_id"} if found else set()
+
+
+def settled(demo, who: str, devices: set[str]) -> tuple[dict, dict] | None:
+    """The person's traits and events page once the profile holds every event the log holds from
+    ``devices``, both read at the same commit (the builder may commit between two reads)."""
+    stored = sum(1 for e in Reader(demo.data_dir / "events").events() if e.get("anonymousId") in devices)
+    traits, events = profile_api(demo, who, "traits")["traits"], profile_api(demo, who, "events?limit=100")
+    return (traits, events) if traits["event_count"] == len(events["data"]) == stored else None
 
 
 def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_context):
@@ -89,7 +98,8 @@ def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_contex
     assert anonymous_ids(demo, f"user_id:{ANN}") == {ann_first_device, ann_second_device}
     assert after_sign_out not in anonymous_ids(demo, f"user_id:{ANN}"), "the device after sign-out is not Ann's"
 
-    ann = profile_api(demo, f"user_id:{ANN}", "traits")["traits"]
+    ann, page_of = wait_until(lambda: settled(demo, f"user_id:{ANN}", {ann_first_device, ann_second_device}),
+                              what="every event of Ann's devices in her profile")  # fmt: skip
     assert (ann["email"], ann["name"]) == ("ann@example.com", "Ann")
     assert ann["counts_by_event"]["Order Completed"] == 1 and ann["revenue"] == {"GBP": 12.5}
     assert ann["counts_by_event"]["Product Added"] == 1, "the anonymous add to cart is Ann's"
@@ -99,7 +109,6 @@ def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_contex
     for device in (ann_first_device, ann_second_device):
         assert profile_api(demo, f"anonymous_id:{device}", "metadata") == profile_api(demo, f"user_id:{ANN}", "metadata")
 
-    page_of = profile_api(demo, f"user_id:{ANN}", "events?limit=100")
     events = page_of["data"]
     assert not page_of["cursor"]["has_more"]
     assert {e["anonymousId"] for e in events} == {ann_first_device, ann_second_device}
