@@ -32,8 +32,9 @@ def sign_in(page, name: str) -> None:
 
 
 def anonymous_id(page) -> str:
-    """The tag's anonymous id, once the tag (not only its stub) has loaded."""
-    page.wait_for_function("typeof intilery.user === 'function'")
+    """The tag's anonymous id, once the tag (not only its stub) has loaded. The predicate reads
+    ``window.intilery`` so that a document the tag has not reached yet makes it poll, not throw."""
+    page.wait_for_function("window.intilery && typeof window.intilery.user === 'function'")
     return page.evaluate("intilery.user().anonymousId()")
 
 
@@ -76,6 +77,7 @@ def test_one_profile_per_person_across_devices_and_a_shared_one(demo, new_contex
     bob.goto(demo.site + "/")
     bob.click("#consent-accept")
     bob.click("#card-tee-02")
+    bob.wait_for_selector("#product-name:has-text('Organic Tee')")
     bob_device = anonymous_id(bob)
     bob.click("#sign-in")
     sign_in(bob, "bob")
