@@ -177,7 +177,7 @@ class TestSessions:
         [within] = collector.wait_for(event_named("Within 30 minutes", aid))
         assert within["context"]["sessionId"] == after["context"]["sessionId"]
         tab.js("intilery.reset(); intilery.track('After reset')")
-        [reset] = collector.wait_for(event_named("After reset"))
+        [reset] = collector.wait_for(event_named("After reset", tab.anonymous_id()))  # reset() made a new id
         assert reset["context"]["sessionId"] >= within["context"]["sessionId"] and reset["context"]["sessionStart"] is True
 
     def test_the_timeout_is_configurable(self, tab, site, collector):
@@ -272,7 +272,7 @@ class TestLinksAndForms:
         for route in held:
             route.continue_()
         tab.page.unroute("**/v1/batch")  # later batches are not routed (the waits below do not pump)
-        collector.wait_for(event_named("Cancelled", aid))
+        collector.wait_for(event_named("Cancelled", aid), poke=lambda: tab.js("0"))  # pumps a route not yet removed
 
     def test_track_link_lets_the_browser_handle_other_targets_downloads_and_modified_clicks(self, tab, site, collector):
         """Only a plain primary click on a link to this frame (no target or _self) is held and followed by the
@@ -330,7 +330,7 @@ class TestLinksAndForms:
         tab.page.wait_for_function("window.intilery && !Array.isArray(window.intilery)")
         tab.js("([key, host]) => intilery.load(key, {host})", [WRITE_KEY, collector.url])
         tab.js("intilery.track('Marker')")
-        collector.wait_for(event_named("Marker"))
+        collector.wait_for(event_named("Marker", aid))
         assert not [e for e in collector.events() if e.get("event") == "Outbound Link Clicked" and e["anonymousId"] == aid]
 
 

@@ -63,7 +63,7 @@ class TestUnload:
         tab.wait_loaded()
 
         collector.wait_for(event_named("Waiting", aid))
-        first_try, beacon = front.requests_with(event_named("Waiting"))[:2]
+        first_try, beacon = front.wait_for(event_named("Waiting"), count=2)[:2]
         assert first_try["status"] == 503
         assert beacon["content_type"] == "text/plain"  # a Blob of type text/plain: the beacon
         assert all(m["context"]["page"]["path"] == "/oneline.html" for m in beacon["body"]["batch"])
@@ -83,7 +83,11 @@ class TestUnload:
         tab.wait_loaded()
         bulk = collector.wait_for(event_named("Bulk", aid), count=12)
         assert sorted(e["properties"]["i"] for e in bulk) == list(range(12))
-        # The page being left sent beacons (the next page's resend, by fetch, does not count here).
+        # The page being left sent beacons (the next page's resend, by fetch, does not count here),
+        # recorded by the front once answered: wait until the answered requests hold all twelve.
+        wait_until(lambda: {m["properties"]["i"] for r in front.requests_with(event_named("Bulk")) if r["status"] == 200
+                            for m in r["body"]["batch"] if m.get("event") == "Bulk"} == set(range(12)),
+                   what="the front's record of every Bulk request")  # fmt: skip
         sent = beacons(front, "Bulk")
         assert sent and all(len(json.dumps(r["body"]).encode()) < 64 * 1024 for r in sent)
         assert all(m["context"]["page"]["path"] == "/oneline.html" for r in sent for m in r["body"]["batch"])
