@@ -36,6 +36,7 @@ def dead_letters(source: Source, received_at: float, outcome: Outcome, messages:
         deadletters.record(source, received_at, r["code"], r["message"], **({"index": r["index"]} if indexed else {}),
                            **violations_kept(outcome, r["index"]), payload=messages[r["index"]])  # fmt: skip
         for r in outcome.rejected
+        if r["index"] not in outcome.unkept
     ]
 
 

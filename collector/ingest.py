@@ -44,6 +44,7 @@ class Outcome:
     bots_dropped: int = 0
     suppressed: int = 0  # from people on the suppression list (collector.privacy): answered, not stored
     violations: dict[int, list] = field(default_factory=dict)  # index -> what a rejected message broke of the plan
+    unkept: set[int] = field(default_factory=set)  # rejected messages of a suppressed person: not kept in rejected/
 
 
 def merge_under(base: dict, over: dict) -> dict:
@@ -77,16 +78,17 @@ class Pipeline:
         received_iso = request.received_iso
         plan = self.plans.get(source.name) if self.plans else None  # once a request: no plan, no cost
         flagged = None
+        suppression = self.suppression if self.suppression is not None and self.suppression.hashes else None
         for index, raw in enumerate(messages):
             try:
                 if check_size and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
                     raise Invalid("message_too_large", sentence("message_too_large"))
                 message = validate(raw, default_type)
-                if self.suppression is not None and self.suppression.matches(message):
-                    outcome.suppressed += 1
-                    continue
                 if outer_context:
                     message["context"] = merge_under(outer_context, message.get("context") or {})
+                if suppression is not None and suppression.matches(message):  # after the outer context
+                    outcome.suppressed += 1
+                    continue
                 if outer_sent_at is not None and "sentAt" not in message:
                     message["sentAt"] = outer_sent_at
                 self._timestamps(message, request.received_at, received_iso)
@@ -94,6 +96,8 @@ class Pipeline:
                     flagged = self._plan(plan, source, message, index, outcome)
             except Invalid as exc:
                 outcome.rejected.append({"index": index, "code": exc.code, "message": exc.message})
+                if suppression is not None and suppression.matches_raw(raw, outer_context):
+                    outcome.unkept.add(index)  # a suppressed person's: answered, never kept in rejected/
                 continue
             except (orjson.JSONEncodeError, RecursionError):  # size check or context merge: nested too deep
                 outcome.rejected.append({"index": index, "code": "invalid_message", "message": TOO_DEEP})

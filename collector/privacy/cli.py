@@ -35,6 +35,7 @@ from collector.privacy.routes import create
 from collector.privacy.service import JOB_LOCK, context_of, open_profiles, shared_suppression
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import PROFILE_FORM, Rules, parse_profile
+from collector.validate import parse_timestamp
 
 WAIT_FOR_COLLECTOR = 3600.0  # seconds this waits for a collector that runs the job
 
@@ -83,6 +84,10 @@ def add_parser(commands: Any) -> None:
     status.add_argument("regulate_id", nargs="?")
     _common(status)
     status.set_defaults(run=cmd_status)
+    cancel = actions.add_parser("cancel", help="stop a request that cannot finish (its raw identifiers are deleted)")
+    cancel.add_argument("regulate_id")
+    _common(cancel)
+    cancel.set_defaults(run=cmd_cancel)
 
 
 def _config(args: argparse.Namespace):
@@ -111,13 +116,20 @@ def cmd_request(args: argparse.Namespace) -> int:
     print(f"regulateId {regulate_id}", file=sys.stderr)
     make_dirs(here.data_dir / LOCK_DIR)
     lock = try_lock(here.data_dir, JOB_LOCK)
+    deadline = time.monotonic() + WAIT_FOR_COLLECTOR
     done = threading.Event()
     failure: list[BaseException] = []
     if lock is not None:  # no collector runs jobs here: this process does
 
         def work() -> None:
             try:
-                Job(here.regulations, here.regulations.get(regulate_id), context_of(config, here.suppression)).run()
+                context = context_of(config, here.suppression)
+                while time.monotonic() < deadline:  # a job that cannot finish yet runs again after its backoff
+                    record = Job(here.regulations, here.regulations.get(regulate_id), context).run()
+                    if record["status"] in ENDED:
+                        break
+                    wait = (parse_timestamp(record["nextAttemptAt"], "nextAttemptAt") - time.time()) if record.get("nextAttemptAt") else 1
+                    time.sleep(max(0.1, min(wait, 5.0, deadline - time.monotonic())))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 failure.append(exc)
             finally:
@@ -125,7 +137,6 @@ def cmd_request(args: argparse.Namespace) -> int:
 
         threading.Thread(target=work, name="privacy-job", daemon=True).start()
     total = _closed_segments(here.data_dir)
-    deadline = time.monotonic() + WAIT_FOR_COLLECTOR
     try:
         while time.monotonic() < deadline:
             current = here.regulations.get(regulate_id)
@@ -145,7 +156,43 @@ def cmd_request(args: argparse.Namespace) -> int:
         return 1
     current = here.regulations.get(regulate_id)
     print(orjson.dumps(public(current), option=orjson.OPT_INDENT_2).decode())
-    return 0 if current["status"] == "FINISHED" else 1
+    if current["status"] != "FINISHED":
+        why = current.get("lastError") or "a collector has not run it yet"
+        print(f"intilery: request {regulate_id} is not finished ({why}); it runs again by itself "
+              f"(see 'intilery privacy status {regulate_id}', or 'intilery privacy cancel {regulate_id}')", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    config = _config(args)
+    regulations = Regulations(Suppression(Path(config.data_dir)).dir)
+    record = regulations.get(args.regulate_id)
+    if record is None:
+        print(f"intilery: no request {args.regulate_id}", file=sys.stderr)
+        return 1
+    if record["status"] in ENDED:
+        print(f"intilery: request {args.regulate_id} has ended already ({record['status']})", file=sys.stderr)
+        return 1
+    regulations.cancel(args.regulate_id)
+    make_dirs(Path(config.data_dir) / LOCK_DIR)
+    lock = try_lock(Path(config.data_dir), JOB_LOCK)
+    if lock is not None:  # no collector runs jobs here: end it now
+        try:
+            Job(regulations, record, context_of(config, Suppression(Path(config.data_dir)))).run()
+        finally:
+            os.close(lock)
+    deadline = time.monotonic() + 30
+    while (record := regulations.get(args.regulate_id))["status"] not in ENDED and time.monotonic() < deadline:
+        time.sleep(0.2)  # the collector that runs jobs ends it at its next look
+    if record["status"] != "CANCELLED":
+        print(f"intilery: request {args.regulate_id} is {record['status']}; no collector took the cancellation "
+              "within 30 s (it is taken at the next start)", file=sys.stderr)  # fmt: skip
+        return 1
+    print(orjson.dumps(public(record), option=orjson.OPT_INDENT_2).decode())
+    print(f"intilery: request {args.regulate_id} cancelled: its identifiers are deleted; what it had not erased stays",
+          file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _closed_segments(data_dir: Path) -> int:
@@ -179,7 +226,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         first, idents = export.profile_line(store, pid), export.identifiers_of(store, pid)
     finally:
         store.close()
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    out = os.fdopen(os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") if args.output \
+        else sys.stdout.buffer  # fmt: skip (a person's data: readable by its owner only)
     try:
         out.write(first)
         for part in export.chunks(export.events_of(Path(config.data_dir), idents, Rules.from_config(config))):

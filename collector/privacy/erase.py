@@ -1,20 +1,32 @@
 """The job of a request: suppress, and erase the person from every place the project writes.
 
     job = Job(regulations, record, context)
-    job.run()           # idempotent: a killed job runs again from the start at the next start,
-                        # and each step finds only what is left (rewritten files hold nothing)
+    job.run()           # idempotent: a job that is stopped, killed or meets an error runs again
+                        # (with backoff), and each step finds only what is left
 
-Erasing, in order (each step crash-safe on its own):
+Which events are the person's is ``collector.profiles.person``'s one definition: those whose own
+first identifier is one of theirs. Erasing, in order (each step crash-safe on its own):
 
-1. the subject expanded to the whole person (``subjects.expand``), saved with the job;
-2. every running collector asked to close its open segments (``Context.rotate``): an erasure
-   rewrites closed segments only, and ingest goes on into new ones meanwhile;
-3. ``events/`` and ``rejected/``: each closed segment that ``rewrite.holds`` the person (the
-   cheap pre-filter on raw bytes) is rewritten by ``rewrite.rewrite`` without their lines;
-   the profile database's events index is moved to the new offsets of what stayed;
-4. the profile database: the person's profile, identifiers, links and events index
-   (``erase_profile``), then its files scrubbed (``scrub``);
-5. the NATS stream, when the collector writes to one (``Context.stream``).
+1. every running collector asked to close its open segments (``Context.rotate``), once: an
+   erasure rewrites closed segments only; what arrives after it (a ``DELETE_ONLY`` of someone who
+   goes on sending) stays;
+2. the subject expanded to the whole person (``subjects.resolver``: from a profile database that
+   has read the log up to the rotation, else from the log itself; the job waits while a running
+   builder is behind), saved with the job; their salted hashes in the record (``personHashes``:
+   what the console and the archives are given);
+3. the NATS stream, when the collector writes to one (``Context.stream``): first, so that nothing
+   copies the person from it again;
+4. ``events/`` and ``rejected/``: each closed segment whose raw bytes may hold the person
+   (``rewrite.holds`` with ``Person.mentions``) is rewritten by ``rewrite.rewrite`` without their
+   lines; the profile database's events index is moved to the new offsets of what stayed;
+5. the profile database: the person's profile, identifiers, the links their own events made and
+   their events index (``erase_profile``); the identifiers of theirs that other people's events
+   still name are joined again as a rebuild would join them (``forget.rejoin``); then its files
+   scrubbed (``scrub``).
+
+A job that cannot finish yet (a builder behind, a segment busy, an error) says why in its record
+(``lastError``), keeps its raw subjects (mode 0600) and runs again after a backoff, until it
+finishes or an operator cancels it (``intilery privacy cancel``): it never ends FAILED by itself.
 """
 
 from __future__ import annotations
@@ -27,19 +39,20 @@ from pathlib import Path
 from typing import Callable
 
 from collector.log import rewrite
-from collector.log.layout import EVENTS, GZ, LOGS, parse_name
+from collector.log.layout import EVENTS, GZ, LOGS, iso_ms, parse_name
 from collector.log.reader import DONE, Reader
 from collector.log.rotation import Stopped
 from collector.privacy.regulations import DELETES, SUPPRESSES, Regulations
-from collector.privacy.subjects import Matcher, expand
+from collector.privacy.subjects import NotYet
 from collector.privacy.suppression import Suppression
+from collector.profiles import forget
+from collector.profiles.person import Person
 from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.privacy")
 
-ATTEMPTS = 3  # runs of the erase steps before a job that keeps meeting errors is FAILED
-ROTATIONS = 5  # rounds of "rotate, look at the open segments" before giving up on one that keeps the person
 PAUSE_ENV = "INTILERY_PRIVACY_PAUSE"  # tests: "<rewrite step>:<n>" stops the n-th rewrite there
+BACKOFF = (5, 15, 60, 300, 900)  # seconds before the next run of a job that could not finish (then the last)
 
 
 @dataclass
@@ -47,10 +60,15 @@ class Context:
     data_dir: Path
     suppression: Suppression
     rules: Rules = field(default_factory=Rules)
-    profiles: Callable[[], object | None] = lambda: None  # opens the profile store, None when there is none
+    profiles: Callable[[], object | None] = lambda: None  # opens the profile store (not migrated), None when none is current
+    resolve: Callable[[list, str], set] = lambda subjects, cutoff: set(subjects)  # subjects.resolver(config)
     rotate: Callable[[], None] = lambda: None  # every running collector closes its open segments
-    stream: object | None = None  # erases from the NATS stream: .erase(matcher) -> dict
+    stream: object | None = None  # erases from the NATS stream: .erase(person) -> dict
     stopped: Callable[[], bool] = lambda: False  # the process is shutting down: the job stops between files
+
+
+class Unfinished(Exception):
+    """A run of the erase steps met errors (a segment being rewritten by another, say): run again."""
 
 
 class Job:
@@ -61,39 +79,57 @@ class Job:
 
     def run(self) -> dict:
         record = self.record
+        if self.regs.cancelled(record["regulateId"]):
+            self.regs.end(record, "CANCELLED")
+            log.warning("privacy request cancelled by an operator", extra={"regulateId": record["regulateId"]})
+            return record
         record["status"] = "RUNNING"
         record["startedAt"] = record["startedAt"] or record["createdAt"]
         self.regs.save(record)
         try:
-            idents = self._identifiers()
             kind = record["regulationType"]
-            digests = self.ctx.suppression.digests(idents)
+            if kind in DELETES and not record.get("rotatedAt"):
+                self.ctx.rotate()  # once: what arrives after it is not the request's
+                record["rotatedAt"] = iso_ms(time.time())
+                self.regs.save(record)
+            person = Person(self._identifiers(), self.ctx.rules)
+            digests = self.ctx.suppression.digests(person.idents)
             if kind in SUPPRESSES:
                 record["suppressedHashes"] = sorted(digests)  # what UNSUPPRESS takes back, profile erased or not
                 self.ctx.suppression.change(add=digests)
             elif kind == "UNSUPPRESS":
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
-                for attempt in range(ATTEMPTS):
-                    errors = self._erase(Matcher(idents, self.ctx.rules))
-                    if not errors:
-                        break
-                    log.warning("erase met errors; running it again", extra={"regulateId": record["regulateId"],
-                                                                             "errors": len(errors)})  # fmt: skip
-                else:
-                    record.setdefault("errors", []).extend(errors)
-                    self.regs.end(record, "FAILED")
-                    return record
+                if record.get("personHashes") != sorted(digests):
+                    record["personHashes"] = sorted(digests)
+                    self.regs.save(record)
+                errors = self._erase(person)
+                if errors:
+                    raise Unfinished("; ".join(errors[:5]))
         except Stopped:
             log.info("privacy job interrupted by a shutdown; it runs again", extra={"regulateId": record["regulateId"]})
             raise
+        except (NotYet, Unfinished, OSError, TimeoutError) as exc:
+            return self._again(str(exc) or type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - a job never takes its process down; it runs again
             log.exception("privacy job failed; it runs again", extra={"regulateId": record["regulateId"]})
-            record["lastError"] = type(exc).__name__
-            self.regs.save(record)
-            raise
+            return self._again(f"{type(exc).__name__}: {exc}")
+        record.pop("lastError", None)
+        record.pop("nextAttemptAt", None)
         self.regs.end(record, "FINISHED")
         log.info("privacy request finished", extra={"regulateId": record["regulateId"], "type": record["regulationType"]})
+        return record
+
+    def _again(self, why: str) -> dict:
+        """The job could not finish this time: why, and when it runs again (its subjects kept)."""
+        record = self.record
+        attempts = record["attempts"] = record.get("attempts", 0) + 1
+        delay = BACKOFF[min(attempts, len(BACKOFF)) - 1]
+        record["lastError"] = why
+        record["nextAttemptAt"] = iso_ms(time.time() + delay)
+        self.regs.save(record)
+        log.warning("privacy request not finished; it runs again", extra={
+            "regulateId": record["regulateId"], "attempts": attempts, "retryIn": delay, "reason": why})  # fmt: skip
         return record
 
     def _suppressed_with(self, digests: set[str]) -> set[str]:
@@ -107,91 +143,74 @@ class Job:
         return found
 
     def _identifiers(self) -> set[tuple[str, str]]:
+        """The whole person (``subjects.resolver``), worked out once and kept with the subjects."""
         subjects = self.regs.subjects(self.record["regulateId"])
         if subjects.get("expanded") is None:
-            store = self.ctx.profiles()
-            try:
-                subjects["expanded"] = sorted(expand(store, [tuple(s) for s in subjects["subjects"]]))
-            finally:
-                if store is not None:
-                    store.close()
+            cutoff = self.record.get("rotatedAt") or self.record["createdAt"]
+            found = self.ctx.resolve([tuple(s) for s in subjects["subjects"]], cutoff)
+            subjects["expanded"] = sorted(found)
             self.regs.save_subjects(self.record["regulateId"], subjects)
         idents = {tuple(i) for i in subjects["expanded"]}
         self.record["identifiers"] = len(idents)
         return idents
 
     # --- erasing ---------------------------------------------------------------------------------
-    def _erase(self, matcher: Matcher) -> list[str]:
+    def _erase(self, person: Person) -> list[str]:
         errors: list[str] = []
-        self._rotate(matcher, errors)
+        if self.ctx.stream is not None:  # first: nothing copies the person from the stream again
+            stats = self.ctx.stream.erase(person)
+            self.record["stores"]["nats"] = stats
+            errors += stats.get("errors", [])
+            self.regs.save(self.record)
         store = self.ctx.profiles()
         try:
             pending = self.record.pop("reindex", None)
             if pending and store is not None:  # a rewrite whose index update a kill cut short
                 self._reindex(store, pending)
             for log_name in LOGS:
-                errors += self._erase_log(log_name, matcher, store)
+                errors += self._erase_log(log_name, person, store)
             if store is not None:
-                errors += self._erase_profiles(store, matcher)
+                errors += self._erase_profiles(store, person)
         finally:
             if store is not None:
                 store.close()
-        if self.ctx.stream is not None:
-            stats = self.ctx.stream.erase(matcher)
-            self.record["stores"]["nats"] = stats
-            errors += stats.get("errors", [])
-            self.regs.save(self.record)
         store = self.ctx.profiles()
         if store is not None:  # a builder batch read before the rewrite may have committed since: once more
             try:
-                if any(store.find(kind, value) for kind, value in sorted(matcher.idents)):
-                    errors += self._erase_profiles(store, matcher)
+                if forget.profiles_of(store, person):
+                    errors += self._erase_profiles(store, person)
             finally:
                 store.close()
         return errors
 
-    def _rotate(self, matcher: Matcher, errors: list[str]) -> None:
-        """Until no open segment holds the person: ask every collector to close its segments."""
-        for _ in range(ROTATIONS):
-            self.ctx.rotate()
-            holding = [p for p in self._open_segments() if _plain_holds(p, matcher)]
-            if not holding:
-                return
-        errors.append(f"{len(holding)} open segment(s) still hold the subject after {ROTATIONS} rotations")
-
-    def _open_segments(self) -> list[Path]:
-        found = []
-        for log_name in LOGS:
-            for path in sorted((self.ctx.data_dir / log_name).glob("**/part-*.ndjson")):
-                found.append(path)
-        return found
-
-    def _erase_log(self, log_name: str, matcher: Matcher, store) -> list[str]:
+    def _erase_log(self, log_name: str, person: Person, store) -> list[str]:
         root = self.ctx.data_dir / log_name
         stats = self.record["stores"].setdefault(log_name, {"scanned_files": 0, "scanned_bytes": 0,
                                                             "rewritten_files": 0, "removed": 0, "errors": []})  # fmt: skip
         closed = sorted(p for p in root.glob("**/part-*.ndjson.gz") if (m := parse_name(p.name)) and not m["tmp"])
-        search = matcher.mentions
+        if log_name == EVENTS:
+            search, owns = person.mentions, person.owns_line
+        else:
+            search, owns = person.may_hold_dead_letter, person.owns_dead_letter
         errors = []
         for path in closed:
             if self.ctx.stopped():
                 raise Stopped("the process is stopping; the job runs again at the next start")
             try:
                 size = path.stat().st_size
-                found = rewrite.holds(path, search, matcher.longest)
+                found = rewrite.holds(path, search, person.longest)
             except FileNotFoundError:  # removed by retention meanwhile
                 continue
             stats["scanned_files"] += 1
             stats["scanned_bytes"] += size
             if found:
                 segment = path.relative_to(root).as_posix()[: -len(GZ)]
-                drop = matcher.is_event_of if log_name == EVENTS else matcher.is_dead_letter_of
                 if log_name == EVENTS and store is not None:
                     self.record["reindex"] = segment
                     self.regs.save(self.record)
                 try:
                     self.rewrites += 1
-                    removed = rewrite.rewrite(path, lambda line: None if drop(line) else line, pause=self._paused)
+                    removed = rewrite.rewrite(path, lambda line: None if owns(line) else line, pause=self._paused)
                 except (rewrite.Conflict, FileNotFoundError) as exc:
                     errors.append(f"{log_name}: {type(exc).__name__} on {segment}")
                     continue
@@ -220,13 +239,10 @@ class Job:
                 rows.append((record.event["messageId"], reader.offsets[segment] - len(record.line) - 1))
         store.reposition(segment, rows)
 
-    def _erase_profiles(self, store, matcher: Matcher) -> list[str]:
+    def _erase_profiles(self, store, person: Person) -> list[str]:
         stats = self.record["stores"].setdefault("profiles", {"profiles": 0, "identifiers": 0, "events": 0, "errors": []})
-        for kind, value in sorted(matcher.idents):
-            pid = store.find(kind, value)
-            if pid is not None:
-                for name, count in store.erase_profile(pid).items():
-                    stats[name] += count
+        for name, count in forget.erase(store, person, self.ctx.rules).items():
+            stats[name] += count
         errors = []
         try:
             store.scrub()
@@ -239,14 +255,6 @@ class Job:
     def _paused(self, step: str) -> None:
         if self._pause is not None:
             self._pause(step, self.rewrites)
-
-
-def _plain_holds(path: Path, matcher: Matcher) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return matcher.mentions(fh.read())
-    except FileNotFoundError:  # compressed meanwhile: the closed segment is erased
-        return False
 
 
 def _pause_hook(data_dir: Path):

@@ -1,9 +1,10 @@
 """A person's data as NDJSON (GDPR Art. 15 and 20): their profile, then every event of theirs.
 
 The first line is ``{"type": "profile", "profile_id", "traits", "external_ids", "metadata"}``;
-every other line is an event as stored, oldest first, read through the log's ``Reader``. An
-event is the person's when one of its identifiers (``rules.identifiers``) is one of theirs; the
-raw bytes are searched first (``Matcher.mentions``), so lines of other people are not parsed.
+every other line is an event as stored, oldest first, read through the log's ``Reader``. Which
+events are theirs is ``collector.profiles.person``'s one definition (the event's own first
+identifier is one of theirs), as for the Profile API's events and the erasure: the raw bytes are
+tested first (``Person.mentions``), so lines of other people are not parsed.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import orjson
 
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
-from collector.privacy.subjects import Ident, Matcher
+from collector.privacy.subjects import Ident
 from collector.profiles import views
+from collector.profiles.person import Person
 from collector.profiles.rules import Rules
 
 
@@ -34,14 +36,14 @@ def identifiers_of(store, pid: str) -> set[Ident]:
 
 def events_of(data_dir: Path, idents: set[Ident], rules: Rules = Rules()) -> Iterator[bytes]:
     """Every stored event of the person, as stored (one line each, newline included)."""
-    matcher = Matcher(idents, rules)
+    person = Person(idents, rules)
     reader = Reader(Path(data_dir) / EVENTS)
-    for line, key in reader.lines():
-        if not matcher.mentions(line):
-            continue
-        record = reader.record(line, key)
-        if record is not None and any(i in idents for i in rules.identifiers(record.event)):
-            yield line + b"\n"
+    try:
+        for line, _ in reader.lines():
+            if person.owns_line(line):
+                yield line + b"\n"
+    finally:
+        reader.close()
 
 
 def chunks(lines: Iterator[bytes], size: int = 256 * 1024) -> Iterator[bytes]:

@@ -4,7 +4,8 @@
                                     times, status, per store: files scanned and rewritten, lines removed,
                                     errors. Never a raw identifier.
     regulations/<id>.subjects.json  the identifiers themselves (mode 0600) while the job runs, so a
-                                    killed job resumes; removed when it ends (FINISHED or FAILED)
+                                    killed or retried job resumes; removed when it ends (FINISHED, or
+                                    CANCELLED by an operator)
 
 Both are replaced whole (temporary file, fsync, rename, fsync the directory).
 """
@@ -25,9 +26,10 @@ from collector.log.segments import fsync_dir, make_dirs
 TYPES = ("SUPPRESS", "DELETE_ONLY", "SUPPRESS_WITH_DELETE", "UNSUPPRESS")
 SUPPRESSES = ("SUPPRESS", "SUPPRESS_WITH_DELETE")
 DELETES = ("DELETE_ONLY", "SUPPRESS_WITH_DELETE")
-STATUSES = ("INITIALIZED", "RUNNING", "FINISHED", "FAILED")
-ENDED = ("FINISHED", "FAILED")
+STATUSES = ("INITIALIZED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
+ENDED = ("FINISHED", "FAILED", "CANCELLED")  # FAILED: records of earlier versions (a job now runs until done or cancelled)
 SUBJECTS_SUFFIX = ".subjects.json"
+CANCEL_SUFFIX = ".cancel"  # an operator's ``intilery privacy cancel``, taken by the next run of the job
 
 
 def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -94,8 +96,10 @@ class Regulations:
                 continue
         return sorted(found, key=lambda r: r["createdAt"])
 
-    def pending(self) -> list[dict]:
-        return [r for r in self.all() if r["status"] not in ENDED]
+    def pending(self, due: bool = False) -> list[dict]:
+        """The requests not ended (``due``: only those whose next attempt is not later than now)."""
+        now = iso_ms(time.time())
+        return [r for r in self.all() if r["status"] not in ENDED and (not due or r.get("nextAttemptAt", "") <= now)]
 
     def subjects(self, regulate_id: str) -> dict:
         return orjson.loads((self.dir / (regulate_id + SUBJECTS_SUFFIX)).read_bytes())
@@ -103,16 +107,24 @@ class Regulations:
     def save_subjects(self, regulate_id: str, subjects: dict) -> None:
         write_whole(self.dir / (regulate_id + SUBJECTS_SUFFIX), orjson.dumps(subjects), 0o600)
 
+    def cancel(self, regulate_id: str) -> None:
+        """An operator's cancellation: the job that runs the request next ends it CANCELLED."""
+        write_whole(self.dir / f"{regulate_id}{CANCEL_SUFFIX}", b"")
+
+    def cancelled(self, regulate_id: str) -> bool:
+        return (self.dir / f"{regulate_id}{CANCEL_SUFFIX}").exists()
+
     def end(self, record: dict, status: str) -> None:
-        """FINISHED or FAILED: the record saved, then the raw identifiers removed."""
+        """FINISHED or CANCELLED: the record saved, then the raw identifiers removed."""
         record["status"], record["finishedAt"] = status, iso_ms(time.time())
         self.save(record)
         (self.dir / (record["regulateId"] + SUBJECTS_SUFFIX)).unlink(missing_ok=True)
+        (self.dir / (record["regulateId"] + CANCEL_SUFFIX)).unlink(missing_ok=True)
         fsync_dir(self.dir)
 
 
 def public(record: dict) -> dict:
     """What the API answers about a request: counts, never the hashes (of the subject, or those a
     suppression added), which are the job's own."""
-    hidden = ("subjectHashes", "suppressedHashes")
+    hidden = ("subjectHashes", "suppressedHashes", "personHashes")
     return {k: v for k, v in record.items() if k not in hidden} | {"subjects": len(record["subjectHashes"])}

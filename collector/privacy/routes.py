@@ -71,7 +71,7 @@ def create(privacy: Privacy, body: bytes) -> dict:
         opener = open_profiles(privacy.config)
         store = opener()
         try:
-            whole = expand(store, idents)  # the person's other identifiers are suppressed at once too
+            whole = expand(store, idents) if store is not None else set(idents)  # the person's others at once too
         finally:
             if store is not None:
                 store.close()

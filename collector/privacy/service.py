@@ -28,7 +28,7 @@ from collector.log.layout import LOCK_DIR
 from collector.log.segments import make_dirs, try_lock
 from collector.privacy.erase import Context, Job
 from collector.privacy.regulations import Regulations
-from collector.privacy.subjects import salt_of
+from collector.privacy.subjects import resolver, salt_of
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import Rules
 
@@ -41,17 +41,12 @@ JOB_LOCK = "regulations"
 
 
 def open_profiles(config):
-    """A function opening the profile store of ``config`` (None when there is no database yet)."""
+    """A function opening the profile store of ``config``: None when there is none, or when it is
+    of another version (a privacy job never migrates it: that is the builder's)."""
+    from collector.privacy.subjects import _open_current
+    from collector.profiles.service import db_target, open_store
 
-    def opener():
-        from collector.profiles.service import db_target, open_store
-
-        target = db_target(config)
-        if not str(target).startswith("postgres") and not Path(target).is_file():
-            return None
-        return open_store(target)
-
-    return opener
+    return lambda: _open_current(db_target(config), open_store)
 
 
 def context_of(config, suppression: Suppression, stopped=lambda: False) -> Context:
@@ -63,7 +58,8 @@ def context_of(config, suppression: Suppression, stopped=lambda: False) -> Conte
         stream = StreamEraser(config)
     data_dir = Path(config.data_dir)
     return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
-                   profiles=open_profiles(config), rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
+                   profiles=open_profiles(config), resolve=resolver(config),
+                   rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
                    stream=stream, stopped=stopped)  # fmt: skip
 
 
@@ -82,7 +78,7 @@ def run_pending(config, suppression: Suppression, stopped=lambda: False) -> int:
     """Run every request not finished yet (the caller holds the job lock); how many ran."""
     regulations = Regulations(suppression.dir)
     ran = 0
-    for record in regulations.pending():
+    for record in regulations.pending(due=True):
         if stopped():
             break
         Job(regulations, record, context_of(config, suppression, stopped)).run()

@@ -25,7 +25,7 @@ import orjson
 from collector.log.layout import EVENTS, REJECTED
 from collector.log.stream import API_TIMEOUT, StreamSettings, connect
 from collector.log.stream_reader import StreamReader
-from collector.privacy.subjects import Matcher
+from collector.profiles.person import Person
 
 ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
 BUCKET, KEY, SALT = "INTILERY_PRIVACY", "suppressed", "salt"
@@ -39,16 +39,16 @@ class StreamEraser:
         self.config = config
         self.settings = StreamSettings.from_config(config)
 
-    def erase(self, matcher: Matcher) -> dict:
+    def erase(self, person: Person) -> dict:
         """Remove the person's messages; counts (run from the job's thread: its own event loop)."""
-        return asyncio.run(self._erase(matcher))
+        return asyncio.run(self._erase(person))
 
-    async def _erase(self, matcher: Matcher) -> dict:
+    async def _erase(self, person: Person) -> dict:
         stats = {"scanned": 0, "scanned_bytes": 0, "removed": 0, "errors": []}
         nc = await connect(self.config, "intilery-privacy")
         try:
             for log_name in (EVENTS, REJECTED):
-                drop = matcher.is_event_of if log_name == EVENTS else matcher.is_dead_letter_of
+                drop = person.owns_line if log_name == EVENTS else person.owns_dead_letter
                 reader = StreamReader(self.config, log_name=log_name)
                 try:
                     async for record in reader.read():

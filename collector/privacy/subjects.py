@@ -1,34 +1,35 @@
-"""A request's subject, expanded to the whole person, and how a stored line is matched against it.
+"""A request's subjects: normalised, hashed, and expanded to the whole person.
 
 A subject is ``(type, value)`` with type ``USER_ID``, ``ANONYMOUS_ID`` or ``EMAIL`` (Segment's
-subject types). ``expand`` adds every identifier the profile database links to it, so erasing
-a userId erases the person's anonymous history too. Identifiers are kept as the profile rules
-keep them (``collector.profiles.rules``): emails lower case, values stripped.
+subject types). ``resolver(config)`` expands it to every identifier of the person's profile, so
+erasing a userId erases the person's anonymous history too, from a profile database that has
+read the log up to the request (or from the log itself). Identifiers are kept as the profile
+rules keep them (``collector.profiles.rules``): emails lower case, values stripped.
 
-``Matcher`` decides which stored lines belong to the person. A cheap test first, on the raw
-bytes (``mentions``: any identifier appears at all, emails in any case), before any JSON is
-parsed; then, for events, the line is the person's when one of its identifiers (userId,
-anonymousId, alias previousId, identifier traits) is theirs, or when any string value of it is
-exactly one of their identifiers (an email in ``properties``, say). A dead letter (``rejected/``)
-holds the body as it was sent, often not JSON: it goes as soon as it mentions an identifier.
+Which stored lines are the person's is not decided here: ``collector.profiles.person`` is the
+one definition (an event is theirs when its own first identifier is one of theirs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-import orjson
-
+from collector.log.layout import EVENTS
+from collector.log.reader import Reader
+from collector.log.segments import make_dirs
 from collector.profiles.rules import ANONYMOUS_ID, EMAIL, USER_ID, Rules
 
 SUBJECT_TYPES = {"USER_ID": USER_ID, "ANONYMOUS_ID": ANONYMOUS_ID, "EMAIL": EMAIL}
 SALT_FILE = "salt"  # data/regulations/salt: 32 random bytes, made once, never leaves the host
 
 Ident = tuple[str, str]
+log = logging.getLogger("intilery.privacy")
 
 
 def normal(kind: str, value: str) -> str:
@@ -68,10 +69,8 @@ def digest(salt: bytes, kind: str, value: str) -> str:
 
 
 def expand(store, subjects: Iterable[Ident]) -> set[Ident]:
-    """The subjects and every identifier of their profiles (``store``: a profile store, or None)."""
+    """The subjects and every identifier of their profiles in ``store`` (a profile store)."""
     found = {(kind, normal(kind, value)) for kind, value in subjects}
-    if store is None:
-        return found
     for kind, value in sorted(found):
         pid = store.find(kind, value)
         if pid is None:
@@ -82,41 +81,98 @@ def expand(store, subjects: Iterable[Ident]) -> set[Ident]:
     return found
 
 
-def _needle(value: str) -> bytes:
-    return re.escape(orjson.dumps(value)[1:-1])
+class NotYet(Exception):
+    """The whole person cannot be known yet: the job says why, waits and runs again."""
 
 
-class Matcher:
-    """Which lines are the person's (see the module's docstring)."""
+def resolver(config) -> Callable[[list[Ident], str], set[Ident]]:
+    """``resolve(subjects, cutoff)``: the whole person, as the profile builder has filed everything
+    received up to ``cutoff`` (ISO-8601), never from a database that is behind:
 
-    def __init__(self, idents: Iterable[Ident], rules: Rules = Rules()) -> None:
-        self.idents = set(idents)
-        self.rules = rules
-        exact = [_needle(v) for k, v in sorted(self.idents) if k != EMAIL]
-        folded = [_needle(v) for k, v in sorted(self.idents) if k == EMAIL]
-        parts = [b"(?:" + b"|".join(exact) + b")"] if exact else []
-        if folded:
-            parts.append(b"(?i:" + b"|".join(folded) + b")")
-        alternatives = b"|".join(parts) or b"(?!)"
-        self.mention = re.compile(alternatives)
-        self.value = re.compile(b'"(?:' + alternatives + b')"')  # a whole JSON string
-        self.longest = max((len(orjson.dumps(v)) for _, v in self.idents), default=0)
+    - the profile database is current and its builder has read the log up to ``cutoff``: from it;
+    - it is behind (or being made anew) and its builder is running: ``NotYet`` (the job waits);
+    - there is none, it is of another version, or it is behind with no builder running: from the
+      log itself, by the builder's own code into a temporary database that is deleted after.
 
-    def mentions(self, data: bytes) -> bool:
-        return self.mention.search(data) is not None
+    The profile database is opened without migrating it (that is the builder's, under its lock)."""
+    from collector.profiles.service import checkpoint_name, db_target, open_store, take_lock
 
-    def is_event_of(self, line: bytes) -> bool:
-        if not self.mention.search(line):
-            return False
-        if self.value.search(line):
-            return True
+    data_dir = Path(config.data_dir)
+
+    def resolve(subjects: list[Ident], cutoff: str) -> set[Ident]:
+        store = _open_current(db_target(config), open_store)
+        if store is not None:
+            try:
+                if not _behind(config, store, checkpoint_name(config), cutoff):
+                    return expand(store, subjects)
+            finally:
+                store.close()
+            lock = take_lock(data_dir)
+            if lock is None:
+                raise NotYet("the profile builder has not read the log up to the request yet")
+            os.close(lock)
+            log.warning("the profile database is behind the log and no builder runs: the person is found from the log")
+        return _from_log(config, subjects)
+
+    return resolve
+
+
+def _open_current(target: str, open_store):
+    """The profile store, or None when there is none or it is of another version (not migrated)."""
+    if not str(target).startswith("postgres") and not Path(target).is_file():
+        return None
+    store = open_store(target, migrate=False)
+    if store.outdated:
+        store.close()
+        return None
+    return store
+
+
+def _behind(config, store, name: str, cutoff: str) -> bool:
+    """Whether the builder's checkpoint leaves an event received up to ``cutoff`` unread."""
+    cursor, _ = store.checkpoint(name)
+    if config.store == "nats":
+        import asyncio
+
+        from collector.log.stream_reader import StreamReader
+
+        async def look() -> bool:
+            reader = StreamReader(config, cursor=cursor)
+            try:
+                async for record in reader.read():
+                    if str(record.event.get("receivedAt", "")) <= cutoff:
+                        return True
+                return False
+            finally:
+                await reader.close()
+
+        return asyncio.run(look())
+    reader = Reader(Path(config.data_dir) / EVENTS, cursor=cursor)
+    try:
+        return any(str(r.event.get("receivedAt", "")) <= cutoff for r in reader.read())
+    finally:
+        reader.close()
+
+
+def _from_log(config, subjects: list[Ident]) -> set[Ident]:
+    """The person as a rebuild of the whole log would file them, in a scratch database (0600)."""
+    from collector.profiles.builder import Builder
+    from collector.profiles.store import SqliteStore
+
+    directory = Path(config.data_dir) / "regulations"
+    make_dirs(directory)
+    scratch = Path(tempfile.mkdtemp(prefix=".person-", dir=directory))  # mode 0700
+    try:
+        store = SqliteStore(scratch / "profiles.db", building=True)
         try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return True  # not JSON, yet names the person: never kept
-        if not isinstance(event, dict):
-            return True
-        return any(ident in self.idents for ident in self.rules.identifiers(event))
-
-    def is_dead_letter_of(self, line: bytes) -> bool:
-        return self.mention.search(line) is not None
+            builder = Builder(store, Path(config.data_dir), Rules.from_config(config),
+                              stream=config if config.store == "nats" else None)  # fmt: skip
+            try:
+                builder.catch_up()
+            finally:
+                builder.close()
+            return expand(store, subjects)
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

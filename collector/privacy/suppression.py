@@ -6,7 +6,8 @@ so it survives restarts and every worker of the host reads the same list. It hol
 (``subjects.digest``, salted with ``data/regulations/salt``), never the identifiers.
 
 At ingest the list is an in-memory set: ``Suppression.matches(message)`` is one test per
-message, nothing at all while the set is empty, a few hashes otherwise. Each process reloads
+message (after the batch's outer context is merged into it), nothing at all while the set is
+empty, a few cached hashes otherwise; which messages it drops is ``person.HashedPerson.suppresses``. Each process reloads
 the file when it changes (``refresh``, by the service's tick, and at once in the process that
 changed it); a request is answered 202 only once every running instance has the new version
 (``service``).
@@ -21,15 +22,15 @@ from typing import Iterable
 
 import orjson
 
+from collector.ingest import merge_under
 from collector.log.layout import LOCK_DIR
 from collector.log.segments import fsync_dir, make_dirs
 from collector.privacy.subjects import Ident, digest, salt_of
-from collector.profiles.rules import ANONYMOUS_ID, EMAIL, USER_ID, Rules
+from collector.profiles.person import HashedPerson
+from collector.profiles.rules import Rules
 
 LIST_FILE = "suppressed.json"
 REGULATIONS = "regulations"  # data/regulations/
-CACHE = 65_536  # identifiers whose verdict is remembered (people come back: most events hit it)
-PLAIN_IDS = ((USER_ID, "userId"), (ANONYMOUS_ID, "anonymousId"))
 
 
 def directory_of(data_dir: Path) -> Path:
@@ -49,7 +50,7 @@ class Suppression:
         self.version = 0
         self._stamp: tuple | None = None
         self._salt: bytes | None = None
-        self._verdicts = {}
+        self._listed: HashedPerson | None = None  # the list as a person (suppresses), with its cache
 
     @property
     def salt(self) -> bytes:
@@ -63,42 +64,33 @@ class Suppression:
 
     # --- ingest -------------------------------------------------------------------------------
     def matches(self, message: dict) -> bool:
-        """Whether a message is from a suppressed person: one of its identifiers (those of
-        ``rules.identifiers``) is on the list. Nothing to do while the list is empty; otherwise
-        each distinct value is hashed once (``_verdicts``, a bounded cache emptied with each list)."""
-        if not self.hashes:
-            return False
-        verdicts, verdict = self._verdicts, self._verdict
-        for kind, key in PLAIN_IDS:
-            raw = message.get(key)
-            if raw.__class__ is str:
-                hit = verdicts.get((kind, raw))
-                if hit is None:
-                    hit = verdict(kind, raw)
-                if hit:
-                    return True
-            elif raw is not None and verdict(kind, raw):
-                return True
-        if message.get("type") == "alias" and verdict(ANONYMOUS_ID, message.get("previousId")):
-            return True
-        context = message.get("context")
-        for traits in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
-            if isinstance(traits, dict):
-                for name in self.rules.identifier_traits:
-                    if name in traits and verdict(name, traits[name]):
-                        return True
-        return False
+        """Whether a new message must not be stored: ``person.HashedPerson.suppresses`` over the
+        list (its home identifier is on it, or it would tie a listed user id, email or alias
+        ``previousId`` to someone). Nothing to do while the list is empty; each distinct
+        identifier is hashed once (a bounded cache, emptied with each new list)."""
+        return bool(self.hashes) and self._person().suppresses(message)
 
-    def _verdict(self, kind: str, raw) -> bool:
-        """Whether one raw value is on the list (cleaned as the profile rules clean it), remembered."""
-        if not isinstance(raw, (str, int, float)):
+    def matches_raw(self, raw, outer_context: dict | None = None) -> bool:
+        """``matches`` for a message that failed validation (as sent, under the batch's context):
+        a suppressed person's rejected message is not kept in rejected/ either."""
+        if not self.hashes or not isinstance(raw, dict):
             return False
-        value = self.rules.clean(raw)
-        hit = value is not None and digest(self.salt, kind, value.lower() if kind == EMAIL else value) in self.hashes
-        if len(self._verdicts) >= CACHE:
-            self._verdicts.clear()
-        self._verdicts[(kind, raw)] = hit
-        return hit
+        if isinstance(outer_context, dict) and outer_context:
+            context = raw.get("context")
+            raw = {**raw, "context": merge_under(outer_context, context if isinstance(context, dict) else {})}
+        try:
+            return self._person().suppresses(raw)
+        except (TypeError, ValueError, AttributeError):  # a message too broken to name anyone
+            return False
+
+    def _person(self) -> HashedPerson:
+        person = self._listed
+        if person is None or person.hashes is not self.hashes:
+            person = self._listed = HashedPerson(self.hashes, self._digest, self.rules)
+        return person
+
+    def _digest(self, kind: str, value: str) -> str:
+        return digest(self.salt, kind, value)
 
     # --- the shared file --------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -109,14 +101,12 @@ class Suppression:
             if self._stamp is None and not self.hashes:
                 return False
             self.hashes, self.version, self._stamp = frozenset(), 0, None
-            self._verdicts = {}
             return True
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
             return False
         data = orjson.loads(self.path.read_bytes())
         self.hashes, self.version, self._stamp = frozenset(data["hashes"]), int(data["version"]), stamp
-        self._verdicts = {}
         return True
 
     def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:

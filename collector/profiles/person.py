@@ -142,6 +142,10 @@ class Person(_Owner):
         False means no line in ``data`` is the person's; True means a line may be (parse it)."""
         return self._mention.search(data) is not None
 
+    def may_hold_dead_letter(self, data: bytes) -> bool:
+        """``mentions`` for ``rejected/``: also an identifier field inside a body kept as text."""
+        return self._mention.search(data) is not None or self._field.search(data) is not None
+
     def owns_line(self, line: bytes) -> bool:
         """``owns`` for a stored line; a line that is not a JSON object is nobody's (the reader
         quarantines it)."""
@@ -177,9 +181,7 @@ class Person(_Owner):
 
     def owns_dead_letter(self, line: bytes) -> bool:
         """``_Owner.owns_dead_letter``, parsed only when the raw bytes may name the person."""
-        if not self._mention.search(line) and not self._field.search(line):
-            return False
-        return super().owns_dead_letter(line)
+        return self.may_hold_dead_letter(line) and super().owns_dead_letter(line)
 
     def owns_text(self, text: str) -> bool:
         return self._field.search(text.encode("utf-8", "replace")) is not None

@@ -19,12 +19,12 @@ class PostgresStore(SqlStore):
     CLUSTERED = ""
     VERSION = 3  # store.VERSION 4 changed only SQLite's tables
 
-    def __init__(self, url: str, *, reads_only: bool = False) -> None:
+    def __init__(self, url: str, *, reads_only: bool = False, migrate: bool | None = None) -> None:
         import psycopg
 
         self.url = url
         self.conn = psycopg.connect(url)
-        self.create(migrate=not reads_only)  # in a transaction, under the builders' lock
+        self.create(migrate=not reads_only if migrate is None else migrate)  # in a transaction, under the builders' lock
         self.conn.autocommit = reads_only  # a reader holds no transaction open
 
     def _has_tables(self) -> bool:

@@ -47,14 +47,15 @@ YIELD_MAX = 5.0  # ... for at most this many seconds, so profiles never stop
 BUSY = 0.5  # of a CPU: a collector using more than this wants its core
 
 
-def open_store(target: str | Path, *, reads_only: bool = False, building: bool = False):
+def open_store(target: str | Path, *, reads_only: bool = False, building: bool = False, migrate: bool | None = None):
     """The store a ``--profiles-db`` names: a ``postgresql://`` URL, or a SQLite file path
-    (``building``: the builder's, with SQLite's larger page cache)."""
+    (``building``: the builder's, with SQLite's larger page cache; ``migrate=False``: a database
+    of another version is left as it is, ``outdated``, for the builder: privacy jobs open it so)."""
     if str(target).startswith(("postgresql://", "postgres://")):
         from collector.profiles.postgres import PostgresStore
 
-        return PostgresStore(str(target), reads_only=reads_only)
-    return SqliteStore(Path(target), reads_only=reads_only, building=building)
+        return PostgresStore(str(target), reads_only=reads_only, migrate=migrate)
+    return SqliteStore(Path(target), reads_only=reads_only, building=building, migrate=migrate)
 
 
 def db_target(config) -> str:

@@ -61,22 +61,6 @@ def _dumps(value) -> str:
     return orjson.dumps(value).decode()
 
 
-def _without(state, values: set[str]):
-    """A node's state without the parts whose value is one of ``values`` (lower case): a trait
-    ``[key, value]``, a list item, an object's entry."""
-    if isinstance(state, dict):
-        return {k: _without(v, values) for k, v in state.items() if not _names(v, values)}
-    if isinstance(state, list):
-        return [_without(v, values) for v in state if not _names(v, values)]
-    return state
-
-
-def _names(value, values: set[str]) -> bool:
-    if isinstance(value, str):
-        return value.lower() in values
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1].lower() in values
-
-
 class SqlStore:
     """The queries, on a DB-API connection whose placeholder is ``P``."""
 
@@ -301,43 +285,40 @@ class SqlStore:
 
 
     # --- privacy requests (collector/privacy/erase.py) -------------------------------------------
-    def erase_profile(self, pid: str) -> dict[str, int]:
-        """Delete one profile and everything that names its identifiers, in one transaction: its
-        identifiers, the sets of identifiers they were seen in, its events index, the refusals
-        other profiles keep that name them. Counts of what went."""
-        self.begin()
-        try:
-            idents = self._all("SELECT type, value, node_id FROM identifiers WHERE profile_id = ?", (pid,))
-            names = {f"{kind}:{value}" for kind, value, _ in idents}
-            members: set[str] = set()
-            for kind, value, _ in idents:
-                members |= {r[0] for r in self._all("SELECT members FROM link_index WHERE type = ? AND value = ?",
-                                                    (kind, value))}  # fmt: skip
-            events = 0
-            for _, _, node in idents:
-                events += self._all("SELECT COUNT(*) FROM events WHERE node_id = ?", (node,))[0][0]
-                self._run("DELETE FROM events WHERE node_id = ?", (node,))
-            self._many("DELETE FROM link_index WHERE members = ?", [(m,) for m in sorted(members)])
-            self._many("DELETE FROM links WHERE members = ?", [(m,) for m in sorted(members)])
-            self._run("DELETE FROM identifiers WHERE profile_id = ?", (pid,))
-            self._run("DELETE FROM profiles WHERE profile_id = ?", (pid,))
-            values = {value.lower() for _, value, _ in idents}
-            for value in sorted(values):  # another profile's traits copied from one of the person's events
-                for kind, other_value, state in self._all(
-                    "SELECT type, value, state FROM identifiers WHERE LOWER(state) LIKE ?", (f"%{value}%",)
-                ):
-                    cleaned = _without(orjson.loads(state), values)
-                    self._run("UPDATE identifiers SET state = ? WHERE type = ? AND value = ?",
-                              (_dumps(cleaned), kind, other_value))  # fmt: skip
-            for other, refused in self._all("SELECT profile_id, refused FROM profiles WHERE refused <> '[]'"):
-                kept = [r for r in orjson.loads(refused) if r.get("identifier") not in names and r.get("with") not in names]
-                if len(kept) != len(orjson.loads(refused)):
-                    self._run("UPDATE profiles SET refused = ? WHERE profile_id = ?", (_dumps(kept), other))
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
-        return {"profiles": 1 if idents else 0, "identifiers": len(idents), "events": events}
+    def erase_profile(self, pid: str, mine) -> tuple[dict[str, int], dict[str, list[Ident]]]:
+        """Delete one profile and what the person's own events made, in the transaction the caller
+        began: its identifiers, its events index, the sets of identifiers whose first member (the
+        home of the events that made them) is ``mine`` (a test of one identifier), the refusals other
+        profiles keep that name them. Sets that other people's events made stay, even when they name
+        an identifier of the person's (Bob signed in on Ann's kiosk): ``forget.rejoin`` joins them
+        again. Counts of what went, and the sets that stay (``members`` -> identifiers)."""
+        idents = self._all("SELECT type, value, node_id FROM identifiers WHERE profile_id = ?", (pid,))
+        names = {f"{kind}:{value}" for kind, value, _ in idents}
+        gone, kept = set(), {}
+        for kind, value, _ in idents:
+            for (members,) in self._all("SELECT members FROM link_index WHERE type = ? AND value = ?", (kind, value)):
+                members_idents = [tuple(m) for m in orjson.loads(members)]
+                if mine(members_idents[0]):
+                    gone.add(members)
+                else:
+                    kept[members] = members_idents
+        events = 0
+        for _, _, node in idents:
+            events += self._all("SELECT COUNT(*) FROM events WHERE node_id = ?", (node,))[0][0]
+            self._run("DELETE FROM events WHERE node_id = ?", (node,))
+        self._many("DELETE FROM link_index WHERE members = ?", [(m,) for m in sorted(gone)])
+        self._many("DELETE FROM links WHERE members = ?", [(m,) for m in sorted(gone)])
+        self._run("DELETE FROM identifiers WHERE profile_id = ?", (pid,))
+        self._run("DELETE FROM profiles WHERE profile_id = ?", (pid,))
+        for other, refused in self._all("SELECT profile_id, refused FROM profiles WHERE refused <> '[]'"):
+            kept_refusals = [r for r in orjson.loads(refused) if r.get("identifier") not in names and r.get("with") not in names]
+            if len(kept_refusals) != len(orjson.loads(refused)):
+                self._run("UPDATE profiles SET refused = ? WHERE profile_id = ?", (_dumps(kept_refusals), other))
+        return {"profiles": 1 if idents else 0, "identifiers": len(idents), "events": events}, kept
+
+    def link_key(self, members: str) -> str | None:
+        rows = self._all("SELECT mkey FROM links WHERE members = ?", (members,))
+        return rows[0][0] if rows else None
 
     def reposition(self, segment: str, rows: list[tuple[str, int]]) -> None:
         """The events index after a segment was rewritten: ``(messageId, new position)`` of its lines."""
@@ -351,7 +332,7 @@ class SqlStore:
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: Path, *, reads_only: bool = False, building: bool = False) -> None:
+    def __init__(self, path: Path, *, reads_only: bool = False, building: bool = False, migrate: bool | None = None) -> None:
         self.path, self.reads_only = Path(path), reads_only
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
@@ -366,7 +347,7 @@ class SqliteStore(SqlStore):
             # The WAL is copied into the database (with an fsync) once it holds 16,000 pages (64 MB;
             # the default is 1,000, several times a batch): a page a batch changes again is copied once.
             self.conn.execute("PRAGMA wal_autocheckpoint=16000")
-        self.create(migrate=not reads_only)
+        self.create(migrate=not reads_only if migrate is None else migrate)
 
     def begin(self) -> None:
         """Start a batch (or an erase) as one write transaction, reads included: Python's sqlite3
