@@ -89,8 +89,9 @@ class Job:
         try:
             kind = record["regulationType"]
             if kind in DELETES and not record.get("rotatedAt"):
+                asked = iso_ms(time.time())
                 self.ctx.rotate()  # once: what arrives after it is not the request's
-                record["rotatedAt"] = iso_ms(time.time())
+                record["rotatedAt"] = asked  # everything received before is in a closed segment now
                 self.regs.save(record)
             person = Person(self._identifiers(), self.ctx.rules)
             digests = self.ctx.suppression.digests(person.idents)

@@ -6,13 +6,17 @@ the other three where it is, counted in their profiles exactly as before."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 
+import orjson
+import pytest
 from helpers import CollectorProcess, assert_whole, wait_until
 from privacy.people import PROFILES, TOKEN, WRITE, call, regulate, status_of
 
-from collector.log.layout import EVENTS
+from collector.log.layout import EVENTS, iso_ms
 from collector.log.reader import Reader
 
 KIOSK = "kiosk-7"
@@ -125,3 +129,93 @@ def test_a_batch_context_and_an_alias_cannot_bring_a_suppressed_person_back(tmp_
         assert not any(b"42" in p.read_bytes() for p in rejected if p.suffix == ".ndjson"), "kept a dead letter"
     finally:
         proc.stop()
+
+
+def ann_on_two_devices(t0: float) -> list[dict]:
+    """Ann browses anonymously on her phone and laptop, and signs in on each (the links that make
+    the two anonymous histories hers are in the log, whatever the profile database says)."""
+    events = []
+    for n, device in enumerate(("ann-phone", "ann-laptop")):
+        events += [{"type": "page", "anonymousId": device, "name": "Browse"},
+                   {"type": "identify", "anonymousId": device, "userId": "42"}]  # fmt: skip
+    events.append({"type": "track", "userId": "bob", "anonymousId": "bob-phone", "event": "Bob"})
+    return [{**e, "messageId": f"m{n}", "timestamp": iso_ms(t0 + n), "receivedAt": iso_ms(t0 + n),
+             "source": "web"} for n, e in enumerate(events)]  # fmt: skip
+
+
+def write_events(data_dir, events: list[dict]) -> None:
+    """Events of an hour ago, as closed segments (through the file store)."""
+    from collector.log.files import FileStore
+    from collector.log.layout import hour_partition
+
+    async def write() -> None:
+        store = FileStore(data_dir, segment_max_bytes=512)
+        await store.start()
+        for event in events:
+            await store.append([orjson.dumps(event) + b"\n"], partition=hour_partition(time.time() - 3600))
+        await store.close()
+
+    asyncio.run(write())
+
+
+@pytest.mark.parametrize("database", ["none", "behind"])
+def test_an_erasure_is_whole_without_a_current_profile_database(tmp_path, database):
+    """No builder runs (``--no-profiles``) and the profile database is missing, or was built before
+    Ann signed in on her laptop: the job finds her from the log itself (before the fix it erased
+    only what the database knew, her laptop's anonymous history stayed, and it said FINISHED)."""
+    data_dir = tmp_path / "data"
+    events = ann_on_two_devices(time.time() - 3600)
+    write_events(data_dir, events[:2])
+    if database == "behind":
+        from collector.profiles.builder import Builder
+        from collector.profiles.store import SqliteStore
+
+        store = SqliteStore(data_dir / "profiles.db")
+        Builder(store, data_dir).catch_up()
+        assert store.find("anonymous_id", "ann-phone") and not store.find("anonymous_id", "ann-laptop")
+        store.close()
+    write_events(data_dir, events[2:])
+    proc = CollectorProcess(tmp_path, access_token=TOKEN, args=["--no-profiles"]).start()
+    try:
+        regulate_id = regulate(proc.url, "DELETE_ONLY", "USER_ID", ["42"])
+        record = wait_until(lambda: (r := status_of(proc.url, regulate_id))["status"] == "FINISHED" and r,
+                            what="the erasure")  # fmt: skip
+    finally:
+        proc.stop()
+    assert stored_ids(data_dir) == ["m4"], "Bob's event alone stays"
+    assert record["identifiers"] == 3 and record["stores"]["events"]["removed"] == 4
+    assert not list((data_dir / "regulations").glob(".person-*")), "the scratch database is deleted"
+
+
+def test_a_delete_only_of_someone_who_goes_on_sending_finishes(tmp_path):
+    """DELETE_ONLY erases what was received up to its rotation; what arrives after stays (the
+    job used to FAIL after 15 rotations that kept finding the person in the open segments)."""
+    data_dir = tmp_path / "data"
+    write_events(data_dir, ann_on_two_devices(time.time() - 3600))
+    proc = CollectorProcess(tmp_path, access_token=TOKEN).start()
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        n = 0
+        while not stop.is_set():
+            call(proc.url + "/v1/track", "POST", {"userId": "42", "event": "Still here", "messageId": f"late-{n}"}, WRITE)
+            n += 1
+
+    sender = threading.Thread(target=keep_sending)
+    try:
+        wait_until(lambda: count_of(proc.url, "42") == 4, what="Ann's profile")
+        sender.start()
+        wait_until(lambda: any(m.startswith("late-") for m in stored_ids(data_dir)), what="Ann sending")
+        regulate_id = regulate(proc.url, "DELETE_ONLY", "USER_ID", ["42"])
+        record = wait_until(lambda: (r := status_of(proc.url, regulate_id))["status"] != "RUNNING" and
+                            r["status"] != "INITIALIZED" and r, what="the erasure")  # fmt: skip
+    finally:
+        stop.set()
+        if sender.is_alive():
+            sender.join(30)
+        proc.stop()
+    assert record["status"] == "FINISHED", record
+    left = stored_ids(data_dir)
+    assert "m4" in left and not any(m in left for m in ("m0", "m1", "m2", "m3"))
+    assert all(e["receivedAt"] >= record["rotatedAt"] for e in Reader(data_dir / EVENTS).events()
+               if e["messageId"].startswith("late-")), "a late event received before the rotation stayed"  # fmt: skip
