@@ -27,7 +27,7 @@ import orjson
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles.graph import Graph
-from collector.profiles.rules import Rules, absorb, event_key, key_time, node_id
+from collector.profiles.rules import Rules, absorb, event_key, key_time, link_key, node_id
 
 log = logging.getLogger("intilery.profiles")
 
@@ -168,9 +168,9 @@ class Builder:
                     node.last_seen = when
                     dirty.add(ident)
             if group is not None:
-                link = links[group]
-                if link is None or key < link:  # else: a set already applied at an earlier key
-                    self.link(graph, links, group, key, message_id)
+                link, ordered = links[group], link_key(event, key)
+                if link is None or ordered < link:  # else: a set already applied at an earlier key
+                    self.link(graph, links, group, ordered, message_id)
             home = idents[0]
             home_node = nodes[home]
             absorb(home_node.state, event, key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -36,6 +37,7 @@ MAX_ID_CHARS = 1024
 DEFAULT_CAPS = {USER_ID: 1, ANONYMOUS_ID: 100, EMAIL: 5}
 OTHER_CAP = 5  # each identifier trait other than email
 ORDER_COMPLETED = "Order Completed"
+LINK_SKEW = 600  # seconds: how much earlier than its receivedAt a link may be ordered (link_key)
 DEVICE_PARTS = ("device", "os", "browser")  # what of the context makes a profile's last device
 DEFAULT_CURRENCY = "USD"
 
@@ -128,6 +130,28 @@ def event_key(event: dict) -> str:
     """The order events are resolved in: event time (clock-skew corrected), then messageId."""
     when = event.get("timestamp") or event.get("receivedAt") or ""
     return f"{when if isinstance(when, str) else ''}|{event.get('messageId', '')}"
+
+
+def link_key(event: dict, key: str) -> str:
+    """The key a link (a set of identifiers seen together) is ordered by: the event's ``key``, but
+    never earlier than its ``receivedAt`` minus ``LINK_SKEW`` (to the minute). ``timestamp`` is the
+    sender's to set: with the public write key anyone could date an identify in year 1 and so take
+    a device from the person who signed in on it, and force a replay of its whole component."""
+    received = event.get("receivedAt")
+    if received.__class__ is not str or len(received) < 16:
+        return key
+    floor = _skewed(received[:16])
+    return key if key_time(key) >= floor else f"{floor}|{key.split('|', 1)[1] if '|' in key else ''}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _skewed(minute: str) -> str:
+    """``YYYY-MM-DDTHH:MM`` minus ``LINK_SKEW``, as the collector writes times."""
+    try:
+        at = datetime.strptime(minute, "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return ""
+    return (at - timedelta(seconds=LINK_SKEW)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def key_time(key: str) -> str:
