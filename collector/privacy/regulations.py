@@ -97,9 +97,14 @@ class Regulations:
         return sorted(found, key=lambda r: r["createdAt"])
 
     def pending(self, due: bool = False) -> list[dict]:
-        """The requests not ended (``due``: only those whose next attempt is not later than now)."""
+        """The requests not ended (``due``: only those to run now)."""
+        pending = [r for r in self.all() if r["status"] not in ENDED]
+        return self.due(pending) if due else pending
+
+    def due(self, records: list[dict]) -> list[dict]:
+        """Those never tried, whose retry time has come, or that an operator cancelled."""
         now = iso_ms(time.time())
-        return [r for r in self.all() if r["status"] not in ENDED and (not due or r.get("nextAttemptAt", "") <= now)]
+        return [r for r in records if r.get("nextAttemptAt", "") <= now or self.cancelled(r["regulateId"])]
 
     def subjects(self, regulate_id: str) -> dict:
         return orjson.loads((self.dir / (regulate_id + SUBJECTS_SUFFIX)).read_bytes())

@@ -31,6 +31,7 @@ from collector.privacy.regulations import Regulations
 from collector.privacy.subjects import resolver, salt_of
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import Rules
+from collector.validate import parse_timestamp
 
 log = logging.getLogger("intilery.privacy")
 
@@ -103,7 +104,8 @@ class Privacy:
         self._job: asyncio.Task | None = None
         self._retry_at = 0.0
         self._stopping = threading.Event()  # read by the job's thread between files
-        self._seen: tuple | None = None  # the regulations directory when it last had nothing pending
+        self._seen: tuple | None = None  # the regulations directory when it last had nothing due
+        self._next_due = float("inf")  # (monotonic) when the earliest waiting request is due again
 
     async def context(self, app) -> AsyncIterator[None]:
         """An ``app.cleanup_ctx`` entry (after the store's: started after it, stopped before it)."""
@@ -170,18 +172,23 @@ class Privacy:
             await asyncio.to_thread(self.suppression.replace, hashes)
 
     def _anything_pending(self) -> bool:
-        """Whether a request waits; the records are read only when the directory changed since."""
+        """Whether a request is due to run. The records are read only when the directory changed
+        since the last look, or when the earliest retry of a waiting request comes."""
         try:
             st = os.stat(self.regulations.dir)
         except FileNotFoundError:
             return False
         stamp = (st.st_ino, st.st_mtime_ns)
-        if stamp == self._seen:
+        if stamp == self._seen and time.monotonic() < self._next_due:
             return False
-        if self.regulations.pending():
+        self._seen, self._next_due = stamp, float("inf")
+        pending = self.regulations.pending()
+        if self.regulations.due(pending):
             self._seen = None
             return True
-        self._seen = stamp
+        if pending:  # waiting for their retries: look again at the earliest
+            earliest = min(parse_timestamp(r["nextAttemptAt"], "nextAttemptAt") for r in pending)
+            self._next_due = time.monotonic() + max(0.0, earliest - time.time())
         return False
 
     def _job_done(self, task: asyncio.Task) -> None:

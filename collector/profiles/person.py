@@ -127,6 +127,10 @@ class Person(_Owner):
         if numbers:  # a JSON number (userId: 42), not a digit run inside a longer token
             parts.append(b"(?<![\\w.\\-])(?:" + b"|".join(numbers) + b")(?![\\w.])")
         self._mention = re.compile(b"|".join(parts) or b"(?!)")
+        literal = [b"(?:" + b"|".join(exact) + b")"] if exact else []  # the values alone: a fast first look
+        if folded:
+            literal.append(b"(?i:" + b"|".join(folded) + b")")
+        self._literal = re.compile(b"|".join(literal) or b"(?!)")
         names = b"|".join(re.escape(f.encode()) for f in (*_FIELDS, *rules.identifier_traits))
         values = b"|".join([*exact, *folded, *numbers]) or b"(?!)"
         self._field = re.compile(b'(?i:\\\\?"(?:' + names + b')\\\\?"\\s*:\\s*\\\\?"?\\s*)(?i:' + values + b")(?![\\w.@\\-])")
@@ -139,17 +143,19 @@ class Person(_Owner):
 
     def mentions(self, data: bytes) -> bool:
         """The cheap test on raw bytes: whether any identifier appears as a whole JSON value.
-        False means no line in ``data`` is the person's; True means a line may be (parse it)."""
-        return self._mention.search(data) is not None
+        False means no line in ``data`` is the person's; True means a line may be (parse it).
+        The values alone are looked for first (a plain search, fast), the whole test only then."""
+        return self._literal.search(data) is not None and self._mention.search(data) is not None
 
     def may_hold_dead_letter(self, data: bytes) -> bool:
         """``mentions`` for ``rejected/``: also an identifier field inside a body kept as text."""
-        return self._mention.search(data) is not None or self._field.search(data) is not None
+        return self._literal.search(data) is not None and (
+            self._mention.search(data) is not None or self._field.search(data) is not None)
 
     def owns_line(self, line: bytes) -> bool:
         """``owns`` for a stored line; a line that is not a JSON object is nobody's (the reader
         quarantines it)."""
-        if not self._mention.search(line):
+        if not self.mentions(line):
             return False
         try:
             event = orjson.loads(line)

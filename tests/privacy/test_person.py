@@ -219,3 +219,40 @@ def test_a_delete_only_of_someone_who_goes_on_sending_finishes(tmp_path):
     assert "m4" in left and not any(m in left for m in ("m0", "m1", "m2", "m3"))
     assert all(e["receivedAt"] >= record["rotatedAt"] for e in Reader(data_dir / EVENTS).events()
                if e["messageId"].startswith("late-")), "a late event received before the rotation stayed"  # fmt: skip
+
+
+def test_a_request_that_meets_an_error_is_retried_with_its_reason_until_done_or_cancelled(tmp_path):
+    """A job that cannot finish (here: a damaged .gz segment holding the person) is never FAILED
+    for good: its status says why, its raw identifiers stay (0600), it runs again after a backoff
+    and finishes once the cause is gone; another one is cancelled by the operator."""
+    import gzip
+    import os
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    write_events(data_dir, ann_on_two_devices(time.time() - 3600))
+    proc = CollectorProcess(tmp_path, access_token=TOKEN, args=["--no-profiles"]).start()
+    try:
+        damaged = next((data_dir / EVENTS).rglob("*.gz")).with_name("part-damaged_0-000001.ndjson.gz")
+        damaged.write_bytes(gzip.compress(b'{"userId":"42","messageId":"x"}\n' * 100)[:60])  # cut short
+        first = regulate(proc.url, "DELETE_ONLY", "USER_ID", ["42"])
+        record = wait_until(lambda: (r := status_of(proc.url, first)).get("lastError") and r, what="a first attempt")
+        assert record["status"] == "RUNNING" and record["attempts"] >= 1 and record["nextAttemptAt"]
+        subjects = data_dir / "regulations" / f"{first}.subjects.json"
+        assert subjects.exists() and (subjects.stat().st_mode & 0o777) == 0o600
+        damaged.unlink()  # the operator moves the damaged file away: the next attempt finishes
+        wait_until(lambda: status_of(proc.url, first)["status"] == "FINISHED", what="the retried request")
+        assert not subjects.exists()
+
+        damaged.write_bytes(gzip.compress(b'{"userId":"bob","messageId":"y"}\n' * 100)[:60])
+        second = regulate(proc.url, "DELETE_ONLY", "USER_ID", ["bob"])
+        wait_until(lambda: status_of(proc.url, second).get("lastError"), what="a first attempt")
+        cancel = subprocess.run([sys.executable, "-m", "collector", "privacy", "cancel", second, "--data-dir",
+                                 str(data_dir)], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "INTILERY_ACCESS_TOKEN": TOKEN})  # fmt: skip
+        assert cancel.returncode == 0, cancel.stderr
+        assert status_of(proc.url, second)["status"] == "CANCELLED"
+        assert not (data_dir / "regulations" / f"{second}.subjects.json").exists()
+    finally:
+        proc.stop()
