@@ -29,12 +29,23 @@ def access_token(config) -> tuple[str, Path | None]:
         token = path.read_text().strip()
     except FileNotFoundError:
         token = ""
-    if not token:
+    if not token:  # written whole beside it, then linked: workers starting at once all read one token
         path.parent.mkdir(parents=True, exist_ok=True)
-        token = "at_" + secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
+            fh.write("at_" + secrets.token_urlsafe(24) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            if path.exists() and not path.read_text().strip():
+                path.unlink()  # an empty file left by an older version
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it meanwhile: theirs is the token
+        finally:
+            os.unlink(tmp)
+        token = path.read_text().strip()
     os.chmod(path, 0o600)
     return token, path
 

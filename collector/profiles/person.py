@@ -203,6 +203,30 @@ class HashedPerson(_Owner):
         self.digest = digest  # (kind, value) -> the hash, salted
         self.rules = rules
         self._verdicts: dict[Ident, bool] = {}
+        self._raw: dict[tuple[str, str], object] = {}  # (kind, raw value as sent) -> verdict, or _NOT_AN_ID
+
+    def suppresses(self, message: dict) -> bool:
+        """``_Owner.suppresses``, with the usual message (a track or page: a userId and an
+        anonymousId, no traits) answered from a cache of raw values: its home decides alone."""
+        get = message.get
+        context = get("context")
+        if get("type") in ("identify", "alias") or (context.__class__ is dict and "traits" in context):
+            return super().suppresses(message)
+        for kind, field in ((USER_ID, "userId"), (ANONYMOUS_ID, "anonymousId")):
+            raw = get(field)
+            if raw is None:
+                continue
+            verdict = self._raw.get((kind, raw)) if raw.__class__ is str else None
+            if verdict is None:
+                value = self.rules.clean(raw)
+                verdict = _NOT_AN_ID if value is None else self.has((kind, value))
+                if raw.__class__ is str:
+                    if len(self._raw) >= self.CACHE:
+                        self._raw.clear()
+                    self._raw[(kind, raw)] = verdict
+            if verdict is not _NOT_AN_ID:
+                return verdict  # the home identifier: the user id when there is one
+        return False
 
     def has(self, ident: Ident) -> bool:
         if not self.hashes:
@@ -223,6 +247,7 @@ class HashedPerson(_Owner):
         return isinstance(event, dict) and self.owns(event)
 
 
+_NOT_AN_ID = "not an identifier"  # a raw value ``Rules.clean`` refuses (a blocked value, null, ...)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
