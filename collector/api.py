@@ -1,8 +1,9 @@
 """The HTTP API in one table: its routes, its error codes (status and sentence), its limits.
 
-The app routes from it, the validators check its limits, ``scripts/openapi.py`` serialises
-it into ``collector/static/openapi.json``, and the tests check every code the collector raises
-against it, so the document cannot drift from the code.
+The app routes ingest, the tag, health and metrics from it (the Profile API, privacy, compat and
+the console declare their own routes beside their handlers), the validators check its limits,
+``scripts/openapi.py`` serialises it into ``collector/static/openapi.json``, and the tests check
+every code the collector raises against it.
 """
 
 from __future__ import annotations

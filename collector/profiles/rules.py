@@ -106,12 +106,14 @@ class Rules:
 
 
 def parse_profile(text: str) -> tuple[str, str] | None:
-    """``{type}:{value}`` as the Profile API and the commands take it (an email trimmed and
-    lower-cased, as stored); None when it is not one (see ``PROFILE_FORM``)."""
+    """``{type}:{value}`` as the Profile API and the commands take it, the value as the rules
+    store it (trimmed, as ``Rules.clean`` and a privacy request's subjects; an email lower-cased);
+    None when it is not one (see ``PROFILE_FORM``)."""
     kind, sep, value = text.partition(":")
+    value = value.strip()
     if not sep or kind not in ID_TYPES or not value:
         return None
-    return kind, value.strip().lower() if kind == EMAIL else value
+    return kind, value.lower() if kind == EMAIL else value
 
 
 def priority(ident: tuple[str, str]) -> tuple:
