@@ -7,6 +7,7 @@ the other three where it is, counted in their profiles exactly as before."""
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import threading
 import time
@@ -256,3 +257,37 @@ def test_a_request_that_meets_an_error_is_retried_with_its_reason_until_done_or_
         assert not (data_dir / "regulations" / f"{second}.subjects.json").exists()
     finally:
         proc.stop()
+
+
+def test_the_whole_person_comes_from_a_database_that_has_read_the_log_up_to_the_request(tmp_path):
+    """``subjects.resolver``: a database behind the log while its builder runs (the host's builder
+    lock held) makes the job wait (``NotYet``); once it has read the log up to the request it is
+    used; with no builder running the log itself is read."""
+    from collector.config import load_config
+    from collector.privacy.subjects import NotYet, resolver
+    from collector.profiles.builder import Builder
+    from collector.profiles.service import take_lock
+    from collector.profiles.store import SqliteStore
+
+    data_dir = tmp_path / "data"
+    events = ann_on_two_devices(time.time() - 3600)
+    write_events(data_dir, events[:2])
+    store = SqliteStore(data_dir / "profiles.db")
+    builder = Builder(store, data_dir)
+    builder.catch_up()
+    write_events(data_dir, events[2:])  # her laptop, linked in the log, not yet in the database
+    config = load_config(None, {"data_dir": str(data_dir)}, with_dev_source=False)
+    resolve, cutoff = resolver(config), iso_ms(time.time())
+    whole = {("user_id", "42"), ("anonymous_id", "ann-phone"), ("anonymous_id", "ann-laptop")}
+
+    lock = take_lock(data_dir)  # a builder is running
+    try:
+        with pytest.raises(NotYet):
+            resolve([("user_id", "42")], cutoff)
+        builder.catch_up()  # ... and reads the log up to the request
+        assert resolve([("user_id", "42")], cutoff) == whole
+    finally:
+        os.close(lock)
+    store.close()
+    (data_dir / "profiles.db").unlink()
+    assert resolve([("user_id", "42")], cutoff) == whole  # no database: from the log
