@@ -102,7 +102,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="privacy requests: erase MB/s, suppression cost at ingest")
     parser.add_argument("--mb", type=int, default=200, help="MB of events (uncompressed) to erase from")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--data", help="build the segments here once, and reuse them (with --scan-only)")
+    parser.add_argument("--scan-only", action="store_true",
+                        help="only the erase that finds the subject in no segment, --repeat times (MB/s each)")
     args = parser.parse_args(argv)
+    if args.scan_only:
+        data_dir = Path(args.data or tempfile.mkdtemp()) / "data"
+        if not (data_dir / "events").exists():
+            build(data_dir, args.mb)
+        size = sum(p.stat().st_size for p in (data_dir / "events").rglob("*.gz"))
+        runs = [erase(data_dir, "nobody-has-this-id")[0] for _ in range(args.repeat)]
+        print(f"scan only: {size / 1e6:.0f} MB gzipped; MB/s of events (uncompressed {args.mb} MB): "
+              + ", ".join(f"{args.mb / s:.0f}" for s in runs))  # fmt: skip
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         size, mine = build(data_dir, args.mb)
