@@ -44,7 +44,8 @@ class Nginx(ChildProcess):
         substitutions = [
             ("listen 443 ssl;", f"listen 127.0.0.1:{self.port};"),
             ("root /var/www/shop;", f"root {site};"),
-            ("proxy_pass http://127.0.0.1:8080/;", f"proxy_pass http://127.0.0.1:{collector_port}/;\n        proxy_bind {NGINX_ADDRESS};"),
+            ("proxy_pass http://127.0.0.1:8080/$1$is_args$args;",
+             f"proxy_pass http://127.0.0.1:{collector_port}/$1$is_args$args;\n        proxy_bind {NGINX_ADDRESS};"),
         ]  # fmt: skip
         for old, new in substitutions:
             assert old in server, f"{DOCUMENTED} no longer has {old!r}"
@@ -69,7 +70,7 @@ class Nginx(ChildProcess):
         if self.proc.poll() is not None:
             raise AssertionError(f"nginx exited with {self.proc.returncode}:\n{self.log.read_text()}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/p/healthz", timeout=2).close()
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/p/intilery.js", timeout=2).close()
             return True
         except OSError:
             return False
@@ -236,3 +237,26 @@ def test_the_one_line_tag_on_the_site_path_is_first_party(setup, visit):
     assert v.wait(1)[0]["status"] == 200
     cookie = v.cookies()["itl_aid"]
     assert (cookie["value"], cookie["domain"]) == (aid, "." + COOKIE_DOMAIN)  # set by the collector, not the tag
+
+
+def test_the_shops_origin_publishes_only_the_tag_and_the_ingest_paths(setup):
+    """The documented proxy (review P11): /p/intilery.js and the message paths reach the collector;
+    its metrics, console, Profile API and privacy API are not on the shop's origin."""
+    collector, nginx, _ = setup
+    base = f"http://127.0.0.1:{nginx.port}/p"
+
+    def status(path: str, body: bytes | None = None) -> int:
+        request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "text/plain"})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert status("/intilery.js") == 200
+    batch = b'{"writeKey":"%s","batch":[{"type":"track","event":"E","anonymousId":"a1"}]}' % KEY.encode()
+    assert status("/v1/batch", batch) == 200
+    assert status("/v1/t", b'{"writeKey":"%s","event":"E","anonymousId":"a1"}' % KEY.encode()) == 200
+    for path in ("/metrics", "/console", "/console/signin", "/healthz", "/v1/regulations", "/openapi.json",
+                 "/v1/spaces/default/collections/users/profiles/anonymous_id:a1/traits"):  # fmt: skip
+        assert status(path) == 404, path
