@@ -32,7 +32,6 @@ finishes or an operator cancels it (``intilery privacy cancel``): it never ends 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,6 @@ from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.privacy")
 
-PAUSE_ENV = "INTILERY_PRIVACY_PAUSE"  # tests: "<rewrite step>:<n>" stops the n-th rewrite there
 BACKOFF = (5, 15, 60, 300, 900)  # seconds before the next run of a job that could not finish (then the last)
 
 
@@ -74,8 +72,6 @@ class Unfinished(Exception):
 class Job:
     def __init__(self, regulations: Regulations, record: dict, context: Context) -> None:
         self.regs, self.record, self.ctx = regulations, record, context
-        self.rewrites = 0
-        self._pause = _pause_hook(context.data_dir)
 
     def run(self) -> dict:
         record = self.record
@@ -210,8 +206,7 @@ class Job:
                     self.record["reindex"] = segment
                     self.regs.save(self.record)
                 try:
-                    self.rewrites += 1
-                    removed = rewrite.rewrite(path, lambda line: None if owns(line) else line, pause=self._paused)
+                    removed = rewrite.rewrite(path, lambda line: None if owns(line) else line)
                 except (rewrite.Conflict, FileNotFoundError) as exc:
                     errors.append(f"{log_name}: {type(exc).__name__} on {segment}")
                     continue
@@ -252,26 +247,3 @@ class Job:
         stats["errors"] = errors
         self.regs.save(self.record)
         return errors
-
-    def _paused(self, step: str) -> None:
-        if self._pause is not None:
-            self._pause(step, self.rewrites)
-
-
-def _pause_hook(data_dir: Path):
-    """Tests: ``INTILERY_PRIVACY_PAUSE=<step>:<n>`` stops the n-th rewrite after ``step`` (writing
-    ``regulations/paused``) so that the process can be killed there; None otherwise."""
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
-        return None
-    step, _, nth = spec.partition(":")
-
-    def pause(at: str, count: int) -> None:
-        if at == step and count == int(nth or 1):
-            (Path(data_dir) / "regulations" / "paused").write_text(f"{at}:{count}\n")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the test kills the process meanwhile
-                time.sleep(0.05)
-
-    return pause
-

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from collector.privacy.erase import PAUSE_ENV
 from helpers import CollectorProcess, assert_whole, wait_until
+from privacy.paused_collector import PAUSE_ENV
 from privacy.people import (
     ANN, BOB, PROFILES, TOKEN, WRITE, call, events_of, mentions, person_ids, regulate, seed, status_of,
 )  # fmt: skip
@@ -17,6 +18,14 @@ from privacy.people import (
 
 def collector(tmp_path, **settings) -> CollectorProcess:
     return CollectorProcess(tmp_path, access_token=TOKEN, **settings)
+
+
+class PausedCollector(CollectorProcess):
+    """The collector run by ``paused_collector.py``: its rewrites stop where ``PAUSE_ENV`` says."""
+
+    def spawn(self, cmd: list[str]):
+        assert cmd[1:3] == ["-m", "collector"], cmd
+        return super().spawn([cmd[0], str(Path(__file__).with_name("paused_collector.py")), *cmd[3:]])
 
 
 def live_traffic(url: str, person: dict) -> None:
@@ -99,7 +108,7 @@ def test_sigkill_during_an_erase_then_restart_completes_it(tmp_path, monkeypatch
     bob_before = events_of(data_dir, BOB)
     for step in ("written", "ready", "renamed"):
         monkeypatch.setenv(PAUSE_ENV, f"{step}:3")
-        proc = collector(tmp_path).start()
+        proc = PausedCollector(tmp_path, access_token=TOKEN).start()
         monkeypatch.delenv(PAUSE_ENV)
         wait_until(lambda: built(proc.url, ANN), what="the profile built")
         ids = [ANN["user"]] if step == "written" else [ANN["anons"][0]]
