@@ -1,0 +1,103 @@
+"""An erasure reaches the console's memory in every collector process (issue 27, review P7).
+
+Ann (userId ``42``) and Bob share a kiosk (the same anonymousId); Carl's orders hold the sku
+``"42"``. Every worker's console has read their events: its buffer (a new stream's backlog), its
+viewers' queues and its dashboard's visitors hold them. After Ann's ``DELETE_ONLY`` has
+``FINISHED``: no worker's new stream replays anything of hers, a viewer that was not reading
+never receives the lines of hers that waited in its queue, Bob's and Carl's lines are still
+there, and no dashboard counts her as a visitor. What she sends afterwards stays (the README's
+``DELETE_ONLY``) and is shown.
+"""
+
+from __future__ import annotations
+
+import json
+
+from helpers import CollectorProcess, wait_until
+from tests.console.conftest import SOURCES, TOKEN, batch, call, send
+from tests.console.sse import Stream
+
+ANN, BOB, CARL, KIOSK = "42", "bob-7", "carl-3", "kiosk-1"
+PAD = "x" * 4000  # Carl's orders are big: 600 of them fill a viewer's socket, so later lines wait in its queue
+ORDERS = 600
+CONNECTIONS = 12  # new connections, spread by the kernel over both workers (all on one: a chance of 1 in 2**11)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def dashboard(url: str) -> dict:
+    status, _, body = call(url + "/console/api/dashboard", headers=AUTH)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def user_records(stream: Stream, user: str) -> list[dict]:
+    found = []
+    for record in stream.records():
+        message = record
+        if "code" in record:  # a dead letter: its payload
+            payload = record.get("payload")
+            message = json.loads(payload) if isinstance(payload, str) else payload or {}
+        if user in (message.get("userId"), message.get("anonymousId")):
+            found.append(message)
+    return found
+
+
+def test_an_erased_person_leaves_every_worker_s_console(tmp_path):
+    with CollectorProcess(tmp_path, SOURCES, args=["--workers", "2"], access_token=TOKEN) as collector:
+        url = collector.url
+        for _ in range(CONNECTIONS):  # every worker's follower starts now, before anything is sent
+            assert dashboard(url)["visitors"] == 0
+        with Stream(url + "/console/stream", TOKEN) as watcher, \
+                Stream(url + "/console/stream", TOKEN, paused=True, receive_buffer=4096) as idle:  # fmt: skip
+            for start in range(0, ORDERS, 100):
+                orders = [{"type": "track", "event": "Order Completed", "userId": CARL,
+                           "properties": {"sku": ANN, "n": n, "pad": PAD}} for n in range(start, start + 100)]  # fmt: skip
+                assert batch(url, orders) == 200
+            watcher.wait(lambda: len(user_records(watcher, CARL)) >= ORDERS, "Carl's orders", timeout=60)
+            # now the idle viewer's socket is full: what follows waits in its queue
+            for n in range(3):
+                assert send(url, {"event": "Viewed", "userId": ANN, "anonymousId": KIOSK, "properties": {"n": n}}) == 200
+            assert send(url, {"userId": ANN, "anonymousId": KIOSK}) == 400  # no event name: a dead letter of hers
+            for n in range(3):
+                assert send(url, {"event": "Viewed", "userId": BOB, "anonymousId": KIOSK, "properties": {"n": n}}) == 200
+            watcher.wait(lambda: len(user_records(watcher, BOB)) >= 3 and len(user_records(watcher, ANN)) >= 4,
+                         "Ann's and Bob's lines on the stream", timeout=60)  # fmt: skip
+            wait_until(lambda: all(dashboard(url)["visitors"] == 3 for _ in range(CONNECTIONS)),
+                       timeout=60, what="every dashboard to count Ann, Bob and Carl")  # fmt: skip
+            with Stream(url + f"/console/stream?user={ANN}", TOKEN) as before:  # the buffer holds hers
+                before.wait(lambda: len(user_records(before, ANN)) >= 4, "Ann's lines replayed before the erasure")
+
+            status, _, body = call(url + "/v1/regulations", headers=AUTH, data={
+                "regulationType": "DELETE_ONLY", "subjectType": "USER_ID", "subjectIds": [ANN]})  # fmt: skip
+            assert status == 202, body
+            regulate_id = json.loads(body)["regulateId"]
+
+            def finished() -> bool:
+                status, _, body = call(f"{url}/v1/regulations/{regulate_id}", headers=AUTH)
+                record = json.loads(body)
+                assert status == 200 and record["status"] != "FAILED", body
+                assert "personHashes" not in record, "the API never answers the job's hashes"
+                return record["status"] == "FINISHED"
+
+            wait_until(finished, timeout=120, what="the erasure to finish")
+
+            counts = [dashboard(url)["visitors"] for _ in range(CONNECTIONS)]
+            assert counts == [2] * CONNECTIONS, f"visitors on each connection after the erasure: {counts}"
+
+            assert send(url, {"event": "After Erasure", "userId": ANN}) == 200  # DELETE_ONLY: what comes later stays
+            for _ in range(CONNECTIONS):
+                with Stream(url + f"/console/stream?user={ANN}", TOKEN) as stream:
+                    stream.wait(lambda: any(m.get("event") == "After Erasure" for m in user_records(stream, ANN)),
+                                "Ann's event sent after the erasure")  # fmt: skip
+                    assert [m.get("event") for m in user_records(stream, ANN)] == ["After Erasure"]
+                with Stream(url + f"/console/stream?user={BOB}", TOKEN) as stream:  # Bob's lines stay in the buffer
+                    stream.wait(lambda: len(user_records(stream, BOB)) >= 3, "Bob's lines replayed")
+                    assert sorted(m["properties"]["n"] for m in user_records(stream, BOB)) == [0, 1, 2]
+                    assert all(m["anonymousId"] == KIOSK for m in user_records(stream, BOB))
+
+            idle.resume()  # the viewer that was not reading: its queue lost Ann's lines, not Bob's or Carl's
+            idle.wait(lambda: any(m.get("event") == "After Erasure" for m in user_records(idle, ANN)),
+                      "the idle viewer to catch up", timeout=60)  # fmt: skip
+            assert not idle.of("dropped"), "the idle viewer's queue overflowed: the test proves nothing"
+            assert [m.get("event") for m in user_records(idle, ANN)] == ["After Erasure"]
+            assert len(user_records(idle, BOB)) == 3 and len(user_records(idle, CARL)) == ORDERS
