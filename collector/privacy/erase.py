@@ -74,6 +74,8 @@ class Job:
             elif kind == "UNSUPPRESS":
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
+                person_hashes(record, digests)
+                self.regs.save(record)  # before any rotation or rewrite: every console forgets the person
                 for attempt in range(ATTEMPTS):
                     errors = self._erase(Matcher(idents, self.ctx.rules))
                     if not errors:
@@ -239,6 +241,13 @@ class Job:
     def _paused(self, step: str) -> None:
         if self._pause is not None:
             self._pause(step, self.rewrites)
+
+
+def person_hashes(record: dict, hashes) -> None:
+    """Tell every collector's console whom to forget: the salted hashes of every identifier of the
+    person, in the record (``personHashes``, never answered by the API), saved before the erasure
+    rotates or rewrites anything (``collector.console.forget``)."""
+    record["personHashes"] = sorted(hashes)
 
 
 def _plain_holds(path: Path, matcher: Matcher) -> bool:

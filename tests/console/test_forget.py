@@ -18,8 +18,9 @@ from tests.console.conftest import SOURCES, TOKEN, batch, call, send
 from tests.console.sse import Stream
 
 ANN, BOB, CARL, KIOSK = "42", "bob-7", "carl-3", "kiosk-1"
-PAD = "x" * 4000  # Carl's orders are big: 600 of them fill a viewer's socket, so later lines wait in its queue
-ORDERS = 600
+PAD = "x" * 4000  # Carl's orders are big: a viewer that does not read has its socket's buffers (the kernel's on
+ORDERS = 800  # both ends, the server's write buffer: about 1 MB) full long before it took the last 400 of them
+# (it takes at most 200 at a time), so the lines sent after them wait in its queue
 CONNECTIONS = 12  # new connections, spread by the kernel over both workers (all on one: a chance of 1 in 2**11)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -48,7 +49,7 @@ def test_an_erased_person_leaves_every_worker_s_console(tmp_path):
         for _ in range(CONNECTIONS):  # every worker's follower starts now, before anything is sent
             assert dashboard(url)["visitors"] == 0
         with Stream(url + "/console/stream", TOKEN) as watcher, \
-                Stream(url + "/console/stream", TOKEN, paused=True, receive_buffer=4096) as idle:  # fmt: skip
+                Stream(url + "/console/stream", TOKEN, paused=True) as idle:  # fmt: skip
             for start in range(0, ORDERS, 100):
                 orders = [{"type": "track", "event": "Order Completed", "userId": CARL,
                            "properties": {"sku": ANN, "n": n, "pad": PAD}} for n in range(start, start + 100)]  # fmt: skip
