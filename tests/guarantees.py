@@ -1,7 +1,11 @@
 """The README's Guarantees gate: a pytest plugin (``tests/conftest.py`` registers it).
 
-A run in which a test behind a README Guarantees row skipped fails; in a full run, a row that
-names a test that does not exist fails too.
+A run fails, naming the test, when a test behind a README Guarantees row:
+
+- skipped, or was marked ``xfail`` (it xfailed, or xpassed: either way it proved nothing), in any run;
+- in a run of the whole suite (no paths given: ``./scripts/test.sh [options]``), does not exist,
+  or was deselected (``-k``, ``-m``, ``--deselect``: ``pytest_deselected``, which comes after
+  ``pytest_itemcollected``). A run of some paths is judged on what it ran only.
 """
 
 from __future__ import annotations
@@ -33,26 +37,42 @@ def _covers(ref: str, nodeid: str) -> bool:
     return nodeid == ref or nodeid.startswith((ref + "::", ref + "["))
 
 
+# a test's outcome (the terminal reporter's stats) that does not prove its row
+NOT_PROVEN = {"skipped": "skipped", "xfailed": "xfailed (marked xfail)", "xpassed": "xpassed (marked xfail)"}
+
+
 class Gate:
     def __init__(self, readme: Path) -> None:
         self.readme = Path(readme)
         self.collected: list[str] = []
+        self.deselected: list[str] = []
 
     def pytest_itemcollected(self, item) -> None:
         self.collected.append(item.nodeid)
 
+    def pytest_deselected(self, items) -> None:
+        self.deselected += [item.nodeid for item in items]
+
+    def problems(self, config, stats: dict) -> list[str]:
+        cited = guarantee_tests(self.readme)
+        found = []
+        for outcome, said in NOT_PROVEN.items():
+            for nodeid in dict.fromkeys(getattr(r, "nodeid", "") for r in stats.get(outcome, [])):
+                if any(_covers(ref, nodeid) for ref in cited):
+                    found.append(f"{nodeid} {said}, and a README Guarantees row rests on it")
+        if config.args == config.getini("testpaths"):  # the whole suite: every cited test must exist and run
+            found += [f"the README Guarantees table cites {ref}, which is not a test"
+                      for ref in cited if not any(_covers(ref, nodeid) for nodeid in self.collected)]
+            found += [f"{nodeid} deselected (-k, -m or --deselect), and a README Guarantees row rests on it"
+                      for nodeid in dict.fromkeys(self.deselected) if any(_covers(ref, nodeid) for ref in cited)]
+        return found
+
     def pytest_sessionfinish(self, session) -> None:
         config = session.config
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        cited = guarantee_tests(self.readme)
-        skipped = [r.nodeid for r in reporter.stats.get("skipped", [])] if reporter else []
-        problems = [f"{nodeid} skipped, and a README Guarantees row rests on it"
-                    for nodeid in dict.fromkeys(skipped) if any(_covers(ref, nodeid) for ref in cited)]
-        if config.args == config.getini("testpaths"):  # the whole suite: every cited test must exist
-            problems += [f"the README Guarantees table cites {ref}, which is not a test"
-                         for ref in cited if not any(_covers(ref, nodeid) for nodeid in self.collected)]
+        problems = self.problems(config, reporter.stats if reporter else {})
         for problem in problems:
             if reporter:
                 reporter.write_line(f"GUARANTEE NOT PROVEN: {problem}", red=True, bold=True)
-        if problems and session.exitstatus == pytest.ExitCode.OK:
+        if problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
