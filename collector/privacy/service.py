@@ -160,7 +160,10 @@ class Privacy:
 
     def _before_rotation(self) -> None:
         for hook in self.before_rotation:
-            hook()
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - logged; the console looks again on its own loop, the erasure goes on
+                log.exception("a hook before the rotation failed")
 
     async def _pull(self) -> None:
         """A newer list from the NATS bucket into the local file (a failure is logged once, then retried)."""

@@ -102,3 +102,59 @@ def test_an_erased_person_leaves_every_worker_s_console(tmp_path):
             assert not idle.of("dropped"), "the idle viewer's queue overflowed: the test proves nothing"
             assert [m.get("event") for m in user_records(idle, ANN)] == ["After Erasure"]
             assert len(user_records(idle, BOB)) == 3 and len(user_records(idle, CARL)) == ORDERS
+
+
+async def test_a_follower_started_during_an_erasure_shows_nothing_of_the_person_received_before_it_ended(tmp_path):
+    """In one process, on a real log and a real audit record: while Ann's erasure runs, the follower's
+    first read of the last hour publishes none of her lines (her anonymous one included, by her
+    hashed anonymousId) and keeps Bob's on the shared kiosk and Carl's sku ``"42"``; once it has
+    ended, a line of hers received before the end (one read late, as from a file opened before
+    the rewrite) is still not shown, and one received after it is."""
+    import asyncio
+    import time
+
+    import orjson
+
+    from collector.config import Config
+    from collector.console.stream import Follower
+    from collector.log.layout import hour_partition, iso_ms
+    from collector.privacy.erase import person_hashes
+    from collector.privacy.regulations import Regulations
+    from collector.privacy.subjects import digest, salt_of
+    from collector.profiles.rules import ANONYMOUS_ID, USER_ID
+    from helpers import eventually
+
+    data_dir = tmp_path / "data"
+    segment = data_dir / "events" / hour_partition(time.time()) / "part-h_0-000001.ndjson"
+    segment.parent.mkdir(parents=True)
+
+    def line(event: str, at: float, **ids) -> bytes:
+        return orjson.dumps({"type": "track", "event": event, "source": "web", "receivedAt": iso_ms(at), **ids}) + b"\n"
+
+    now = time.time()
+    segment.write_bytes(line("Browsed", now - 60, anonymousId="ann-phone") + line("Viewed", now - 50, userId=ANN, anonymousId=KIOSK)
+                        + line("Viewed", now - 40, userId=BOB, anonymousId=KIOSK)
+                        + line("Order Completed", now - 30, userId=CARL, properties={"sku": ANN}))  # fmt: skip
+    regulations = Regulations(data_dir / "regulations")
+    record = regulations.create("DELETE_ONLY", "USER_ID", [], [["user_id", ANN]])
+    salt = salt_of(regulations.dir)
+    person_hashes(record, {digest(salt, kind, value) for kind, value in
+                           ((USER_ID, ANN), (ANONYMOUS_ID, KIOSK), (ANONYMOUS_ID, "ann-phone"))})  # fmt: skip
+    record["status"] = "RUNNING"
+    regulations.save(record)
+
+    follower = Follower(Config(data_dir=data_dir))
+    follower.start()
+    try:
+        await asyncio.wait_for(follower.caught_up.wait(), 30)
+        assert [(i.user_id or i.anonymous_id) for i in follower.items] == [BOB, CARL]
+        assert follower.dashboard.snapshot()["visitors"] == 2
+
+        regulations.end(record, "FINISHED")
+        ended = regulations.get(record["regulateId"])["finishedAt"]
+        with open(segment, "ab") as fh:
+            fh.write(line("Read Late", now - 20, userId=ANN) + line("After", time.time() + 1, userId=ANN))
+        await eventually(lambda: any(i.event == "After" for i in follower.items), what="Ann's line received after the end")
+        assert [i.event for i in follower.items if i.user_id == ANN] == ["After"], ended
+    finally:
+        await follower.stop()
