@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import CollectorProcess, wait_until
 from tests.console.conftest import SOURCES, TOKEN, batch, call, send
 from tests.console.sse import Stream
@@ -43,7 +45,8 @@ def user_records(stream: Stream, user: str) -> list[dict]:
     return found
 
 
-def test_an_erased_person_leaves_every_worker_s_console(tmp_path):
+@pytest.mark.parametrize("kind", ["DELETE_ONLY", "SUPPRESS_WITH_DELETE"])
+def test_an_erased_person_leaves_every_worker_s_console(tmp_path, kind):
     with CollectorProcess(tmp_path, SOURCES, args=["--workers", "2"], access_token=TOKEN) as collector:
         url = collector.url
         for _ in range(CONNECTIONS):  # every worker's follower starts now, before anything is sent
@@ -69,7 +72,7 @@ def test_an_erased_person_leaves_every_worker_s_console(tmp_path):
                 before.wait(lambda: len(user_records(before, ANN)) >= 4, "Ann's lines replayed before the erasure")
 
             status, _, body = call(url + "/v1/regulations", headers=AUTH, data={
-                "regulationType": "DELETE_ONLY", "subjectType": "USER_ID", "subjectIds": [ANN]})  # fmt: skip
+                "regulationType": kind, "subjectType": "USER_ID", "subjectIds": [ANN]})  # fmt: skip
             assert status == 202, body
             regulate_id = json.loads(body)["regulateId"]
 
@@ -85,23 +88,32 @@ def test_an_erased_person_leaves_every_worker_s_console(tmp_path):
             counts = [dashboard(url)["visitors"] for _ in range(CONNECTIONS)]
             assert counts == [2] * CONNECTIONS, f"visitors on each connection after the erasure: {counts}"
 
-            assert send(url, {"event": "After Erasure", "userId": ANN}) == 200  # DELETE_ONLY: what comes later stays
+            # what she sends afterwards: after a DELETE_ONLY it stays and is shown; suppressed, it is answered 200 and dropped
+            assert send(url, {"event": "After Erasure", "userId": ANN}) == 200
+            ann_after = ["After Erasure"] if kind == "DELETE_ONLY" else []
+            # Bob's, naming the kiosk in a property (which a ?q= stream finds): not by its anonymousId, as the
+            # suppression of Ann (which holds the kiosk's id) may drop Bob's kiosk events until issue 27 is closed
+            assert send(url, {"event": "After Erasure", "userId": BOB, "properties": {"n": 3, "place": KIOSK}}) == 200
+
+            def bob_after(stream: Stream) -> bool:  # the last line sent: a stream that has it has all before it
+                return any(m.get("event") == "After Erasure" for m in user_records(stream, BOB))
+
             for _ in range(CONNECTIONS):
-                with Stream(url + f"/console/stream?user={ANN}", TOKEN) as stream:
-                    stream.wait(lambda: any(m.get("event") == "After Erasure" for m in user_records(stream, ANN)),
-                                "Ann's event sent after the erasure")  # fmt: skip
-                    assert [m.get("event") for m in user_records(stream, ANN)] == ["After Erasure"]
-                with Stream(url + f"/console/stream?user={BOB}", TOKEN) as stream:  # Bob's lines stay in the buffer
-                    stream.wait(lambda: len(user_records(stream, BOB)) >= 3, "Bob's lines replayed")
-                    assert sorted(m["properties"]["n"] for m in user_records(stream, BOB)) == [0, 1, 2]
-                    assert all(m["anonymousId"] == KIOSK for m in user_records(stream, BOB))
+                with Stream(url + f"/console/stream?q={KIOSK}", TOKEN) as stream:  # the shared kiosk's lines
+                    stream.wait(lambda: bob_after(stream), "Bob's line sent after the erasure")
+                    assert user_records(stream, ANN) == [], "a new stream replayed a line of the erased person"
+                    assert sorted(m["properties"]["n"] for m in user_records(stream, BOB)) == [0, 1, 2, 3]
+                if kind == "DELETE_ONLY":
+                    with Stream(url + f"/console/stream?user={ANN}", TOKEN) as stream:
+                        stream.wait(lambda: any(m.get("event") == "After Erasure" for m in user_records(stream, ANN)),
+                                    "Ann's line sent after the erasure")  # fmt: skip
+                        assert [m.get("event") for m in user_records(stream, ANN)] == ["After Erasure"]
 
             idle.resume()  # the viewer that was not reading: its queue lost Ann's lines, not Bob's or Carl's
-            idle.wait(lambda: any(m.get("event") == "After Erasure" for m in user_records(idle, ANN)),
-                      "the idle viewer to catch up", timeout=60)  # fmt: skip
+            idle.wait(lambda: bob_after(idle), "the idle viewer to catch up", timeout=60)
             assert not idle.of("dropped"), "the idle viewer's queue overflowed: the test proves nothing"
-            assert [m.get("event") for m in user_records(idle, ANN)] == ["After Erasure"]
-            assert len(user_records(idle, BOB)) == 3 and len(user_records(idle, CARL)) == ORDERS
+            assert [m.get("event") for m in user_records(idle, ANN)] == ann_after
+            assert len(user_records(idle, BOB)) == 4 and len(user_records(idle, CARL)) == ORDERS
 
 
 async def test_a_follower_started_during_an_erasure_shows_nothing_of_the_person_received_before_it_ended(tmp_path):
