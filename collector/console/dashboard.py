@@ -5,7 +5,8 @@
 rejected ones), accepted against rejected with the top rejection codes, the top events,
 pages and sources, and the distinct visitors (userId, else anonymousId) of the hour.
 Minutes older than the hour are dropped as time passes, so memory stays bounded (visitors
-are capped at ``MAX_VISITORS``; beyond it the count says "at least").
+are capped at ``MAX_VISITORS``; beyond it the count says "at least"). ``forget`` takes an
+erased person's ids out of the visitors (``forget.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from collector.console.filters import ACCEPTED, Item
+from collector.profiles.rules import ANONYMOUS_ID, USER_ID, Rules
 
 WINDOW_MINUTES = 60
 TOP = 10
@@ -46,7 +48,7 @@ class Dashboard:
     def __init__(self, clock=time.time) -> None:
         self.clock = clock
         self.minutes: dict[int, Minute] = {}
-        self.visitors: dict[str, int] = {}  # visitor -> last minute seen
+        self.visitors: dict[tuple[str, str], int] = {}  # visitor (user_id or anonymous_id, value) -> last minute seen
 
     def add(self, item: Item) -> None:
         minute = minute_of(item.received_at[:16]) if item.received_at else None
@@ -68,12 +70,19 @@ class Dashboard:
                 path = page.get("path") if isinstance(page, dict) else None
                 if isinstance(path, str) and path:
                     bucket.pages[path[:200]] += 1
-            visitor = item.user_id or item.anonymous_id
+            visitor = (USER_ID, item.user_id) if item.user_id else (ANONYMOUS_ID, item.anonymous_id) if item.anonymous_id else None
             if visitor and (visitor in self.visitors or len(self.visitors) < MAX_VISITORS):
                 self.visitors[visitor] = max(minute, self.visitors.get(visitor, minute))
         else:
             bucket.rejected += 1
             bucket.codes[str(item.record.get("code") or "?")] += 1
+
+    def forget(self, person, rules: Rules) -> int:
+        """Take the ids of ``person`` (``profiles.person.HashedPerson``) out of the visitors; how many went."""
+        gone = [v for v in self.visitors if (value := rules.clean(v[1])) is not None and person.has((v[0], value))]
+        for visitor in gone:
+            del self.visitors[visitor]
+        return len(gone)
 
     def _forget(self, now: int) -> None:
         oldest = now - WINDOW_MINUTES

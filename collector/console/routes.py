@@ -112,7 +112,8 @@ class Console:
 
     def following(self) -> Follower:
         if self.follower is None:
-            self.follower = Follower(self.config, busy=self.busy)
+            salt = (lambda: self.privacy.suppression.salt) if self.privacy is not None else None
+            self.follower = Follower(self.config, busy=self.busy, salt=salt)
         self.follower.start()
         return self.follower
 
@@ -215,6 +216,12 @@ class Console:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    def look(self) -> None:
+        """Forget the people of new erasures now (the privacy service calls it before it acknowledges
+        a rotation: an erasure rotates every process before its first rewrite)."""
+        if self.follower is not None:
+            self.follower.look(force=True)
+
     async def close(self) -> None:
         if self.follower is not None:
             for viewer in list(self.follower.viewers):
@@ -237,6 +244,8 @@ def mount(app: web.Application, config, profiles, privacy, busy=lambda: False) -
     its ``privacy.service.Privacy``, ``busy()`` whether ingest requests are in flight (the follower
     then keeps to its share of the time)."""
     console = Console(config, profiles, busy, privacy)
+    if privacy is not None:
+        privacy.before_rotation.append(console.look)
     app.router.add_get("/console", _handler(console.index))
     app.router.add_post("/console/signin", _handler(console.signin))
     app.router.add_post("/console/signout", _handler(console.signout))

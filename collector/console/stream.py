@@ -15,6 +15,12 @@ requests are in flight the follower reads at most ``SHARE`` of the time: under a
 takes the whole CPU the console falls behind (``behind``), and catches up from the log
 when the load eases; a viewer's stream is written at most every ``routes.FLUSH`` seconds.
 
+An erasure reaches it (``forget.py``): the person's lines leave the buffer and every viewer's
+queue, their ids the dashboard's visitors, and none of their lines is published while the
+erasure runs (nor, after, one received before it ended); the follower closes the files it
+holds open whenever an erasure's record changes, so it never reads on from a file the rewrite
+replaced.
+
 An event's id is its place in the log (``events/<segment>@<offset>``, or ``events#<seq>``
 on NATS), the same in every process, so a reconnect served by another worker resumes too.
 """
@@ -30,7 +36,11 @@ from typing import Iterator
 
 from collector.console.dashboard import Dashboard
 from collector.console.filters import ACCEPTED, REJECTED, Filter, Item
+from collector.console.forget import Forgetting, owns
 from collector.log.layout import EVENTS, REJECTED as REJECTED_LOG, day_partition, hour_partition
+from collector.privacy.subjects import salt_of
+from collector.privacy.suppression import REGULATIONS
+from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.console")
 
@@ -90,7 +100,7 @@ class Viewer:
 class Follower:
     """The one reader of the log behind every viewer of this process."""
 
-    def __init__(self, config, clock=time.time, busy=lambda: False) -> None:
+    def __init__(self, config, clock=time.time, busy=lambda: False, salt=None) -> None:
         self.config = config
         self.clock = clock
         self.busy = busy  # whether ingest requests are in flight (the app's body budget holds bytes)
@@ -102,6 +112,11 @@ class Follower:
         self.read_count = 0  # records read
         self.worked = 0.0  # seconds spent reading and fanning out
         self.behind = False  # more to read than the follower's share allowed: it is catching up
+        self.rules = Rules.from_config(config)
+        regulations = Path(config.data_dir) / REGULATIONS
+        self.forgetting = Forgetting(regulations, self.rules, salt or (lambda: salt_of(regulations)), clock)
+        self.forgetting.look(force=True)  # before anything is read: an erasure running now is known
+        self._version = self.forgetting.version  # of the erasures when the files held open were opened
 
     def start(self) -> None:
         """Start following (once; again only when the last follower stopped on an error)."""
@@ -137,7 +152,33 @@ class Follower:
     def leave(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
 
+    # --- erasures -----------------------------------------------------------------------------
+    def look(self, force: bool = False) -> None:
+        """Forget the people of erasures new to this console (one ``stat`` when nothing changed)."""
+        for person in self.forgetting.look(force):
+            self.forget(person)
+
+    def forget(self, person) -> None:
+        """Drop ``person``'s lines from the buffer and every viewer's queue, their ids from the dashboard."""
+        kept = [item for item in self.items if not owns(person, item)]
+        gone = len(self.items) - len(kept)
+        if gone:
+            self.items = deque(kept, maxlen=BUFFER)
+        for viewer in self.viewers:
+            queued = [item for item in viewer.items if not owns(person, item)]
+            gone += len(viewer.items) - len(queued)
+            viewer.items = deque(queued)
+        gone += self.dashboard.forget(person, self.rules)
+        log.info("the console forgot an erased person", extra={"removed": gone})
+
     def publish(self, item: Item, live: bool = True) -> None:
+        if self.forgetting.people:
+            erasure = self.forgetting.owner(item)
+            if erasure is not None and erasure.until is None:  # it may have ended since the last look
+                self.look()
+                erasure = self.forgetting.owner(item)
+            if erasure is not None:
+                return
         self.items.append(item)
         self.dashboard.add(item)
         if live:
@@ -182,6 +223,13 @@ class Follower:
                     if count >= BATCH:
                         self.behind = True
                     await self._yield(time.perf_counter() - started)
+                    self.look()
+                    if self._version != self.forgetting.version:  # an erasure moved on: reopen what is held open
+                        self._version = self.forgetting.version
+                        records.close()
+                        for held in readers.values():
+                            held.close()
+                        break
                     if count < BATCH:
                         break
             self.behind = False
@@ -217,6 +265,7 @@ class Follower:
                     await asyncio.sleep(1)
             self.caught_up.set()
             while True:
+                self.look()
                 got = 0
                 for name, reader in readers.items():
                     try:

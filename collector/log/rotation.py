@@ -125,10 +125,13 @@ def rotate_everywhere(data_dir: Path, timeout: float = WAIT, stopped=lambda: Fal
     return rotation
 
 
-async def rotate_if_asked(store, ack: Ack, data_dir: Path) -> None:
-    """One look: close the store's open segments when a newer rotation was asked, and say so."""
+async def rotate_if_asked(store, ack: Ack, data_dir: Path, before=lambda: None) -> None:
+    """One look: close the store's open segments when a newer rotation was asked, and say so.
+    ``before()`` runs first, after the counter was read (what was written before the rotation
+    was asked, an erasure's record, is seen by it)."""
     wanted = asked(data_dir)
     if wanted > ack.rotated:
+        before()
         if hasattr(store, "rotate_all"):
             await store.rotate_all()
         ack.write(rotated=wanted)

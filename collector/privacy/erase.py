@@ -13,7 +13,8 @@ first identifier is one of theirs. Erasing, in order (each step crash-safe on it
 2. the subject expanded to the whole person (``subjects.resolver``: from a profile database that
    has read the log up to the rotation, else from the log itself; the job waits while a running
    builder is behind), saved with the job; their salted hashes in the record (``personHashes``:
-   what the console and the archives are given);
+   what the consoles and the archives are given), then a second rotation, which every process
+   acknowledges only once its console has read them (``collector.console.forget``);
 3. the NATS stream, when the collector writes to one (``Context.stream``): first, so that nothing
    copies the person from it again;
 4. ``events/`` and ``rejected/``: each closed segment whose raw bytes may hold the person
@@ -98,8 +99,9 @@ class Job:
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
                 if record.get("personHashes") != sorted(digests):
-                    record["personHashes"] = sorted(digests)
-                    self.regs.save(record)
+                    person_hashes(record, digests)
+                    self.regs.save(record)  # before any rewrite: every console forgets the person ...
+                    self.ctx.rotate()  # ... before it acknowledges this rotation
                 errors = self._erase(person)
                 if errors:
                     raise Unfinished("; ".join(errors[:5]))
@@ -247,3 +249,10 @@ class Job:
         stats["errors"] = errors
         self.regs.save(self.record)
         return errors
+
+
+def person_hashes(record: dict, hashes) -> None:
+    """Tell every collector's console whom to forget: the salted hashes of every identifier of the
+    person, in the record (``personHashes``, never answered by the API), saved before the erasure
+    rewrites anything (``collector.console.forget``)."""
+    record["personHashes"] = sorted(hashes)

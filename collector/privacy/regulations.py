@@ -129,7 +129,7 @@ class Regulations:
 
 
 def public(record: dict) -> dict:
-    """What the API answers about a request: counts, never the hashes (of the subject, or those a
-    suppression added), which are the job's own."""
+    """What the API answers about a request: counts, never the hashes (of the subject, those a
+    suppression added, or the person's that an erasure tells the consoles), which are the job's own."""
     hidden = ("subjectHashes", "suppressedHashes", "personHashes")
     return {k: v for k, v in record.items() if k not in hidden} | {"subjects": len(record["subjectHashes"])}

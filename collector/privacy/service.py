@@ -106,6 +106,7 @@ class Privacy:
         self._stopping = threading.Event()  # read by the job's thread between files
         self._seen: tuple | None = None  # the regulations directory when it last had nothing due
         self._next_due = float("inf")  # (monotonic) when the earliest waiting request is due again
+        self.before_rotation: list = []  # called before a rotation is acknowledged (the console forgets the erased)
 
     async def context(self, app) -> AsyncIterator[None]:
         """An ``app.cleanup_ctx`` entry (after the store's: started after it, stopped before it)."""
@@ -144,7 +145,7 @@ class Privacy:
             await self._pull()
         self.suppression.refresh()
         self.ack.write(list=self.suppression.version)
-        await rotation.rotate_if_asked(self.store, self.ack, self.data_dir)
+        await rotation.rotate_if_asked(self.store, self.ack, self.data_dir, before=self._before_rotation)
         if self._job is None and time.monotonic() >= self._retry_at and self._anything_pending():
             if self._job_lock is None:
                 make_dirs(self.data_dir / LOCK_DIR)
@@ -154,6 +155,13 @@ class Privacy:
                     asyncio.to_thread(run_pending, self.config, self.suppression, self._stopping.is_set)
                 )
                 self._job.add_done_callback(self._job_done)
+
+    def _before_rotation(self) -> None:
+        for hook in self.before_rotation:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - logged; the console looks again on its own loop, the erasure goes on
+                log.exception("a hook before the rotation failed")
 
     async def _pull(self) -> None:
         """A newer list from the NATS bucket into the local file (a failure is logged once, then retried)."""
