@@ -8,6 +8,7 @@ site server rewrites that address in the pages it serves.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ from collector.config import Config, Source
 from collector.logs import setup_logging
 from collector.runtime import new_loop, until_signalled
 from collector.access import access_token
-from collector.serving import config_from_args, profiles_line, serve_flags
+from collector.serving import PortInUse, check_port, config_from_args, config_lines, profiles_line, serve_flags
 
 log = logging.getLogger("intilery.demo")
 
@@ -32,10 +33,11 @@ SITE_DIR = Path(__file__).resolve().parent.parent / "demo_site"
 
 
 def demo_config(config: Config, site_url: str) -> Config:
-    """The demo source (its key is in the pages) allowed from the site's origin only."""
+    """The demo source (its key is in the pages) allowed from the site's origin only, beside the
+    configured sources, or the development source ``dev`` (its key in ``data/dev-write-key``, the
+    README's HTTP examples use it while the demo runs)."""
     demo = Source(name="demo", write_key=DEMO_WRITE_KEY, allowed_origins=(site_url,))
-    sources = tuple(s for s in config.sources if not config.dev_source) + (demo,)
-    return replace(config, sources=sources, dev_source=False)
+    return replace(config, sources=(*config.sources, demo), dev_source=False)
 
 
 def site_app(site_dir: Path, collector_url: str) -> web.Application:
@@ -87,9 +89,14 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
         web.AppRunner(site_app(site_dir.resolve(), collector_url), handle_signals=False, access_log=None),
     ]
     try:
-        for runner, port in zip(runners, (config.port, site_port)):
+        for runner, port, flag in zip(runners, (config.port, site_port), ("--port", "--site-port")):
             await runner.setup()
-            await web.TCPSite(runner, config.host, port).start()
+            try:
+                await web.TCPSite(runner, config.host, port).start()
+            except OSError as exc:  # taken since cmd_demo's check
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(config.host, port, flag) from None
+                raise
         print(
             f"intilery demo\n"
             f"  demo shop:  {site_url}/   (open this in a browser)\n"
@@ -125,8 +132,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(config.log_format)
     site_dir = Path(args.site_dir) if args.site_dir else SITE_DIR
     if not (site_dir / "index.html").is_file():
-        print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)")
+        print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)",
+              file=sys.stderr)
         return 2
+    check_port(config.host, config.port)
+    check_port(config.host, args.site_port, "--site-port")
     loop = new_loop()
     try:
         loop.run_until_complete(run_demo(config, args.site_port, site_dir))
