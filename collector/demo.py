@@ -11,6 +11,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -30,6 +31,12 @@ log = logging.getLogger("intilery.demo")
 DEMO_WRITE_KEY = "wk_demo_shop"
 PASTED_HOST = "http://127.0.0.1:8080"
 SITE_DIR = Path(__file__).resolve().parent.parent / "demo_site"
+DEMO_EMAIL = "ann@example.com"  # the shop's sign-in form suggests it (demo_site/signin.html)
+
+
+def demo_user_id(email: str = DEMO_EMAIL) -> str:
+    """The userId the shop gives a customer who signs in with ``email`` (``shop.signIn`` in demo_site/assets/shop.js)."""
+    return "u_" + re.sub(r"[^a-z0-9]+", "_", email.lower())
 
 
 def demo_config(config: Config, site_url: str) -> Config:
@@ -97,17 +104,24 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
                 if exc.errno == errno.EADDRINUSE:
                     raise PortInUse(config.host, port, flag) from None
                 raise
+        profiles = f"{collector_url}/v1/spaces/{config.profiles_space}/collections/users/profiles"
+        dev = any(s.name == "dev" for s in config.sources)
+        _, token_path = access_token(config)
+        token = f'"$(cat {token_path}):"' if token_path else '"$TOKEN:"'
         print(
             f"intilery demo\n"
             f"  demo shop:  {site_url}/   (open this in a browser)\n"
             f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
+            + (f"              from a terminal, the dev source's key: cat {config.data_dir}/dev-write-key\n" if dev else "")
+            + "\n".join(config_lines(config)) + "\n"
             f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
             f"  console:    {collector_url}/console   (live events, dashboard, profiles, privacy)\n"
             f"              sign in with the access token: {token_hint(config)}\n"
             f"  watch them: {command()} tail --data-dir {config.data_dir}\n"
             f"{profiles_line(config)}\n"
-            f"  profiles:   curl -u {access_token(config)[0]}: {collector_url}/v1/spaces/{config.profiles_space}"
-            f"/collections/users/profiles/user_id:<id>/traits\n"
+            f"  customer:   sign in to the shop as {DEMO_EMAIL}: user id {demo_user_id()}\n"
+            f"  her traits: curl -u {token} {profiles}/user_id:{demo_user_id()}/traits\n"
+            f"  find one:   curl -u {token} '{profiles}?q=ann'   ({command()} profile search ann)\n"
             f"  Ctrl-C stops both.",
             flush=True,
         )

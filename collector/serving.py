@@ -109,7 +109,7 @@ def config_lines(config: Config) -> list[str]:
     if not config.dev_source:
         shown = []
         for source in config.sources:
-            origins = ", ".join(source.allowed_origins) if source.allowed_origins else "any origin"
+            origins = ", ".join(source.allowed_origins) if source.allowed_origins not in ((), ("*",)) else "any origin"
             shown.append(f"{source.name} (key {key_hint(source.write_key)}, {origins})")
         lines.append("  sources:    " + "; ".join(shown))
     return lines
