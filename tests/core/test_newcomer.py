@@ -118,3 +118,17 @@ class TestBusyPort:
                        "--no-profiles", cwd=tmp_path)  # fmt: skip
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert f"port {port} on 127.0.0.1 is in use" in done.stderr and "--site-port" in done.stderr, done.stderr
+
+
+class TestSnippet:
+    @pytest.mark.parametrize("host", ["URL", "ftp://x", "http://", "collect.example.com"])
+    def test_a_host_that_is_not_a_url_or_a_path_is_one_line_and_exit_2(self, tmp_path, host):
+        """--host is the collector's http(s) URL or a path of the site; anything else is said at once."""
+        done = run("snippet", "--write-key", "wk_x", "--host", host, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+        assert "--host" in done.stderr and "http" in done.stderr, done.stderr
+
+    @pytest.mark.parametrize("host", ["https://collect.example.com", "http://127.0.0.1:8080/", "/p"])
+    def test_a_url_or_a_path_is_pasted(self, tmp_path, host):
+        done = run("snippet", "--write-key", "wk_x", "--host", host, cwd=tmp_path)
+        assert done.returncode == 0 and f'"wk_x","{host.rstrip("/")}"' in done.stdout
