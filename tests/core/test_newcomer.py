@@ -132,3 +132,14 @@ class TestSnippet:
     def test_a_url_or_a_path_is_pasted(self, tmp_path, host):
         done = run("snippet", "--write-key", "wk_x", "--host", host, cwd=tmp_path)
         assert done.returncode == 0 and f'"wk_x","{host.rstrip("/")}"' in done.stdout
+
+
+class TestAnswers:
+    @pytest.mark.parametrize("field", ["timestamp", "originalTimestamp", "sentAt"])
+    async def test_a_bad_timestamp_is_named_by_the_field_the_client_sent(self, client, field):
+        """``"timestamp": "yesterday"`` is reported as timestamp, not as originalTimestamp."""
+        answer = await client.post("/v1/track", json={"userId": "u", "event": "E", field: "yesterday"},
+                                   headers={"X-Write-Key": "wk_server"})  # fmt: skip
+        body = await answer.json()
+        assert (answer.status, body["code"]) == (400, "invalid_timestamp")
+        assert body["message"].startswith(f"{field} "), body["message"]
