@@ -202,3 +202,25 @@ def test_the_readme_examples_answer_as_shown(tmp_path):
                     shell.run(command)
     finally:
         stop_process(demo)
+
+
+def test_the_configuration_example_runs_as_written(tmp_path):
+    """The Configuration section's intilery.toml, pasted as it is: serve starts with it (no root, no
+    missing file) and prints the sources line the README shows."""
+    text = README.read_text()
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    (tmp_path / "intilery.toml").write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    shown = re.search(r"prints `(sources: [^`]+)`", section.replace("\n", " "))
+    assert shown, "the section shows the banner's sources line"
+    port, log = free_port(), tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config", "intilery.toml", "--port", str(port),
+                                  "--no-profiles"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_until(lambda: serve.poll() is not None or "  store:" in log.read_text(), timeout=60, what="serve's banner")
+        assert serve.poll() is None, log.read_text()
+        printed = [" ".join(line.split()) for line in log.read_text().splitlines()]  # the banner aligns its labels
+        assert " ".join(shown.group(1).split()) in printed, log.read_text()
+    finally:
+        stop_process(serve)
