@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -180,6 +181,8 @@ def test_the_readme_blocks_are_all_run_or_say_why_not():
 
 def test_the_readme_examples_answer_as_shown(tmp_path):
     """From the quick start to privacy requests, each example run as written answers as the README shows."""
+    missing = [tool for tool in ("bash", "curl", "gzip", "python3") if shutil.which(tool) is None]
+    assert not missing, f"the README's examples need {', '.join(missing)}: install it (./scripts/test.sh does)"
     text = README.read_text()
     found = [b for b in blocks(text) if not b.not_run]
     folder = tmp_path / "walk"
