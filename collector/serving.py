@@ -90,9 +90,11 @@ def check_port(host: str, port: int, flag: str = "--port", reuse_port: bool = Fa
         try:
             probe.bind((host, port))
         except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(host, port, flag) from None
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"port {port} on {host} needs more privileges: pass {flag} N (1024 or above)") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is --host an address of this machine?)") from None
 
 
 def key_hint(key: str) -> str:

@@ -143,3 +143,12 @@ class TestAnswers:
         body = await answer.json()
         assert (answer.status, body["code"]) == (400, "invalid_timestamp")
         assert body["message"].startswith(f"{field} "), body["message"]
+
+
+class TestAddress:
+    def test_an_address_not_of_this_machine_is_one_line_and_exit_2(self, tmp_path):
+        """--host 203.0.113.9 (not an address here): one line saying so, exit 2, no traceback."""
+        done = run("serve", "--host", "203.0.113.9", "--port", str(free_port()), "--data-dir", "data", "--no-profiles",
+                   cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "cannot listen on 203.0.113.9" in done.stderr and "--host" in done.stderr, done.stderr
