@@ -9,8 +9,9 @@
 Values are compared from their beginning, in any case. Pages are in profile id order; the cursor
 is the last profile id of a page. Read by the Profile API (``GET .../profiles?q=``), the console
 and ``intilery profile search``, on either store (SQLite or PostgreSQL), through the store's own
-queries (``_all``): the identifiers table is searched by value; a trait search reads the candidate
-profiles' states (a scan: a trait is not indexed).
+queries (``_all``). Each search reads the whole identifiers table (no index serves a prefix in any
+case; a trait is not indexed at all, so a trait search also reads the candidate profiles' states):
+fine for the thousands of profiles a newcomer or a support desk looks through, not measured on millions.
 """
 
 from __future__ import annotations
