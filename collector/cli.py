@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except serving.PortInUse as exc:
+        print(f"intilery: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"intilery: configuration error: {exc}", file=sys.stderr)
         return 2

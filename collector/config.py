@@ -103,6 +103,7 @@ class Config:
     max_anonymous_ids: int = 100
     max_emails: int = 5
     dev_source: bool = field(default=False, compare=False)
+    config_file: str = field(default="", compare=False)  # the TOML file read ("" : none), for the banner
 
 
 # setting name -> type used to read it from the environment or a flag
@@ -320,6 +321,20 @@ def load_config(
 
     config = Config(**values, sources=tuple(_source(s, i, Path(path).parent if path else Path("."))
                                                    for i, s in enumerate(sources_raw)))  # fmt: skip
+    if path:
+        config = replace(config, config_file=str(path))
     if not config.sources and with_dev_source:
         config = replace(config, sources=(dev_source(config.data_dir),), dev_source=True)
     return _check(config)
+
+
+LOCAL_CONFIG = "intilery.toml"
+
+
+def unread_local_config(config: Config) -> str:
+    """A warning when ``./intilery.toml`` is there but not the configuration in force ("" : none):
+    only ``--config`` and ``INTILERY_CONFIG`` are read, and a newcomer expects the file to be."""
+    here = Path(LOCAL_CONFIG)
+    if not here.is_file() or (config.config_file and Path(config.config_file).resolve() == here.resolve()):
+        return ""
+    return f"./{LOCAL_CONFIG} is not read: pass --config {LOCAL_CONFIG} (or set INTILERY_CONFIG)"

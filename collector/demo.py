@@ -8,8 +8,10 @@ site server rewrites that address in the pages it serves.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -22,20 +24,27 @@ from collector.config import Config, Source
 from collector.logs import setup_logging
 from collector.runtime import new_loop, until_signalled
 from collector.access import access_token
-from collector.serving import config_from_args, profiles_line, serve_flags
+from collector.serving import PortInUse, check_port, config_from_args, config_lines, profiles_line, serve_flags
 
 log = logging.getLogger("intilery.demo")
 
 DEMO_WRITE_KEY = "wk_demo_shop"
 PASTED_HOST = "http://127.0.0.1:8080"
 SITE_DIR = Path(__file__).resolve().parent.parent / "demo_site"
+DEMO_EMAIL = "ann@example.com"  # the shop's sign-in form suggests it (demo_site/signin.html)
+
+
+def demo_user_id(email: str = DEMO_EMAIL) -> str:
+    """The userId the shop gives a customer who signs in with ``email`` (``shop.signIn`` in demo_site/assets/shop.js)."""
+    return "u_" + re.sub(r"[^a-z0-9]+", "_", email.lower())
 
 
 def demo_config(config: Config, site_url: str) -> Config:
-    """The demo source (its key is in the pages) allowed from the site's origin only."""
+    """The demo source (its key is in the pages) allowed from the site's origin only, beside the
+    configured sources, or the development source ``dev`` (its key in ``data/dev-write-key``, the
+    README's HTTP examples use it while the demo runs)."""
     demo = Source(name="demo", write_key=DEMO_WRITE_KEY, allowed_origins=(site_url,))
-    sources = tuple(s for s in config.sources if not config.dev_source) + (demo,)
-    return replace(config, sources=sources, dev_source=False)
+    return replace(config, sources=(*config.sources, demo), dev_source=False)
 
 
 def site_app(site_dir: Path, collector_url: str) -> web.Application:
@@ -87,20 +96,32 @@ async def run_demo(config: Config, site_port: int, site_dir: Path = SITE_DIR) ->
         web.AppRunner(site_app(site_dir.resolve(), collector_url), handle_signals=False, access_log=None),
     ]
     try:
-        for runner, port in zip(runners, (config.port, site_port)):
+        for runner, port, flag in zip(runners, (config.port, site_port), ("--port", "--site-port")):
             await runner.setup()
-            await web.TCPSite(runner, config.host, port).start()
+            try:
+                await web.TCPSite(runner, config.host, port).start()
+            except OSError as exc:  # taken since cmd_demo's check
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(config.host, port, flag) from None
+                raise
+        profiles = f"{collector_url}/v1/spaces/{config.profiles_space}/collections/users/profiles"
+        dev = any(s.name == "dev" for s in config.sources)
+        _, token_path = access_token(config)
+        token = f'"$(cat {token_path}):"' if token_path else '"$TOKEN:"'
         print(
             f"intilery demo\n"
             f"  demo shop:  {site_url}/   (open this in a browser)\n"
             f"  collector:  {collector_url}   (write key {DEMO_WRITE_KEY}, origin {site_url} allowed)\n"
+            + (f"              from a terminal, the dev source's key: cat {config.data_dir}/dev-write-key\n" if dev else "")
+            + "\n".join(config_lines(config)) + "\n"
             f"  events:     {config.data_dir.resolve()}/events/dt=*/hr=*/part-*.ndjson\n"
             f"  console:    {collector_url}/console   (live events, dashboard, profiles, privacy)\n"
             f"              sign in with the access token: {token_hint(config)}\n"
             f"  watch them: {command()} tail --data-dir {config.data_dir}\n"
             f"{profiles_line(config)}\n"
-            f"  profiles:   curl -u {access_token(config)[0]}: {collector_url}/v1/spaces/{config.profiles_space}"
-            f"/collections/users/profiles/user_id:<id>/traits\n"
+            f"  customer:   sign in to the shop as {DEMO_EMAIL}: user id {demo_user_id()}\n"
+            f"  her traits: curl -u {token} {profiles}/user_id:{demo_user_id()}/traits\n"
+            f"  find one:   curl -u {token} '{profiles}?q=ann'   ({command()} profile search ann)\n"
             f"  Ctrl-C stops both.",
             flush=True,
         )
@@ -125,8 +146,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(config.log_format)
     site_dir = Path(args.site_dir) if args.site_dir else SITE_DIR
     if not (site_dir / "index.html").is_file():
-        print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)")
+        print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)",
+              file=sys.stderr)
         return 2
+    check_port(config.host, config.port)
+    check_port(config.host, args.site_port, "--site-port")
     loop = new_loop()
     try:
         loop.run_until_complete(run_demo(config, args.site_port, site_dir))

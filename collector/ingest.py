@@ -133,9 +133,9 @@ class Pipeline:
     @staticmethod
     def _timestamps(message: dict, received_at: float, received_iso: str) -> None:
         """``timestamp`` = receivedAt - (sentAt - originalTimestamp), never in the future."""
-        original_text = message.get("originalTimestamp")
+        original_text, original_field = message.get("originalTimestamp"), "originalTimestamp"
         if original_text is None:
-            original_text = message.get("timestamp")
+            original_text, original_field = message.get("timestamp"), "timestamp"  # an error names what was sent
             if original_text is not None:
                 message["originalTimestamp"] = original_text
         sent_text = message.get("sentAt")
@@ -144,7 +144,7 @@ class Pipeline:
             corrected = received_at
         else:
             # the tag sends both as one text: parsed once
-            original = sent if original_text == sent_text else parse_timestamp(original_text, "originalTimestamp")
+            original = sent if original_text == sent_text else parse_timestamp(original_text, original_field)
             corrected = received_at - (sent - original) if sent is not None else original
         if corrected >= received_at:  # no clock skew to correct (the tag's sentAt is its originalTimestamp), or the future
             message["timestamp"] = received_iso

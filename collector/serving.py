@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import signal
+import socket
 from typing import Any
 
 from aiohttp import web
 
 from collector import __version__
-from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, load_config
+from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, ConfigError, load_config, unread_local_config
 from collector.logs import setup_logging
 from collector.plans.enforce import Plans
 from collector.runtime import new_loop, until_signalled
@@ -66,21 +68,67 @@ def profiles_line(config: Config) -> str:
 
     _, path = access_token(config)
     token = f"access token in {path}" if path else "access token from the configuration"
-    builder = "built in this process" if config.profiles else "not built here (--no-profiles)"
-    return f"  profiles: {redact(db_target(config))}, {builder}; Profile API {token}"
+    builder = "built beside the collector" if config.profiles else "not built here (--no-profiles)"
+    return f"  profiles:   {redact(db_target(config))}, {builder}; Profile API {token}"
+
+
+class PortInUse(ConfigError):
+    """The address to listen on is taken: one line naming it and the flag that moves it."""
+
+    def __init__(self, host: str, port: int, flag: str = "--port") -> None:
+        super().__init__(f"port {port} on {host} is in use (another collector or demo?): stop it, or pass {flag} N")
+
+
+def check_port(host: str, port: int, flag: str = "--port", reuse_port: bool = False) -> None:
+    """Raise ``PortInUse`` when ``host:port`` cannot be bound (as aiohttp binds: SO_REUSEADDR), before
+    anything starts: a worker that cannot bind would otherwise be restarted, traceback after traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port, flag) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"port {port} on {host} needs more privileges: pass {flag} N (1024 or above)") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is --host an address of this machine?)") from None
+
+
+def key_hint(key: str) -> str:
+    """A write key as the banner shows it: enough to tell which, not the whole (a banner may be logged)."""
+    return key if len(key) <= 8 else f"{key[:3]}…{key[-4:]}"
+
+
+def config_lines(config: Config) -> list[str]:
+    """The configuration in force and the sources it has (for ``serve`` and ``demo``)."""
+    lines = [f"  config:     {config.config_file or 'none (defaults)'}"]
+    unread = unread_local_config(config)
+    if unread:
+        lines.append(f"              {unread}")
+    if not config.dev_source:
+        shown = []
+        for source in config.sources:
+            origins = ", ".join(source.allowed_origins) if source.allowed_origins not in ((), ("*",)) else "any origin"
+            shown.append(f"{source.name} (key {key_hint(source.write_key)}, {origins})")
+        lines.append("  sources:    " + "; ".join(shown))
+    return lines
 
 
 def banner(config: Config, port: int, where: str) -> str:
-    """What ``intilery serve`` prints at start: the address, the store (``where`` its events go)."""
+    """What ``intilery serve`` prints at start: the address, the configuration and its sources, the
+    store (``where`` its events go)."""
     url = f"http://{config.host if ':' not in config.host else '[' + config.host + ']'}:{port}"
-    lines = [f"intilery {__version__} listening on {url}", f"  store: {config.store} ({where})"]
+    lines = [f"intilery {__version__} listening on {url}", *config_lines(config), f"  store:      {config.store} ({where})"]
     lines.append(profiles_line(config))
     if config.dev_source:
         from collector.snippet import snippet
 
         key = config.sources[0].write_key
         lines += [
-            f"  development source 'dev', write key: {key}",
+            f"  sources:    development source 'dev' (any origin), write key: {key}",
             "  paste this into your pages:",
             "",
             snippet(key, url),
@@ -103,7 +151,12 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
     try:
         site = LimitedSite(runner, config.host, config.port, config.max_connections, reuse_port=reuse_port or None,
                            backlog=1024)  # fmt: skip
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # taken between check_port and here
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(config.host, config.port) from None
+            raise
         if config.metrics_address:
             host, _, port = config.metrics_address.rpartition(":")
             private = web.AppRunner(metrics_app(app), handle_signals=False, access_log=None)
@@ -135,6 +188,7 @@ def reload_plans(plans: Plans) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_format)
+    check_port(config.host, config.port, reuse_port=config.workers > 1)
     if config.workers > 1:
         from collector.hostwriter import run_writer
         from collector.workers import supervise

@@ -73,11 +73,23 @@ def snippet(write_key: str, host: str, consent: bool = False, first_party: bool 
     return "<script>\n" + script + "\n</script>"
 
 
+def _host(text: str) -> str:
+    """``--host``: an http(s) URL with a host, or a path of the site (first-party mode)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if text.startswith("/") or (parts.scheme in ("http", "https") and parts.netloc):
+        return text
+    raise argparse.ArgumentTypeError(f"--host is the collector's URL (https://collect.example.com) or a path of the "
+                                     f"site (/p), not {text!r}")  # fmt: skip
+
+
 def add_parser(commands: Any) -> None:
     """Register ``intilery snippet``."""
     snip = commands.add_parser("snippet", help="print the snippet to paste into a site's pages")
-    snip.add_argument("--write-key", required=True)
-    snip.add_argument("--host", default="http://127.0.0.1:8080", help="the collector's public URL, or a path of the site (/p)")
+    snip.add_argument("--write-key", required=True, help="the source's write_key (a bare serve's: cat data/dev-write-key)")
+    snip.add_argument("--host", default="http://127.0.0.1:8080", type=_host,
+                      help="the collector's public URL, or a path of the site (/p) (default http://127.0.0.1:8080)")  # fmt: skip
     snip.add_argument("--consent", choices=["required"], help="send nothing until the page calls intilery.optIn()")
     snip.add_argument("--first-party", action="store_true", help="for a first_party source on the site's own path")
     snip.set_defaults(run=cmd_snippet)

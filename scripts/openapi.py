@@ -34,7 +34,7 @@ from collector.api import (  # noqa: E402
 )
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
-from collector.profiles.api import BASE, MAX_LIMIT  # noqa: E402
+from collector.profiles.api import BASE, MAX_LIMIT, SEARCH  # noqa: E402
 from collector.privacy.regulations import STATUSES  # noqa: E402
 from collector.privacy.regulations import TYPES as REGULATION_TYPES  # noqa: E402
 from collector.privacy.routes import MAX_BODY as MAX_REGULATION_BODY  # noqa: E402
@@ -620,6 +620,30 @@ def profile_paths() -> dict:
             "parameters": params + query,
             "responses": {"200": json_response("The profile's " + what.replace("_", " ") + ".", schema), **answers},
         }}  # fmt: skip
+    match = {"type": "object", "required": ["profile_id", "identifiers", "traits", "first_seen", "last_seen"],
+             "properties": {"profile_id": {"type": "string"},
+                            "identifiers": {"type": "array", "items": {"type": "string"},
+                                            "description": "{type}:{value}, the user id first."},
+                            "traits": {"type": "object", "description": "The person's own traits (not the computed ones)."},
+                            "first_seen": {"type": ["string", "null"]}, "last_seen": {"type": ["string", "null"]}}}
+    out[SEARCH] = {"get": {
+        "tags": ["profiles"], "summary": "Find people", "operationId": "profileSearch", "security": PROFILE_SECURITY,
+        "description": "The profiles whose identifier or trait begins with q, in any case, a page at a time in profile id "
+                       "order. Needs the access token. Not in Segment's Profile API.",
+        "parameters": [params[0],
+                       {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}, "example": "grace",
+                        "description": "grace: any identifier (email, user id, anonymous id) or profile id; "
+                                       "email:gra, user_id:user-, anonymous_id:..., profile_id:prf_: one type; "
+                                       "plan:pro (any other name): a trait. None: everyone."},
+                       {"name": "limit", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "description": "People a page (default 10)."},
+                       {"name": "next", "in": "query", "required": False, "schema": {"type": "string"},
+                        "description": "The cursor of the previous page's answer."}],
+        "responses": {"200": json_response("A page of matches.", {"type": "object", "required": ["data", "cursor"],
+                                           "properties": {"data": {"type": "array", "items": match}, "cursor": page_cursor()}}),
+                      "400": profile_error(400, "A malformed parameter."), "401": answers["401"],
+                      "404": profile_error(404, "No such space."), "503": answers["503"]},
+    }}  # fmt: skip
     return out
 
 

@@ -6,6 +6,7 @@
     GET  /console/static/{name}        the page's JS and CSS
     GET  /console/stream               Server-Sent Events: accepted and rejected records (filters: filters.py)
     GET  /console/api/dashboard        the dashboard's numbers (dashboard.py)
+    GET  /console/api/profiles?q=      finding a person (the Profile API's search: profiles/search.py)
     GET  /console/api/profiles/{type}:{value}   a profile: identifiers, traits, computed traits, timeline
     GET  /console/api/regulations      the privacy requests, as GET /v1/regulations lists them
     POST /console/api/regulations      file one, as POST /v1/regulations (the privacy package's functions)
@@ -48,7 +49,8 @@ FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile g
 SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
 CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
 ROUTES = ("/console", "/console/signin", "/console/signout", "/console/static/{name}", "/console/stream",
-          "/console/api/dashboard", "/console/api/profiles/{profile}", "/console/api/regulations")  # fmt: skip
+          "/console/api/dashboard", "/console/api/profiles", "/console/api/profiles/{profile}",
+          "/console/api/regulations")  # fmt: skip
 
 SIGNIN_STYLE = (
     "body{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1d2330;display:grid;place-items:center;"
@@ -205,6 +207,11 @@ class Console:
         auth.authorize(request, self.token)
         return _json(await self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
 
+    async def search(self, request: web.Request) -> web.Response:
+        auth.authorize(request, self.token)
+        query = request.query
+        return _json(self.profiles.find_people(query.get("q", ""), query.get("limit"), query.get("next")))
+
     async def regulations(self, request: web.Request) -> web.Response:
         auth.authorize(request, self.token)
         return _json(await asyncio.to_thread(privacy_routes.listing, self.privacy))
@@ -252,6 +259,7 @@ def mount(app: web.Application, config, profiles, privacy, busy=lambda: False) -
     app.router.add_get("/console/static/{name:console\\.(?:js|css)}", _handler(console.static))
     app.router.add_get("/console/stream", _handler(console.stream))
     app.router.add_get("/console/api/dashboard", _handler(console.dashboard))
+    app.router.add_get("/console/api/profiles", _handler(console.search))
     app.router.add_get("/console/api/profiles/{profile}", _handler(console.profile))
     app.router.add_get("/console/api/regulations", _handler(console.regulations))
     app.router.add_post("/console/api/regulations", _handler(console.file_regulation))

@@ -64,7 +64,8 @@ def follow(
 def add_parser(commands: Any) -> None:
     """Register ``intilery tail``."""
     tail = commands.add_parser("tail", help="follow the event store, one line per event")
-    tail.add_argument("--data-dir", default=os.environ.get("INTILERY_DATA_DIR", "data"))
+    tail.add_argument("--data-dir", default=os.environ.get("INTILERY_DATA_DIR", "data"),
+                      help="the collector's data directory (default ./data, or INTILERY_DATA_DIR)")  # fmt: skip
     tail.add_argument("--json", action="store_true", help="print the stored JSON lines as they are")
     tail.add_argument("--from-start", action="store_true", help="print what is already stored first")
     tail.set_defaults(run=run_command)

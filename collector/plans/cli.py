@@ -44,10 +44,25 @@ def since_partition(text: str | None, now: float | None = None) -> str | None:
     raise argparse.ArgumentTypeError(f"--since takes 7d, 12h or a date (2026-11-28), not {text!r}")
 
 
-def stored_events(args: argparse.Namespace, reader: Reader) -> Iterator[dict]:
+def stored_events(args: argparse.Namespace, reader: Reader, seen: dict[str, int] | None = None) -> Iterator[dict]:
+    """The events of ``--source`` (all without it); ``seen`` counts every event read by source."""
     for event in reader.events():
+        if seen is not None:
+            source = str(event.get("source"))
+            seen[source] = seen.get(source, 0) + 1
         if args.source is None or event.get("source") == args.source:
             yield event
+
+
+def nothing_read(args: argparse.Namespace, seen: dict[str, int]) -> str:
+    """Why there is nothing to draft or check ("" when there is): what to pass instead."""
+    since = " since then" if args.since else ""
+    if not seen:
+        return f"no events under {Path(args.data_dir) / EVENTS}{since} (is --data-dir the collector's data directory?)"
+    if args.source is not None and args.source not in seen:
+        return (f"no events from source {args.source!r}{since} (sources seen: {', '.join(sorted(seen))}); "
+                "--source takes the name of a [[source]]")  # fmt: skip
+    return ""
 
 
 def progress_printer(what: str, reader: Reader) -> Callable[[int], None]:
@@ -66,12 +81,30 @@ def render(plan: dict, path: str | None) -> str:
 def cmd_infer(args: argparse.Namespace) -> int:
     from collector.plans.infer import infer  # here: it loads jsonschema_rs, which serve needs only for a plan
 
+    out = Path(args.out) if args.out else None
+    if out is not None:  # before the store is read: a large one takes a while
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.is_dir() or not os.access(out.parent, os.W_OK):
+                raise OSError
+        except OSError:
+            print(f"intilery: cannot write {args.out} (is {out.parent} a folder you can write?)", file=sys.stderr)
+            return 2
     reader = Reader(Path(args.data_dir) / EVENTS, since=args.since)
-    draft = infer(stored_events(args, reader), progress_printer("infer", reader), args.progress_every)
+    seen: dict[str, int] = {}
+    draft = infer(stored_events(args, reader, seen), progress_printer("infer", reader), args.progress_every)
+    empty = nothing_read(args, seen)
+    if empty:
+        print(f"intilery: {empty}; no plan written", file=sys.stderr)
+        return 1
     plan = draft.plan()
     text = render(plan, args.out)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+    if out is not None:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"intilery: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     print(f"intilery plan infer: {len(plan['track'])} track events, from the events under {args.data_dir}",
@@ -88,7 +121,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"intilery: {exc}", file=sys.stderr)
         return 2
     reader = Reader(Path(args.data_dir) / EVENTS, since=args.since)
-    report = check(plan, stored_events(args, reader), progress_printer("check", reader), args.progress_every)
+    seen: dict[str, int] = {}
+    report = check(plan, stored_events(args, reader, seen), progress_printer("check", reader), args.progress_every)
+    empty = nothing_read(args, seen)
+    if empty:
+        print(f"intilery: {empty}; nothing checked", file=sys.stderr)
+        return 1
     print(report.render())
     return 1 if report.violating else 0
 
@@ -100,10 +138,12 @@ def add_parser(commands: Any) -> None:
     for name, run, help_text in (("infer", cmd_infer, "draft a plan from the stored events"),
                                  ("check", cmd_check, "check the stored events against a plan")):  # fmt: skip
         action = actions.add_parser(name, help=help_text)
-        action.add_argument("--data-dir", default=os.environ.get("INTILERY_DATA_DIR", "data"))
+        action.add_argument("--data-dir", default=os.environ.get("INTILERY_DATA_DIR", "data"),
+                            help="the collector's data directory (default ./data, or INTILERY_DATA_DIR)")  # fmt: skip
         action.add_argument("--since", type=since_partition,
                             help="only events received since: 7d, 12h or a date (2026-11-28)")  # fmt: skip
-        action.add_argument("--source", help="only this source's events")
+        action.add_argument("--source", help="only this source's events: the name of a [[source]] (the demo's: demo; "
+                                             "a bare serve's: dev)")  # fmt: skip
         action.add_argument("--progress-every", type=int, default=PROGRESS_EVERY, help=argparse.SUPPRESS)
         action.set_defaults(run=run)
     actions.choices["infer"].add_argument("--out", help="write the plan here (.json: JSON; else YAML) instead of stdout")

@@ -4,6 +4,7 @@
     GET .../events          the person's events, newest first, from the log (?limit ≤ 100, ?next)
     GET .../external_ids    every identifier: type, first and last seen, source
     GET .../metadata        profile id, created, updated, profiles merged into it, refused links
+    GET /v1/spaces/{space}/collections/users/profiles?q=grace   finding a person (search.py), paged
 
 Authenticated with the access token (``collector.access``), never with a write key. Errors
 have the ingest API's shape, ``{"success": false, "code", "message"}``, codes from
@@ -28,13 +29,14 @@ from collector import access
 from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
-from collector.profiles import views
+from collector.profiles import search, views
 from collector.profiles.rules import PROFILE_FORM, parse_profile
 
 log = logging.getLogger("intilery.profiles.api")
 
-BASE = "/v1/spaces/{space}/collections/users/profiles/{profile}"
-ROUTES = tuple(f"{BASE}/{what}" for what in ("traits", "events", "external_ids", "metadata"))
+SEARCH = "/v1/spaces/{space}/collections/users/profiles"
+BASE = SEARCH + "/{profile}"
+ROUTES = (*(f"{BASE}/{what}" for what in ("traits", "events", "external_ids", "metadata")), SEARCH)
 MAX_LIMIT, DEFAULT_LIMIT = 100, 10
 
 
@@ -84,6 +86,21 @@ class ProfileAPI:
         if pid is None:
             raise NotFound("profile_not_found", "no profile holds that identifier")
         return pid
+
+    def find_people(self, query: str, limit: str | None = None, after: str | None = None) -> dict:
+        """A page of the people ``query`` matches (``search.py``), with the cursor of the next."""
+        parsed = search.parse(query, tuple(self.config.identifier_traits))
+        found, next_cursor = search.search(self.db(), parsed, search.limit(limit), search.cursor(after))
+        return {"data": found, "cursor": {"has_more": bool(next_cursor), "next": next_cursor}}
+
+    async def profiles(self, request: web.Request) -> web.Response:
+        """``GET .../profiles?q=`` (no ``q``: everyone), ``limit``, ``next``."""
+        access.check(request.headers.get("Authorization", ""), self.token)
+        if request.match_info["space"] != self.config.profiles_space:
+            raise NotFound("unknown_space", "no such space")
+        page = self.find_people(request.query.get("q", ""), request.query.get("limit"), request.query.get("next"))
+        page["cursor"]["url"] = request.path
+        return _json(page)
 
     async def traits(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)

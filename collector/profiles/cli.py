@@ -1,4 +1,4 @@
-"""``intilery profiles`` (follow the log into the profile database) and ``intilery profile show``."""
+"""``intilery profiles`` (follow the log into the profile database), ``intilery profile show`` and ``search``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 
 from collector.config import STORES, load_config
 from collector.logs import setup_logging
-from collector.profiles import views
+from collector.profiles import search, views
 from collector.profiles.rules import PROFILE_FORM, parse_profile
 from collector.profiles.service import db_target, follow, open_store, take_lock
 
@@ -45,6 +45,13 @@ def add_parser(commands: Any) -> None:
     show.add_argument("identifier", help=PROFILE_FORM)
     _common(show)
     show.set_defaults(run=cmd_show)
+    find = actions.add_parser("search", help="find people by the beginning of an identifier or a trait")
+    find.add_argument("query", nargs="?", default="",
+                      help="grace (any identifier), email:gra, user_id:user-, anonymous_id:…, plan:pro (a trait); "
+                           "none: everyone")  # fmt: skip
+    find.add_argument("--limit", type=int, default=search.DEFAULT_LIMIT * 2, help="at most this many (default 20)")
+    _common(find)
+    find.set_defaults(run=cmd_search)
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -66,17 +73,49 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(config):
+    """The profile database to read, or None (said on standard error) when there is none yet."""
+    target = db_target(config)
+    if not target.startswith("postgres") and not Path(target).is_file():
+        print(f"intilery: no profile database at {target} yet (is a collector with profiles running on this "
+              "data directory?)", file=sys.stderr)  # fmt: skip
+        return None
+    return open_store(target, reads_only=True)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """One line a person: profile id, identifiers, email and name when known."""
+    if not 1 <= args.limit <= search.MAX_LIMIT:
+        print(f"intilery: --limit is from 1 to {search.MAX_LIMIT}", file=sys.stderr)
+        return 2
+    config = _config(args)
+    store = _open(config)
+    if store is None:
+        return 1
+    try:
+        found, more = search.search(store, search.parse(args.query, tuple(config.identifier_traits)), args.limit)
+    finally:
+        store.close()
+    if not found:
+        print(f"intilery: no profile matches {args.query!r}", file=sys.stderr)
+        return 1
+    for match in found:
+        print(f"{match['profile_id']}  {' '.join(match['identifiers'][:6])}"
+              f"{' …' if len(match['identifiers']) > 6 else ''}  last seen {match['last_seen']}")  # fmt: skip
+    if more:
+        print(f"intilery: more than {args.limit} match: narrow the search, or pass --limit", file=sys.stderr)
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     config = _config(args)
     parsed = parse_profile(args.identifier)
     if parsed is None:
         print(f"intilery: {args.identifier!r} is not {PROFILE_FORM}", file=sys.stderr)
         return 2
-    target = db_target(config)
-    if not target.startswith("postgres") and not Path(target).is_file():
-        print(f"intilery: no profile database at {target} yet", file=sys.stderr)
+    store = _open(config)
+    if store is None:
         return 1
-    store = open_store(target, reads_only=True)
     try:
         pid = store.find(*parsed)
         if pid is None:

@@ -267,3 +267,33 @@ def test_a_privacy_request_filed_and_followed_in_the_console(demo, new_context):
     assert [r["regulationType"] for r in requests_listed(demo)] == ["SUPPRESS_WITH_DELETE"]
     context.console.errors[:] = [e for e in context.console.errors if "403" not in e and "400" not in e]
     assert context.console.errors == []
+
+
+def test_a_person_is_found_by_the_beginning_of_an_identifier_or_a_trait(demo, new_context):
+    """The Profiles tab's search lists the people whose identifier or trait begins with what was
+    typed; a match opens the profile."""
+    context = new_context()
+    console = open_console(demo, context)
+    assert post(demo, "/v1/identify", {"userId": "user-finder", "traits": {"email": "Finder@Example.com", "plan": "gold"}}) == 200
+    console.click("nav button[data-tab=profiles]")
+    console.select_option("#p-type", "search")
+    console.fill("#p-value", "finder@")
+
+    def listed():
+        console.click("#p-find")
+        console.wait_for_selector("#p-matches tr")
+        return console.locator("#p-matches button").count() == 1
+
+    wait_until(listed, what="the search to list the new person")
+    assert "email:finder@example.com" in console.inner_text("#p-matches")
+    console.click("#p-matches button")
+    console.wait_for_selector("#profile:not([hidden])")
+    assert console.locator("#p-ids td:text-is('user-finder')").count() == 1
+    console.fill("#p-value", "plan:gol")
+    console.click("#p-find")
+    console.wait_for_selector("#p-matches button")
+    assert "user_id:user-finder" in console.inner_text("#p-matches")
+    console.fill("#p-value", "nobody-at-all")
+    console.click("#p-find")
+    console.wait_for_selector("#p-matches td:text-is('no profile matches')")
+    assert console.context.console.errors == []

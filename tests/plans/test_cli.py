@@ -106,9 +106,10 @@ class TestInfer:
         assert "events read" not in out
 
     async def test_since_leaves_out_older_partitions(self, store, capsys):
-        """--since with a date after every stored event drafts a plan of nothing."""
-        _, out, _ = run(capsys, "infer", "--data-dir", str(store), "--since", "2999-01-01")
-        assert yaml.safe_load(out)["track"] == {}
+        """--since with a date after every stored event reads nothing: an error that says so, not an empty plan."""
+        code, out, err = run(capsys, "infer", "--data-dir", str(store), "--since", "2999-01-01")
+        assert (code, out) == (1, "")
+        assert "no events under" in err and "since then" in err
 
     def test_a_bad_since_is_a_usage_error(self, capsys):
         """--since that is neither an age nor a date: exit 2 with the accepted forms."""

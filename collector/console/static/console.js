@@ -221,15 +221,51 @@
   // --- profiles ---------------------------------------------------------------------------
   $("profile-search").addEventListener("submit", function (e) {
     e.preventDefault();
-    var id = $("p-type").value + ":" + $("p-value").value.trim();
     $("p-error").hidden = true;
-    fetch("/console/api/profiles/" + encodeURIComponent(id), { credentials: "same-origin" })
-      .then(function (r) { return r.json().then(function (body) { return [r.ok, body]; }); })
-      .then(function (answer) {
-        if (!answer[0]) { $("profile").hidden = true; $("p-error").hidden = false; $("p-error").textContent = answer[1].message; return; }
-        renderProfile(answer[1]);
-      });
+    if ($("p-type").value === "search") { $("p-matches").textContent = ""; findPeople($("p-value").value.trim(), ""); return; }
+    showProfile($("p-type").value + ":" + $("p-value").value.trim());
   });
+
+  function failed(answer) {
+    if (answer[0]) return false;
+    $("profile").hidden = true; $("p-error").hidden = false; $("p-error").textContent = answer[1].message; return true;
+  }
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin" })
+      .then(function (r) { return r.json().then(function (body) { return [r.ok, body]; }); });
+  }
+
+  function showProfile(id) {
+    getJSON("/console/api/profiles/" + encodeURIComponent(id)).then(function (answer) {
+      if (!failed(answer)) renderProfile(answer[1]);
+    });
+  }
+
+  // A page of people whose identifier or trait begins with q (GET /console/api/profiles?q=); a row opens one.
+  function findPeople(q, next) {
+    getJSON("/console/api/profiles?q=" + encodeURIComponent(q) + (next ? "&next=" + encodeURIComponent(next) : ""))
+      .then(function (answer) {
+        if (failed(answer)) return;
+        var table = $("p-matches");
+        $("p-results").hidden = false; $("profile").hidden = true;
+        if (!answer[1].data.length && !next) {
+          var none = el("tr"); none.appendChild(el("td", "no profile matches", "hint")); table.appendChild(none);
+        }
+        answer[1].data.forEach(function (match) {
+          var row = el("tr"), open = el("button", match.profile_id);
+          open.type = "button";
+          open.addEventListener("click", function () { $("p-results").hidden = true; showProfile("profile_id:" + match.profile_id); });
+          var cell = el("td"); cell.appendChild(open); row.appendChild(cell);
+          row.appendChild(el("td", match.identifiers.slice(0, 4).join("  ")));
+          row.appendChild(el("td", "last seen " + str(match.last_seen)));
+          table.appendChild(row);
+        });
+        var more = $("p-more");
+        more.hidden = !answer[1].cursor.has_more;
+        more.onclick = function () { findPeople(q, answer[1].cursor.next); };
+      });
+  }
 
   function pairs(object) { return Object.keys(object || {}).map(function (k) { return [k, str(object[k])]; }); }
 
