@@ -27,7 +27,7 @@ from collector.privacy.regulations import MAX_SUBJECTS, SUPPRESSES, TYPES, publi
 from collector.log.rotation import wait_acks
 from collector.privacy.service import Privacy, open_profiles
 from collector.privacy.subjects import SUBJECT_TYPES, expand, normal
-from collector.profiles.rules import EMAIL, ID_TYPES
+from collector.profiles.rules import PROFILE_FORM, parse_profile
 
 REGULATIONS, ONE, EXPORT = PRIVACY_ROUTES
 MAX_BODY = 6 * 1024 * 1024  # bytes of a request body
@@ -133,10 +133,10 @@ class PrivacyAPI:
         self.authorise(request)
         if request.match_info["space"] != self.config.profiles_space:
             raise NotFound("unknown_space", "no such space")
-        kind, sep, value = request.match_info["profile"].partition(":")
-        if not sep or kind not in ID_TYPES or not value:
-            raise BadRequest("invalid_profile_id", "the profile is {type}:{value}, type one of " + ", ".join(ID_TYPES))
-        value = value.strip().lower() if kind == EMAIL else value
+        parsed = parse_profile(request.match_info["profile"])
+        if parsed is None:
+            raise BadRequest("invalid_profile_id", "the profile is " + PROFILE_FORM)
+        kind, value = parsed
         store = await asyncio.to_thread(open_profiles(self.config))
         if store is None:
             raise NotFound("profile_not_found", "no profile holds that identifier")
