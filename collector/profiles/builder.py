@@ -171,7 +171,7 @@ class Builder:
                 link, ordered = links[group], link_key(event, key)
                 if link is None or ordered < link:  # else: a set already applied at an earlier key
                     self.link(graph, links, group, ordered, message_id)
-            home = idents[0]
+            home = idents[0]  # person.home: the one definition of whose an event is (collector/profiles/person.py)
             home_node = nodes[home]
             absorb(home_node.state, event, key)
             dirty.add(home)
