@@ -21,6 +21,9 @@ What it promises:
   goes on from there; any other read closes it and opens the file again (a gzip ``seek`` is
   a decompression from the start). It is closed when the segment is finished, and by
   ``close()`` (or when the reader is collected);
+- a rewrite (an erasure) moves no line (``rewrite.py``): a cursor saved anywhere, a ``.gz``
+  kept open and an index of positions stay true across it; a line it erased is blank and
+  skipped without a word;
 - a line that is not a JSON object is quarantined: logged, counted in ``quarantined``,
   skipped, never raised (``Quarantine``, shared with ``stream_reader.StreamReader``, the
   same interface over the NATS stream);
@@ -176,7 +179,7 @@ class Reader(Quarantine):
                 for position in sorted(set(positions)):
                     fh.seek(position)
                     line = fh.readline()
-                    if line.endswith(b"\n"):
+                    if line.endswith(b"\n") and not line.isspace():  # a blank line: erased
                         record = self.record(line[:-1], segment)
                         if record is not None:
                             found[position] = record
@@ -312,7 +315,7 @@ class Reader(Quarantine):
                 for line in data[:end].split(b"\n")[:-1]:
                     offset += len(line) + 1
                     self.offsets[key] = offset
-                    if line:
+                    if line and not (line[0] == 32 and line.isspace()):  # 32: a blank line, erased
                         yield line, key
                 if not chunk:
                     break

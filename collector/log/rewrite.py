@@ -18,9 +18,14 @@ meanwhile (another rewrite, a restore) nothing is replaced and ``Conflict`` is r
 rewrite at a time per data directory: it holds ``.locks/rewrite.lock``, which ``recover``
 also takes, so recovery never races a live rewrite.
 
-A consumer that saved a cursor in the middle of a rewritten segment reads it again from that
-offset of the new file; readers that finished it (the usual case: closed segments are read
-whole) are unaffected.
+A rewrite moves no line: a removed line becomes a blank line of the same length (spaces, then
+its newline), and a replacement is padded with spaces to the length of the line it replaces (a
+longer one is refused with ``ValueError``). So every byte offset stays true across a rewrite:
+a cursor saved anywhere in the segment (the profile builder's, the console's, the archive's
+index), a ``.gz`` a reader keeps open and the Profile API's index of positions all go on at the
+first line they have not read, and there is nothing to map, journal or recover. The reader skips
+blank lines without a word (``Reader``); gzip stores a run of spaces in a few bytes. What stays
+of an erased line is its length.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ def data_dir_of(path: Path) -> Path:
 def rewrite(
     path: Path, change: Callable[[bytes], bytes | None], *, pause: Callable[[str], None] = lambda step: None
 ) -> int:
-    """Rewrite a closed segment line by line; returns how many lines changed or went.
+    """Rewrite a closed segment line by line, every line where it was; returns how many lines
+    changed or went (blanked).
 
     ``pause(step)`` is called after each step (tests stop the process there).
     """
@@ -75,13 +81,10 @@ def rewrite(
                     filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0  # the level of segments.compress
                 ) as out:
                     for line in src:
-                        new = change(line.rstrip(b"\n"))
-                        if new is None:
+                        new = _same_length(line, change)
+                        if new is not line:
                             changed += 1
-                            continue
-                        if new != line.rstrip(b"\n"):
-                            changed += 1
-                        out.write(new + b"\n")
+                        out.write(new)
                 pause("written")
                 raw.flush()
                 os.fsync(raw.fileno())
@@ -107,6 +110,22 @@ def rewrite(
             tmp.unlink(missing_ok=True)
             raise
         return changed
+
+
+def _same_length(line: bytes, change: Callable[[bytes], bytes | None]) -> bytes:
+    """``line`` (with its newline) as ``change`` makes it, in the same number of bytes: the very
+    object when unchanged; spaces for a line removed; a replacement padded with spaces."""
+    stored = line[:-1] if line.endswith(b"\n") else line
+    if not stored or stored.isspace():
+        return line  # blank: an erased line, or an empty one; nothing to change
+    new = change(stored)
+    if new == stored:
+        return line
+    if new is None:
+        new = b""
+    if len(new) > len(stored) or b"\n" in new:
+        raise ValueError("a replacement longer than its line (or holding a newline) would move the lines after it")
+    return new + b" " * (len(stored) - len(new)) + b"\n"
 
 
 def holds(path: Path, search: Callable[[bytes], bool], overlap: int) -> bool:

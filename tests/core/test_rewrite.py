@@ -50,7 +50,17 @@ def closed_segment(tmp_path):
 
 def users(path) -> list[str]:
     with gzip.open(path, "rb") as fh:  # raises on a torn gzip stream
-        return [orjson.loads(line)["userId"] for line in fh]
+        return [orjson.loads(line)["userId"] for line in fh if not line.isspace()]  # blank: erased
+
+
+def starts(path) -> dict[str, int]:
+    """Each event's name by the byte offset its line starts at (decompressed)."""
+    data, found, at = gzip.decompress(path.read_bytes()), {}, 0
+    for line in data.splitlines(keepends=True):
+        if not line.isspace():
+            found[orjson.loads(line)["event"]] = at
+        at += len(line)
+    return found
 
 
 OLD = ["erase-me" if n % 3 == 0 else "keep" for n in range(30)]
@@ -77,6 +87,25 @@ class TestRewrite:
         """Every line the change drops is gone, the others are as they were, and no temporary file is left."""
         assert rewrite(closed_segment, lambda line: None if b'"erase-me"' in line else line) == 10
         assert users(closed_segment) == NEW
+        assert sorted(p.name for p in closed_segment.parent.iterdir()) == [closed_segment.name]
+
+    def test_a_rewrite_moves_no_line(self, closed_segment):
+        """Every kept line starts at the byte it started at, removed and shortened lines included
+        (cursors and indexes into the segment stay true); the removed ones hold nothing of theirs."""
+        before, size = starts(closed_segment), len(gzip.decompress(closed_segment.read_bytes()))
+        shortened = orjson.dumps({"type": "track", "event": "E1", "userId": "k", "messageId": "m1"})
+        assert rewrite(closed_segment, lambda line: None if b'"erase-me"' in line
+                       else shortened if b'"E1"' in line else line) == 11  # fmt: skip
+        data = gzip.decompress(closed_segment.read_bytes())
+        assert len(data) == size and b"erase-me" not in data
+        assert starts(closed_segment) == {name: at for name, at in before.items() if int(name[1:]) % 3}
+        assert orjson.loads(data[before["E1"]:].split(b"\n")[0])["userId"] == "k"
+
+    def test_a_replacement_longer_than_its_line_is_refused(self, closed_segment):
+        """A longer line would move every line after it: refused, and the segment left as it was."""
+        with pytest.raises(ValueError):
+            rewrite(closed_segment, lambda line: line + b" " if b'"E4"' in line else line)
+        assert users(closed_segment) == OLD
         assert sorted(p.name for p in closed_segment.parent.iterdir()) == [closed_segment.name]
 
     def test_an_unchanged_segment_is_not_rewritten(self, closed_segment):
