@@ -83,15 +83,36 @@ class SegmentLog:
         return seg, start
 
     def undo(self, seg: _Segment, size: int) -> None:
-        """Cut a segment back to ``size`` so a failed commit leaves nothing behind."""
+        """Cut a segment back to ``size`` so a failed commit leaves nothing behind.
+
+        A reader may have read the lines cut (written, never acknowledged): its cursor is past
+        ``size``. So a segment that lost bytes is closed, never written again: the next line goes
+        to a new segment, and no reader's cursor lands in the middle of a line written after
+        the cut. The lines cut are the client's to send again (they were answered 503)."""
         if seg.fd < 0:
             return
         try:
+            cut = os.fstat(seg.fd).st_size > size
             os.ftruncate(seg.fd, size)
             seg.size = size
         except OSError:
             log.error("cannot truncate %s after a failed write; abandoning it", seg.path)
             self._drop(seg)
+            return
+        if cut:
+            self._retire(seg)
+
+    def _retire(self, seg: _Segment) -> None:
+        """Close a segment whose last lines were cut, as ``close`` does, its fsync's error logged:
+        the commit that failed is already answered."""
+        for partition, open_seg in list(self.open.items()):
+            if open_seg is seg:
+                try:
+                    self.close(partition)
+                except OSError as exc:
+                    log.error("cannot fsync %s after a failed write: %s", seg.path, exc)
+                    self.on_close(seg.path)  # closed all the same: compressed, never written again
+                return
 
     def _drop(self, seg: _Segment) -> None:
         """Forget a segment that cannot be used (removed from under us, or not truncatable)."""

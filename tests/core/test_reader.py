@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from collector.log import reader as reader_module, rewrite, segments
-from collector.log.files import FileStore
+from collector.log.files import FileStore, SegmentLog
 from collector.log.layout import hour_partition
 from collector.log.reader import DONE, Reader, read_events
 from collector.log.tail import follow
@@ -113,6 +113,28 @@ class TestCursor:
         seen += names(resumed.read())
         assert seen == [f"E{n}" for n in range(60)]
         assert len(list((tmp_path / "events").glob("**/*.gz"))) > 5
+
+
+class TestTruncation:
+    def test_lines_cut_by_a_failed_commit_do_not_misplace_a_reader_past_them(self, tmp_path):
+        """A commit writes lines, a reader reads them, the commit fails (its fsync, say) and is cut
+        back (``undo``), then the next commits write: the reader, whose cursor is past the cut, goes
+        on at the first line it has not read; no fragment, nothing skipped (D6)."""
+        lock = segments.InstanceLock(tmp_path, "h")
+        written = SegmentLog(tmp_path / "events", lock, 1 << 20, segments.compress)
+        reader = Reader(tmp_path / "events")
+        written.write(PARTITION, b"".join(line(n) for n in range(5)))
+        assert names(reader.read()) == [f"E{n}" for n in range(5)]
+        seg, size = written.write(PARTITION, b"".join(line(n) for n in range(5, 10)))
+        assert names(reader.read()) == [f"E{n}" for n in range(5, 10)]  # not acknowledged, but visible
+        written.undo(seg, size)  # what _commit does when the fsync fails
+        written.write(PARTITION, b"".join(line(n) for n in range(5, 40)))  # the client's retry, and more
+        assert names(reader.read()) == [f"E{n}" for n in range(5, 40)]
+        for partition in list(written.open):
+            written.close(partition)
+        assert names(reader.read()) == []
+        assert reader.quarantined == 0
+        lock.release()
 
 
 class TestIdle:
