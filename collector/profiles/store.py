@@ -130,9 +130,15 @@ class SqlStore:
         return bool(self._all("SELECT 1 FROM sqlite_master WHERE name = 'identifiers'"))
 
     def reset(self) -> None:
-        """Empty every table (``intilery profiles --rebuild``)."""
+        """Empty the profiles for ``intilery profiles --rebuild``, between the builders' batches
+        (``begin``: PostgreSQL's lock). Every log's checkpoint goes back to its start, its row kept:
+        a builder of another log sharing the database (another host's) finds it moved, takes it
+        up (``Builder.step``) and reads its own log again, as this one does."""
+        self.begin()
         for table in TABLES:
-            self._run(f"DELETE FROM {table}")
+            if table != "checkpoint":
+                self._run(f"DELETE FROM {table}")
+        self._run("UPDATE checkpoint SET cursor = ?, events = 0", ("{}",))
         self.commit()
 
     def begin(self) -> None:
