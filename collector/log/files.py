@@ -470,15 +470,25 @@ class FileStore:
         total = sum(sizes.values())
         expired = day_partition(now - self.rejected_retention_days * 86400) if self.rejected_retention_days else ""
         removed = 0
+        doomed = []
         for path in closed:
             too_old = path.parent.name < expired
             too_big = self.rejected_max_bytes and total > self.rejected_max_bytes
             if not (too_old or too_big):
                 break
-            path.unlink(missing_ok=True)
-            segments.fsync_dir(path.parent)
+            doomed.append(path)
             total -= sizes[path]
-            removed += 1
+        if doomed:
+            # not between a rewrite's check and its rename; the writer's thread never waits for
+            # a rewrite (a CLI erasure's): held, the trim is left for the next tick
+            with rewrite.lock(self.data_dir, wait=False) as held:
+                if not held:
+                    self._trimmed_at = float("-inf")
+                    return
+                for path in doomed:
+                    path.unlink(missing_ok=True)
+                    segments.fsync_dir(path.parent)
+                    removed += 1
         if removed:
             log.info("old dead letters deleted", extra={"segments": removed, "kept_bytes": total})
 

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
 from collector.log.layout import GZ, LOCK_DIR, LOGS
 from collector.log.segments import fsync_dir, make_dirs
+
+log = logging.getLogger("intilery.log.rewrite")
 
 TMP_SUFFIX = ".rewrite.tmp"
 READY_SUFFIX = ".rewrite.ready"
@@ -68,10 +72,11 @@ def rewrite(
     path = Path(path)
     if not path.name.endswith(GZ):
         raise ValueError(f"only a closed (.gz) segment is rewritten, not {path.name}")
-    with _rewrite_lock(data_dir_of(path)):
+    with lock(data_dir_of(path)):
         _recover_dir(path.parent)
         before = os.stat(path)
-        tmp, ready = path.with_name(path.name + TMP_SUFFIX), path.with_name(path.name + READY_SUFFIX)
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        ready = path.with_name(f"{path.name}.{_identity(before)}{READY_SUFFIX}")  # what it replaces
         changed = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -96,10 +101,7 @@ def rewrite(
             os.unlink(tmp)
             fsync_dir(path.parent)
             pause("ready")
-            now = os.stat(path)
-            if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
-                before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns
-            ):  # fmt: skip
+            if _identity(os.stat(path)) != _identity(before):
                 ready.unlink()
                 raise Conflict(f"{path} changed while it was rewritten; left as it is")
             os.rename(ready, path)
@@ -147,12 +149,13 @@ def recover(data_dir: Path) -> int:
     """Finish or roll back rewrites a killed process left; returns how many it found.
 
     A ``.rewrite.tmp`` may be incomplete: removed (the old segment is whole). A
-    ``.rewrite.ready`` is complete and fsynced: renamed over its segment.
+    ``.rewrite.ready`` is complete and fsynced: renamed over its segment, when the segment is
+    still the file that was read (its name says which); otherwise (restored, or removed, while
+    the process was down) removed. A rewrite running in another process (a CLI erasure) is
+    waited for: it holds the lock for one segment at a time.
     """
     found = 0
-    with _rewrite_lock(Path(data_dir), wait=False) as held:
-        if not held:
-            return 0  # a rewrite is running: it recovers its directory itself
+    with lock(Path(data_dir)):
         for log_name in LOGS:
             root = Path(data_dir) / log_name
             directories = {p.parent for suffix in (TMP_SUFFIX, READY_SUFFIX) for p in root.glob(f"**/*{suffix}")}
@@ -167,15 +170,39 @@ def _recover_dir(directory: Path) -> int:
         leftover.unlink()
         found += 1
     for ready in sorted(directory.glob(f"*{READY_SUFFIX}")):
-        os.rename(ready, ready.with_name(ready.name[: -len(READY_SUFFIX)]))
+        stem = ready.name[: -len(READY_SUFFIX)]
+        name, _, identity = stem.rpartition(".")
+        if not _IDENTITY.fullmatch(identity):
+            name, identity = stem, None  # left by an earlier version, which did not say
+        segment = ready.with_name(name)
+        try:
+            current = _identity(os.stat(segment))
+        except FileNotFoundError:
+            current = None
+        if identity is None or current == identity:
+            os.rename(ready, segment)
+        else:
+            log.warning("a rewrite left by a crash was dropped: its segment was replaced or removed since",
+                        extra={"segment": str(segment)})  # fmt: skip
+            ready.unlink()
         found += 1
     if found:
         fsync_dir(directory)
     return found
 
 
-class _rewrite_lock:
-    """flock on ``<data_dir>/.locks/rewrite.lock``; ``wait=False`` gives up when it is held."""
+def _identity(st: os.stat_result) -> str:
+    """What tells one file from another at one path: device, inode, size, mtime."""
+    return f"{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+
+
+_IDENTITY = re.compile(r"\d+-\d+-\d+-\d+")
+
+
+class lock:
+    """flock on ``<data_dir>/.locks/rewrite.lock``: one rewrite, recovery or removal of a closed
+    segment at a time per data directory (``FileStore`` holds it to delete old dead letters, so
+    none comes back through a rewrite's rename). ``wait=False`` gives up when it is held."""
 
     def __init__(self, data_dir: Path, wait: bool = True) -> None:
         self.data_dir, self.wait = data_dir, wait

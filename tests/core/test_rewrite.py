@@ -158,3 +158,45 @@ async def test_the_store_recovers_a_killed_rewrite_at_start(closed_segment):
     await store.start()
     await store.close()
     assert [e["userId"] for e in read_events(data_dir)] == NEW
+
+
+def test_a_segment_restored_while_the_process_was_down_is_not_overwritten(closed_segment):
+    """A rewrite killed when ready, then the segment restored (from a backup) before the next start:
+    recovery finds the segment is not the file the rewrite read and drops the leftover (D8, gap 1)."""
+    child = run_until(closed_segment, "ready")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=DEADLINE)
+    child.stdout.close()
+    restored = gzip.compress(event(99, "restored"))
+    closed_segment.unlink()
+    closed_segment.write_bytes(restored)
+    recover(closed_segment.parent.parent.parent.parent)
+    assert closed_segment.read_bytes() == restored
+    assert sorted(p.name for p in closed_segment.parent.iterdir()) == [closed_segment.name], "a leftover file"
+
+
+async def test_a_start_during_another_process_s_rewrite_recovers_every_leftover(closed_segment):
+    """A rewrite killed when ready leaves a leftover; another process (a CLI erasure) is rewriting
+    another segment when the collector starts: the start waits for the rewrite lock and finishes the
+    leftover, rather than leaving it for a later start (D8, gap 2)."""
+    import asyncio
+
+    child = run_until(closed_segment, "ready")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=DEADLINE)
+    child.stdout.close()
+    other = closed_segment.parent.parent / "hr=11" / "part-h_1-000002.ndjson"  # another directory
+    other.parent.mkdir()
+    other.write_bytes(event(1, "keep") + event(2, "erase-me"))
+    erasing = run_until(segments.compress(other), "open")  # holds the rewrite lock
+    data_dir = closed_segment.parent.parent.parent.parent
+    store = FileStore(data_dir)
+    start = asyncio.ensure_future(store.start())
+    await asyncio.sleep(0)
+    erasing.send_signal(signal.SIGKILL)
+    erasing.wait(timeout=DEADLINE)
+    erasing.stdout.close()
+    await asyncio.wait_for(start, DEADLINE)
+    await store.close()
+    assert users(closed_segment) == NEW, "a leftover waits for a later start"
+    assert not list(data_dir.glob("events/**/*.rewrite.*"))
