@@ -213,6 +213,7 @@ class FileStore:
         self._commit_running = False
         self._housekeeping: asyncio.Task | None = None
         self._compressions: set[asyncio.Future] = set()
+        self._uncompressed: set[Path] = set()  # closed segments whose compression failed
         self._closing = False
         self._needed = 0  # bytes of the last commit that failed: free space the probe asks for
 
@@ -298,6 +299,9 @@ class FileStore:
             await self._loop.run_in_executor(self._io, self._close_all)
         except OSError as exc:
             log.error("closing segments failed: %s", exc)
+        if self._compressions:
+            await asyncio.gather(*self._compressions, return_exceptions=True)
+        self._compress_again()
         if self._compressions:
             await asyncio.gather(*self._compressions, return_exceptions=True)
         self._io.shutdown()
@@ -423,12 +427,20 @@ class FileStore:
     def _compress(self, path: Path) -> None:
         job = self._loop.run_in_executor(self._gz, compress, path)
         self._compressions.add(job)
-        job.add_done_callback(self._compressed)
+        job.add_done_callback(lambda done: self._compressed(done, path))
 
-    def _compressed(self, job: asyncio.Future) -> None:
+    def _compressed(self, job: asyncio.Future, path: Path) -> None:
         self._compressions.discard(job)
         if job.exception() is not None:
-            log.error("compressing a segment failed (retried at the next start): %s", job.exception())
+            log.error("compressing a segment failed (tried again later): %s", job.exception())
+            self._uncompressed.add(path)
+
+    def _compress_again(self) -> None:
+        """Compress again the closed segments whose compression failed (a full disk, since freed)."""
+        again, self._uncompressed = self._uncompressed, set()
+        for path in again:
+            if path.exists():
+                self._compress(path)
 
     # --- housekeeping -------------------------------------------------------------------
     async def _tick(self) -> None:
@@ -441,6 +453,8 @@ class FileStore:
         """Sync (per the policy) and close the segments of partitions that time has left behind."""
         try:
             await self._loop.run_in_executor(self._io, self._housekeep)
+            if self._uncompressed and self.error is None:
+                self._compress_again()
         except OSError as exc:
             self._failed(exc)
         except Exception as exc:  # noqa: BLE001 - housekeeping must go on

@@ -27,11 +27,17 @@ What it promises:
 - a line that is not a JSON object is quarantined: logged, counted in ``quarantined``,
   skipped, never raised (``Quarantine``, shared with ``stream_reader.StreamReader``, the
   same interface over the NATS stream);
+- the cursor stays small (``cursor``): segments read to their end fold into one number per
+  writing instance, ``{"done": {instance: seq}}``, so its size does not grow with the log's
+  age; a cursor of the earlier form (an entry per segment) is read as it was;
 - a poll of an unchanged log opens no file (an open segment is stat'ed, and opened only
   when it grew): only the directories of partitions that can
   still change are listed (the newest, and those with a segment not read to its end), and
-  every ``RESCAN_EVERY`` polls all of them, for a writer that fills an older partition
-  (the archive replays a redelivery into the partition it came from).
+  every ``RESCAN_EVERY`` polls a walk stats every partition's directory and lists those that
+  changed, for a writer that fills an older partition (the archive replays a redelivery into
+  the partition it came from);
+- a failed commit's cut never lands a cursor in the middle of a line: the writer closes a
+  segment it cut (``files.SegmentLog.undo``), so a reader past the cut goes on in the next.
 
 ``stats`` counts the work done (directories listed, files stat'ed and opened, segments
 decompressed, bytes read), so "no work while idle" is something a test can check.
