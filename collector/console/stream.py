@@ -28,6 +28,7 @@ on NATS), the same in every process, so a reconnect served by another worker res
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -214,11 +215,10 @@ class Follower:
                 while True:
                     started = time.perf_counter()
                     count = 0
-                    for record, key in records:
+                    # read off the event loop (a slice can decompress a chunk of a closed segment)
+                    for record, key in await asyncio.to_thread(list, itertools.islice(records, BATCH)):
                         self.publish(make_item(key, STATUS[name], record.event, record.line), live)
                         count += 1
-                        if count >= BATCH:
-                            break
                     self.read_count += count
                     if count >= BATCH:
                         self.behind = True

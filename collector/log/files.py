@@ -83,15 +83,36 @@ class SegmentLog:
         return seg, start
 
     def undo(self, seg: _Segment, size: int) -> None:
-        """Cut a segment back to ``size`` so a failed commit leaves nothing behind."""
+        """Cut a segment back to ``size`` so a failed commit leaves nothing behind.
+
+        A reader may have read the lines cut (written, never acknowledged): its cursor is past
+        ``size``. So a segment that lost bytes is closed, never written again: the next line goes
+        to a new segment, and no reader's cursor lands in the middle of a line written after
+        the cut. The lines cut are the client's to send again (they were answered 503)."""
         if seg.fd < 0:
             return
         try:
+            cut = os.fstat(seg.fd).st_size > size
             os.ftruncate(seg.fd, size)
             seg.size = size
         except OSError:
             log.error("cannot truncate %s after a failed write; abandoning it", seg.path)
             self._drop(seg)
+            return
+        if cut:
+            self._retire(seg)
+
+    def _retire(self, seg: _Segment) -> None:
+        """Close a segment whose last lines were cut, as ``close`` does, its fsync's error logged:
+        the commit that failed is already answered."""
+        for partition, open_seg in list(self.open.items()):
+            if open_seg is seg:
+                try:
+                    self.close(partition)
+                except OSError as exc:
+                    log.error("cannot fsync %s after a failed write: %s", seg.path, exc)
+                    self.on_close(seg.path)  # closed all the same: compressed, never written again
+                return
 
     def _drop(self, seg: _Segment) -> None:
         """Forget a segment that cannot be used (removed from under us, or not truncatable)."""
@@ -192,6 +213,7 @@ class FileStore:
         self._commit_running = False
         self._housekeeping: asyncio.Task | None = None
         self._compressions: set[asyncio.Future] = set()
+        self._uncompressed: set[Path] = set()  # closed segments whose compression failed
         self._closing = False
         self._needed = 0  # bytes of the last commit that failed: free space the probe asks for
 
@@ -277,6 +299,9 @@ class FileStore:
             await self._loop.run_in_executor(self._io, self._close_all)
         except OSError as exc:
             log.error("closing segments failed: %s", exc)
+        if self._compressions:
+            await asyncio.gather(*self._compressions, return_exceptions=True)
+        self._compress_again()
         if self._compressions:
             await asyncio.gather(*self._compressions, return_exceptions=True)
         self._io.shutdown()
@@ -402,12 +427,20 @@ class FileStore:
     def _compress(self, path: Path) -> None:
         job = self._loop.run_in_executor(self._gz, compress, path)
         self._compressions.add(job)
-        job.add_done_callback(self._compressed)
+        job.add_done_callback(lambda done: self._compressed(done, path))
 
-    def _compressed(self, job: asyncio.Future) -> None:
+    def _compressed(self, job: asyncio.Future, path: Path) -> None:
         self._compressions.discard(job)
         if job.exception() is not None:
-            log.error("compressing a segment failed (retried at the next start): %s", job.exception())
+            log.error("compressing a segment failed (tried again later): %s", job.exception())
+            self._uncompressed.add(path)
+
+    def _compress_again(self) -> None:
+        """Compress again the closed segments whose compression failed (a full disk, since freed)."""
+        again, self._uncompressed = self._uncompressed, set()
+        for path in again:
+            if path.exists():
+                self._compress(path)
 
     # --- housekeeping -------------------------------------------------------------------
     async def _tick(self) -> None:
@@ -420,6 +453,8 @@ class FileStore:
         """Sync (per the policy) and close the segments of partitions that time has left behind."""
         try:
             await self._loop.run_in_executor(self._io, self._housekeep)
+            if self._uncompressed and self.error is None:
+                self._compress_again()
         except OSError as exc:
             self._failed(exc)
         except Exception as exc:  # noqa: BLE001 - housekeeping must go on
@@ -449,15 +484,25 @@ class FileStore:
         total = sum(sizes.values())
         expired = day_partition(now - self.rejected_retention_days * 86400) if self.rejected_retention_days else ""
         removed = 0
+        doomed = []
         for path in closed:
             too_old = path.parent.name < expired
             too_big = self.rejected_max_bytes and total > self.rejected_max_bytes
             if not (too_old or too_big):
                 break
-            path.unlink(missing_ok=True)
-            segments.fsync_dir(path.parent)
+            doomed.append(path)
             total -= sizes[path]
-            removed += 1
+        if doomed:
+            # not between a rewrite's check and its rename; the writer's thread never waits for
+            # a rewrite (a CLI erasure's): held, the trim is left for the next tick
+            with rewrite.lock(self.data_dir, wait=False) as held:
+                if not held:
+                    self._trimmed_at = float("-inf")
+                    return
+                for path in doomed:
+                    path.unlink(missing_ok=True)
+                    segments.fsync_dir(path.parent)
+                    removed += 1
         if removed:
             log.info("old dead letters deleted", extra={"segments": removed, "kept_bytes": total})
 

@@ -18,21 +18,30 @@ meanwhile (another rewrite, a restore) nothing is replaced and ``Conflict`` is r
 rewrite at a time per data directory: it holds ``.locks/rewrite.lock``, which ``recover``
 also takes, so recovery never races a live rewrite.
 
-A consumer that saved a cursor in the middle of a rewritten segment reads it again from that
-offset of the new file; readers that finished it (the usual case: closed segments are read
-whole) are unaffected.
+A rewrite moves no line: a removed line becomes a blank line of the same length (spaces, then
+its newline), and a replacement is padded with spaces to the length of the line it replaces (a
+longer one is refused with ``ValueError``). So every byte offset stays true across a rewrite:
+a cursor saved anywhere in the segment (the profile builder's, the console's, the archive's
+index), a ``.gz`` a reader keeps open and the Profile API's index of positions all go on at the
+first line they have not read, and there is nothing to map, journal or recover. The reader skips
+blank lines without a word (``Reader``); gzip stores a run of spaces in a few bytes. What stays
+of an erased line is its length.
 """
 
 from __future__ import annotations
 
 import fcntl
 import gzip
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
 from collector.log.layout import GZ, LOCK_DIR, LOGS
 from collector.log.segments import fsync_dir, make_dirs
+
+log = logging.getLogger("intilery.log.rewrite")
 
 TMP_SUFFIX = ".rewrite.tmp"
 READY_SUFFIX = ".rewrite.ready"
@@ -55,17 +64,19 @@ def data_dir_of(path: Path) -> Path:
 def rewrite(
     path: Path, change: Callable[[bytes], bytes | None], *, pause: Callable[[str], None] = lambda step: None
 ) -> int:
-    """Rewrite a closed segment line by line; returns how many lines changed or went.
+    """Rewrite a closed segment line by line, every line where it was; returns how many lines
+    changed or went (blanked).
 
     ``pause(step)`` is called after each step (tests stop the process there).
     """
     path = Path(path)
     if not path.name.endswith(GZ):
         raise ValueError(f"only a closed (.gz) segment is rewritten, not {path.name}")
-    with _rewrite_lock(data_dir_of(path)):
+    with lock(data_dir_of(path)):
         _recover_dir(path.parent)
         before = os.stat(path)
-        tmp, ready = path.with_name(path.name + TMP_SUFFIX), path.with_name(path.name + READY_SUFFIX)
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        ready = path.with_name(f"{path.name}.{_identity(before)}{READY_SUFFIX}")  # what it replaces
         changed = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -75,13 +86,10 @@ def rewrite(
                     filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0  # the level of segments.compress
                 ) as out:
                     for line in src:
-                        new = change(line.rstrip(b"\n"))
-                        if new is None:
+                        new = _same_length(line, change)
+                        if new is not line:
                             changed += 1
-                            continue
-                        if new != line.rstrip(b"\n"):
-                            changed += 1
-                        out.write(new + b"\n")
+                        out.write(new)
                 pause("written")
                 raw.flush()
                 os.fsync(raw.fileno())
@@ -93,10 +101,7 @@ def rewrite(
             os.unlink(tmp)
             fsync_dir(path.parent)
             pause("ready")
-            now = os.stat(path)
-            if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
-                before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns
-            ):  # fmt: skip
+            if _identity(os.stat(path)) != _identity(before):
                 ready.unlink()
                 raise Conflict(f"{path} changed while it was rewritten; left as it is")
             os.rename(ready, path)
@@ -107,6 +112,22 @@ def rewrite(
             tmp.unlink(missing_ok=True)
             raise
         return changed
+
+
+def _same_length(line: bytes, change: Callable[[bytes], bytes | None]) -> bytes:
+    """``line`` (with its newline) as ``change`` makes it, in the same number of bytes: the very
+    object when unchanged; spaces for a line removed; a replacement padded with spaces."""
+    stored = line[:-1] if line.endswith(b"\n") else line
+    if not stored or stored.isspace():
+        return line  # blank: an erased line, or an empty one; nothing to change
+    new = change(stored)
+    if new == stored:
+        return line
+    if new is None:
+        new = b""
+    if len(new) > len(stored) or b"\n" in new:
+        raise ValueError("a replacement longer than its line (or holding a newline) would move the lines after it")
+    return new + b" " * (len(stored) - len(new)) + b"\n"
 
 
 def holds(path: Path, search: Callable[[bytes], bool], overlap: int) -> bool:
@@ -128,12 +149,13 @@ def recover(data_dir: Path) -> int:
     """Finish or roll back rewrites a killed process left; returns how many it found.
 
     A ``.rewrite.tmp`` may be incomplete: removed (the old segment is whole). A
-    ``.rewrite.ready`` is complete and fsynced: renamed over its segment.
+    ``.rewrite.ready`` is complete and fsynced: renamed over its segment, when the segment is
+    still the file that was read (its name says which); otherwise (restored, or removed, while
+    the process was down) removed. A rewrite running in another process (a CLI erasure) is
+    waited for: it holds the lock for one segment at a time.
     """
     found = 0
-    with _rewrite_lock(Path(data_dir), wait=False) as held:
-        if not held:
-            return 0  # a rewrite is running: it recovers its directory itself
+    with lock(Path(data_dir)):
         for log_name in LOGS:
             root = Path(data_dir) / log_name
             directories = {p.parent for suffix in (TMP_SUFFIX, READY_SUFFIX) for p in root.glob(f"**/*{suffix}")}
@@ -148,15 +170,39 @@ def _recover_dir(directory: Path) -> int:
         leftover.unlink()
         found += 1
     for ready in sorted(directory.glob(f"*{READY_SUFFIX}")):
-        os.rename(ready, ready.with_name(ready.name[: -len(READY_SUFFIX)]))
+        stem = ready.name[: -len(READY_SUFFIX)]
+        name, _, identity = stem.rpartition(".")
+        if not _IDENTITY.fullmatch(identity):
+            name, identity = stem, None  # left by an earlier version, which did not say
+        segment = ready.with_name(name)
+        try:
+            current = _identity(os.stat(segment))
+        except FileNotFoundError:
+            current = None
+        if identity is None or current == identity:
+            os.rename(ready, segment)
+        else:
+            log.warning("a rewrite left by a crash was dropped: its segment was replaced or removed since",
+                        extra={"segment": str(segment)})  # fmt: skip
+            ready.unlink()
         found += 1
     if found:
         fsync_dir(directory)
     return found
 
 
-class _rewrite_lock:
-    """flock on ``<data_dir>/.locks/rewrite.lock``; ``wait=False`` gives up when it is held."""
+def _identity(st: os.stat_result) -> str:
+    """What tells one file from another at one path: device, inode, size, mtime."""
+    return f"{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+
+
+_IDENTITY = re.compile(r"\d+-\d+-\d+-\d+")
+
+
+class lock:
+    """flock on ``<data_dir>/.locks/rewrite.lock``: one rewrite, recovery or removal of a closed
+    segment at a time per data directory (``FileStore`` holds it to delete old dead letters, so
+    none comes back through a rewrite's rename). ``wait=False`` gives up when it is held."""
 
     def __init__(self, data_dir: Path, wait: bool = True) -> None:
         self.data_dir, self.wait = data_dir, wait

@@ -102,11 +102,15 @@ def compress(path: Path) -> Path | None:
         return None
     gz = path.with_name(path.name + ".gz")
     tmp = path.with_name(path.name + ".gz.tmp")
-    with open(path, "rb") as src, open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-        raw.flush()
-        os.fsync(raw.fileno())
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            raw.flush()
+            os.fsync(raw.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # (a full disk): the segment stays as it is, compressed later
+        raise
     os.link(tmp, gz)  # unlike rename, fails (FileExistsError) rather than replace a segment
     os.unlink(tmp)
     fsync_dir(path.parent)

@@ -46,6 +46,10 @@ class StreamReader(Quarantine):
     def cursor(self) -> dict[str, int]:
         return dict(self.offsets)
 
+    @cursor.setter
+    def cursor(self, cursor: dict[str, int]) -> None:
+        self.offsets = dict(cursor)
+
     async def read(self) -> AsyncIterator[Record]:
         """Every message after the cursor, as records; returns at the end of the stream."""
         import nats.errors

@@ -18,8 +18,8 @@ first identifier is one of theirs. Erasing, in order (each step crash-safe on it
 3. the NATS stream, when the collector writes to one (``Context.stream``): first, so that nothing
    copies the person from it again;
 4. ``events/`` and ``rejected/``: each closed segment whose raw bytes may hold the person
-   (``rewrite.holds`` with ``Person.mentions``) is rewritten by ``rewrite.rewrite`` without their
-   lines; the profile database's events index is moved to the new offsets of what stayed;
+   (``rewrite.holds`` with ``Person.mentions``) is rewritten by ``rewrite.rewrite`` with their
+   lines blanked (no other line moves: readers' cursors and the events index stay true);
 5. the profile database: the person's profile, identifiers, the links their own events made and
    their events index (``erase_profile``); the identifiers of theirs that other people's events
    still name are joined again as a rebuild would join them (``forget.rejoin``); then its files
@@ -40,7 +40,6 @@ from typing import Callable
 
 from collector.log import rewrite
 from collector.log.layout import EVENTS, GZ, LOGS, iso_ms, parse_name
-from collector.log.reader import DONE, Reader
 from collector.log.rotation import Stopped
 from collector.privacy.regulations import DELETES, SUPPRESSES, Regulations
 from collector.privacy.subjects import NotYet
@@ -163,9 +162,6 @@ class Job:
             self.regs.save(self.record)
         store = self.ctx.profiles()
         try:
-            pending = self.record.pop("reindex", None)
-            if pending and store is not None:  # a rewrite whose index update a kill cut short
-                self._reindex(store, pending)
             for log_name in LOGS:
                 errors += self._erase_log(log_name, person, store)
             if store is not None:
@@ -204,9 +200,6 @@ class Job:
             stats["scanned_bytes"] += size
             if found:
                 segment = path.relative_to(root).as_posix()[: -len(GZ)]
-                if log_name == EVENTS and store is not None:
-                    self.record["reindex"] = segment
-                    self.regs.save(self.record)
                 try:
                     removed = rewrite.rewrite(path, lambda line: None if owns(line) else line)
                 except (rewrite.Conflict, FileNotFoundError) as exc:
@@ -214,28 +207,11 @@ class Job:
                     continue
                 stats["rewritten_files"] += 1
                 stats["removed"] += removed
-                if log_name == EVENTS and store is not None:
-                    self._reindex(store, segment)
-                    self.record.pop("reindex", None)
             self.record["progress"]["files"] += 1
             self.record["progress"]["bytes"] += size
             self.regs.save(self.record)
         stats["errors"] = errors
         return errors
-
-    def _reindex(self, store, segment: str) -> None:
-        """The profile index's offsets of a rewritten segment, read again from it (by messageId)."""
-        partition = segment.rpartition("/")[0]
-        root = self.ctx.data_dir / EVENTS
-        others = {f"{partition}/{p.name[: -len(GZ)] if p.name.endswith(GZ) else p.name}": DONE
-                  for p in (root / partition).glob("part-*")}  # fmt: skip
-        others.pop(segment, None)
-        reader = Reader(root, cursor=others)
-        rows = []
-        for record in reader.read():
-            if record.segment == segment and isinstance(record.event.get("messageId"), str):
-                rows.append((record.event["messageId"], reader.offsets[segment] - len(record.line) - 1))
-        store.reposition(segment, rows)
 
     def _erase_profiles(self, store, person: Person) -> list[str]:
         stats = self.record["stores"].setdefault("profiles", {"profiles": 0, "identifiers": 0, "events": 0, "errors": []})

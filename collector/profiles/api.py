@@ -15,6 +15,7 @@ NATS store: a page reads only its own events.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -126,10 +127,9 @@ class ProfileAPI:
         for _, _, segment, position in rows:
             by_segment[segment].append(position)
         lines = {}
-        for segment, positions in by_segment.items():
-            if not self.stream:
-                lines[segment] = self.reader.lines_at(segment, positions)
-                continue
+        if not self.stream:  # gzip seeks: decompressions of closed segments, off the event loop
+            lines = await asyncio.to_thread(self._lines_at, by_segment)
+        for segment, positions in by_segment.items() if self.stream else ():
             try:
                 lines[segment] = await self.reader.lines_at(segment, positions)
             except Exception:  # the stream cannot be read now (servers down, a timeout)
@@ -141,6 +141,9 @@ class ProfileAPI:
             if record is not None and record.event.get("messageId") == message_id:
                 data.append(record.event)  # a segment rewritten since (an erasure) no longer has it there
         return data, _encode(rows[-1][0]) if more and rows else ""
+
+    def _lines_at(self, by_segment: dict[str, list[int]]) -> dict[str, dict]:
+        return {segment: self.reader.lines_at(segment, positions) for segment, positions in by_segment.items()}
 
     async def everything(self, profile: str, limit: str | None = None) -> dict:
         """One profile whole, for the console: identifiers, traits, computed traits, metadata, latest events."""
@@ -216,9 +219,12 @@ def _handler(api: ProfileAPI, name: str):
     return handle
 
 
+PROFILE_API = web.AppKey("profile_api", ProfileAPI)
+
+
 def mount(app: web.Application, config, store_factory) -> ProfileAPI:
     """Route the Profile API on ``app``; the store is opened at the first request, closed with the app."""
-    api = ProfileAPI(config, store_factory)
+    api = app[PROFILE_API] = ProfileAPI(config, store_factory)
     for path in ROUTES:
         app.router.add_get(path, _handler(api, path.rsplit("/", 1)[1]))
 

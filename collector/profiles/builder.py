@@ -78,11 +78,15 @@ class Builder:
         try:
             shared = self.store.checkpoint_row(self.name)
             if shared is not None and shared[0] != self.reader.cursor:
-                self.reader.offsets, self.count = dict(shared[0]), shared[1]
+                self.reader.cursor, self.count = shared[0], shared[1]
             cursor, count = self.reader.cursor, self.count
             records = self.read()
             if not records:
-                self.store.rollback()
+                if self.reader.cursor != cursor:  # segments read to their end folded: kept small
+                    self.store.save_checkpoint(self.name, self.reader.cursor, self.count)
+                    self.store.commit()
+                else:
+                    self.store.rollback()
                 return 0
             self.apply(records)
             self.store.save_checkpoint(self.name, self.reader.cursor, self.count)
@@ -90,7 +94,7 @@ class Builder:
         except BaseException:
             self.store.rollback()
             if "cursor" in locals():
-                self.reader.offsets, self.count = cursor, count
+                self.reader.cursor, self.count = cursor, count
             raise
         return len(records)
 

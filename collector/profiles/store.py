@@ -114,9 +114,15 @@ class SqlStore:
         return bool(self._all("SELECT 1 FROM sqlite_master WHERE name = 'identifiers'"))
 
     def reset(self) -> None:
-        """Empty every table (``intilery profiles --rebuild``)."""
+        """Empty the profiles for ``intilery profiles --rebuild``, between the builders' batches
+        (``begin``: PostgreSQL's lock). Every log's checkpoint goes back to its start, its row kept:
+        a builder of another log sharing the database (another host's) finds it moved, takes it
+        up (``Builder.step``) and reads its own log again, as this one does."""
+        self.begin()
         for table in TABLES:
-            self._run(f"DELETE FROM {table}")
+            if table != "checkpoint":
+                self._run(f"DELETE FROM {table}")
+        self._run("UPDATE checkpoint SET cursor = ?, events = 0", ("{}",))
         self.commit()
 
     def begin(self) -> None:
@@ -319,12 +325,6 @@ class SqlStore:
     def link_key(self, members: str) -> str | None:
         rows = self._all("SELECT mkey FROM links WHERE members = ?", (members,))
         return rows[0][0] if rows else None
-
-    def reposition(self, segment: str, rows: list[tuple[str, int]]) -> None:
-        """The events index after a segment was rewritten: ``(messageId, new position)`` of its lines."""
-        self._many("UPDATE events SET position = ? WHERE message_id = ? AND segment = ?",
-                   [(position, message_id, segment) for message_id, position in rows])  # fmt: skip
-        self.commit()
 
     def scrub(self) -> None:
         """Leave no copy of deleted rows in the database's files (SQLite: below; PostgreSQL: its

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 
 from collector.log import reader as reader_module, rewrite, segments
-from collector.log.files import FileStore
+from collector.log.files import FileStore, SegmentLog
 from collector.log.layout import hour_partition
 from collector.log.reader import DONE, Reader, read_events
 from collector.log.tail import follow
@@ -113,6 +115,104 @@ class TestCursor:
         seen += names(resumed.read())
         assert seen == [f"E{n}" for n in range(60)]
         assert len(list((tmp_path / "events").glob("**/*.gz"))) > 5
+
+
+class TestTruncation:
+    def test_lines_cut_by_a_failed_commit_do_not_misplace_a_reader_past_them(self, tmp_path):
+        """A commit writes lines, a reader reads them, the commit fails (its fsync, say) and is cut
+        back (``undo``), then the next commits write: the reader, whose cursor is past the cut, goes
+        on at the first line it has not read; no fragment, nothing skipped (D6)."""
+        lock = segments.InstanceLock(tmp_path, "h")
+        written = SegmentLog(tmp_path / "events", lock, 1 << 20, segments.compress)
+        reader = Reader(tmp_path / "events")
+        written.write(PARTITION, b"".join(line(n) for n in range(5)))
+        assert names(reader.read()) == [f"E{n}" for n in range(5)]
+        seg, size = written.write(PARTITION, b"".join(line(n) for n in range(5, 10)))
+        assert names(reader.read()) == [f"E{n}" for n in range(5, 10)]  # not acknowledged, but visible
+        written.undo(seg, size)  # what _commit does when the fsync fails
+        written.write(PARTITION, b"".join(line(n) for n in range(5, 40)))  # the client's retry, and more
+        assert names(reader.read()) == [f"E{n}" for n in range(5, 40)]
+        for partition in list(written.open):
+            written.close(partition)
+        assert names(reader.read()) == []
+        assert reader.quarantined == 0
+        lock.release()
+
+
+def aged_log(root: Path, days: int, per_hour: int) -> tuple[list[str], int]:
+    """Closed segments of two instances over ``days`` days of hourly partitions, numbered as
+    ``InstanceLock`` numbers them (one counter per instance, every third number the other log's),
+    their directories dated an hour back; then one open segment. Returns the partitions and the
+    number of lines."""
+    seq, partitions, lines = {"h_0": 0, "h_1": 0}, [], 0
+    for day in range(days):
+        for hour in range(24):
+            partition = f"dt=2026-10-{day + 1:02d}/hr={hour:02d}"
+            directory = root / "events" / partition
+            directory.mkdir(parents=True)
+            for n in range(per_hour):
+                instance = f"h_{n % 2}"
+                seq[instance] += 2 if seq[instance] % 3 == 1 else 1  # a number the other log took
+                data = line(lines)
+                (directory / f"part-{instance}-{seq[instance]:06d}.ndjson.gz").write_bytes(gzip.compress(data, 1))
+                lines += 1
+            partitions.append(partition)
+    open_segment = root / "events" / partitions[-1] / f"part-h_0-{seq['h_0'] + 1:06d}.ndjson"
+    open_segment.write_bytes(line(lines))
+    for directory in [root / "events" / p for p in partitions] + [root / "events" / p.split("/")[0] for p in partitions]:
+        os.utime(directory, ns=(time.time_ns() - 3600 * 10**9,) * 2)
+    return partitions, lines + 1
+
+
+class TestCursorSize:
+    def test_ten_thousand_closed_segments_leave_a_small_cursor_and_idle_polls_touch_only_live_ones(self, tmp_path):
+        """10,080 closed segments read: the saved cursor is under 4 KB, a cursor of the earlier form
+        (an entry per segment) still loads, and polls after it open, decompress and stat nothing but
+        the open segment, and list no closed partition (the walk every RESCAN_EVERY polls stats each
+        partition's directory and lists none that did not change) (D5)."""
+        partitions, count = aged_log(tmp_path, days=20, per_hour=21)
+        reader = Reader(tmp_path / "events")
+        assert sum(1 for _ in reader.read()) == count
+        for _ in range(reader_module.RESCAN_EVERY):  # the next walk: every number below is accounted for
+            assert list(reader.read()) == []
+        saved = json.dumps(reader.cursor)
+        assert len(saved) < 4096, f"a cursor of {len(saved)} bytes after {count - 1} closed segments"
+        old_form = {f"{p}/{name[:-3]}": DONE for p in partitions for name in os.listdir(tmp_path / "events" / p)
+                    if name.endswith(".gz")}  # fmt: skip
+        old_form.update((k, v) for k, v in reader.offsets.items() if v != DONE)
+        for cursor in (json.loads(saved), old_form):
+            resumed = Reader(tmp_path / "events", cursor=cursor)
+            assert list(resumed.read()) == [] and resumed.stats["opened"] == 0
+            assert len(json.dumps(resumed.cursor)) < 4096
+        before = Counter(reader.stats)
+        polls = 2 * reader_module.RESCAN_EVERY
+        for _ in range(polls):
+            assert list(reader.read()) == []
+        work = Counter(reader.stats)
+        work.subtract(before)
+        assert work["opened"] == work["decompressed"] == work["bytes"] == 0
+        assert work["stat"] == polls, "a poll stat'ed more than the open segment"
+        walks, days = 2, 20
+        assert work["listed"] <= polls * 3 + walks * (1 + days), f"{work['listed']} listings in {polls} polls"
+
+    def test_a_segment_written_late_into_an_old_partition_is_read_once(self, tmp_path):
+        """The archive writes a redelivered line into the partition it came from: a new segment in an
+        old, folded partition is found by the next walk and read once, by the reader that folded it
+        and by one resumed from its saved cursor."""
+        partitions, count = aged_log(tmp_path, days=2, per_hour=6)
+        reader = Reader(tmp_path / "events")
+        assert sum(1 for _ in reader.read()) == count
+        for _ in range(reader_module.RESCAN_EVERY):
+            assert list(reader.read()) == []
+        saved = reader.cursor
+        assert len(json.dumps(saved)) < 512
+        late = tmp_path / "events" / partitions[3] / "part-h_1-099999.ndjson.gz"
+        late.write_bytes(gzip.compress(line(999)))
+        seen = []
+        for _ in range(reader_module.RESCAN_EVERY):
+            seen += names(reader.read())
+        assert seen == ["E999"]
+        assert names(Reader(tmp_path / "events", cursor=saved).read()) == ["E999"]
 
 
 class TestIdle:
@@ -236,7 +336,7 @@ class TestBatches:
         assert batches == 24
         assert len(gz.opened) == 2, f"{len(gz.opened)} openings of 2 gzipped segments over {batches} batches"
         assert gz.raw_bytes <= compressed + 2 * (128 << 10), f"{gz.raw_bytes} compressed bytes read of {compressed}"
-        assert set(reader.cursor.values()) == {DONE}
+        assert set(reader.offsets.values()) == {DONE}
         assert gz.all_closed(), "a finished segment left open"
 
     def test_reading_a_gz_in_batches_stays_one_chunk_ahead(self, tmp_path, monkeypatch):
@@ -258,7 +358,7 @@ class TestBatches:
             if not batch:
                 break
             seen += batch
-            offset = next(iter(reader.cursor.values()))
+            offset = next(iter(reader.offsets.values()), DONE)
             if offset != DONE:
                 ahead.append(reader.stats["bytes"] - offset)
         assert seen == [f"E{n}" for n in range(3000)]
@@ -303,14 +403,15 @@ class TestBatches:
         for n, record in enumerate(reader.read()):
             if n == 19:
                 break
-        reader.offsets = before  # the batch failed: read it again
+        reader.cursor = before  # the batch failed: read it again
         again, _ = read_in_batches(reader, 7)
         assert again == [f"E{n}" for n in range(10, 100)]
         assert gz.all_closed()
 
     def test_a_segment_rewritten_while_part_read_is_read_on_from_the_new_file(self, tmp_path):
-        """An erasure rewrites a closed segment the reader stopped in the middle of: the next read goes
-        on at that offset of the new file (as the rewrite's module says), not from the old file kept open."""
+        """An erasure rewrites a closed segment the reader stopped in the middle of, removing lines before
+        and after the cursor: the next read goes on at the first line it has not read, from the new file
+        (not the old one kept open): no line missed, none twice, nothing quarantined (D1)."""
         (path,) = closed_segments(tmp_path, 1, per_segment=40)
         reader = Reader(tmp_path / "events")
         seen = []
@@ -318,9 +419,54 @@ class TestBatches:
             seen.append(record.event["event"])
             if len(seen) == 10:
                 break
-        assert rewrite.rewrite(path, lambda stored: None if b'"E30"' in stored else stored) == 1
+        erased = {b'"E5"', b'"E2"', b'"E30"'}
+        assert rewrite.rewrite(path, lambda stored: None if any(e in stored for e in erased) else stored) == 3
         seen += names(reader.read())
-        assert seen == [f"E{n}" for n in range(40) if n != 30], "an erased line was read from the old file"
+        assert seen == [f"E{n}" for n in range(40) if n != 30], "a line missed, read twice, or erased and read"
+        assert reader.quarantined == 0
+        assert reader.cursor == {f"{PARTITION}/{path.name[:-3]}": DONE}
+
+    def test_a_saved_cursor_in_a_segment_rewritten_since_reads_on_at_its_first_unread_line(self, tmp_path):
+        """The builder after a restart: a cursor saved in the middle of a closed segment, the segment then
+        rewritten (lines before the cursor erased, one shortened), a new reader from the saved cursor:
+        every line after the cursor once, in order, nothing quarantined; two rewrites in a row alike (D1)."""
+        first, second = closed_segments(tmp_path, 2, per_segment=40)
+        reader = Reader(tmp_path / "events")
+        seen = []
+        for record in reader.read():
+            seen.append(record.event["event"])
+            if len(seen) == 52:
+                break
+        saved = json.loads(json.dumps(reader.cursor))
+        reader.close()
+
+        def shorten(stored: bytes) -> bytes:
+            event = orjson.loads(stored)
+            event["pad"] = ""
+            return orjson.dumps(event)
+
+        rewrite.rewrite(second, lambda stored: None if b'"E41"' in stored else stored)
+        rewrite.rewrite(second, lambda stored: shorten(stored) if b'"E45"' in stored else stored)
+        rewrite.rewrite(second, lambda stored: None if b'"E70"' in stored else stored)
+        resumed = Reader(tmp_path / "events", cursor=saved)
+        seen += names(resumed.read())
+        assert seen == [f"E{n}" for n in range(80) if n != 70]
+        assert resumed.quarantined == 0
+
+    def test_an_index_into_a_rewritten_segment_still_points_at_its_lines(self, tmp_path):
+        """The Profile API's index (positions of lines) stays true across a rewrite: the kept lines are
+        where they were, an erased one is simply not there (not quarantined)."""
+        (path,) = closed_segments(tmp_path, 1, per_segment=10)
+        reader = Reader(tmp_path / "events")
+        assert len(list(reader.read())) == 10
+        key = f"{PARTITION}/{path.name[:-3]}"
+        starts = [0]
+        for n in range(9):
+            starts.append(starts[-1] + len(line(n)))
+        rewrite.rewrite(path, lambda stored: None if b'"E3"' in stored else stored)
+        found = reader.lines_at(key, starts)
+        assert {starts.index(p): found[p].event["event"] for p in found} == {n: f"E{n}" for n in range(10) if n != 3}
+        assert reader.quarantined == 0
 
     async def test_a_rotating_compressing_store_read_in_batches_gives_every_line_once(self, tmp_path):
         """Segments rotated and compressed while a consumer reads them in small batches (some

@@ -50,7 +50,17 @@ def closed_segment(tmp_path):
 
 def users(path) -> list[str]:
     with gzip.open(path, "rb") as fh:  # raises on a torn gzip stream
-        return [orjson.loads(line)["userId"] for line in fh]
+        return [orjson.loads(line)["userId"] for line in fh if not line.isspace()]  # blank: erased
+
+
+def starts(path) -> dict[str, int]:
+    """Each event's name by the byte offset its line starts at (decompressed)."""
+    data, found, at = gzip.decompress(path.read_bytes()), {}, 0
+    for line in data.splitlines(keepends=True):
+        if not line.isspace():
+            found[orjson.loads(line)["event"]] = at
+        at += len(line)
+    return found
 
 
 OLD = ["erase-me" if n % 3 == 0 else "keep" for n in range(30)]
@@ -77,6 +87,25 @@ class TestRewrite:
         """Every line the change drops is gone, the others are as they were, and no temporary file is left."""
         assert rewrite(closed_segment, lambda line: None if b'"erase-me"' in line else line) == 10
         assert users(closed_segment) == NEW
+        assert sorted(p.name for p in closed_segment.parent.iterdir()) == [closed_segment.name]
+
+    def test_a_rewrite_moves_no_line(self, closed_segment):
+        """Every kept line starts at the byte it started at, removed and shortened lines included
+        (cursors and indexes into the segment stay true); the removed ones hold nothing of theirs."""
+        before, size = starts(closed_segment), len(gzip.decompress(closed_segment.read_bytes()))
+        shortened = orjson.dumps({"type": "track", "event": "E1", "userId": "k", "messageId": "m1"})
+        assert rewrite(closed_segment, lambda line: None if b'"erase-me"' in line
+                       else shortened if b'"E1"' in line else line) == 11  # fmt: skip
+        data = gzip.decompress(closed_segment.read_bytes())
+        assert len(data) == size and b"erase-me" not in data
+        assert starts(closed_segment) == {name: at for name, at in before.items() if int(name[1:]) % 3}
+        assert orjson.loads(data[before["E1"]:].split(b"\n")[0])["userId"] == "k"
+
+    def test_a_replacement_longer_than_its_line_is_refused(self, closed_segment):
+        """A longer line would move every line after it: refused, and the segment left as it was."""
+        with pytest.raises(ValueError):
+            rewrite(closed_segment, lambda line: line + b" " if b'"E4"' in line else line)
+        assert users(closed_segment) == OLD
         assert sorted(p.name for p in closed_segment.parent.iterdir()) == [closed_segment.name]
 
     def test_an_unchanged_segment_is_not_rewritten(self, closed_segment):
@@ -129,3 +158,45 @@ async def test_the_store_recovers_a_killed_rewrite_at_start(closed_segment):
     await store.start()
     await store.close()
     assert [e["userId"] for e in read_events(data_dir)] == NEW
+
+
+def test_a_segment_restored_while_the_process_was_down_is_not_overwritten(closed_segment):
+    """A rewrite killed when ready, then the segment restored (from a backup) before the next start:
+    recovery finds the segment is not the file the rewrite read and drops the leftover (D8, gap 1)."""
+    child = run_until(closed_segment, "ready")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=DEADLINE)
+    child.stdout.close()
+    restored = gzip.compress(event(99, "restored"))
+    closed_segment.unlink()
+    closed_segment.write_bytes(restored)
+    recover(closed_segment.parent.parent.parent.parent)
+    assert closed_segment.read_bytes() == restored
+    assert sorted(p.name for p in closed_segment.parent.iterdir()) == [closed_segment.name], "a leftover file"
+
+
+async def test_a_start_during_another_process_s_rewrite_recovers_every_leftover(closed_segment):
+    """A rewrite killed when ready leaves a leftover; another process (a CLI erasure) is rewriting
+    another segment when the collector starts: the start waits for the rewrite lock and finishes the
+    leftover, rather than leaving it for a later start (D8, gap 2)."""
+    import asyncio
+
+    child = run_until(closed_segment, "ready")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=DEADLINE)
+    child.stdout.close()
+    other = closed_segment.parent.parent / "hr=11" / "part-h_1-000002.ndjson"  # another directory
+    other.parent.mkdir()
+    other.write_bytes(event(1, "keep") + event(2, "erase-me"))
+    erasing = run_until(segments.compress(other), "open")  # holds the rewrite lock
+    data_dir = closed_segment.parent.parent.parent.parent
+    store = FileStore(data_dir)
+    start = asyncio.ensure_future(store.start())
+    await asyncio.sleep(0)
+    erasing.send_signal(signal.SIGKILL)
+    erasing.wait(timeout=DEADLINE)
+    erasing.stdout.close()
+    await asyncio.wait_for(start, DEADLINE)
+    await store.close()
+    assert users(closed_segment) == NEW, "a leftover waits for a later start"
+    assert not list(data_dir.glob("events/**/*.rewrite.*"))

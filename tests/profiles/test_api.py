@@ -143,3 +143,50 @@ async def test_bad_requests_get_a_status_a_code_and_a_sentence(api, path, status
 async def test_another_space_is_not_found(api):
     answer = await api.get("/v1/spaces/other/collections/users/profiles/user_id:u-42/traits", headers=BEARER)
     assert answer.status == 404 and (await answer.json())["code"] == "unknown_space"
+
+
+@pytest.mark.parametrize("path", [BASE + "/user_id:u-big/events?limit=10", "/console/api/profiles/user_id:u-big?limit=10"],
+                         ids=["profile-api", "console"])  # fmt: skip
+async def test_reading_a_page_from_closed_segments_does_not_stop_ingest(make_client, config, tmp_path, path):
+    """A page of 10 events, one at the end of each of 10 closed segments (each decompressed to its
+    end to reach it), through the Profile API and the console's profile view: ingest requests are
+    answered while the read is under way, counted as those sent after it opened its first segment
+    and answered before it opened its last (S8)."""
+    import asyncio
+    import gzip
+    import os
+    import time
+
+    import orjson
+
+    from collector.profiles.api import PROFILE_API
+
+    db = str(tmp_path / "profiles.db")
+    directory = config.data_dir / "events" / "dt=2026-11-28/hr=10"
+    directory.mkdir(parents=True)
+    for n in range(10):
+        filler = [{"type": "track", "userId": "filler", "event": "Pad", "messageId": f"f{n}-{i}",
+                   "receivedAt": "2026-11-28T10:00:00.000Z", "pad": os.urandom(50_000).hex()} for i in range(80)]  # fmt: skip
+        mine = {"type": "track", "userId": "u-big", "event": f"E{n}", "messageId": f"m{n}",
+                "receivedAt": "2026-11-28T10:00:01.000Z", "timestamp": f"2026-11-28T10:00:{n:02d}.000Z"}  # fmt: skip
+        data = b"".join(orjson.dumps(e) + b"\n" for e in [*filler, mine])
+        (directory / f"part-test_0-{n + 1:06d}.ndjson.gz").write_bytes(gzip.compress(data, 1))
+    store = open_store(db)
+    Builder(store, config.data_dir).catch_up()
+    store.close()
+    client = await make_client(config, access_token=TOKEN, profiles_db=db)
+    reader = client.server.app[PROFILE_API].reader
+    base = reader.stats["decompressed"]
+    page = asyncio.create_task(client.get(path, headers=BEARER))
+    served, deadline = 0, time.monotonic() + 120  # a liveness bound, not a measurement
+    while not page.done():
+        assert time.monotonic() < deadline, "the page was not answered"
+        before = reader.stats["decompressed"] - base
+        answer = await client.post("/v1/track", json={"userId": "u-7", "event": "During"}, headers=WRITE)
+        after = reader.stats["decompressed"] - base
+        assert answer.status == 200
+        served += 1 <= before and after < 10
+    body = await (await page).json()
+    assert [e["event"] for e in body.get("data") or body["events"]] == [f"E{n}" for n in reversed(range(10))]
+    assert reader.stats["decompressed"] - base == 10
+    assert served >= 1, "no ingest request was answered while the page was read from the log"

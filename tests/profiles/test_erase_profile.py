@@ -96,16 +96,6 @@ def test_a_rebuild_after_erasing_people_who_share_kiosks_equals_the_incremental_
     assert views.snapshot(store) == views.snapshot(again)
 
 
-def test_reposition_moves_the_index_of_a_rewritten_segment(build):
-    store = build([ev("track", at(n), userId="u-1", messageId=f"m{n}") for n in range(3)])
-    rows = store._all("SELECT message_id, segment, position FROM events ORDER BY position")
-    segment = rows[0][1]
-    store.reposition(segment, [("m1", 0), ("m2", 50)])
-    moved = dict((m, p) for m, _, p in store._all("SELECT message_id, segment, position FROM events"))
-    assert moved["m1"] == 0 and moved["m2"] == 50 and moved["m0"] == rows[0][2]
-
-
-
 def test_an_erase_during_a_builder_batch_leaves_nothing_of_the_person(log, tmp_path):
     """SQLite: a batch's reads and writes are one transaction that an erase waits for. Were the reads
     outside it, an erase landing between the batch's reads and its writes would be undone in part:
