@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestServer
 
 from collector.app import SERVER_KWARGS, create_app
 from collector.config import Config, Source
-from collector.log.reader import read_events
+
 from guarantees import Gate
-from helpers import build_geo_db
+from helpers import build_geo_db, read_events
 
 WEB = Source(name="web", write_key="wk_web", allowed_origins=("https://shop.example",))
 SERVER = Source(name="server", write_key="wk_server", ip_mode="full", trust_client_ip=True)

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from collector.log.layout import LOGS
+from collector.log.layout import EVENTS, LOGS
 from collector.log.reader import DONE, Reader
 
 # Networks of the test geo database: documentation ranges, so nothing real is implied.
@@ -222,3 +222,8 @@ class CollectorProcess(ChildProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def read_events(data_dir: Path, root: str = EVENTS, newest_first: bool = False, since: str | None = None):
+    """Every stored event under ``data_dir/root`` from partitions >= ``since`` (a one-off read)."""
+    return Reader(Path(data_dir) / root, since=since, newest_first=newest_first, log_name=root).events()

@@ -56,10 +56,6 @@ HISTORY_SECONDS = 3600
 STATUS = {EVENTS: ACCEPTED, REJECTED_LOG: REJECTED}
 
 
-def make_item(key: str, status: str, record: dict, line: bytes) -> Item:
-    return Item(key, status, record, line)
-
-
 class Viewer:
     """One open stream: its filter, its bounded queue, what was dropped for it."""
 
@@ -217,7 +213,7 @@ class Follower:
                     count = 0
                     # read off the event loop (a slice can decompress a chunk of a closed segment)
                     for record, key in await asyncio.to_thread(list, itertools.islice(records, BATCH)):
-                        self.publish(make_item(key, STATUS[name], record.event, record.line), live)
+                        self.publish(Item(key, STATUS[name], record.event, record.line), live)
                         count += 1
                     self.read_count += count
                     if count >= BATCH:
@@ -272,7 +268,7 @@ class Follower:
                         started = time.perf_counter()
                         async for record in reader.read():
                             key = f"{name}#{record.segment.rpartition('#')[2]}"
-                            self.publish(make_item(key, STATUS[name], record.event, record.line))
+                            self.publish(Item(key, STATUS[name], record.event, record.line))
                             got += 1
                             if got % BATCH == 0:
                                 await self._yield(time.perf_counter() - started)

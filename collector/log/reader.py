@@ -495,10 +495,3 @@ def _last_line_end(path: Path) -> int:
     except FileNotFoundError:
         pass
     return 0
-
-
-def read_events(
-    data_dir: Path, root: str = EVENTS, newest_first: bool = False, since: str | None = None
-) -> Iterator[dict]:
-    """Every stored event under ``data_dir/root`` from partitions >= ``since`` (a one-off read)."""
-    return Reader(Path(data_dir) / root, since=since, newest_first=newest_first, log_name=root).events()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import orjson
 
-from collector.api import MAX_SUBJECTS  # noqa: F401 - the limit lives in the API table; imported from here too
 from collector.log.layout import iso_ms
 from collector.log.segments import fsync_dir, make_dirs
 

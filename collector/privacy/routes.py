@@ -20,10 +20,10 @@ import orjson
 from aiohttp import web
 
 from collector import access
-from collector.api import MAX_ID_CHARS, PRIVACY_ROUTES
+from collector.api import MAX_ID_CHARS, MAX_SUBJECTS, PRIVACY_ROUTES
 from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
 from collector.privacy import export
-from collector.privacy.regulations import MAX_SUBJECTS, SUPPRESSES, TYPES, public
+from collector.privacy.regulations import SUPPRESSES, TYPES, public
 from collector.log.rotation import wait_acks
 from collector.privacy.service import Privacy, open_profiles
 from collector.privacy.subjects import SUBJECT_TYPES, expand, normal

@@ -5,7 +5,7 @@ identify anyone, the caps per type)::
 
     rules = Rules.from_config(config)
     rules.identifiers(event)      # [("user_id", "u-42"), ("email", "ann@x.com"), ("anonymous_id", "a1")]
-    contribution(event, key)      # what the event adds to its profile (a mergeable state)
+    absorb(state, event, key)     # fold what the event adds into a profile's state (a mergeable state)
     merge(a, b)                   # two states as one; commutative and associative
     view(state)                   # the traits a profile shows, computed traits under their own names
 
@@ -172,13 +172,8 @@ def _trait_sets(event: dict) -> list[dict]:
 
 
 # --- what one event adds --------------------------------------------------------------------
-def contribution(event: dict, key: str) -> dict:
-    """What one event adds to a profile: ``absorb`` into an empty state."""
-    return absorb({}, event, key)
-
-
 def absorb(state: dict, event: dict, key: str) -> dict:
-    """Fold one event into ``state``, in place: what ``merge(state, contribution(event, key))``
+    """Fold one event into ``state``, in place: what ``merge(state, absorb({}, event, key))``
     gives (the builder's hot path: no state is copied, the usual parts written out inline)."""
     get = event.get
     kind = get("type")

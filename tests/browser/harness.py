@@ -17,8 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from collector.snippet import snippet
-from collector.log.reader import read_events
-from helpers import free_port, stop_process, wait_until
+from helpers import free_port, read_events, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = Path(__file__).parent / "pages"

@@ -7,7 +7,7 @@ import time
 import orjson
 
 from collector.console.dashboard import WINDOW_MINUTES, Dashboard
-from collector.console.stream import make_item
+from collector.console.stream import Item
 from collector.log.layout import iso_ms
 
 
@@ -22,7 +22,7 @@ class Clock:
 def item(n: int, at: float, **fields) -> object:
     record = {"type": "track", "event": "Bought", "userId": f"u{n % 3}", "source": "web", "receivedAt": iso_ms(at), **fields}
     status = "rejected" if "code" in record else "accepted"
-    return make_item(f"events/x@{n}", status, record, orjson.dumps(record))
+    return Item(f"events/x@{n}", status, record, orjson.dumps(record))
 
 
 def test_counts_by_minute_type_and_rank_over_the_last_hour_only():

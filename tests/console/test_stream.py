@@ -11,7 +11,7 @@ import pytest
 
 from collector.config import Config
 from collector.console.filters import Filter, rejected_message
-from collector.console.stream import QUEUE, Follower, make_item
+from collector.console.stream import QUEUE, Follower, Item
 from tests.console.conftest import TOKEN, batch, call, send
 from tests.console.sse import Stream
 
@@ -145,7 +145,7 @@ async def test_the_follower_never_waits_for_a_viewer():
     slow, picky = follower.join(Filter(), None)[0], follower.join(Filter(type="identify"), None)[0]
     for n in range(QUEUE + 50):
         record = {"type": "track", "event": "E", "userId": "u", "receivedAt": "2026-12-02T00:00:00.000Z", "source": "web"}
-        follower.publish(make_item(f"events/x@{n}", "accepted", record, json.dumps(record).encode()))
+        follower.publish(Item(f"events/x@{n}", "accepted", record, json.dumps(record).encode()))
     assert len(slow.items) == QUEUE and slow.dropped == 50
     assert len(picky.items) == 0 and picky.dropped == 0
     await asyncio.sleep(0)

@@ -12,8 +12,8 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from collector.log.reader import read_events
-from helpers import CollectorProcess, assert_whole, eventually
+
+from helpers import CollectorProcess, assert_whole, eventually, read_events
 
 SOURCES = [{"name": "web", "write_key": "wk_test"}]
 

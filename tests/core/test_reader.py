@@ -15,7 +15,8 @@ import orjson
 from collector.log import reader as reader_module, rewrite, segments
 from collector.log.files import FileStore, SegmentLog
 from collector.log.layout import hour_partition
-from collector.log.reader import DONE, Reader, read_events
+from collector.log.reader import DONE, Reader
+from helpers import read_events
 from collector.log.tail import follow
 
 PARTITION = "dt=2026-11-28/hr=10"

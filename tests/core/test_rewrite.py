@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from collector.log import segments
+from helpers import read_events
 from collector.log.files import FileStore
-from collector.log.reader import read_events
+
 from collector.log.rewrite import STEPS, Conflict, recover, rewrite
 
 PARTITION = "dt=2026-11-28/hr=10"

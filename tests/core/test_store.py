@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from collector.errors import Unavailable
+from helpers import read_events
 from collector.log.files import FileStore
 from collector.log.layout import hour_partition
-from collector.log.reader import read_events
+
 from tests.conftest import stored
 
 KEY = {"X-Write-Key": "wk_web"}

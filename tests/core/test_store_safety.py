@@ -22,8 +22,8 @@ import pytest
 from collector.errors import Unavailable
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, hour_partition
-from collector.log.reader import read_events
-from helpers import assert_whole
+
+from helpers import assert_whole, read_events
 
 HOUR10, HOUR11 = "dt=2026-11-28/hr=10", "dt=2026-11-28/hr=11"
 DEADLINE = 10  # seconds any single append may take before the test fails instead of hanging

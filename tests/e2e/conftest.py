@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from browser_launcher import launch
 
-from collector.log.reader import read_events
-from helpers import GEO_NETWORKS, build_geo_db, free_port, stop_process, wait_until
+
+from helpers import GEO_NETWORKS, build_geo_db, free_port, read_events, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from browser_launcher import launch
 
-from collector.log.reader import read_events
+
 from collector.snippet import snippet
-from helpers import ChildProcess, CollectorProcess, free_port, wait_until
+from helpers import ChildProcess, CollectorProcess, free_port, read_events, wait_until
 from tests.e2e.conftest import ROOT
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -43,8 +43,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from collector.api import MAX_ID_CHARS, PRIVACY_ERRORS, PROFILE_ERRORS
-from collector.privacy.regulations import MAX_SUBJECTS, TYPES
+from collector.api import MAX_ID_CHARS, MAX_SUBJECTS, PRIVACY_ERRORS, PROFILE_ERRORS
+from collector.privacy.regulations import TYPES
 from collector.privacy.subjects import SUBJECT_TYPES
 from tests.hardening.conftest import fuzz_settings
 

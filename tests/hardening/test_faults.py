@@ -18,8 +18,8 @@ import pytest
 
 from collector.app import STATE
 from collector.log.layout import hour_partition
-from collector.log.reader import read_events
-from helpers import CollectorProcess, assert_whole
+
+from helpers import CollectorProcess, assert_whole, read_events
 from tests.conftest import stored
 from tests.core.test_durability import acknowledged_count
 

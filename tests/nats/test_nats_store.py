@@ -22,8 +22,7 @@ from natsprocs import (
     track,
 )
 
-from collector.log.reader import read_events
-from helpers import eventually
+from helpers import eventually, read_events
 
 
 def nats_args(url: str, *more: str) -> list[str]:

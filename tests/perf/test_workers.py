@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.log.reader import read_events
+
 from collector.log.layout import LOCK_DIR
 from collector.log.segments import try_lock
-from helpers import CollectorProcess, wait_until
+from helpers import CollectorProcess, read_events, wait_until
 
 KEY = "wk_test"
 DEADLINE = 60.0  # seconds: a liveness bound, not a measurement

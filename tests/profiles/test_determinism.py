@@ -76,7 +76,7 @@ def test_incremental_shuffled_duplicated_and_restarted_equals_one_pass(tmp_path,
 def test_folding_events_in_place_equals_merging_their_contributions():
     """The builder folds each event into its profile's state in place (``absorb``); that must be
     what merging the events' contributions gives, in any order (``merge``: the rules)."""
-    from collector.profiles.rules import absorb, contribution, event_key, merge, view
+    from collector.profiles.rules import absorb, event_key, merge, view
 
     events = generated_log(seed=5, people=20)
     rng = random.Random(11)
@@ -87,7 +87,7 @@ def test_folding_events_in_place_equals_merging_their_contributions():
         rng.shuffle(events)
         merged: dict = {}
         for event in events:
-            merged = merge(merged, contribution(event, event_key(event)))
+            merged = merge(merged, absorb({}, event, event_key(event)))
         assert view(merged) == view(folded)
 
 
@@ -95,7 +95,7 @@ def test_folding_in_place_gives_merges_state_exactly_step_by_step():
     """Not only the same view: the same stored state after every event, amounts written as a
     client may write them included ("1e3", "-0", many currencies), since states are what a
     later merge (another profile, a replay) starts from."""
-    from collector.profiles.rules import absorb, contribution, event_key, merge
+    from collector.profiles.rules import absorb, event_key, merge
 
     amounts = ["1e3", "-0", "0.10", 12.5, "7", 1, "1E-2", "123456789012345678901234567890.5"]
     for seed in range(10):
@@ -109,5 +109,5 @@ def test_folding_in_place_gives_merges_state_exactly_step_by_step():
         merged: dict = {}
         for event in events:
             absorb(folded, event, event_key(event))
-            merged = merge(merged, contribution(event, event_key(event)))
+            merged = merge(merged, absorb({}, event, event_key(event)))
             assert folded == merged, f"seed {seed}"
