@@ -140,8 +140,9 @@ class TestWorkers:
         stored = [e["messageId"] for e in read_events(collector.data_dir)]
         assert sorted(stored) == sorted(acked)
 
-    def test_a_worker_that_cannot_start_makes_the_supervisor_give_up(self, tmp_path):
-        """When another listener holds the port, workers fail at start and the supervisor exits 1 rather than loop."""
+    def test_a_port_another_listener_holds_stops_the_supervisor_at_once(self, tmp_path):
+        """When another listener holds the port, ``serve --workers 2`` says so in one line and exits 2
+        before any worker starts, rather than restarting workers that cannot bind (issue 35)."""
         with socket.socket() as squatter:
             squatter.bind(("127.0.0.1", 0))
             squatter.listen()
@@ -157,8 +158,9 @@ class TestWorkers:
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
-        assert code == 1
-        assert "keeps failing at start" in collector.log.read_text()
+        assert code == 2
+        text = collector.log.read_text()
+        assert f"port {port} on 127.0.0.1 is in use" in text and "Traceback" not in text
 
 
 class TestOneDuplicateFilterPerHost:
