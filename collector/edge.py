@@ -16,7 +16,7 @@ from yarl import URL
 
 from collector.api import sentence
 from collector.config import Config, Source
-from collector.enrich.ip import client_ip
+from collector.enrich.ip import client_ip, is_trusted_proxy
 from collector.errors import Forbidden, Unauthorized
 from collector.ingest import RequestInfo
 from collector.limits import TokenBuckets
@@ -107,3 +107,33 @@ def request_info(config: Config, request: web.Request, received_at: float) -> Re
     if agent is not None and not agent.isascii():  # bytes that are not UTF-8 arrive as surrogates, which JSON cannot store
         agent = agent.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return RequestInfo(received_at, ip, agent)
+
+
+# --- what a trusted proxy says about the browser's request -------------------------------------
+def forwarded(request: web.Request, header: str, trusted_proxies: tuple) -> str | None:
+    """The value of ``X-Forwarded-Host`` or ``-Proto`` that the outermost trusted proxy set, or None.
+
+    Believed only from a trusted peer. A proxy that appends puts its own value last, so what comes
+    before may be the client's: one value is taken per trusted hop (the peer, and each trusted
+    address at the right end of ``X-Forwarded-For``), counted from the right."""
+    if not is_trusted_proxy(request.remote, trusted_proxies):
+        return None
+    values = [v.strip() for v in request.headers.get(header, "").split(",") if v.strip()]
+    if not values:
+        return None
+    hops = 1
+    for address in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+        if not is_trusted_proxy(address.strip(), trusted_proxies):
+            break
+        hops += 1
+    return values[max(0, len(values) - hops)]
+
+
+def is_https(request: web.Request, trusted_proxies: tuple) -> bool:
+    """Whether the browser reached us over HTTPS: TLS here, or a trusted proxy's ``X-Forwarded-Proto``."""
+    return request.secure or (forwarded(request, "X-Forwarded-Proto", trusted_proxies) or "").lower() == "https"
+
+
+def public_host(request: web.Request, trusted_proxies: tuple) -> str:
+    """``host[:port]`` the browser asked for: a trusted proxy's ``X-Forwarded-Host``, else ``Host``."""
+    return forwarded(request, "X-Forwarded-Host", trusted_proxies) or request.host

@@ -21,7 +21,7 @@ from aiohttp import web
 from yarl import URL
 
 from collector.config import Config, Source
-from collector.enrich.ip import is_trusted_proxy
+from collector.edge import is_https
 
 ID_COOKIE = "itl_aid"
 FRESH_COOKIE = "itl_aid_fresh"
@@ -59,18 +59,6 @@ def same_site(request: web.Request, source: Source) -> bool:
     return bool(host) and (host == site or host.endswith("." + site))
 
 
-def is_https(request: web.Request, config: Config) -> bool:
-    """HTTPS here, or at a trusted proxy that says so (X-Forwarded-Proto)."""
-    if request.secure:
-        return True
-    proto = request.headers.get("X-Forwarded-Proto")
-    return (
-        proto is not None
-        and proto.split(",", 1)[0].strip().lower() == "https"
-        and is_trusted_proxy(request.remote, config.trusted_proxies)
-    )
-
-
 def cookies_due(request: web.Request, source: Source, config: Config, aid: str | None) -> list[str]:
     """The Set-Cookie values the answer carries: none unless same-site and the id is new or a day old."""
     if aid is None or not same_site(request, source):
@@ -81,7 +69,7 @@ def cookies_due(request: web.Request, source: Source, config: Config, aid: str |
     attributes = "; Path=/; SameSite=Lax"
     if source.cookie_domain:
         attributes += "; Domain=" + source.cookie_domain
-    if is_https(request, config):
+    if is_https(request, config.trusted_proxies):
         attributes += "; Secure"
     return [
         f"{ID_COOKIE}={aid}; Max-Age={ID_MAX_AGE}{attributes}",

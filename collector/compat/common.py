@@ -6,10 +6,8 @@ import orjson
 from aiohttp import web
 
 from collector.config import Config, Source
-from collector.edge import Gate
+from collector.edge import Gate, is_https, public_host
 from collector.errors import CollectorError, NotFound
-from collector.enrich.ip import is_trusted_proxy
-from collector.firstparty import is_https
 
 # The configuration documents are public (a write key is no secret: it is in every page), read by
 # scripts on any site: readable cross-origin, and cacheable for a few minutes like the tag.
@@ -28,13 +26,10 @@ def source_of(gate: Gate, key: str | None) -> Source:
 
 def collector_host(request: web.Request, config: Config) -> tuple[str, str]:
     """``(protocol, host[:port])`` the browser reached this collector at: behind a trusted proxy, the
-    scheme and host it says (X-Forwarded-Proto, X-Forwarded-Host: its first value), since a proxy
-    that rewrites Host would otherwise hand visitors its internal address."""
-    host = request.host
-    forwarded = request.headers.get("X-Forwarded-Host", "").split(",", 1)[0].strip()
-    if forwarded and is_trusted_proxy(request.remote, config.trusted_proxies):
-        host = forwarded
-    return ("https" if is_https(request, config) else "http"), host
+    scheme and host it says (``edge.forwarded``), since a proxy that rewrites Host would otherwise
+    hand visitors its internal address."""
+    proxies = config.trusted_proxies
+    return ("https" if is_https(request, proxies) else "http"), public_host(request, proxies)
 
 
 def answer(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from collector import access
-from collector.enrich.ip import is_trusted_proxy
+from collector.edge import is_https, public_host
 from collector.errors import Forbidden, Unauthorized
 
 COOKIE = "intilery_console"
@@ -70,17 +70,9 @@ def check_form_token(given: str, token: str) -> None:
         raise Unauthorized("invalid_access_token", "the access token is not valid")
 
 
-def over_https(request: web.Request, trusted_proxies: tuple = ()) -> bool:
-    """Whether the browser reached us over HTTPS: TLS here, or ``X-Forwarded-Proto: https`` from a trusted proxy."""
-    if request.secure:
-        return True
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return forwarded == "https" and is_trusted_proxy(request.remote, trusted_proxies)
-
-
 def set_session(response: web.StreamResponse, request: web.Request, token: str, trusted_proxies: tuple = ()) -> None:
     response.set_cookie(COOKIE, session_value(token), max_age=SESSION_SECONDS, path="/console", httponly=True,
-                        samesite="Strict", secure=over_https(request, trusted_proxies))  # fmt: skip
+                        samesite="Strict", secure=is_https(request, trusted_proxies))  # fmt: skip
 
 
 def clear_session(response: web.StreamResponse) -> None:
@@ -97,10 +89,7 @@ def check_same_origin(request: web.Request, trusted_proxies: tuple = ()) -> None
             return
     elif (origin := request.headers.get("Origin")) and origin != "null":
         parts = urlsplit(origin)
-        host = request.headers.get("Host", "")
-        forwarded = request.headers.get("X-Forwarded-Host")
-        if forwarded and is_trusted_proxy(request.remote, trusted_proxies):
-            host = forwarded.split(",")[0].strip()
+        host = public_host(request, trusted_proxies)
         if parts.scheme in ("http", "https") and host and parts.netloc.lower() == host.lower():
             return
     raise Forbidden("cross_origin_request", "the console takes a POST on its session cookie only from its own page "

@@ -30,7 +30,7 @@ async def test_segment_settings_point_at_this_collector_with_the_requests_protoc
 async def test_segment_settings_behind_a_proxy_that_rewrites_host_use_x_forwarded_host(make_client, config):
     """A trusted proxy's X-Forwarded-Host is the visitors' address (its Host is internal); an
     untrusted peer's is ignored; the cacheable answer varies by every header it is built from."""
-    proxied = {"Host": "collector.internal:8080", "X-Forwarded-Host": "collect.example.com, hop.example",
+    proxied = {"Host": "collector.internal:8080", "X-Forwarded-Host": "collect.example.com",
                "X-Forwarded-Proto": "https"}  # fmt: skip
     client = await make_client(config)
     answer = await client.get(SETTINGS.format("wk_web"), headers=proxied)
@@ -84,3 +84,18 @@ async def test_the_beacon_route_is_the_batch_ingest(client, config):
     await eventually(lambda: [e for e in stored(config.data_dir) if e.get("event") == "Beaconed"], what="the beaconed event")
     answer = await client.post("/beacon/v1/batch?writeKey=nope", data=body, headers={"Content-Type": "text/plain"})
     assert (answer.status, (await answer.json())["code"]) == (401, "invalid_write_key")
+
+
+async def test_a_forwarded_value_a_client_put_before_the_proxys_own_is_not_believed(make_client, config):
+    """Review P12: a proxy that appends to X-Forwarded-Host/-Proto puts its own value last; what
+    comes before it is the client's (or an untrusted hop's). One value is taken per trusted hop
+    (the peer, and each trusted address at the right of X-Forwarded-For), counted from the right."""
+    client = await make_client(config)  # the test client is on 127.0.0.1, a trusted proxy here
+    forged = {"Host": "collector.internal:8080", "X-Forwarded-Host": "evil.example, collect.example.com",
+              "X-Forwarded-Proto": "https, http"}  # fmt: skip
+    segment = (await (await client.get(SETTINGS.format("wk_web"), headers=forged)).json())["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == ("collect.example.com/v1", "http")
+    chain = {**forged, "X-Forwarded-Host": "evil.example, collect.example.com, hop.internal",
+             "X-Forwarded-Proto": "http, https, http", "X-Forwarded-For": "203.0.113.9, 127.0.0.1"}  # two trusted hops
+    segment = (await (await client.get(SETTINGS.format("wk_web"), headers=chain)).json())["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == ("collect.example.com/v1", "https")
