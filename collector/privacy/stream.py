@@ -14,21 +14,33 @@ replicas as the stream) as ``{"hashes": [...]}``, with the salt every collector 
 (key ``salt``: the first collector's); a change is a compare-and-set on its
 revision, and each collector copies a newer revision into its local list (``suppression.py``)
 within ``PULL_EVERY`` seconds. The local file stays what ingest reads.
+
+The shared salt is kept beside the local list (``regulations/salt.shared``, mode 0600, written
+before any list hashed with it), so a restarted collector checks messages at once, before it has
+read the bucket, and goes on with the last list it read while the bucket cannot be read
+(``service.Privacy`` says so in ``/readyz`` and the log). Ingest never waits for NATS: a
+collector that has never read the salt and holds a list (only after an upgrade) answers 503 to
+the messages it cannot check, never 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import orjson
 
 from collector.log.layout import EVENTS, REJECTED
 from collector.log.stream import API_TIMEOUT, StreamSettings, connect
 from collector.log.stream_reader import StreamReader
-from collector.privacy.subjects import Matcher
+from collector.errors import Unavailable
+from collector.privacy.regulations import write_whole
+from collector.privacy.subjects import Matcher, salt_of
 
 ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
 BUCKET, KEY, SALT = "INTILERY_PRIVACY", "suppressed", "salt"
+SHARED_SALT_FILE = "salt.shared"  # regulations/salt.shared: the bucket's salt, as last read
 PULL_EVERY = 1.0  # seconds between looks at the bucket
 REMOTE_TIMEOUT = 10.0  # seconds a change of the shared list may take before the request fails
 CHANGE_TRIES = 20  # compare-and-set attempts when other collectors change the list at the same time
@@ -48,7 +60,7 @@ class StreamEraser:
         nc = await connect(self.config, "intilery-privacy")
         try:
             for log_name in (EVENTS, REJECTED):
-                drop = matcher.is_event_of if log_name == EVENTS else matcher.is_dead_letter_of
+                drop = matcher.owns_line if log_name == EVENTS else matcher.owns_dead_letter
                 reader = StreamReader(self.config, log_name=log_name)
                 try:
                     async for record in reader.read():
@@ -149,6 +161,22 @@ class SharedList:
         except nats.js.errors.KeyWrongLastSequenceError:  # another collector put its salt first
             return bytes.fromhex((await kv.get(SALT)).value.decode())
 
+    def known_salt(self, directory: Path) -> bytes:
+        """The shared salt for hashing now: the one kept in ``directory``; read from the bucket (and
+        kept) only from a thread with no event loop (a request's thread, the job, the CLI). On the
+        event loop (ingest) with none kept yet: ``Unavailable``, a 503, since ingest never waits."""
+        kept = kept_salt(directory)
+        if kept is not None:
+            return kept
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            salt = self.salt_now(salt_of(directory))
+            keep_salt(directory, salt)
+            return salt
+        raise Unavailable("suppression_unavailable", "the shared suppression list has not been read yet; retry",
+                          retry_after=5)  # fmt: skip
+
     def salt_now(self, local: bytes) -> bytes:
         """``salt`` from a thread with no event loop."""
 
@@ -175,3 +203,19 @@ class SharedList:
                 await self.close()
 
         return asyncio.run(once())
+
+
+def kept_salt(directory: Path) -> bytes | None:
+    """The shared salt this data directory last read from the bucket, or None."""
+    try:
+        salt = (Path(directory) / SHARED_SALT_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    return salt if len(salt) == 32 else None
+
+
+def keep_salt(directory: Path, salt: bytes) -> None:
+    """Keep the bucket's salt (mode 0600), unless it is kept already."""
+    if kept_salt(directory) != salt:
+        os.makedirs(directory, exist_ok=True)
+        write_whole(Path(directory) / SHARED_SALT_FILE, salt, 0o600)
