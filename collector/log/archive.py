@@ -39,6 +39,7 @@ from collector.config import Config, ConfigError, load_config
 from collector.dedup import Dedup
 from collector.errors import Unavailable
 from collector.metrics import Metrics
+from collector.privacy.archives import ArchiveEraser
 from collector.log import layout, rotation
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
@@ -157,6 +158,7 @@ class Archiver:
         self.index = OutputIndex(config.data_dir)
         self.written = self.skipped = 0
         self.nc: Any = None
+        self.eraser: ArchiveEraser | None = None
         self._prefixes = {f"{self.settings.prefix}.{name}.": name for name in (EVENTS, REJECTED)}
 
     async def run(self, stop: asyncio.Event, on_ready=None) -> None:
@@ -174,17 +176,20 @@ class Archiver:
             seeded = await loop.run_in_executor(None, self.index.seed, self.dedup, self.dedup.window)
             log.info("duplicate filter seeded from the output", extra={"keys": seeded})
             self.nc = await connect(self.config, f"intilery-archive-{store.instance}", error_cb=self._on_error)
+            self.eraser = ArchiveEraser(self.config, self.nc, self.consumer)  # privacy requests (erasures) reach it here
             subscription = await self._subscribe(stop)
             if subscription is None:
                 return
             if on_ready is not None:
                 on_ready(store)
             rotations = asyncio.create_task(rotation.follow(store, Path(self.config.data_dir), store.instance, stop))
+            requests = asyncio.create_task(self.eraser.follow(stop))
             try:
                 await self._loop(subscription, store, stop)
             finally:
                 stop.set()
                 await rotations
+                await requests
         finally:
             if self.nc is not None:
                 try:
@@ -238,6 +243,8 @@ class Archiver:
 
         reported = time.monotonic()
         while not stop.is_set():
+            if self.eraser.due:  # between two batches: nothing this process writes races the rewrite
+                await self.eraser.run_due(store)
             try:
                 messages = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -268,6 +275,9 @@ class Archiver:
                 partition = partition_of(log_name, data)
             key = headers.get(HEADER_ID) if log_name == EVENTS else None
             key = key or line_key(log_name, data)
+            if self.eraser is not None and self.eraser.late(log_name, msg.metadata.sequence.stream, data):
+                entries.append((msg, None, "", "", b""))  # erased from the stream meanwhile: acknowledged, not written
+                continue
             if msg.metadata.num_delivered > 1:
                 redelivered.add((log_name, partition))
             entries.append((msg, log_name, partition, key, data))

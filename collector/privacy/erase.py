@@ -50,6 +50,7 @@ class Context:
     profiles: Callable[[], object | None] = lambda: None  # opens the profile store, None when there is none
     rotate: Callable[[], None] = lambda: None  # every running collector closes its open segments
     stream: object | None = None  # erases from the NATS stream: .erase(matcher) -> dict
+    archives: object | None = None  # every `intilery archive`'s output (NATS): .ask(id, hashes), .status(id) (privacy.archives)
     stopped: Callable[[], bool] = lambda: False  # the process is shutting down: the job stops between files
 
 

@@ -56,15 +56,16 @@ def open_profiles(config):
 
 def context_of(config, suppression: Suppression, stopped=lambda: False) -> Context:
     """The erase job's context for a configuration (the NATS stream when the store is NATS)."""
-    stream = None
+    stream = archives = None
     if config.store == "nats":
+        from collector.privacy.archives import Archives
         from collector.privacy.stream import StreamEraser
 
-        stream = StreamEraser(config)
+        stream, archives = StreamEraser(config), Archives(config)
     data_dir = Path(config.data_dir)
     return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
                    profiles=open_profiles(config), rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
-                   stream=stream, stopped=stopped)  # fmt: skip
+                   stream=stream, archives=archives, stopped=stopped)  # fmt: skip
 
 
 def shared_suppression(config) -> Suppression:
