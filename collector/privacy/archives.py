@@ -61,17 +61,20 @@ ID_FILE = ".archive-id"
 JOB_LOCK = "archive-erase"  # one process of an output directory erases it
 
 
-def _keys(kv, pattern: str) -> Any:
-    """The bucket's keys matching ``pattern`` (an empty list when there is none)."""
-    import nats.js.errors
-
-    async def run() -> list[str]:
-        try:
-            return await kv.keys(filters=[pattern])
-        except nats.js.errors.NoKeysError:
-            return []
-
-    return run()
+async def _keys(kv, pattern: str) -> list[str]:
+    """The bucket's keys matching ``pattern`` (``erase.*``), through one watcher with that filter
+    (``KeyValue.keys`` lists every key and filters by substring)."""
+    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
+    keys = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # the watcher's "no more for now"
+                break
+            if entry.operation is None:  # a put (deletes and purges are skipped above)
+                keys.append(entry.key)
+    finally:
+        await watcher.stop()
+    return keys
 
 
 # --- the erase job's side ---------------------------------------------------------------------------

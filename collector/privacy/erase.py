@@ -138,7 +138,9 @@ class Job:
             if store is not None:
                 store.close()
         if self.ctx.stream is not None:
-            stats = self.ctx.stream.erase(matcher)
+            from collector.profiles.person import Person  # TEMPORARY glue (branch nats): main's job passes a Person
+
+            stats = self.ctx.stream.erase(Person(matcher.idents, self.ctx.rules))
             self.record["stores"]["nats"] = stats
             errors += stats.get("errors", [])
             self.regs.save(self.record)

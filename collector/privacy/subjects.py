@@ -120,5 +120,3 @@ class Matcher:
 
     def is_dead_letter_of(self, line: bytes) -> bool:
         return self.mention.search(line) is not None
-
-    owns_line, owns_dead_letter = is_event_of, is_dead_letter_of  # TEMPORARY glue (branch nats): main's job passes a Person

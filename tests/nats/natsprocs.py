@@ -202,6 +202,7 @@ async def get_json(session: Any, url: str) -> tuple[int, dict]:
 async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
     """Every message in the stream (subject, headers, data), oldest first; for small streams."""
     import nats
+    import nats.js.errors
 
     nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
     try:
@@ -209,7 +210,13 @@ async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
         state = (await js.stream_info(stream)).state
         if state.messages == 0:
             return []
-        return [await js.get_msg(stream, seq) for seq in range(state.first_seq, state.last_seq + 1)]
+        found = []
+        for seq in range(state.first_seq, state.last_seq + 1):
+            try:
+                found.append(await js.get_msg(stream, seq))
+            except nats.js.errors.NotFoundError:  # deleted (an erasure): a gap
+                continue
+        return found
     finally:
         await nc.close()
 
