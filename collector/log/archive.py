@@ -341,6 +341,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--ack-wait", type=float, default=DEFAULT_ACK_WAIT,
                         help=f"seconds before an unacknowledged message goes to another process (default {DEFAULT_ACK_WAIT:g})")  # fmt: skip
     parser.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
+    parser.add_argument("--forget", metavar="ARCHIVE_ID",
+                        help="unregister an output directory taken away for good (its id, as the erasures' status "
+                             "lists it): erasures stop waiting for it; then exit")  # fmt: skip
     parser.set_defaults(run=run_command)
 
 
@@ -357,6 +360,12 @@ def run_command(args: argparse.Namespace) -> int:
     }
     config = load_config(args.config, overrides, with_dev_source=False)
     setup_logging(config.log_format)
+    if args.forget:
+        from collector.privacy.archives import Archives
+
+        known = Archives(config).forget(args.forget)
+        print(f"intilery archive: {args.forget} " + ("forgotten: erasures no longer wait for it" if known else "is not registered"))
+        return 0 if known else 1
     archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait)
     loop = new_loop()
 
