@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -144,8 +146,17 @@ async def test_a_stopped_archive_keeps_the_job_waiting_until_it_is_back(tmp_path
         return record if record["status"] == "FINISHED" else None
 
     record = await eventually(finished, timeout=120, what="the erasure once the archive is back")
-    [done] = record["stores"]["archives"].values()
+    [(name, done)] = record["stores"]["archives"].items()
     assert done["status"] == "DONE" and done["removed"] == len(sent[ANN]) + 2, done
     found = archived(output)
     assert ANN not in found and sorted(found[BOB]) == sorted(sent[BOB])
     assert of_user(dead_letters(output), ANN) == [] and len(of_user(dead_letters(output), BOB)) == 2
+
+    # taken away for good: forgotten, so erasures no longer wait for it
+    await asyncio.to_thread(archive.stop)
+    forget = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "collector", "archive", "--nats-url", url,
+                                     "--data-dir", str(output), "--forget", name], capture_output=True, timeout=60)  # fmt: skip
+    assert forget.returncode == 0, forget.stdout + forget.stderr
+    regulate_id = await asyncio.to_thread(regulate, collector.url, "DELETE_ONLY", "USER_ID", [BOB])
+    record = await eventually(finished, timeout=120, what="an erasure with no archive registered")
+    assert record["stores"]["archives"] == {}
