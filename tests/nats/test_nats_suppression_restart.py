@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
+from pathlib import Path
+
 import orjson
 import pytest
 from natsprocs import NatsServer, require_nats_server, stream_messages
 
+import collector as collector_package
 from helpers import eventually
 from privacy.people import TOKEN, WRITE, call, regulate, status_of
 
@@ -28,6 +31,15 @@ def server_config(path, deny_bucket: bool) -> None:
     deny = ("publish: {deny: [" + ", ".join(f'"{s}"' for s in KV_DENIED) + "]}") if deny_bucket else ""
     path.write_text("authorization {\n  users = [\n    {user: admin, password: adminpw}\n"
                     f"    {{user: app, password: apppw, permissions: {{{deny}}}}}\n  ]\n}}\n")  # fmt: skip
+
+
+def assert_documented(body: dict) -> None:
+    """The answer matches /readyz's 200 in the shipped OpenAPI document."""
+    import jsonschema
+
+    document = orjson.loads((Path(collector_package.__file__).parent / "static" / "openapi.json").read_bytes())
+    schema = document["paths"]["/readyz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.validate(body, schema)
 
 
 def url_of(server: NatsServer, user: str) -> str:
@@ -94,6 +106,7 @@ async def test_a_restarted_collector_applies_its_last_list_and_never_answers_500
     body = await eventually(says_stale, timeout=30, what="/readyz to name the stale shared list")
     assert body["ready"] is True and "suppression_list_stale" in body["warnings"]
     assert body["suppressionList"]["hashes"] >= 1
+    assert_documented(body)
 
     def logged() -> int:
         return collector.log.read_text().count("the shared suppression list cannot be read")
@@ -114,3 +127,4 @@ async def test_a_restarted_collector_applies_its_last_list_and_never_answers_500
         return status == 200 and body.get("suppressionList", {}).get("stale") is False
 
     await eventually(current, timeout=30, what="/readyz to say the list is current")
+    assert_documented((await asyncio.to_thread(call, collector.url + "/readyz", headers={}))[1])
