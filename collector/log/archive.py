@@ -188,6 +188,7 @@ class Archiver:
                 await self._loop(subscription, store, stop)
             finally:
                 stop.set()
+                await self.eraser.close()
                 await rotations
                 await requests
         finally:
@@ -243,8 +244,7 @@ class Archiver:
 
         reported = time.monotonic()
         while not stop.is_set():
-            if self.eraser.due:  # between two batches: nothing this process writes races the rewrite
-                await self.eraser.run_due(store)
+            self.eraser.start_due(store)  # privacy requests, in a task beside this loop
             try:
                 messages = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):

@@ -20,12 +20,16 @@ that is down keeps the request waiting, visibly (PENDING), until it is back; an 
 away for good is forgotten with ``intilery archive --forget <id>`` (or ``nats kv del``).
 
 The archive (``ArchiveEraser``, in ``log.archive.Archiver``): looks for requests every
-``POLL`` seconds and runs each **between two batches**, so nothing it writes races the
-rewrite: every process writing into the directory closes its open segments
-(``rotation.rotate_everywhere``), the closed segments holding one of the person's lines are
-rewritten by ``log.rewrite.rewrite`` (events and dead letters), the open ones are checked, and
-the answer is put. Messages of the person delivered late (fetched before the stream was erased,
-sequence <= ``upto``) are acknowledged without being written.
+``POLL`` seconds and runs them in a task beside its loop, which goes on archiving meanwhile:
+
+1. from now on, a message of the person with a sequence <= ``upto`` (fetched before the stream
+   was erased, delivered late) is acknowledged without being written (``late``);
+2. every process writing into the directory closes its open segments (``store.rotate_all``,
+   ``rotation.rotate_everywhere``), so whatever was written before 1. is in closed segments;
+3. each closed segment holding one of the person's lines (events, dead letters) is rewritten
+   without them by ``log.rewrite.rewrite``;
+4. the open segments are checked (a batch in flight at 1.): if one holds the person, 2-4 again;
+5. the answer is put.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -214,6 +219,8 @@ class ArchiveEraser:
         self.upto = 0  # the highest ``upto`` of the filters
         self.dropped = 0
         self._failing = False
+        self._task: asyncio.Task | None = None
+        self._stopping = threading.Event()  # read by the erasure's threads between files
 
     # found in the bucket, by a task beside the archive's loop
     async def follow(self, stop: asyncio.Event) -> None:
@@ -257,7 +264,18 @@ class ArchiveEraser:
             request["salt"] = bytes.fromhex((await kv.get(SALT)).value.decode())
             self.due[regulate_id] = request
 
-    # run by the archive's loop, between two batches
+    # run beside the archive's loop
+    def start_due(self, store) -> None:
+        """Run the due requests in a task (one at a time); the archive's loop goes on meanwhile."""
+        if self.due and (self._task is None or self._task.done()) and not self._stopping.is_set():
+            self._task = asyncio.create_task(self.run_due(store), name="archive-erasure")
+
+    async def close(self) -> None:
+        """Stop between two files (a request cut short runs again at the next start)."""
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
     async def run_due(self, store) -> None:
         for regulate_id, request in list(self.due.items()):
             if time.monotonic() < self.retry_at.get(regulate_id, 0.0):
@@ -271,6 +289,8 @@ class ArchiveEraser:
                 continue
             try:
                 answer = await self._erase(store, person)
+            except rotation.Stopped:
+                return
             except Exception as exc:  # noqa: BLE001 - reported in the request's status; tried again
                 log.exception("erasing a privacy request from the archive failed; it is tried again",
                               extra={"regulateId": regulate_id})  # fmt: skip
@@ -315,8 +335,9 @@ class ArchiveEraser:
         removed = files = 0
         for _ in range(ROUNDS):
             await store.rotate_all()  # this process's own segments (its follow task answers the next too)
-            await asyncio.to_thread(rotation.rotate_everywhere, self.data_dir)  # every process of the directory
-            counts = await asyncio.to_thread(erase_closed, self.data_dir, person)
+            await asyncio.to_thread(rotation.rotate_everywhere, self.data_dir,
+                                    stopped=self._stopping.is_set)  # every process of the directory  # fmt: skip
+            counts = await asyncio.to_thread(erase_closed, self.data_dir, person, self._stopping.is_set)
             removed, files = removed + counts[0], files + counts[1]
             if not await asyncio.to_thread(open_hold, self.data_dir, person):
                 return {"status": "DONE", "removed": removed, "files": files, "error": None}
@@ -333,12 +354,14 @@ def _segments(data_dir: Path, log_name: str, closed: bool) -> list[Path]:
     return sorted(p for p in (data_dir / log_name).glob(pattern) if (m := parse_name(p.name)) and not m["tmp"])
 
 
-def erase_closed(data_dir: Path, person: HashedPerson) -> tuple[int, int]:
+def erase_closed(data_dir: Path, person: HashedPerson, stopped: Callable[[], bool] = lambda: False) -> tuple[int, int]:
     """Rewrite every closed segment holding one of the person's lines without them; (lines, files)."""
     removed = files = 0
     for log_name in LOGS:
         owns = _owner(log_name, person)
         for path in _segments(data_dir, log_name, closed=True):
+            if stopped():
+                raise rotation.Stopped("the archive is stopping; the request runs again at its next start")
             try:
                 with gzip.open(path, "rb") as src:
                     if not any(owns(line.rstrip(b"\n")) for line in src):

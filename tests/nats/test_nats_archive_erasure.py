@@ -32,11 +32,11 @@ def batch_of(user: str, tag: str, n: int) -> list[dict]:
     return events
 
 
-async def send(collector, tag: str, rounds: int, per_round: int = 50) -> dict[str, set[str]]:
+async def send(collector, tag: str, rounds: int, per_round: int = 50, users=(ANN, BOB)) -> dict[str, set[str]]:
     """Ann's and Bob's events through the collector; the messageIds sent per user (dead letters aside)."""
     sent: dict[str, set[str]] = {ANN: set(), BOB: set()}
     for r in range(rounds):
-        for user in (ANN, BOB):
+        for user in users:
             events = batch_of(user, f"{tag}{r}", per_round)
             status, body = await asyncio.to_thread(call, collector.url + "/v1/batch", "POST", {"batch": events}, WRITE)
             assert status == 200, body
@@ -160,3 +160,28 @@ async def test_a_stopped_archive_keeps_the_job_waiting_until_it_is_back(tmp_path
     regulate_id = await asyncio.to_thread(regulate, collector.url, "DELETE_ONLY", "USER_ID", [BOB])
     record = await eventually(finished, timeout=120, what="an erasure with no archive registered")
     assert record["stores"]["archives"] == {}
+
+
+async def test_an_erasure_while_the_archive_writes(tmp_path, nats_server, collectors, archives):
+    """Not frozen: the archive goes on writing (small batches) while it erases; every line of the
+    other person stays, once, and none of hers is left."""
+    url = nats_server.url
+    collector = await collectors("c1", store="nats", nats_url=url, access_token=TOKEN, data_dir=tmp_path / "c1-data")
+    output = tmp_path / "archive-out"
+    sent = await send(collector, "a", rounds=10)
+    await archives(output, url, "--batch", "5")
+    await eventually(lambda: archived(output).get(ANN), timeout=60, what="the archive to start writing")
+    regulate_id = await asyncio.to_thread(regulate, collector.url, "SUPPRESS_WITH_DELETE", "USER_ID", [ANN])
+    later = await send(collector, "b", rounds=2, users=(BOB,))  # his go on meanwhile
+
+    async def finished():
+        record = await record_of(collector, regulate_id)
+        return record if record["status"] == "FINISHED" else None
+
+    record = await eventually(finished, timeout=180, what="the erasure")
+    assert [a["status"] for a in record["stores"]["archives"].values()] == ["DONE"]
+    await eventually(lambda: consumer_drained(url), timeout=180, what="the archive to catch up")
+    found = archived(output)
+    assert ANN not in found
+    assert sorted(found[BOB]) == sorted(sent[BOB] | later[BOB])
+    assert of_user(dead_letters(output), ANN) == [] and len(of_user(dead_letters(output), BOB)) == 12
