@@ -178,7 +178,7 @@ class Archiver:
             self.nc = await connect(self.config, f"intilery-archive-{store.instance}", error_cb=self._on_error)
             self.eraser = ArchiveEraser(self.config, self.nc, self.consumer)  # privacy requests (erasures) reach it here
             subscription = await self._subscribe(stop)
-            if subscription is None:
+            if subscription is None or not await self.eraser.register(stop):  # registered before anything is archived
                 return
             if on_ready is not None:
                 on_ready(store)

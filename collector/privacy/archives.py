@@ -239,16 +239,39 @@ class ArchiveEraser:
             except asyncio.TimeoutError:
                 pass
 
+    async def register(self, stop: asyncio.Event) -> bool:
+        """Put this output directory in the bucket before anything is archived, so that an erasure
+        filed from now on waits for it; tried again until it works (False: stopped first)."""
+        warned = False
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self._register(), REMOTE_TIMEOUT)
+                return True
+            except Exception as exc:  # noqa: BLE001 - NATS not up yet: archiving waits, as it does for the stream
+                if not warned:
+                    log.warning("waiting to register for privacy requests in the NATS bucket %s: %s", BUCKET,
+                                type(exc).__name__)  # fmt: skip
+                warned = True
+            try:
+                await asyncio.wait_for(stop.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        return False
+
+    async def _register(self) -> None:
+        kv = await self.shared._bucket()
+        info = {"host": socket.gethostname(), "dataDir": str(self.data_dir), "consumer": self.consumer,
+                "registeredAt": iso_ms(time.time())}  # fmt: skip
+        await kv.put(f"archive.{self.id}", orjson.dumps(info))
+        self.registered = True
+        log.info("registered for privacy requests", extra={"archive": self.id})
+
     async def look(self) -> None:
         import nats.js.errors
 
         kv = await self.shared._bucket()
         if not self.registered:
-            info = {"host": socket.gethostname(), "dataDir": str(self.data_dir), "consumer": self.consumer,
-                    "registeredAt": iso_ms(time.time())}  # fmt: skip
-            await kv.put(f"archive.{self.id}", orjson.dumps(info))
-            self.registered = True
-            log.info("registered for privacy requests", extra={"archive": self.id})
+            await self._register()
         for key in await _keys(kv, "erase.*"):
             regulate_id = key.split(".", 1)[1]
             if regulate_id in self.done or regulate_id in self.due:
