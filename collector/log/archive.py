@@ -31,7 +31,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -39,7 +39,6 @@ from collector.config import Config, ConfigError, load_config
 from collector.dedup import Dedup
 from collector.errors import Unavailable
 from collector.metrics import Metrics
-from collector.privacy.archives import ArchiveEraser
 from collector.log import layout, rotation
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
@@ -144,8 +143,12 @@ class Archiver:
         batch: int = DEFAULT_BATCH,
         ack_wait: float = DEFAULT_ACK_WAIT,
         metrics: Metrics | None = None,
+        requests: Callable[[Config, Any, str], Any] | None = None,
     ) -> None:
         self.config = config
+        # privacy requests of the output directory: made with (config, connection, consumer) once
+        # connected (``collector.privacy.archives.ArchiveEraser``, given by the command), or None
+        self.requests = requests
         self.settings = StreamSettings.from_config(config)
         self.consumer = consumer or config.archive_consumer
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.consumer):
@@ -158,7 +161,7 @@ class Archiver:
         self.index = OutputIndex(config.data_dir)
         self.written = self.skipped = 0
         self.nc: Any = None
-        self.eraser: ArchiveEraser | None = None
+        self.eraser: Any = None
         self._prefixes = {f"{self.settings.prefix}.{name}.": name for name in (EVENTS, REJECTED)}
 
     async def run(self, stop: asyncio.Event, on_ready=None) -> None:
@@ -176,21 +179,24 @@ class Archiver:
             seeded = await loop.run_in_executor(None, self.index.seed, self.dedup, self.dedup.window)
             log.info("duplicate filter seeded from the output", extra={"keys": seeded})
             self.nc = await connect(self.config, f"intilery-archive-{store.instance}", error_cb=self._on_error)
-            self.eraser = ArchiveEraser(self.config, self.nc, self.consumer)  # privacy requests (erasures) reach it here
+            if self.requests is not None:  # privacy requests (erasures) reach the output directory through it
+                self.eraser = self.requests(self.config, self.nc, self.consumer)
             subscription = await self._subscribe(stop)
-            if subscription is None or not await self.eraser.register(stop):  # registered before anything is archived
-                return
+            if subscription is None or (self.eraser is not None and not await self.eraser.register(stop)):
+                return  # (registered before anything is archived: an erasure filed from now on waits for it)
             if on_ready is not None:
                 on_ready(store)
             rotations = asyncio.create_task(rotation.follow(store, Path(self.config.data_dir), store.instance, stop))
-            requests = asyncio.create_task(self.eraser.follow(stop))
+            requests = asyncio.create_task(self.eraser.follow(stop)) if self.eraser is not None else None
             try:
                 await self._loop(subscription, store, stop)
             finally:
                 stop.set()
-                await self.eraser.close()
+                if self.eraser is not None:
+                    await self.eraser.close()
                 await rotations
-                await requests
+                if requests is not None:
+                    await requests
         finally:
             if self.nc is not None:
                 try:
@@ -244,7 +250,8 @@ class Archiver:
 
         reported = time.monotonic()
         while not stop.is_set():
-            self.eraser.start_due(store)  # privacy requests, in a task beside this loop
+            if self.eraser is not None:
+                self.eraser.start_due(store)  # privacy requests, in a task beside this loop
             try:
                 messages = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -341,15 +348,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--ack-wait", type=float, default=DEFAULT_ACK_WAIT,
                         help=f"seconds before an unacknowledged message goes to another process (default {DEFAULT_ACK_WAIT:g})")  # fmt: skip
     parser.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
-    parser.add_argument("--forget", metavar="ARCHIVE_ID",
-                        help="unregister an output directory taken away for good (its id, as the erasures' status "
-                             "lists it): erasures stop waiting for it; then exit")  # fmt: skip
     parser.set_defaults(run=run_command)
+    return parser
 
 
-def run_command(args: argparse.Namespace) -> int:
+def config_of(args: argparse.Namespace) -> Config:
+    """The command's configuration (logging set up)."""
     from collector.logs import setup_logging
-    from collector.runtime import new_loop
 
     overrides = {
         "data_dir": args.data_dir,
@@ -360,13 +365,14 @@ def run_command(args: argparse.Namespace) -> int:
     }
     config = load_config(args.config, overrides, with_dev_source=False)
     setup_logging(config.log_format)
-    if args.forget:
-        from collector.privacy.archives import Archives
+    return config
 
-        known = Archives(config).forget(args.forget)
-        print(f"intilery archive: {args.forget} " + ("forgotten: erasures no longer wait for it" if known else "is not registered"))
-        return 0 if known else 1
-    archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait)
+
+def run_command(args: argparse.Namespace, requests: Callable[[Config, Any, str], Any] | None = None) -> int:
+    from collector.runtime import new_loop
+
+    config = config_of(args)
+    archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait, requests=requests)
     loop = new_loop()
 
     async def main() -> None:

@@ -409,3 +409,26 @@ def open_hold(data_dir: Path, person: HashedPerson) -> bool:
             except FileNotFoundError:
                 continue
     return False
+
+
+# --- the command ------------------------------------------------------------------------------------
+def add_parser(commands: Any) -> None:
+    """``intilery archive`` (``collector.log.archive``) with the privacy requests of its output
+    directory, and ``--forget``."""
+    from collector.log import archive
+
+    parser = archive.add_parser(commands)
+    parser.add_argument("--forget", metavar="ARCHIVE_ID",
+                        help="unregister an output directory taken away for good (its id, as an erasure's status "
+                             "lists it): erasures no longer wait for it; then exit")  # fmt: skip
+    parser.set_defaults(run=run_command)
+
+
+def run_command(args: Any) -> int:
+    from collector.log import archive
+
+    if not args.forget:
+        return archive.run_command(args, requests=ArchiveEraser)
+    known = Archives(archive.config_of(args)).forget(args.forget)
+    print(f"intilery archive: {args.forget} " + ("forgotten: erasures no longer wait for it" if known else "is not registered"))
+    return 0 if known else 1
