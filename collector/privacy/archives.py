@@ -51,7 +51,7 @@ import orjson
 from collector.log import rewrite, rotation
 from collector.log.layout import EVENTS, LOCK_DIR, LOGS, iso_ms, parse_name
 from collector.log.segments import make_dirs, try_lock
-from collector.privacy.stream import BUCKET, REMOTE_TIMEOUT, SALT, SharedList
+from collector.privacy.stream import BUCKET, REMOTE_TIMEOUT, SALT, SharedList, retried
 from collector.privacy.subjects import digest
 from collector.profiles.person import HashedPerson
 from collector.profiles.rules import Rules
@@ -92,9 +92,12 @@ class Archives:
     def _run(self, work: Callable[[Any, SharedList], Any]) -> Any:
         async def once():
             shared = SharedList(self.config)
+
+            async def call():
+                return await work(await shared._bucket(), shared)
+
             try:
-                kv = await shared._bucket()
-                return await asyncio.wait_for(work(kv, shared), REMOTE_TIMEOUT)
+                return await retried(call, shared)
             finally:
                 await shared.close()
 

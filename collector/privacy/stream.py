@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -35,7 +36,7 @@ from collector.log.layout import EVENTS, REJECTED
 from collector.log.stream import API_TIMEOUT, StreamSettings, connect
 from collector.log.stream_reader import StreamReader
 from collector.errors import Unavailable
-from collector.privacy.regulations import write_whole
+from collector.log.segments import fsync_dir
 from collector.privacy.subjects import Matcher, salt_of
 
 ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
@@ -182,7 +183,7 @@ class SharedList:
 
         async def once() -> bytes:
             try:
-                return await asyncio.wait_for(self.salt(local), REMOTE_TIMEOUT)
+                return await retried(lambda: self.salt(local), self)
             finally:
                 await self.close()
 
@@ -205,6 +206,24 @@ class SharedList:
         return asyncio.run(once())
 
 
+RETRY_PAUSE = 0.2  # seconds between tries of a call to the bucket that failed
+
+
+async def retried(call, shared: SharedList):
+    """``call()`` tried again (on a new connection) until it works or ``REMOTE_TIMEOUT`` has passed: the
+    bucket created by two collectors at once, or a server busy for a moment, is not a failure yet."""
+    deadline = asyncio.get_running_loop().time() + REMOTE_TIMEOUT
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(call(), max(left, RETRY_PAUSE))
+        except Exception:
+            if asyncio.get_running_loop().time() + RETRY_PAUSE >= deadline:
+                raise
+            await shared.close()
+            await asyncio.sleep(RETRY_PAUSE)
+
+
 def kept_salt(directory: Path) -> bytes | None:
     """The shared salt this data directory last read from the bucket, or None."""
     try:
@@ -216,6 +235,15 @@ def kept_salt(directory: Path) -> bytes | None:
 
 def keep_salt(directory: Path, salt: bytes) -> None:
     """Keep the bucket's salt (mode 0600), unless it is kept already."""
-    if kept_salt(directory) != salt:
-        os.makedirs(directory, exist_ok=True)
-        write_whole(Path(directory) / SHARED_SALT_FILE, salt, 0o600)
+    if kept_salt(directory) == salt:
+        return
+    os.makedirs(directory, exist_ok=True)
+    path = Path(directory) / SHARED_SALT_FILE
+    tmp = path.with_name(f".{SHARED_SALT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads of one process too
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(salt)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
