@@ -28,7 +28,6 @@ from collector.log.layout import LOCK_DIR, iso_ms
 from collector.log.segments import make_dirs, try_lock
 from collector.privacy.erase import Context, Job
 from collector.privacy.regulations import Regulations
-from collector.privacy.subjects import salt_of
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import Rules
 
@@ -169,8 +168,8 @@ class Privacy:
         suppression = self.suppression
         try:
             candidate = suppression._salt or await asyncio.to_thread(kept_salt, suppression.dir)
-            if candidate is None:  # nobody's salt yet: this directory's, which the bucket takes when it has none
-                candidate = await asyncio.to_thread(salt_of, suppression.dir)
+            if candidate is None:  # the bucket's salt when it has one; else this new one becomes it
+                candidate = os.urandom(32)
             salt = await asyncio.wait_for(self._puller.salt(candidate), PULL_EVERY * 5)
             await asyncio.to_thread(keep_salt, suppression.dir, salt)  # before any list hashed with it
             suppression.adopt_salt(salt)

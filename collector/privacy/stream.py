@@ -37,7 +37,7 @@ from collector.log.stream import API_TIMEOUT, StreamSettings, connect
 from collector.log.stream_reader import StreamReader
 from collector.errors import Unavailable
 from collector.log.segments import fsync_dir
-from collector.privacy.subjects import Matcher, salt_of
+from collector.privacy.subjects import Matcher
 
 ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
 BUCKET, KEY, SALT = "INTILERY_PRIVACY", "suppressed", "salt"
@@ -172,7 +172,7 @@ class SharedList:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            salt = self.salt_now(salt_of(directory))
+            salt = self.salt_now(os.urandom(32))  # the bucket's salt when it has one; else this one becomes it
             keep_salt(directory, salt)
             return salt
         raise Unavailable("suppression_unavailable", "the shared suppression list has not been read yet; retry",
