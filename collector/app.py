@@ -72,6 +72,7 @@ class State:
     committer: Committer
     bodies: bodies.BodyBudget
     ip_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
+    privacy: Any = None  # collector.privacy.service.Privacy: /readyz says when the shared suppression list is stale
     clock: Callable[[], float] = time.time  # tests move it to check a clock jumping backwards
 
 
@@ -244,10 +245,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready, reason = await request.app[STATE].store.ready()
+    state = request.app[STATE]
+    ready, reason = await state.store.ready()
+    extra = {}
+    shared = state.privacy.shared_list() if state.privacy is not None else None
+    if shared is not None:  # --store nats: ingest goes on with the last list read, and says so here
+        extra["suppressionList"] = shared
+        if shared["stale"]:
+            extra["warnings"] = ["suppression_list_stale"]
     if ready:
-        return _json({"ready": True})
-    return _json({"ready": False, "code": "store_unavailable", "reason": reason}, status=503, headers={"Retry-After": "5"})
+        return _json({"ready": True, **extra})
+    return _json({"ready": False, "code": "store_unavailable", "reason": reason, **extra}, status=503,
+                 headers={"Retry-After": "5"})  # fmt: skip
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -322,6 +331,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         committer=committer,
         bodies=bodies.BodyBudget(config.max_body_bytes_in_flight),
         ip_limits=TokenBuckets(config.ip_rate_limit, config.ip_rate_burst),
+        privacy=privacy,
     )
     app = web.Application()
     app[STATE] = state

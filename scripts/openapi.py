@@ -460,18 +460,31 @@ def paths() -> dict:
             "properties": {"status": {"type": "string", "enum": ["ok"]}},
         })},
     )  # fmt: skip
+    shared_list = {  # --store nats: the shared suppression list as this collector last read it
+        "suppressionList": {
+            "type": "object", "required": ["stale", "hashes", "version", "lastRead"], "additionalProperties": False,
+            "description": "With --store nats: the shared suppression list (NATS bucket INTILERY_PRIVACY). stale: not "
+                           "read since the start, or the last read failed; ingest goes on with the last list read.",
+            "properties": {"stale": {"type": "boolean"}, "hashes": {"type": "integer", "minimum": 0},
+                           "version": {"type": "integer", "minimum": 0},
+                           "lastRead": {"type": ["string", "null"], "format": "date-time"},
+                           "reason": {"type": "string", "description": "the kind of failure (no detail)"}},
+        },
+        "warnings": {"type": "array", "items": {"type": "string", "enum": ["suppression_list_stale"]}},
+    }
     out["/readyz"] = get(
         "readyz", "operations", "Readiness",
         {
-            "200": json_response("Ready.", {
+            "200": json_response("Ready (warnings name what works in a degraded way).", {
                 "type": "object", "required": ["ready"], "additionalProperties": False,
-                "properties": {"ready": {"type": "boolean", "enum": [True]}},
+                "properties": {"ready": {"type": "boolean", "enum": [True]}, **shared_list},
             }),
             "503": json_response(
                 "Not ready: the store cannot take writes; reason says what kind of fault (details are in the log).",
                 {"type": "object", "required": ["ready", "code", "reason"], "additionalProperties": False,
                  "properties": {"ready": {"type": "boolean", "enum": [False]},
-                                "code": {"type": "string", "enum": ["store_unavailable"]}, "reason": {"type": "string"}}},
+                                "code": {"type": "string", "enum": ["store_unavailable"]}, "reason": {"type": "string"},
+                                **shared_list}},
                 {"Retry-After": RETRY_AFTER},
             ),
         },
@@ -705,6 +718,8 @@ def privacy_schemas() -> dict:
                               "description": "An erasure: what was received before this is erased; what came after stays."},
                 "attempts": {**counts, "description": "Runs of the job that could not finish (it runs again)."},
                 "nextAttemptAt": {"type": "string", "format": "date-time", "description": "When it runs again."},
+                "erasedAt": {"type": "string", "format": "date-time",
+                             "description": "When this host's stores were erased (with NATS it then waits for every archive)."},
                 "subjects": {"type": "integer", "minimum": 1, "description": "How many distinct subjects were asked for."},
                 "identifiers": {**counts, "description": "How many identifiers the subjects expanded to (the whole person)."},
                 "stores": {

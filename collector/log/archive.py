@@ -31,7 +31,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -143,8 +143,12 @@ class Archiver:
         batch: int = DEFAULT_BATCH,
         ack_wait: float = DEFAULT_ACK_WAIT,
         metrics: Metrics | None = None,
+        requests: Callable[[Config, Any, str], Any] | None = None,
     ) -> None:
         self.config = config
+        # privacy requests of the output directory: made with (config, connection, consumer) once
+        # connected (``collector.privacy.archives.ArchiveEraser``, given by the command), or None
+        self.requests = requests
         self.settings = StreamSettings.from_config(config)
         self.consumer = consumer or config.archive_consumer
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.consumer):
@@ -157,6 +161,7 @@ class Archiver:
         self.index = OutputIndex(config.data_dir)
         self.written = self.skipped = 0
         self.nc: Any = None
+        self.eraser: Any = None
         self._prefixes = {f"{self.settings.prefix}.{name}.": name for name in (EVENTS, REJECTED)}
 
     async def run(self, stop: asyncio.Event, on_ready=None) -> None:
@@ -174,17 +179,24 @@ class Archiver:
             seeded = await loop.run_in_executor(None, self.index.seed, self.dedup, self.dedup.window)
             log.info("duplicate filter seeded from the output", extra={"keys": seeded})
             self.nc = await connect(self.config, f"intilery-archive-{store.instance}", error_cb=self._on_error)
+            if self.requests is not None:  # privacy requests (erasures) reach the output directory through it
+                self.eraser = self.requests(self.config, self.nc, self.consumer)
             subscription = await self._subscribe(stop)
-            if subscription is None:
-                return
+            if subscription is None or (self.eraser is not None and not await self.eraser.register(stop)):
+                return  # (registered before anything is archived: an erasure filed from now on waits for it)
             if on_ready is not None:
                 on_ready(store)
             rotations = asyncio.create_task(rotation.follow(store, Path(self.config.data_dir), store.instance, stop))
+            requests = asyncio.create_task(self.eraser.follow(stop)) if self.eraser is not None else None
             try:
                 await self._loop(subscription, store, stop)
             finally:
                 stop.set()
+                if self.eraser is not None:
+                    await self.eraser.close()
                 await rotations
+                if requests is not None:
+                    await requests
         finally:
             if self.nc is not None:
                 try:
@@ -238,6 +250,8 @@ class Archiver:
 
         reported = time.monotonic()
         while not stop.is_set():
+            if self.eraser is not None:
+                self.eraser.start_due(store)  # privacy requests, in a task beside this loop
             try:
                 messages = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -268,6 +282,9 @@ class Archiver:
                 partition = partition_of(log_name, data)
             key = headers.get(HEADER_ID) if log_name == EVENTS else None
             key = key or line_key(log_name, data)
+            if self.eraser is not None and self.eraser.late(log_name, msg.metadata.sequence.stream, data):
+                entries.append((msg, None, "", "", b""))  # erased from the stream meanwhile: acknowledged, not written
+                continue
             if msg.metadata.num_delivered > 1:
                 redelivered.add((log_name, partition))
             entries.append((msg, log_name, partition, key, data))
@@ -332,11 +349,12 @@ def add_parser(commands: Any) -> None:
                         help=f"seconds before an unacknowledged message goes to another process (default {DEFAULT_ACK_WAIT:g})")  # fmt: skip
     parser.add_argument("--log-format", choices=("text", "json"), help="text (default) or json")
     parser.set_defaults(run=run_command)
+    return parser
 
 
-def run_command(args: argparse.Namespace) -> int:
+def config_of(args: argparse.Namespace) -> Config:
+    """The command's configuration (logging set up)."""
     from collector.logs import setup_logging
-    from collector.runtime import new_loop
 
     overrides = {
         "data_dir": args.data_dir,
@@ -347,7 +365,14 @@ def run_command(args: argparse.Namespace) -> int:
     }
     config = load_config(args.config, overrides, with_dev_source=False)
     setup_logging(config.log_format)
-    archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait)
+    return config
+
+
+def run_command(args: argparse.Namespace, requests: Callable[[Config, Any, str], Any] | None = None) -> int:
+    from collector.runtime import new_loop
+
+    config = config_of(args)
+    archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait, requests=requests)
     loop = new_loop()
 
     async def main() -> None:

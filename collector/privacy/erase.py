@@ -16,7 +16,9 @@ first identifier is one of theirs. Erasing, in order (each step crash-safe on it
    what the consoles and the archives are given), then a second rotation, which every process
    acknowledges only once its console has read them (``collector.console.forget``);
 3. the NATS stream, when the collector writes to one (``Context.stream``): first, so that nothing
-   copies the person from it again;
+   copies the person from it again; then every ``intilery archive`` is asked to erase them from
+   its own output, through the NATS bucket (``Context.archives``, ``privacy/archives.py``), and
+   the job waits (``NotYet``) until each registered archive has answered DONE;
 4. ``events/`` and ``rejected/``: each closed segment whose raw bytes may hold the person
    (``rewrite.holds`` with ``Person.mentions``) is rewritten by ``rewrite.rewrite`` with their
    lines blanked (no other line moves: readers' cursors and the events index stay true);
@@ -50,7 +52,8 @@ from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.privacy")
 
-BACKOFF = (5, 15, 60, 300, 900)  # seconds before the next run of a job that could not finish (then the last)
+BACKOFF = (5, 15, 60, 300, 900)  # seconds before the next run of a job that met an error (then the last)
+WAITING = 2.0  # seconds before a job that waits (for a builder, an archive) looks again
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Context:
     resolve: Callable[[list, str], set] = lambda subjects, cutoff: set(subjects)  # subjects.resolver(config)
     rotate: Callable[[], None] = lambda: None  # every running collector closes its open segments
     stream: object | None = None  # erases from the NATS stream: .erase(person) -> dict
+    archives: object | None = None  # every `intilery archive`'s output (NATS): .ask(id, hashes), .status(id) (privacy.archives)
     stopped: Callable[[], bool] = lambda: False  # the process is shutting down: the job stops between files
 
 
@@ -101,13 +105,19 @@ class Job:
                     person_hashes(record, digests)
                     self.regs.save(record)  # before any rewrite: every console forgets the person ...
                     self.ctx.rotate()  # ... before it acknowledges this rotation
-                errors = self._erase(person)
-                if errors:
-                    raise Unfinished("; ".join(errors[:5]))
+                if not record.get("erasedAt"):  # this host's stores (a later run only waits for the archives)
+                    errors = self._erase(person)
+                    if errors:
+                        raise Unfinished("; ".join(errors[:5]))
+                    record["erasedAt"] = iso_ms(time.time())
+                    self.regs.save(record)
+                self._archives(digests)
         except Stopped:
             log.info("privacy job interrupted by a shutdown; it runs again", extra={"regulateId": record["regulateId"]})
             raise
-        except (NotYet, Unfinished, OSError, TimeoutError) as exc:
+        except NotYet as exc:  # waiting (a builder behind, an archive): looked at again soon, not an error
+            return self._again(str(exc), WAITING)
+        except (Unfinished, OSError, TimeoutError) as exc:
             return self._again(str(exc) or type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - a job never takes its process down; it runs again
             log.exception("privacy job failed; it runs again", extra={"regulateId": record["regulateId"]})
@@ -118,11 +128,12 @@ class Job:
         log.info("privacy request finished", extra={"regulateId": record["regulateId"], "type": record["regulationType"]})
         return record
 
-    def _again(self, why: str) -> dict:
+    def _again(self, why: str, delay: float | None = None) -> dict:
         """The job could not finish this time: why, and when it runs again (its subjects kept)."""
         record = self.record
         attempts = record["attempts"] = record.get("attempts", 0) + 1
-        delay = BACKOFF[min(attempts, len(BACKOFF)) - 1]
+        if delay is None:
+            delay = BACKOFF[min(attempts, len(BACKOFF)) - 1]
         record["lastError"] = why
         record["nextAttemptAt"] = iso_ms(time.time() + delay)
         self.regs.save(record)
@@ -177,6 +188,21 @@ class Job:
             finally:
                 store.close()
         return errors
+
+    def _archives(self, digests: set[str]) -> None:
+        """With NATS, every ``intilery archive`` erases the person from its own output (asked through
+        the bucket, after the stream is erased: nothing copies them again): ``NotYet`` until each
+        registered archive has said it is done (one that is down keeps the request waiting, listed)."""
+        if self.ctx.archives is None:
+            return
+        rid = self.record["regulateId"]
+        self.ctx.archives.ask(rid, sorted(digests))
+        status = self.ctx.archives.status(rid)
+        self.record["stores"]["archives"] = status["archives"]
+        self.regs.save(self.record)
+        if not status["done"]:
+            waiting = sorted(name for name, a in status["archives"].items() if a.get("status") != "DONE")
+            raise NotYet(f"waiting for {len(waiting)} archive(s) to erase the person: {', '.join(waiting)}")
 
     def _erase_log(self, log_name: str, person: Person, store) -> list[str]:
         root = self.ctx.data_dir / log_name

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from collector.log import rotation
-from collector.log.layout import LOCK_DIR
+from collector.log.layout import LOCK_DIR, iso_ms
 from collector.log.segments import make_dirs, try_lock
 from collector.privacy.erase import Context, Job
 from collector.privacy.regulations import Regulations
-from collector.privacy.subjects import resolver, salt_of
+from collector.privacy.subjects import resolver
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import Rules
 from collector.validate import parse_timestamp
@@ -52,16 +52,17 @@ def open_profiles(config):
 
 def context_of(config, suppression: Suppression, stopped=lambda: False) -> Context:
     """The erase job's context for a configuration (the NATS stream when the store is NATS)."""
-    stream = None
+    stream = archives = None
     if config.store == "nats":
+        from collector.privacy.archives import Archives
         from collector.privacy.stream import StreamEraser
 
-        stream = StreamEraser(config)
+        stream, archives = StreamEraser(config), Archives(config)
     data_dir = Path(config.data_dir)
     return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
                    profiles=open_profiles(config), resolve=resolver(config),
                    rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
-                   stream=stream, stopped=stopped)  # fmt: skip
+                   stream=stream, archives=archives, stopped=stopped)  # fmt: skip
 
 
 def shared_suppression(config) -> Suppression:
@@ -100,6 +101,8 @@ class Privacy:
         self._puller = None if self.suppression.remote is None else type(self.suppression.remote)(config)
         self._pulled_at = 0.0
         self._pull_failed = False
+        self._pull_error: str | None = None  # the kind of failure (an exception's class name: no text)
+        self._read_at: float | None = None  # when the bucket was last read
         self._job_lock: int | None = None
         self._job: asyncio.Task | None = None
         self._retry_at = 0.0
@@ -164,20 +167,43 @@ class Privacy:
                 log.exception("a hook before the rotation failed")
 
     async def _pull(self) -> None:
-        """A newer list from the NATS bucket into the local file (a failure is logged once, then retried)."""
+        """The bucket's salt (kept in the directory first) and a newer list into the local file. When
+        the bucket cannot be read, ingest goes on with the last list read (logged once, and ``/readyz``
+        says the list is stale, ``shared_list``); the next pull tries again."""
+        from collector.privacy.stream import keep_salt, kept_salt
+
+        suppression = self.suppression
         try:
-            if self.suppression._salt is None:  # before any hash is taken in: they are hashed with it
-                local = await asyncio.to_thread(salt_of, self.suppression.dir)
-                self.suppression._salt = await asyncio.wait_for(self._puller.salt(local), PULL_EVERY * 5)
+            candidate = suppression._salt or await asyncio.to_thread(kept_salt, suppression.dir)
+            if candidate is None:  # the bucket's salt when it has one; else this new one becomes it
+                candidate = os.urandom(32)
+            salt = await asyncio.wait_for(self._puller.salt(candidate), PULL_EVERY * 5)
+            await asyncio.to_thread(keep_salt, suppression.dir, salt)  # before any list hashed with it
+            suppression.adopt_salt(salt)
             hashes = await asyncio.wait_for(self._puller.fetch(), PULL_EVERY * 5)
-        except Exception as exc:  # noqa: BLE001 - NATS away: the local list stays in force
+        except Exception as exc:  # noqa: BLE001 - NATS away, or the bucket denied: the last list stays in force
+            self._pull_error = type(exc).__name__
             if not self._pull_failed:
-                log.warning("cannot read the shared suppression list; the local copy stays in force: %s", type(exc).__name__)
+                log.warning("the shared suppression list cannot be read (NATS bucket INTILERY_PRIVACY): ingest goes on "
+                            "with the last list this collector read (%d hashes); /readyz says it is stale: %s",
+                            len(suppression.hashes), self._pull_error)  # fmt: skip
             self._pull_failed = True
             return
-        self._pull_failed = False
-        if hashes is not None and hashes != set(self.suppression.hashes):
-            await asyncio.to_thread(self.suppression.replace, hashes)
+        if self._pull_failed:
+            log.info("the shared suppression list can be read again")
+        self._pull_failed, self._pull_error, self._read_at = False, None, time.time()
+        if hashes is not None and hashes != set(suppression.hashes):
+            await asyncio.to_thread(suppression.replace, hashes)
+
+    def shared_list(self) -> dict | None:
+        """What ``/readyz`` says of the shared list (None without NATS): stale until read, and while
+        the bucket cannot be read."""
+        if self._puller is None:
+            return None
+        stale = self._read_at is None or self._pull_failed
+        return {"stale": stale, "hashes": len(self.suppression.hashes), "version": self.suppression.version,
+                "lastRead": iso_ms(self._read_at) if self._read_at is not None else None,
+                **({"reason": self._pull_error} if stale and self._pull_error else {})}  # fmt: skip
 
     def _anything_pending(self) -> bool:
         """Whether a request is due to run. The records are read only when the directory changed

@@ -14,21 +14,34 @@ replicas as the stream) as ``{"hashes": [...]}``, with the salt every collector 
 (key ``salt``: the first collector's); a change is a compare-and-set on its
 revision, and each collector copies a newer revision into its local list (``suppression.py``)
 within ``PULL_EVERY`` seconds. The local file stays what ingest reads.
+
+The shared salt is kept beside the local list (``regulations/salt.shared``, mode 0600, written
+before any list hashed with it), so a restarted collector checks messages at once, before it has
+read the bucket, and goes on with the last list it read while the bucket cannot be read
+(``service.Privacy`` says so in ``/readyz`` and the log). Ingest never waits for NATS: a
+collector that has never read the salt and holds a list (only after an upgrade) answers 503 to
+the messages it cannot check, never 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from pathlib import Path
 
 import orjson
 
 from collector.log.layout import EVENTS, REJECTED
 from collector.log.stream import API_TIMEOUT, StreamSettings, connect
 from collector.log.stream_reader import StreamReader
+from collector.errors import Unavailable
+from collector.log.segments import fsync_dir
 from collector.profiles.person import Person
 
 ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
 BUCKET, KEY, SALT = "INTILERY_PRIVACY", "suppressed", "salt"
+SHARED_SALT_FILE = "salt.shared"  # regulations/salt.shared: the bucket's salt, as last read
 PULL_EVERY = 1.0  # seconds between looks at the bucket
 REMOTE_TIMEOUT = 10.0  # seconds a change of the shared list may take before the request fails
 CHANGE_TRIES = 20  # compare-and-set attempts when other collectors change the list at the same time
@@ -149,12 +162,28 @@ class SharedList:
         except nats.js.errors.KeyWrongLastSequenceError:  # another collector put its salt first
             return bytes.fromhex((await kv.get(SALT)).value.decode())
 
+    def known_salt(self, directory: Path) -> bytes:
+        """The shared salt for hashing now: the one kept in ``directory``; read from the bucket (and
+        kept) only from a thread with no event loop (a request's thread, the job, the CLI). On the
+        event loop (ingest) with none kept yet: ``Unavailable``, a 503, since ingest never waits."""
+        kept = kept_salt(directory)
+        if kept is not None:
+            return kept
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            salt = self.salt_now(os.urandom(32))  # the bucket's salt when it has one; else this one becomes it
+            keep_salt(directory, salt)
+            return salt
+        raise Unavailable("suppression_unavailable", "the shared suppression list has not been read yet; retry",
+                          retry_after=5)  # fmt: skip
+
     def salt_now(self, local: bytes) -> bytes:
         """``salt`` from a thread with no event loop."""
 
         async def once() -> bytes:
             try:
-                return await asyncio.wait_for(self.salt(local), REMOTE_TIMEOUT)
+                return await retried(lambda: self.salt(local), self)
             finally:
                 await self.close()
 
@@ -175,3 +204,46 @@ class SharedList:
                 await self.close()
 
         return asyncio.run(once())
+
+
+RETRY_PAUSE = 0.2  # seconds between tries of a call to the bucket that failed
+
+
+async def retried(call, shared: SharedList):
+    """``call()`` tried again (on a new connection) until it works or ``REMOTE_TIMEOUT`` has passed: the
+    bucket created by two collectors at once, or a server busy for a moment, is not a failure yet."""
+    deadline = asyncio.get_running_loop().time() + REMOTE_TIMEOUT
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(call(), max(left, RETRY_PAUSE))
+        except Exception:
+            if asyncio.get_running_loop().time() + RETRY_PAUSE >= deadline:
+                raise
+            await shared.close()
+            await asyncio.sleep(RETRY_PAUSE)
+
+
+def kept_salt(directory: Path) -> bytes | None:
+    """The shared salt this data directory last read from the bucket, or None."""
+    try:
+        salt = (Path(directory) / SHARED_SALT_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    return salt if len(salt) == 32 else None
+
+
+def keep_salt(directory: Path, salt: bytes) -> None:
+    """Keep the bucket's salt (mode 0600), unless it is kept already."""
+    if kept_salt(directory) == salt:
+        return
+    os.makedirs(directory, exist_ok=True)
+    path = Path(directory) / SHARED_SALT_FILE
+    tmp = path.with_name(f".{SHARED_SALT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads of one process too
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(salt)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+    fsync_dir(path.parent)

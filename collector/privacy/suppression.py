@@ -54,10 +54,14 @@ class Suppression:
 
     @property
     def salt(self) -> bytes:
-        if self._salt is None:  # with a remote: read in a thread, or set by the service's first pull
-            local = salt_of(self.dir)
-            self._salt = local if self.remote is None else self.remote.salt_now(local)
+        if self._salt is None:  # with a remote: the shared salt kept in the directory (stream.SharedList.known_salt)
+            self._salt = salt_of(self.dir) if self.remote is None else self.remote.known_salt(self.dir)
         return self._salt
+
+    def adopt_salt(self, salt: bytes) -> None:
+        """The shared salt as the bucket holds it (``--store nats``): kept, and hashed with from now on."""
+        if salt != self._salt:
+            self._salt, self._verdicts = salt, {}
 
     def digests(self, idents: Iterable[Ident]) -> set[str]:
         return {digest(self.salt, kind, value) for kind, value in idents}

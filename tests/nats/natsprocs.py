@@ -38,10 +38,12 @@ class NatsServer:
     """One nats-server with JetStream; ``kill`` (SIGKILL) and ``start`` again keep its store."""
 
     def __init__(
-        self, workdir: Path, name: str = "n1", cluster: list[NatsServer] | None = None, auth: tuple[str, str] | None = None
+        self, workdir: Path, name: str = "n1", cluster: list[NatsServer] | None = None, auth: tuple[str, str] | None = None,
+        config: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir) / name
         self.auth = auth  # (user, password) that clients must give
+        self.config = config  # a nats-server configuration file (users and their permissions), read at each start
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
@@ -57,6 +59,8 @@ class NatsServer:
     def command(self) -> list[str]:
         cmd = [NATS_SERVER, "-js", "-sd", str(self.workdir / "store"), "-a", "127.0.0.1", "-p", str(self.port),
                "-n", self.name]  # fmt: skip
+        if self.config is not None:
+            cmd += ["-c", str(self.config)]
         if self.auth is not None:
             cmd += ["--user", self.auth[0], "--pass", self.auth[1]]
         if self.peers is not None:
@@ -198,6 +202,7 @@ async def get_json(session: Any, url: str) -> tuple[int, dict]:
 async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
     """Every message in the stream (subject, headers, data), oldest first; for small streams."""
     import nats
+    import nats.js.errors
 
     nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=1)
     try:
@@ -205,7 +210,13 @@ async def stream_messages(nats_url: str, stream: str = "INTILERY") -> list[Any]:
         state = (await js.stream_info(stream)).state
         if state.messages == 0:
             return []
-        return [await js.get_msg(stream, seq) for seq in range(state.first_seq, state.last_seq + 1)]
+        found = []
+        for seq in range(state.first_seq, state.last_seq + 1):
+            try:
+                found.append(await js.get_msg(stream, seq))
+            except nats.js.errors.NotFoundError:  # deleted (an erasure): a gap
+                continue
+        return found
     finally:
         await nc.close()
 
