@@ -175,7 +175,7 @@ class SharedList:
             salt = self.salt_now(os.urandom(32))  # the bucket's salt when it has one; else this one becomes it
             keep_salt(directory, salt)
             return salt
-        raise Unavailable("suppression_unavailable", "the shared suppression list has not been read yet; retry",
+        raise Unavailable("privacy_unavailable", "the shared suppression list has not been read yet; retry",
                           retry_after=5)  # fmt: skip
 
     def salt_now(self, local: bytes) -> bytes:
