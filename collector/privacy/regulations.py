@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ CANCEL_SUFFIX = ".cancel"  # an operator's ``intilery privacy cancel``, taken by
 
 def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` crash-safely: new file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads of one process too
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from pathlib import Path
 
 import orjson
@@ -36,7 +35,7 @@ from collector.log.layout import EVENTS, REJECTED
 from collector.log.stream import API_TIMEOUT, StreamSettings, connect
 from collector.log.stream_reader import StreamReader
 from collector.errors import Unavailable
-from collector.log.segments import fsync_dir
+from collector.privacy.regulations import write_whole
 from collector.profiles.person import Person
 
 ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
@@ -238,12 +237,4 @@ def keep_salt(directory: Path, salt: bytes) -> None:
     if kept_salt(directory) == salt:
         return
     os.makedirs(directory, exist_ok=True)
-    path = Path(directory) / SHARED_SALT_FILE
-    tmp = path.with_name(f".{SHARED_SALT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads of one process too
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(salt)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
+    write_whole(Path(directory) / SHARED_SALT_FILE, salt, 0o600)
