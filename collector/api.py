@@ -1,13 +1,15 @@
 """The HTTP API in one table: its routes, its error codes (status and sentence), its limits.
 
-The app routes ingest, the tag, health and metrics from it (the Profile API, privacy, compat and
-the console declare their own routes beside their handlers), the validators check its limits,
-``scripts/openapi.py`` serialises it into ``collector/static/openapi.json``, and the tests check
-every code the collector raises against it.
+Every route of the collector is in ``ROUTES`` (ingest, the tag, health, metrics, the Profile API,
+privacy requests, the SDK configuration routes, the console); each subsystem mounts its own from
+it (``mount``), ``scripts/openapi.py`` writes ``collector/static/openapi.json`` from it and from
+the codes below, the validators check its limits, and the tests check that the app routes exactly
+the table, the document describes exactly the table, and every code the collector raises is here.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 # --- limits (Segment's published ones) ----------------------------------------------------------
@@ -24,14 +26,80 @@ def kb(size: int) -> str:
 
 
 # --- routes -------------------------------------------------------------------------------------
+class Route(NamedTuple):
+    """One route of the collector: every subsystem mounts its routes from ``ROUTES`` (``mount``) and
+    ``scripts/openapi.py`` documents each one (by ``name``), so no path is written twice."""
+
+    method: str  # GET (HEAD too), POST or OPTIONS
+    path: str  # as the router takes it (a {name:regex} part allowed)
+    subsystem: str  # who serves it: ingest, tag, health, metrics, docs, profiles, privacy, compat, console
+    name: str  # the handler's name in its subsystem; the document's operation
+
+    @property
+    def canonical(self) -> str:
+        """The path without its regular expressions (as the router and the document name it)."""
+        return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
+
+
 TYPES = ("track", "page", "screen", "identify", "group", "alias")
 SHORT = {"track": "t", "page": "p", "screen": "s", "identify": "i", "group": "g", "alias": "a"}
 SINGLE_ROUTES = {kind: (f"/v1/{kind}", f"/v1/{SHORT[kind]}") for kind in TYPES}
 BATCH_OPERATIONS = {"/v1/batch": "batch", "/v1/import": "import", "/v1/b": "batchShort"}  # path -> operationId
-BATCH_ROUTES = ("/v1/batch", "/v1/b", "/v1/import")
+BATCH_ROUTES = tuple(BATCH_OPERATIONS)
 PIXEL_ROUTE = "/v1/pixel.gif"
 PREFLIGHT_ROUTE = "/v1/{tail:.*}"
-GET_ROUTES = ("/intilery.js", "/healthz", "/readyz", "/metrics", "/openapi.json")
+PROFILES = "/v1/spaces/{space}/collections/users/profiles"  # GET: the search; PROFILE + "/traits" ...
+PROFILE = PROFILES + "/{profile}"
+PRIVACY_ROUTES = ("/v1/regulations", "/v1/regulations/{regulateId}", PROFILE + "/export")
+SEGMENT_SETTINGS = "/v1/projects/{writeKey}/settings"
+RUDDERSTACK_CONFIG, RUDDERSTACK_BEACON = "/sourceConfig/", "/beacon/v1/batch"
+
+ROUTES: tuple[Route, ...] = (
+    *(Route("POST", path, "ingest", kind) for kind, paths in SINGLE_ROUTES.items() for path in paths),
+    *(Route("POST", path, "ingest", "batch") for path in BATCH_ROUTES),
+    Route("OPTIONS", PREFLIGHT_ROUTE, "ingest", "preflight"),
+    Route("GET", PIXEL_ROUTE, "ingest", "pixel"),
+    Route("GET", "/intilery.js", "tag", "tag"),
+    Route("GET", "/healthz", "health", "healthz"),
+    Route("GET", "/readyz", "health", "readyz"),
+    Route("GET", "/metrics", "metrics", "metrics"),
+    Route("GET", "/openapi.json", "docs", "openapi"),
+    *(Route("GET", f"{PROFILE}/{what}", "profiles", what) for what in ("traits", "events", "external_ids", "metadata")),
+    Route("GET", PROFILES, "profiles", "profiles"),
+    Route("POST", PRIVACY_ROUTES[0], "privacy", "post"),
+    Route("GET", PRIVACY_ROUTES[0], "privacy", "list"),
+    Route("GET", PRIVACY_ROUTES[1], "privacy", "get"),
+    Route("GET", PRIVACY_ROUTES[2], "privacy", "export"),
+    Route("GET", SEGMENT_SETTINGS, "compat", "segment_settings"),
+    Route("GET", RUDDERSTACK_CONFIG, "compat", "rudderstack_config"),
+    Route("OPTIONS", RUDDERSTACK_CONFIG, "compat", "preflight"),
+    Route("POST", RUDDERSTACK_BEACON, "compat", "rudderstack_beacon"),
+    Route("OPTIONS", RUDDERSTACK_BEACON, "compat", "preflight"),
+    Route("GET", "/console", "console", "index"),
+    Route("POST", "/console/signin", "console", "signin"),
+    Route("POST", "/console/signout", "console", "signout"),
+    Route("GET", "/console/static/{name:console\\.(?:js|css)}", "console", "static"),
+    Route("GET", "/console/stream", "console", "stream"),
+    Route("GET", "/console/api/dashboard", "console", "dashboard"),
+    Route("GET", "/console/api/profiles", "console", "search"),
+    Route("GET", "/console/api/profiles/{profile}", "console", "profile"),
+    Route("GET", "/console/api/regulations", "console", "regulations"),
+    Route("POST", "/console/api/regulations", "console", "file_regulation"),
+)
+
+
+def routes_of(subsystem: str) -> tuple[Route, ...]:
+    return tuple(route for route in ROUTES if route.subsystem == subsystem)
+
+
+def mount(router, subsystem: str, handler_of) -> None:
+    """Route ``subsystem``'s routes of the table on ``router``; ``handler_of(route)`` gives each handler
+    (a GET also answers HEAD)."""
+    for route in routes_of(subsystem):
+        if route.method == "GET":
+            router.add_get(route.path, handler_of(route))
+        else:
+            router.add_route(route.method, route.path, handler_of(route))
 
 
 # --- error codes --------------------------------------------------------------------------------
@@ -94,7 +162,6 @@ PROFILE_ERRORS: dict[str, Error] = {
     "profiles_unavailable": Error(503, "the profile database is being built again (another version), or the log cannot be read now"),
 }
 # The privacy requests' codes (collector/privacy/routes.py), beside the Profile API's (the same token).
-PRIVACY_ROUTES = ("/v1/regulations", "/v1/regulations/{regulate_id}", "/v1/spaces/{space}/collections/users/profiles/{profile}/export")
 PRIVACY_ERRORS: dict[str, Error] = {
     "invalid_regulation": Error(
         400, "a body that is not {regulationType, subjectType, subjectIds}, or a type or subject type not known"

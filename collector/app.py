@@ -20,17 +20,8 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from collector import assets, compat, firstparty
-from collector.api import (
-    BATCH_ROUTES,
-    GET_ROUTES,
-    MAX_BATCH_MESSAGES,
-    MAX_MESSAGE_BYTES,
-    PIXEL_ROUTE,
-    PREFLIGHT_ROUTE,
-    SINGLE_ROUTES,
-    sentence,
-)
+from collector import answers, api, assets, compat, firstparty
+from collector.api import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, SINGLE_ROUTES, TYPES, sentence
 from collector import body as bodies
 from collector.config import Config, Source
 from collector.commit import Committer, violations_kept, dead_letters
@@ -87,30 +78,12 @@ NOT_KEPT = (Unauthorized, Forbidden, Unavailable, RateLimited, RequestTimeout)
 SERVER_KWARGS = {"auto_decompress": False, "access_log": None, "lingering_time": 1.0}
 
 
-JSON = {"Content-Type": "application/json"}
-
-
-def _json(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
-    return _json_bytes(orjson.dumps(payload), status, headers)
-
-
-def _json_bytes(body: bytes, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=body, status=status, headers={**headers, **JSON} if headers else JSON)
-
-
 def _accepted(accepted: int, rejected: list[dict], headers: dict) -> web.Response:
     """The answer of an ingest request that was stored (what ``_json`` would write, without
     serialising when nothing was rejected, as for most requests)."""
     if rejected:
-        return _json({"success": True, "accepted": accepted, "rejected": rejected}, headers=headers)
-    return _json_bytes(b'{"success":true,"accepted":%d,"rejected":[]}' % accepted, headers=headers)
-
-
-def _error(exc: CollectorError, headers: dict | None = None) -> web.Response:
-    headers = dict(headers or {})
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return _json({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
+        return answers.json({"success": True, "accepted": accepted, "rejected": rejected}, headers=headers)
+    return answers.json_bytes(b'{"success":true,"accepted":%d,"rejected":[]}' % accepted, headers=headers)
 
 
 async def ingest(request: web.Request, kind: str | None) -> web.Response:
@@ -178,7 +151,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
                 exc = unavailable
         if isinstance(exc, Unavailable):
             log.warning("answered 503", extra={"code": exc.code, "reason": exc.message})
-        return _error(exc, headers)
+        return answers.error(exc, headers)
     finally:
         state.bodies.release(reserved)
 
@@ -241,7 +214,7 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return answers.json({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -254,8 +227,8 @@ async def readyz(request: web.Request) -> web.Response:
         if shared["stale"]:
             extra["warnings"] = ["suppression_list_stale"]
     if ready:
-        return _json({"ready": True, **extra})
-    return _json({"ready": False, "code": "store_unavailable", "reason": reason, **extra}, status=503,
+        return answers.json({"ready": True, **extra})
+    return answers.json({"ready": False, "code": "store_unavailable", "reason": reason, **extra}, status=503,
                  headers={"Retry-After": "5"})  # fmt: skip
 
 
@@ -263,7 +236,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     state = request.app[STATE]
     token = state.config.metrics_token
     if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
-        return _json({"success": False, "code": "unauthorized", "message": "metrics need a bearer token"}, 401,
+        return answers.json({"success": False, "code": "unauthorized", "message": "metrics need a bearer token"}, 401,
                      {"WWW-Authenticate": "Bearer"})  # fmt: skip
     return web.Response(text=state.metrics.render(), content_type="text/plain", charset="utf-8")
 
@@ -272,7 +245,7 @@ def metrics_app(app: web.Application) -> web.Application:
     """/metrics alone, for ``metrics_address``: scraped on a private address, not the public port."""
     private = web.Application()
     private[STATE] = app[STATE]
-    private.router.add_get("/metrics", metrics_handler)
+    api.mount(private.router, "metrics", lambda route: metrics_handler)
     return private
 
 
@@ -289,7 +262,7 @@ def _counted(metrics: Metrics, route: str, handler: Callable) -> Callable:
             raise
         except Exception:  # a bug, never client input: logged, answered as a JSON 500
             log.exception("unexpected error", extra={"route": route})
-            response = _json({"success": False, "code": "internal_error", "message": "unexpected error"}, 500)
+            response = answers.json({"success": False, "code": "internal_error", "message": "unexpected error"}, 500)
         metrics.inc("intilery_http_requests_total", route=route, status=str(response.status))
         return response
 
@@ -355,13 +328,9 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(privacy.context)  # after the store's: started after it, stopped before it
     privacy_routes.mount(app, config, privacy)
-    for kind, paths in SINGLE_ROUTES.items():
-        for path in paths:
-            app.router.add_post(path, _counted(metrics, path, partial(ingest, kind=kind)))
-    for path in BATCH_ROUTES:
-        app.router.add_post(path, _counted(metrics, path, partial(ingest, kind=None)))
-    app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, _counted(metrics, "/v1/{tail}", preflight))
-    app.router.add_get(PIXEL_ROUTE, _counted(metrics, PIXEL_ROUTE, pixel))
+    ingest_handlers = {"batch": partial(ingest, kind=None), "preflight": preflight, "pixel": pixel,
+                       **{kind: partial(ingest, kind=kind) for kind in TYPES}}  # fmt: skip
+    api.mount(app.router, "ingest", lambda route: _counted(metrics, route.canonical, ingest_handlers[route.name]))
     from collector.profiles import api as profile_api
     from collector.profiles.service import builder_context, db_target, open_store
 
@@ -372,9 +341,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     compat.mount(app, config, state.gate, ingest)
     if profiles_builder:
         app.cleanup_ctx.append(builder_context(config))
-    handlers = {"/intilery.js": assets.tag, "/healthz": healthz, "/readyz": readyz, "/metrics": metrics_handler,
-                "/openapi.json": assets.openapi}  # fmt: skip
-    for path in GET_ROUTES:
-        if not (path == "/metrics" and config.metrics_address):  # served on the private address instead
-            app.router.add_get(path, _counted(metrics, path, handlers[path]))
+    handlers = {"tag": assets.tag, "healthz": healthz, "readyz": readyz, "metrics": metrics_handler,
+                "openapi": assets.openapi}  # fmt: skip
+    for subsystem in ("tag", "health", "docs") if config.metrics_address else ("tag", "health", "metrics", "docs"):
+        api.mount(app.router, subsystem, lambda route: _counted(metrics, route.canonical, handlers[route.name]))
     return app

@@ -27,6 +27,7 @@ from collector.api import (  # noqa: E402
     MAX_REQUEST_LINE,
     MESSAGE_CODES,
     PIXEL_ROUTE,
+    ROUTES,
     SHORT,
     TYPES,
     codes,
@@ -34,7 +35,10 @@ from collector.api import (  # noqa: E402
 )
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
-from collector.profiles.api import BASE, MAX_LIMIT, SEARCH  # noqa: E402
+from collector.api import PROFILE as BASE  # noqa: E402
+from collector.api import PROFILES as SEARCH  # noqa: E402
+from collector.console.auth import COOKIE as CONSOLE_COOKIE  # noqa: E402
+from collector.profiles.api import MAX_LIMIT  # noqa: E402
 from collector.privacy.regulations import STATUSES  # noqa: E402
 from collector.privacy.regulations import TYPES as REGULATION_TYPES  # noqa: E402
 from collector.privacy.routes import MAX_BODY as MAX_REGULATION_BODY  # noqa: E402
@@ -378,10 +382,19 @@ def get(operation_id: str, tag: str, summary: str, responses: dict, description:
     return {"get": operation}
 
 
+def path_of(name: str, method: str = "GET") -> str:
+    """The path of a route of the table (``collector.api.ROUTES``): no path is written here."""
+    found = [r.canonical for r in ROUTES if r.name == name and r.method == method]
+    if len(found) != 1:
+        raise SystemExit(f"scripts/openapi.py: {method} {name} is not one route of collector/api.py's table")
+    return found[0]
+
+
 def paths() -> dict:
     out = {}
     for kind in TYPES:
-        for path, short in ((f"/v1/{kind}", False), (f"/v1/{SHORT[kind]}", True)):
+        for path in sorted((r.canonical for r in ROUTES if r.name == kind), key=len, reverse=True):
+            short = path != f"/v1/{kind}"
             out[path] = {
                 "post": ingest(
                     kind + ("Short" if short else ""),
@@ -431,7 +444,7 @@ def paths() -> dict:
         ),
         "options": preflight(PIXEL_ROUTE),
     }  # fmt: skip
-    out["/intilery.js"] = get(
+    out[path_of("tag")] = get(
         "tag", "tag", "The browser tag",
         {
             "200": {
@@ -453,7 +466,7 @@ def paths() -> dict:
         parameters=[{"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
                      "description": "An ETag from an earlier answer."}],
     )  # fmt: skip
-    out["/healthz"] = get(
+    out[path_of("healthz")] = get(
         "healthz", "operations", "Liveness",
         {"200": json_response("The process is up.", {
             "type": "object", "required": ["status"], "additionalProperties": False,
@@ -472,7 +485,7 @@ def paths() -> dict:
         },
         "warnings": {"type": "array", "items": {"type": "string", "enum": ["suppression_list_stale"]}},
     }
-    out["/readyz"] = get(
+    out[path_of("readyz")] = get(
         "readyz", "operations", "Readiness",
         {
             "200": json_response("Ready (warnings name what works in a degraded way).", {
@@ -490,7 +503,7 @@ def paths() -> dict:
         },
         "Whether the store can take writes now.",
     )  # fmt: skip
-    out["/metrics"] = get(
+    out[path_of("metrics")] = get(
         "metrics", "operations", "Prometheus metrics",
         {
             "200": text_response("The metrics."),
@@ -503,12 +516,12 @@ def paths() -> dict:
         "Prometheus text format. With metrics_token set it needs Authorization: Bearer <token>; with "
         "metrics_address set it is served only there, not on the ingest port.",
     )  # fmt: skip
-    out["/metrics"]["get"]["security"] = [{}, {"metricsToken": []}]
+    out[path_of("metrics")]["get"]["security"] = [{}, {"metricsToken": []}]
     # collector/compat/: what other vendors' browser SDKs fetch before they send (docs: README, "Moving from
     # Segment or RudderStack"); public documents, readable from any origin
     public = {"Access-Control-Allow-Origin": {"required": True, "schema": {"type": "string", "enum": ["*"]}},
               "Cache-Control": {"required": True, "schema": {"type": "string"}}}
-    out["/v1/projects/{writeKey}/settings"] = get(
+    out[path_of("segment_settings")] = get(
         "segmentSettings", "compat", "Segment analytics.js settings",
         {
             "200": json_response(
@@ -523,7 +536,7 @@ def paths() -> dict:
         parameters=[{"name": "writeKey", "in": "path", "required": True, "schema": {"type": "string"},
                      "description": "The source's write key."}],
     )  # fmt: skip
-    out["/sourceConfig/"] = get(
+    out[path_of("rudderstack_config")] = get(
         "rudderstackSourceConfig", "compat", "RudderStack JavaScript SDK v3 source configuration",
         {
             "200": json_response(
@@ -539,22 +552,23 @@ def paths() -> dict:
         parameters=[{"name": "writeKey", "in": "query", "required": False, "schema": {"type": "string"},
                      "description": "The source's write key (else HTTP Basic)."}],
     )  # fmt: skip
-    out["/beacon/v1/batch"] = {
+    out[path_of("rudderstack_beacon", "POST")] = {
         "post": ingest(
             "rudderstackBeacon", "RudderStack's beacon transport",
             "The same as /v1/batch, for the RudderStack SDK's sendBeacon (useBeacon): the write key in ?writeKey=.",
             "Batch", "Accepted",
         ),
     }  # fmt: skip
-    out["/openapi.json"] = get(
+    for route in ROUTES:  # the RudderStack SDK's own preflights (any origin)
+        if route.subsystem == "compat" and route.method == "OPTIONS":
+            out[route.canonical]["options"] = {**preflight(route.canonical), "tags": ["compat"]}
+    out[path_of("openapi")] = get(
         "openapi", "operations", "This document",
         {
             "200": json_response("The OpenAPI document of this HTTP API.", {"type": "object", "required": ["openapi", "paths"]}),
             "404": json_response("This build has no OpenAPI document.", error(["not_found"], "No document.")),
         },
     )  # fmt: skip
-    out.update(profile_paths())
-    out.update(privacy_paths())
     return out
 
 
@@ -661,7 +675,7 @@ def profile_paths() -> dict:
 
 
 # --- the privacy API (collector/privacy/routes.py) ----------------------------------------------
-REGULATIONS, ONE_REGULATION, EXPORT = (route.replace("{regulate_id}", "{regulateId}") for route in PRIVACY_ROUTES)
+REGULATIONS, ONE_REGULATION, EXPORT = PRIVACY_ROUTES
 PRIVACY_CODES = {**PROFILE_ERRORS, **PRIVACY_ERRORS}
 TOKEN_ONLY = "Needs the access token (a write key never is one)."
 
@@ -805,6 +819,70 @@ def privacy_paths() -> dict:
     }  # fmt: skip
 
 
+# --- the console (collector/console/) ----------------------------------------------------------
+CONSOLE_SECURITY = [{"consoleSession": []}, {"accessTokenBearer": []}]
+
+
+def console_paths() -> dict:
+    """The console's routes: its pages and its JSON API, behind the access token or the session cookie."""
+    denied = profile_error(401, "No session cookie and no access token (the page itself answers the sign-in form).")
+    cross = profile_error(403, "A POST on the session cookie from another origin (cross_origin_request).")
+    html = {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}}
+    seen = {"303": {"description": "Back to /console, the session cookie set or cleared.",
+                    "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}}
+    def op(operation_id: str, summary: str, responses: dict, security=CONSOLE_SECURITY, **extra) -> dict:
+        return {"tags": ["console"], "summary": summary, "operationId": operation_id, "security": security,
+                "responses": responses, **extra}
+    obj = {"type": "object"}
+    return {
+        path_of("index"): {"get": op("consoleIndex", "The console (the sign-in form without a session)",
+                                     {**html, "401": {"description": "The sign-in form.", "content": {"text/html": {"schema": {"type": "string"}}}}})},
+        path_of("signin", "POST"): {"post": op(
+            "consoleSignIn", "Sign in with the access token", {**seen, "401": {"description": "The form again, with why."}},
+            security=[], requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}}}})},
+        path_of("signout", "POST"): {"post": op("consoleSignOut", "Sign out", {**seen, "403": cross})},
+        path_of("static"): {"get": op("consoleAsset", "The console's script or style", {
+            "200": {"description": "console.js or console.css.",
+                    "content": {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
+            "401": denied}, parameters=[{"name": "name", "in": "path", "required": True,
+                                          "schema": {"type": "string", "enum": ["console.js", "console.css"]}}])},
+        path_of("stream"): {"get": op("consoleStream", "The live stream of stored and rejected events (Server-Sent Events)", {
+            "200": {"description": "text/event-stream: each event an id, its status and the stored line.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": profile_error(400, "A filter that is not one."), "401": denied})},
+        path_of("dashboard"): {"get": op("consoleDashboard", "The dashboard's figures", {
+            "200": json_response("Counts per minute, by type, event, page and source; visitors.", obj), "401": denied})},
+        path_of("search"): {"get": op("consoleSearch", "Find people (the Profile API's search)", {
+            "200": json_response("A page of matches.", obj), "400": profile_error(400, "A malformed parameter."),
+            "401": denied})},
+        path_of("profile"): {"get": op("consoleProfile", "One profile: identifiers, traits, latest events", {
+            "200": json_response("The profile.", obj), "400": profile_error(400, "A malformed profile path."),
+            "401": denied, "404": profile_error(404, "No profile holds that identifier.")}, parameters=[
+                {"name": "profile", "in": "path", "required": True, "schema": {"type": "string"},
+                 "description": "{type}:{value}, as the Profile API."}])},
+        path_of("regulations"): {
+            "get": op("consoleRegulations", "The privacy requests", {
+                "200": json_response("Every request's status (the privacy API's listing).", obj), "401": denied}),
+            "post": op("consoleFileRegulation", "File a privacy request (the privacy API's own function)", {
+                "202": json_response("Filed.", obj), "400": profile_error(400, "A bad request body."), "401": denied,
+                "403": cross}, requestBody={"required": True, "content": {"application/json": {"schema": obj}}}),
+        },
+    }  # fmt: skip
+
+
+def checked(paths: dict) -> dict:
+    """``paths``, once it is shown to describe exactly the routes of ``collector.api.ROUTES`` (a GET
+    answers HEAD too; the one OPTIONS route under /v1/ is written under each path it answers)."""
+    documented = {(method.upper(), path) for path, operations in paths.items() for method in operations}
+    routed = {(r.method, r.canonical) for r in ROUTES if r.name != "preflight" or r.subsystem != "ingest"}
+    preflights = {(m, p) for m, p in documented - routed if m == "OPTIONS" and p.startswith("/v1/")}
+    if documented - preflights != routed:
+        raise SystemExit(f"scripts/openapi.py: the document and collector/api.py's routes differ: "
+                         f"documented only {sorted(documented - preflights - routed)}, routed only {sorted(routed - documented)}")
+    return paths
+
+
 def document() -> dict:
     return {
         "openapi": "3.1.0",
@@ -830,8 +908,9 @@ def document() -> dict:
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
             {"name": "profiles", "description": "The Single Customer View (Segment's Profile API paths): the access token."},
             {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
+            {"name": "console", "description": "The console's pages and its JSON API: the access token, or the session cookie its sign-in sets."},
         ],
-        "paths": paths(),
+        "paths": checked({**paths(), **profile_paths(), **privacy_paths(), **console_paths()}),
         "components": {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},
@@ -844,6 +923,8 @@ def document() -> dict:
                 "accessTokenBasic": {"type": "http", "scheme": "basic",
                                      "description": "The access token as the username (as Segment's Profile API); no password."},
                 "accessTokenBearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <access token>."},
+                "consoleSession": {"type": "apiKey", "in": "cookie", "name": CONSOLE_COOKIE,
+                                   "description": "The console's session (HttpOnly, SameSite=Strict), set by its sign-in."},
             },
             "schemas": {**schemas(), **privacy_schemas()},
             "responses": responses(),

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from collector import api
 from collector.compat import rudderstack, segment
 from collector.config import Config
 from collector.edge import Gate
 
-ROUTES = (*segment.ROUTES, *rudderstack.ROUTES)  # (method, path), for the API test and the document
-
-
 def mount(app: web.Application, config: Config, gate: Gate, ingest) -> None:
-    """Route both SDKs' configuration requests on ``app``; ``ingest(request, kind)`` takes their events."""
-    segment.mount(app, config, gate)
-    rudderstack.mount(app, gate, ingest)
+    """Route both SDKs' configuration requests on ``app`` (their routes are in ``collector.api``'s
+    table); ``ingest(request, kind)`` takes their events."""
+    handlers = {**segment.handlers(config, gate), **rudderstack.handlers(gate, ingest)}
+    api.mount(app.router, "compat", lambda route: handlers[route.name])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
+from collector import answers
 from collector.config import Config, Source
 from collector.edge import Gate, is_https, public_host
 from collector.errors import CollectorError, NotFound
@@ -33,10 +33,8 @@ def collector_host(request: web.Request, config: Config) -> tuple[str, str]:
 
 
 def answer(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
-                        headers={**PUBLIC, **(headers or {})})  # fmt: skip
+    return answers.json(payload, status, {**PUBLIC, **(headers or {})})
 
 
 def error(exc: CollectorError) -> web.Response:
-    headers = {"Cache-Control": "no-store"}
-    return answer({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
+    return answers.error(exc, {**PUBLIC, "Cache-Control": "no-store"})

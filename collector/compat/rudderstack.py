@@ -19,9 +19,6 @@ from collector.edge import CORS_HEADERS, Gate, header_key
 from collector.errors import CollectorError, Unauthorized
 from collector.api import sentence
 
-SOURCE_CONFIG = "/sourceConfig/"
-BEACON = "/beacon/v1/batch"
-ROUTES = (("GET", SOURCE_CONFIG), ("OPTIONS", SOURCE_CONFIG), ("POST", BEACON), ("OPTIONS", BEACON))
 
 
 def source_config(source, key: str) -> dict:
@@ -44,8 +41,10 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={**CORS_HEADERS, "Access-Control-Allow-Origin": PUBLIC["Access-Control-Allow-Origin"]})
 
 
-def mount(app: web.Application, gate: Gate, ingest) -> None:
-    async def handle_source_config(request: web.Request) -> web.Response:
+def handlers(gate: Gate, ingest) -> dict:
+    """The handler of each of RudderStack's routes in the table (``collector.api``), by name."""
+
+    async def rudderstack_config(request: web.Request) -> web.Response:
         try:
             key = request.query.get("writeKey") or header_key(request)
             if not key:
@@ -55,10 +54,7 @@ def mount(app: web.Application, gate: Gate, ingest) -> None:
             return error(exc)
         return answer(source_config(source, key))
 
-    async def beacon(request: web.Request) -> web.Response:
+    async def rudderstack_beacon(request: web.Request) -> web.Response:
         return await ingest(request, None)
 
-    app.router.add_get(SOURCE_CONFIG, handle_source_config)
-    app.router.add_route("OPTIONS", SOURCE_CONFIG, preflight)
-    app.router.add_post(BEACON, beacon)
-    app.router.add_route("OPTIONS", BEACON, preflight)
+    return {"rudderstack_config": rudderstack_config, "rudderstack_beacon": rudderstack_beacon, "preflight": preflight}

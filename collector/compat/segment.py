@@ -20,8 +20,6 @@ from collector.config import Config
 from collector.edge import Gate
 from collector.errors import CollectorError
 
-SETTINGS = "/v1/projects/{writeKey}/settings"
-ROUTES = (("GET", SETTINGS),)
 
 
 def settings(key: str, protocol: str, host: str) -> dict:
@@ -47,8 +45,10 @@ def settings(key: str, protocol: str, host: str) -> dict:
     }
 
 
-def mount(app: web.Application, config: Config, gate: Gate) -> None:
-    async def handle_settings(request: web.Request) -> web.Response:
+def handlers(config: Config, gate: Gate) -> dict:
+    """The handler of each of Segment's routes in the table (``collector.api``), by name."""
+
+    async def segment_settings(request: web.Request) -> web.Response:
         try:
             key = request.match_info["writeKey"]
             source_of(gate, key)
@@ -56,4 +56,4 @@ def mount(app: web.Application, config: Config, gate: Gate) -> None:
             return error(exc)
         return answer(settings(key, *collector_host(request, config)), headers=BY_HOST)
 
-    app.router.add_get(SETTINGS, handle_settings)
+    return {"segment_settings": segment_settings}

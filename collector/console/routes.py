@@ -33,7 +33,8 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from collector import access
+from collector import access, answers
+from collector import api as routes
 from collector.console import auth
 from collector.console.filters import Filter
 from collector.console.stream import Follower
@@ -48,9 +49,6 @@ HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle stream
 FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile go in one write)
 SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
 CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
-ROUTES = ("/console", "/console/signin", "/console/signout", "/console/static/{name}", "/console/stream",
-          "/console/api/dashboard", "/console/api/profiles", "/console/api/profiles/{profile}",
-          "/console/api/regulations")  # fmt: skip
 
 SIGNIN_STYLE = (
     "body{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1d2330;display:grid;place-items:center;"
@@ -82,18 +80,15 @@ def signin_page(error: str = "") -> str:
 <button type="submit">Sign in</button></form></body></html>"""
 
 
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def _json(payload: dict, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
-                        headers={"Cache-Control": "no-store"})  # fmt: skip
+    return answers.json(payload, status, NO_STORE)
 
 
-def _error(exc: CollectorError) -> web.Response:
-    response = _json({"success": False, "code": exc.code, "message": exc.message}, exc.status)
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="intilery console"'
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+def _error_headers(exc: CollectorError) -> dict:
+    return {**NO_STORE, "WWW-Authenticate": 'Bearer realm="intilery console"'} if exc.status == 401 else NO_STORE
 
 
 class Console:
@@ -236,16 +231,6 @@ class Console:
             await self.follower.stop()
 
 
-def _handler(method):
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await method(request)
-        except CollectorError as exc:
-            return _error(exc)
-
-    return handle
-
-
 def mount(app: web.Application, config, profiles, privacy, busy=lambda: False) -> Console:
     """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``privacy``
     its ``privacy.service.Privacy``, ``busy()`` whether ingest requests are in flight (the follower
@@ -253,16 +238,7 @@ def mount(app: web.Application, config, profiles, privacy, busy=lambda: False) -
     console = Console(config, profiles, busy, privacy)
     if privacy is not None:
         privacy.before_rotation.append(console.look)
-    app.router.add_get("/console", _handler(console.index))
-    app.router.add_post("/console/signin", _handler(console.signin))
-    app.router.add_post("/console/signout", _handler(console.signout))
-    app.router.add_get("/console/static/{name:console\\.(?:js|css)}", _handler(console.static))
-    app.router.add_get("/console/stream", _handler(console.stream))
-    app.router.add_get("/console/api/dashboard", _handler(console.dashboard))
-    app.router.add_get("/console/api/profiles", _handler(console.search))
-    app.router.add_get("/console/api/profiles/{profile}", _handler(console.profile))
-    app.router.add_get("/console/api/regulations", _handler(console.regulations))
-    app.router.add_post("/console/api/regulations", _handler(console.file_regulation))
+    routes.mount(app.router, "console", lambda route: answers.handler(getattr(console, route.name), _error_headers))
 
     async def shutdown(app: web.Application) -> None:
         await console.close()

@@ -19,9 +19,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from collector import access
-from collector.api import MAX_ID_CHARS, MAX_SUBJECTS, PRIVACY_ROUTES
-from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
+from collector import access, answers
+from collector import api as routes
+from collector.api import MAX_ID_CHARS, MAX_SUBJECTS
+from collector.errors import BadRequest, NotFound, Unavailable
 from collector.privacy import export
 from collector.privacy.regulations import SUPPRESSES, TYPES, public
 from collector.log.rotation import wait_acks
@@ -29,7 +30,6 @@ from collector.privacy.service import Privacy, open_profiles
 from collector.privacy.subjects import SUBJECT_TYPES, expand, normal
 from collector.profiles.rules import PROFILE_FORM, parse_profile
 
-REGULATIONS, ONE, EXPORT = PRIVACY_ROUTES
 MAX_BODY = 6 * 1024 * 1024  # bytes of a request body
 SUPPRESS_WAIT = 10.0  # seconds the 202 of a suppression waits for every collector to read the list
 
@@ -104,7 +104,7 @@ async def file_request(privacy: Privacy, request: web.Request) -> web.Response:
     """The 202 of a new request from its HTTP body (the console files through this too)."""
     body = await read_body(request)
     record = await asyncio.to_thread(create, privacy, body)
-    return json_response({"regulateId": record["regulateId"]}, 202)
+    return answers.json({"regulateId": record["regulateId"]}, 202)
 
 
 class PrivacyAPI:
@@ -123,11 +123,11 @@ class PrivacyAPI:
 
     async def list(self, request: web.Request) -> web.Response:
         self.authorise(request)
-        return json_response(await asyncio.to_thread(listing, self.privacy))
+        return answers.json(await asyncio.to_thread(listing, self.privacy))
 
     async def get(self, request: web.Request) -> web.Response:
         self.authorise(request)
-        return json_response(status_of(self.privacy, request.match_info["regulate_id"]))
+        return answers.json(status_of(self.privacy, request.match_info["regulateId"]))
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         self.authorise(request)
@@ -170,25 +170,7 @@ async def read_body(request: web.Request) -> bytes:
     return b"".join(parts)
 
 
-def json_response(payload: dict, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
-
-
-def _handler(method):
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await method(request)
-        except CollectorError as exc:
-            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-            return json_response({"success": False, "code": exc.code, "message": exc.message}, exc.status, headers)
-
-    return handle
-
-
 def mount(app: web.Application, config, privacy: Privacy) -> PrivacyAPI:
     api = PrivacyAPI(config, privacy)
-    app.router.add_post(REGULATIONS, _handler(api.post))
-    app.router.add_get(REGULATIONS, _handler(api.list))
-    app.router.add_get(ONE, _handler(api.get))
-    app.router.add_get(EXPORT, _handler(api.export))
+    routes.mount(app.router, "privacy", lambda route: answers.handler(getattr(api, route.name)))
     return api

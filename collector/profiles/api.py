@@ -26,8 +26,9 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from collector import access
-from collector.errors import BadRequest, CollectorError, NotFound, Unavailable
+from collector import access, answers
+from collector import api as routes
+from collector.errors import BadRequest, NotFound, Unavailable
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
 from collector.profiles import search, views
@@ -35,9 +36,6 @@ from collector.profiles.rules import PROFILE_FORM, parse_profile
 
 log = logging.getLogger("intilery.profiles.api")
 
-SEARCH = "/v1/spaces/{space}/collections/users/profiles"
-BASE = SEARCH + "/{profile}"
-ROUTES = (*(f"{BASE}/{what}" for what in ("traits", "events", "external_ids", "metadata")), SEARCH)
 MAX_LIMIT, DEFAULT_LIMIT = 100, 10
 
 
@@ -101,7 +99,7 @@ class ProfileAPI:
             raise NotFound("unknown_space", "no such space")
         page = self.find_people(request.query.get("q", ""), request.query.get("limit"), request.query.get("next"))
         page["cursor"]["url"] = request.path
-        return _json(page)
+        return answers.json(page)
 
     async def traits(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
@@ -112,12 +110,12 @@ class ProfileAPI:
             if not names:
                 raise BadRequest("invalid_parameter", "include names at least one trait")
             traits = {k: traits[k] for k in names if k in traits}
-        return _json({"traits": traits, "cursor": {"url": request.path, "has_more": False, "next": ""}})
+        return answers.json({"traits": traits, "cursor": {"url": request.path, "has_more": False, "next": ""}})
 
     async def events(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
         data, next_cursor = await self.events_page(pid, _limit(request.query.get("limit")), _cursor(request.query.get("next")))
-        return _json({"data": data, "cursor": {"url": request.path, "has_more": bool(next_cursor), "next": next_cursor}})
+        return answers.json({"data": data, "cursor": {"url": request.path, "has_more": bool(next_cursor), "next": next_cursor}})
 
     async def events_page(self, pid: str, limit: int, before: str | None = None) -> tuple[list[dict], str]:
         """A page of the profile's events, newest first, read from the log; and the next page's cursor ("" at the end)."""
@@ -162,11 +160,11 @@ class ProfileAPI:
 
     async def external_ids(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
-        return _json({"data": views.external_ids(self.db(), pid) or [], "cursor": {"url": request.path, "has_more": False, "next": ""}})
+        return answers.json({"data": views.external_ids(self.db(), pid) or [], "cursor": {"url": request.path, "has_more": False, "next": ""}})
 
     async def metadata(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
-        return _json({"metadata": views.metadata(self.db(), pid)})
+        return answers.json({"metadata": views.metadata(self.db(), pid)})
 
     def close_store(self) -> None:
         if self.store is not None:
@@ -177,10 +175,6 @@ class ProfileAPI:
         self.close_store()
         if self.stream:
             await self.reader.close()
-
-
-def _json(payload: dict, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
 def _limit(raw: str | None) -> int:
@@ -207,26 +201,13 @@ def _cursor(raw: str | None) -> str | None:
     return key
 
 
-def _handler(api: ProfileAPI, name: str):
-    method = getattr(api, name)
-
-    async def handle(request: web.Request) -> web.Response:
-        try:
-            return await method(request)
-        except CollectorError as exc:
-            return _json({"success": False, "code": exc.code, "message": exc.message}, exc.status)
-
-    return handle
-
-
 PROFILE_API = web.AppKey("profile_api", ProfileAPI)
 
 
 def mount(app: web.Application, config, store_factory) -> ProfileAPI:
     """Route the Profile API on ``app``; the store is opened at the first request, closed with the app."""
     api = app[PROFILE_API] = ProfileAPI(config, store_factory)
-    for path in ROUTES:
-        app.router.add_get(path, _handler(api, path.rsplit("/", 1)[1]))
+    routes.mount(app.router, "profiles", lambda route: answers.handler(getattr(api, route.name)))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield

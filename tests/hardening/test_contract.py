@@ -143,7 +143,7 @@ def _compat_key(case) -> None:
         case.query["writeKey"] = KEY
 
 
-@schema.exclude(operation_id=CREATE).parametrize()
+@schema.exclude(operation_id=CREATE).exclude(tag=["console"]).parametrize()  # the console: tests/console
 @fuzz_settings(25)
 def test_the_collector_answers_as_documented(case, collector):
     """Every phase (explicit examples, boundary coverage, fuzzing), the key in X-Write-Key (the access
@@ -155,7 +155,7 @@ def test_the_collector_answers_as_documented(case, collector):
         case.call_and_validate(base_url=collector.url, headers={"X-Write-Key": KEY})
 
 
-@schema.exclude(tag=["profiles", "privacy"]).parametrize()
+@schema.exclude(tag=["profiles", "privacy", "console"]).parametrize()
 @schema.given(mode=st.sampled_from(AUTH_MODES))
 @fuzz_settings(15)
 def test_every_way_of_sending_the_write_key(case, mode, collector):

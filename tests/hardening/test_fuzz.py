@@ -38,7 +38,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.app import BATCH_ROUTES, SINGLE_ROUTES
+from collector.api import BATCH_ROUTES, SINGLE_ROUTES
 from collector.log.reader import Reader
 from helpers import CollectorProcess, assert_whole, read_events
 from tests.hardening.conftest import fuzz_settings
