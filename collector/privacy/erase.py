@@ -183,7 +183,7 @@ class Job:
         store = self.ctx.profiles()
         if store is not None:  # a builder batch read before the rewrite may have committed since: once more
             try:
-                if forget.profiles_of(store, person):
+                if forget.remains(store, person):
                     errors += self._erase_profiles(store, person)
             finally:
                 store.close()

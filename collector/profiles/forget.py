@@ -2,19 +2,15 @@
 
     counts = forget.erase(store, person, rules)     # one transaction; the counts of what went
 
-A profile is the person's when its anchor (the first of its identifiers by priority, whose node
-id is the profile's id) is one of their identifiers: a profile that other people's events hold
-together is never erased, also when it took one of the person's identifiers in (the kiosk Bob
-signed in on, once Ann is gone: the anchor of a profile always sorts before the identifiers
-its links joined to it).
-
-Erasing one (``SqlStore.erase_profile``) deletes its identifiers, its events index and the sets of
-identifiers the person's own events made. Sets made by other people's events stay, even when they
-name an identifier of the person's: those are what a rebuild from the rewritten log would see, so
-``rejoin`` resolves their component again from them (``Graph.replay``), the person's identifiers
-in it becoming new nodes first and last seen where those other events saw them
-(``Person.kept``, gathered while the log was rewritten). Nobody else's profile loses an event,
-and a rebuild after the erasure gives the same profiles.
+Every profile that holds an identifier of the person's loses exactly those identifiers
+(``SqlStore.erase_profile``): their nodes, their events index and the sets of identifiers the
+person's own events made. The profile's other identifiers stay with their events (someone who
+joined it after the person was worked out: Carl identifying on Ann's kiosk), and so do the sets
+made by other people's events, even when they name an identifier of the person's: those are what
+a rebuild from the rewritten log would see, so ``rejoin`` resolves those components again from
+them (``Graph.replay``), the person's identifiers in them becoming new nodes first and last seen
+where those other events saw them (``Person.kept``, gathered while the log was rewritten). Nobody
+else's profile loses an event, and a rebuild after the erasure gives the same profiles.
 """
 
 from __future__ import annotations
@@ -25,24 +21,35 @@ from collector.profiles.rules import Rules, key_time, node_id
 
 
 def profiles_of(store, person: Person) -> list[str]:
-    """The ids of the person's profiles (those anchored at an identifier of theirs)."""
+    """The ids of the profiles that hold an identifier of the person's."""
+    return sorted({pid for kind, value in sorted(person.idents) if (pid := store.find(kind, value)) is not None})
+
+
+def remains(store, person: Person) -> bool:
+    """Whether the database still files something to the person: a profile anchored at an identifier
+    of theirs, or an event indexed under one (a builder batch that committed during the erasure).
+    Identifiers of theirs that only other people's sets hold (the kiosk, rejoined) are not theirs."""
     anchors = {node_id(ident) for ident in person.idents}
-    found = {store.find(kind, value) for kind, value in sorted(person.idents)}
-    return sorted(pid for pid in found if pid is not None and pid in anchors)
+    return any(pid in anchors for pid in profiles_of(store, person)) or store.indexed(sorted(person.idents))
 
 
 def erase(store, person: Person, rules: Rules) -> dict[str, int]:
-    """Every profile of the person, in one transaction; counts of profiles, identifiers, events."""
+    """The person's identifiers out of every profile that holds one, in one transaction; counts of
+    profiles (those anchored at one of theirs), identifiers and events."""
     counts = {"profiles": 0, "identifiers": 0, "events": 0}
+    anchors = {node_id(ident) for ident in person.idents}
     store.begin()
     try:
         kept: dict[str, list] = {}
+        others: set = set()
         for pid in profiles_of(store, person):
-            gone, stays = store.erase_profile(pid, person.has)
+            gone, stays, rest = store.erase_profile(pid, person.has)
+            counts["profiles"] += pid in anchors
             for name, count in gone.items():
                 counts[name] += count
             kept.update(stays)
-        rejoin(store, rules, kept, person)
+            others.update(rest)
+        rejoin(store, rules, kept, person, others)
         store.commit()
     except BaseException:
         store.rollback()
@@ -50,13 +57,15 @@ def erase(store, person: Person, rules: Rules) -> dict[str, int]:
     return counts
 
 
-def rejoin(store, rules: Rules, kept: dict[str, list], person: Person) -> None:
-    """Resolve again the components of the person's identifiers that other people's sets still name."""
+def rejoin(store, rules: Rules, kept: dict[str, list], person: Person, others=()) -> None:
+    """Resolve again the components of the person's identifiers that other people's sets still name,
+    and of the other identifiers of the profiles they left (someone who had joined one of them)."""
     orphans = sorted({ident for idents in kept.values() for ident in idents if person.has(ident)})
-    if not orphans:
+    start = sorted(set(orphans) | set(others))
+    if not start:
         return
     graph = Graph(rules, store)
-    graph.replay(*store.component(orphans))
+    graph.replay(*store.component(start))
     for ident in orphans:
         seen = person.kept.get(ident)
         if seen is None:  # named by a set whose events were not read by this erasure: when the set was first seen

@@ -126,9 +126,42 @@ def test_an_erase_during_a_builder_batch_leaves_nothing_of_the_person(log, tmp_p
     store.put_links = put_links
     if outcome == ["database is locked"]:
         forget.erase(eraser, ann, Rules())  # what the waiting erase does once the batch is committed
-    if forget.profiles_of(eraser, ann):
+    if forget.remains(eraser, ann):
         forget.erase(eraser, ann, Rules())  # the privacy job's second look
     text = everything(eraser)
     assert b"u-ann" not in text and b"a-ann" not in text and b"ann@example.com" not in text, outcome
     store.close()
     eraser.close()
+
+
+def test_someone_who_joined_the_persons_profile_after_she_was_worked_out_keeps_everything(build, log):
+    """Review H1: Carl identifies on Ann's kiosk after the job worked Ann out; her erasure takes her
+    identifiers out of the profile they share, Carl keeps his identifiers, events and traits."""
+    store = build([
+        ev("track", at(1), userId="ann", anonymousId="kiosk"),
+        ev("identify", at(2), anonymousId="c1", traits={"email": "carl@x.com", "name": "Carl"}),
+        ev("track", at(3), anonymousId="c1"),
+    ])  # fmt: skip
+    ann = Person(store.load_profile(store.find("user_id", "ann"))[1])
+    build([ev("identify", at(4), anonymousId="kiosk", traits={"email": "carl@x.com"})], store=store)
+    assert store.find("email", "carl@x.com") == store.find("user_id", "ann")  # one profile now
+    counts = forget.erase(store, ann, Rules())
+    carl = store.find("email", "carl@x.com")
+    assert counts["identifiers"] == 2 and store.find("user_id", "ann") is None
+    traits = views.traits(store, carl)
+    assert traits["event_count"] == 3 and traits["name"] == "Carl"  # his identify, track, and his kiosk identify
+    assert store.find("anonymous_id", "c1") == carl
+
+
+def test_the_person_is_found_in_a_profile_whose_anchor_is_no_longer_hers(build):
+    """Review H2: Ann was worked out from her email and device; she then signed in, after the
+    erasure's rotation (a DELETE_ONLY: that event stays), and a user id became her profile's anchor:
+    what her erased events made goes from that profile too; what the event that stays says remains."""
+    store = build([ev("identify", at(1), anonymousId="ann-dev", traits={"email": "ann@x.com", "plan": "pro"})])
+    ann = Person(store.load_profile(store.find("email", "ann@x.com"))[1])
+    build([ev("identify", at(2), anonymousId="ann-dev", userId="u-ann", traits={"email": "ann@x.com"})], store=store)
+    counts = forget.erase(store, ann, Rules())
+    assert counts["identifiers"] == 2 and counts["events"] == 1
+    traits = views.traits(store, store.find("user_id", "u-ann"))
+    assert "plan" not in traits and traits["event_count"] == 1  # the signed-in identify alone
+    assert forget.remains(store, ann) is False
