@@ -93,7 +93,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
     received_at = state.clock()
     headers = cors(request)
     source: Source | None = None
-    raw = body = None  # as received, and inflated
+    raw = body = payload = None  # as received, inflated, parsed
     reserved = 0  # of the body budget, released when answered
     info = request_info(state.config, request, received_at)
     try:
@@ -141,7 +141,7 @@ async def ingest(request: web.Request, kind: str | None) -> web.Response:
         duplicates = await state.committer.commit(source, outcome, received_at, rejected_lines)
     except CollectorError as exc:
         metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
-        if source is not None and not isinstance(exc, NOT_KEPT):
+        if source is not None and not isinstance(exc, NOT_KEPT) and not _suppressed(state, payload):
             try:
                 if body is None and raw is not None and not bodies.encoded(request):
                     body = raw  # read, but refused before decoding (its content type): as sent
@@ -178,6 +178,7 @@ async def pixel(request: web.Request) -> web.Response:
     gif = web.Response(body=PIXEL, content_type="image/gif", headers={"Cache-Control": "no-store"})
     source = raw = None
     info = request_info(state.config, request, received_at)
+    message = None
     try:
         state.ip_limits.take(info.ip or "", "client address")
         source = state.gate.admit(request.query.get("writeKey"), request, page_origin(request))
@@ -200,13 +201,25 @@ async def pixel(request: web.Request) -> web.Response:
             state.metrics.inc("intilery_events_accepted_total", source=source.name)
     except CollectorError as exc:
         state.metrics.inc("intilery_events_rejected_total", source=source.name if source else "", code=exc.code)
-        if source is not None and not isinstance(exc, NOT_KEPT):
+        if source is not None and not isinstance(exc, NOT_KEPT) and not _suppressed(state, message):
             kept = body_payload(raw) if raw is not None else {"payload": request.query.get("data")}
             try:
                 await state.committer.reject(source, received_at, exc.code, exc.message, **kept)
             except Unavailable:
                 pass
     return gif
+
+
+def _suppressed(state, payload) -> bool:
+    """Whether a body refused whole is a suppressed person's (then it is not kept in rejected/)."""
+    suppression = state.pipeline.suppression
+    if suppression is None or not suppression.hashes or not isinstance(payload, dict):
+        return False
+    batch, context = payload.get("batch"), payload.get("context")
+    if isinstance(batch, list):
+        context = context if isinstance(context, dict) else None
+        return any(suppression.matches_raw(m, context) for m in batch[:MAX_BATCH_MESSAGES])
+    return suppression.matches_raw(payload)
 
 
 async def preflight(request: web.Request) -> web.Response:

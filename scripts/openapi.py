@@ -732,6 +732,8 @@ def privacy_schemas() -> dict:
                               "description": "An erasure: what was received before this is erased; what came after stays."},
                 "attempts": {**counts, "description": "Runs of the job that could not finish (it runs again)."},
                 "nextAttemptAt": {"type": "string", "format": "date-time", "description": "When it runs again."},
+                "forgetRotatedAt": {"type": "string", "format": "date-time",
+                                    "description": "When every collector had read whom its console forgets (an erasure)."},
                 "erasedAt": {"type": "string", "format": "date-time",
                              "description": "When this host's stores were erased (with NATS it then waits for every archive)."},
                 "subjects": {"type": "integer", "minimum": 1, "description": "How many distinct subjects were asked for."},

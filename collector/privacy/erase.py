@@ -101,10 +101,12 @@ class Job:
             elif kind == "UNSUPPRESS":
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
-                if record.get("personHashes") != sorted(digests):
+                if record.get("personHashes") != sorted(digests) or not record.get("forgetRotatedAt"):
                     person_hashes(record, digests)
                     self.regs.save(record)  # before any rewrite: every console forgets the person ...
-                    self.ctx.rotate()  # ... before it acknowledges this rotation
+                    self.ctx.rotate()  # ... before it acknowledges this rotation (again after a kill)
+                    record["forgetRotatedAt"] = iso_ms(time.time())
+                    self.regs.save(record)
                 if not record.get("erasedAt"):  # this host's stores (a later run only waits for the archives)
                     errors = self._erase(person)
                     if errors:

@@ -14,6 +14,7 @@ the collector that holds the job lock. Errors have the ingest API's shape, codes
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import orjson
@@ -29,6 +30,8 @@ from collector.log.rotation import wait_acks
 from collector.privacy.service import Privacy, open_profiles
 from collector.privacy.subjects import SUBJECT_TYPES, expand, normal
 from collector.profiles.rules import PROFILE_FORM, parse_profile
+
+log = logging.getLogger("intilery.privacy")
 
 MAX_BODY = 6 * 1024 * 1024  # bytes of a request body
 SUPPRESS_WAIT = 10.0  # seconds the 202 of a suppression waits for every collector to read the list
@@ -68,13 +71,17 @@ def create(privacy: Privacy, body: bytes) -> dict:
                           retry_after=5) from exc  # fmt: skip
     record = privacy.regulations.create(kind, subject_type, hashes, [list(i) for i in idents])
     if kind in SUPPRESSES:
-        opener = open_profiles(privacy.config)
-        store = opener()
-        try:
-            whole = expand(store, idents) if store is not None else set(idents)  # the person's others at once too
-        finally:
-            if store is not None:
-                store.close()
+        try:  # the person's other identifiers are suppressed at once too (the job adds any it finds later)
+            store = open_profiles(privacy.config)()
+            try:
+                whole = expand(store, idents) if store is not None else set(idents)
+            finally:
+                if store is not None:
+                    store.close()
+        except Exception:  # noqa: BLE001 - the database busy or away: the subjects now, the whole person by the job
+            log.warning("the profile database could not be read for a suppression; its subjects are suppressed now",
+                        extra={"regulateId": record["regulateId"]})  # fmt: skip
+            whole = set(idents)
         try:
             version = suppression.change(add=suppression.digests(whole))
         except Exception as exc:  # NATS did not answer: the job adds them when it runs

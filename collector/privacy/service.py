@@ -60,7 +60,7 @@ def context_of(config, suppression: Suppression, stopped=lambda: False) -> Conte
         stream, archives = StreamEraser(config), Archives(config)
     data_dir = Path(config.data_dir)
     return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
-                   profiles=open_profiles(config), resolve=resolver(config),
+                   profiles=open_profiles(config), resolve=resolver(config, stopped),
                    rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
                    stream=stream, archives=archives, stopped=stopped)  # fmt: skip
 

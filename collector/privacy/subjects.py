@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
+from collector.log.rotation import Stopped
 from collector.log.segments import make_dirs
 from collector.profiles.rules import ANONYMOUS_ID, EMAIL, USER_ID, Rules
 
@@ -86,7 +87,7 @@ class NotYet(Exception):
     """The whole person cannot be known yet: the job says why, waits and runs again."""
 
 
-def resolver(config) -> Callable[[list[Ident], str], set[Ident]]:
+def resolver(config, stopped: Callable[[], bool] = lambda: False) -> Callable[[list[Ident], str], set[Ident]]:
     """``resolve(subjects, cutoff)``: the whole person, as the profile builder has filed everything
     received up to ``cutoff`` (ISO-8601), never from a database that is behind:
 
@@ -113,7 +114,7 @@ def resolver(config) -> Callable[[list[Ident], str], set[Ident]]:
                 raise NotYet("the profile builder has not read the log up to the request yet")
             os.close(lock)
             log.warning("the profile database is behind the log and no builder runs: the person is found from the log")
-        return _from_log(config, subjects)
+        return _from_log(config, subjects, stopped)
 
     return resolve
 
@@ -155,7 +156,7 @@ def _behind(config, store, name: str, cutoff: str) -> bool:
         reader.close()
 
 
-def _from_log(config, subjects: list[Ident]) -> set[Ident]:
+def _from_log(config, subjects: list[Ident], stopped: Callable[[], bool] = lambda: False) -> set[Ident]:
     """The person as a rebuild of the whole log would file them, in a scratch database (0600)."""
     from collector.profiles.builder import Builder
     from collector.profiles.store import SqliteStore
@@ -169,9 +170,11 @@ def _from_log(config, subjects: list[Ident]) -> set[Ident]:
             builder = Builder(store, Path(config.data_dir), Rules.from_config(config),
                               stream=config if config.store == "nats" else None)  # fmt: skip
             try:
-                builder.catch_up()
+                builder.catch_up(keep_going=lambda: not stopped())
             finally:
                 builder.close()
+            if stopped():
+                raise Stopped("the process is stopping; the job runs again at the next start")
             return expand(store, subjects)
         finally:
             store.close()

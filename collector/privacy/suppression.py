@@ -61,7 +61,7 @@ class Suppression:
     def adopt_salt(self, salt: bytes) -> None:
         """The shared salt as the bucket holds it (``--store nats``): kept, and hashed with from now on."""
         if salt != self._salt:
-            self._salt, self._verdicts = salt, {}
+            self._salt, self._listed = salt, None  # verdicts hashed with the old salt go too
 
     def digests(self, idents: Iterable[Ident]) -> set[str]:
         return {digest(self.salt, kind, value) for kind, value in idents}

@@ -114,43 +114,34 @@ class Person(_Owner):
     def __init__(self, idents: Iterable[Ident], rules: Rules = Rules()) -> None:
         self.idents = frozenset((k, v) for k, v in idents)
         self.rules = rules
-        exact, folded, numbers = [], [], []
+        exact, folded = set(), set()
         for kind, value in sorted(self.idents):
-            (folded if kind == EMAIL else exact).append(_needle(value))
-            if _NUMBER.fullmatch(value):
-                numbers.append(re.escape(value.encode()))
-        parts = []
-        if exact:
-            parts.append(b'"\\s*(?:' + b"|".join(exact) + b')\\s*"')  # a whole JSON string
-        if folded:
-            parts.append(b'"\\s*(?i:' + b"|".join(folded) + b')\\s*"')
-        if numbers:  # a JSON number (userId: 42), not a digit run inside a longer token
-            parts.append(b"(?<![\\w.\\-])(?:" + b"|".join(numbers) + b")(?![\\w.])")
-        self._mention = re.compile(b"|".join(parts) or b"(?!)")
-        literal = [b"(?:" + b"|".join(exact) + b")"] if exact else []  # the values alone: a fast first look
-        if folded:
-            literal.append(b"(?i:" + b"|".join(folded) + b")")
-        self._literal = re.compile(b"|".join(literal) or b"(?!)")
+            for form in _forms(value):
+                (folded if kind == EMAIL else exact).add(form)
+        parts = [b"(?:" + b"|".join(sorted(exact)) + b")"] if exact else []
+        if folded:  # bytes fold ASCII only: a non-ASCII email is looked for by its longest ASCII part
+            parts.append(b"(?i:" + b"|".join(sorted(folded)) + b")")
+        self._values = re.compile(b"|".join(parts) or b"(?!)")
         names = b"|".join(re.escape(f.encode()) for f in (*_FIELDS, *rules.identifier_traits))
-        values = b"|".join([*exact, *folded, *numbers]) or b"(?!)"
-        self._field = re.compile(b'(?i:\\\\?"(?:' + names + b')\\\\?"\\s*:\\s*\\\\?"?\\s*)(?i:' + values + b")(?![\\w.@\\-])")
+        self._field = re.compile(b'(?i:\\\\?"(?:' + names + b')\\\\?"\\s*:\\s*\\\\?"?(?:\\s|\\\\[tnr])*)(?:'
+                                 + (b"|".join(parts) or b"(?!)") + b")(?![\\w.@\\-])")
         # an identifier of theirs in events that stay -> [first seen, last seen, source] (``_saw``)
         self.kept: dict[Ident, list[str]] = {}
-        self.longest = max((len(orjson.dumps(v)) + 8 for _, v in self.idents), default=0)
+        longest_field = max(len(n) for n in (*_FIELDS, *rules.identifier_traits))
+        self.longest = max((len(orjson.dumps(v)) for _, v in self.idents), default=0) + longest_field + 40
 
     def has(self, ident: Ident) -> bool:
         return ident in self.idents
 
     def mentions(self, data: bytes) -> bool:
-        """The cheap test on raw bytes: whether any identifier appears as a whole JSON value.
-        False means no line in ``data`` is the person's; True means a line may be (parse it).
-        The values alone are looked for first (a plain search, fast), the whole test only then."""
-        return self._literal.search(data) is not None and self._mention.search(data) is not None
+        """The cheap test on raw bytes: whether a value of theirs appears at all (in any of the forms
+        it can be stored in). False means no line in ``data`` is the person's; True means a line may
+        be: it is parsed, and its identifier fields decide (``owns``)."""
+        return self._values.search(data) is not None
 
     def may_hold_dead_letter(self, data: bytes) -> bool:
-        """``mentions`` for ``rejected/``: also an identifier field inside a body kept as text."""
-        return self._literal.search(data) is not None and (
-            self._mention.search(data) is not None or self._field.search(data) is not None)
+        """``mentions`` for ``rejected/`` (a body kept as text holds the values as they were sent)."""
+        return self._values.search(data) is not None
 
     def owns_line(self, line: bytes) -> bool:
         """``owns`` for a stored line; a line that is not a JSON object is nobody's (the reader
@@ -190,6 +181,7 @@ class Person(_Owner):
         return self.may_hold_dead_letter(line) and super().owns_dead_letter(line)
 
     def owns_text(self, text: str) -> bool:
+        """A body that is not JSON: an identifier field followed closely by a value of theirs."""
         return self._field.search(text.encode("utf-8", "replace")) is not None
 
 
@@ -248,8 +240,24 @@ class HashedPerson(_Owner):
 
 
 _NOT_AN_ID = "not an identifier"  # a raw value ``Rules.clean`` refuses (a blocked value, null, ...)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def _needle(value: str) -> bytes:
-    return re.escape(orjson.dumps(value)[1:-1])
+def _forms(value: str) -> list[bytes]:
+    """Escaped byte patterns for each way ``value`` can stand in a stored line: as JSON text (orjson's
+    escapes), as a number (``42``, ``1e20`` for ``1e+20``), and for a value with non-ASCII letters,
+    its longest ASCII run (bytes fold case for ASCII alone)."""
+    forms = {orjson.dumps(value)[1:-1]}
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None and number == number and abs(number) != float("inf"):
+        forms.add(orjson.dumps(number))
+        if number.is_integer() and abs(number) < 1 << 63:
+            forms.add(str(int(number)).encode())
+    if not value.isascii():
+        runs = re.findall(r"[\x20-\x7e]+", value)
+        longest = max(runs, key=len, default="")
+        if len(longest) >= 3:
+            forms.add(longest.encode())
+    return [re.escape(form) for form in sorted(forms) if form]

@@ -124,7 +124,8 @@ def test_a_batch_context_and_an_alias_cannot_bring_a_suppressed_person_back(tmp_
         ]
         for body in bodies:
             assert call(proc.url + "/v1/batch", "POST", body, WRITE)[0] == 200
-        time.sleep(0)  # the answers above came after the commit
+        assert call(proc.url + "/v1/track", "POST", {"userId": 42}, WRITE)[0] == 400  # refused whole, not kept
+        assert call(proc.url + "/v1/batch", "POST", {"batch": [{"userId": "42", "event": "E"}] * 2501}, WRITE)[0] == 413
         assert stored_ids(proc.data_dir) == []
         rejected = [p for p in (proc.data_dir / "rejected").rglob("part-*")]
         assert not any(b"42" in p.read_bytes() for p in rejected if p.suffix == ".ndjson"), "kept a dead letter"
