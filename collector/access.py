@@ -13,6 +13,7 @@ import base64
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 
 from collector.errors import Unauthorized
@@ -48,6 +49,43 @@ def access_token(config) -> tuple[str, Path | None]:
         token = path.read_text().strip()
     os.chmod(path, 0o600)
     return token, path
+
+
+class Token:
+    """The access token in force: the configured one, or the file's as it is now. A changed
+    ``access-token`` file takes effect without a restart (its inode, size and mtime are looked at,
+    at most every ``LOOK_EVERY`` seconds); every route that needs the token checks it through one."""
+
+    LOOK_EVERY = 1.0
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self._value: str | None = None
+        self._stamp: tuple | None = None
+        self._looked = 0.0
+
+    def current(self) -> str:
+        if self.config.access_token:
+            return self.config.access_token
+        now = time.monotonic()
+        if self._value is None or now - self._looked >= self.LOOK_EVERY:
+            self._looked = now
+            stamp = _stamp(Path(self.config.data_dir) / TOKEN_FILE)
+            if self._value is None or stamp != self._stamp:
+                self._value = access_token(self.config)[0]  # read, or made when there is none
+                self._stamp = _stamp(Path(self.config.data_dir) / TOKEN_FILE)
+        return self._value
+
+    def check(self, authorization: str) -> None:
+        check(authorization, self.current())
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def presented(authorization: str) -> str | None:

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
+import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -31,27 +35,74 @@ COOKIE = "intilery_console"
 SESSION_SECONDS = 12 * 3600
 
 
-def _mac(token: str, expiry: int) -> str:
-    return hmac.new(token.encode(), f"intilery-console-session:{expiry}".encode(), hashlib.sha256).hexdigest()
+def _mac(token: str, expiry: int, nonce: str) -> str:
+    return hmac.new(token.encode(), f"intilery-console-session:{expiry}:{nonce}".encode(), hashlib.sha256).hexdigest()
 
 
 def session_value(token: str, now: float | None = None) -> str:
-    """A new session cookie's value, valid for ``SESSION_SECONDS`` from ``now``."""
+    """A new session cookie's value, valid for ``SESSION_SECONDS`` from ``now``; each sign-in's is its
+    own (a nonce), so signing one session out leaves the others alone."""
     expiry = int(now if now is not None else time.time()) + SESSION_SECONDS
-    return f"{expiry}.{_mac(token, expiry)}"
+    nonce = secrets.token_hex(8)
+    return f"{expiry}.{nonce}.{_mac(token, expiry, nonce)}"
 
 
 def valid_session(value: str, token: str, now: float | None = None) -> bool:
-    expiry, _, mac = value.partition(".")
-    if not expiry.isdigit() or len(expiry) > 12:
+    expiry, _, rest = value.partition(".")
+    nonce, _, mac = rest.partition(".")
+    if not expiry.isdigit() or len(expiry) > 12 or len(nonce) != 16:
         return False
     if int(expiry) <= (now if now is not None else time.time()):
         return False
-    return hmac.compare_digest(mac.encode(), _mac(token, int(expiry)).encode())
+    return hmac.compare_digest(mac.encode(), _mac(token, int(expiry), nonce).encode())
 
 
-def authorize(request: web.Request, token: str) -> None:
-    """Raises ``Unauthorized`` unless the request carries the token, or a valid session cookie."""
+class SignedOut:
+    """Sessions signed out before they expired, refused by every worker from then on (and the open
+    streams of such a session closed): a hash of each cookie value and its expiry, one a line, in
+    ``<data_dir>/.console/signed-out`` (expired lines dropped at each sign-out)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / ".console" / "signed-out"
+        self._stamp: tuple | None = None
+        self._hashes: frozenset[str] = frozenset()
+
+    def add(self, value: str) -> None:
+        expiry = value.partition(".")[0]
+        if not expiry.isdigit():
+            return
+        now = int(time.time())
+        lines = [line for line in self._lines() if int(line.split(" ")[1]) > now]
+        lines.append(f"{_hash(value)} {expiry}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".signed-out.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        os.rename(tmp, self.path)
+
+    def __contains__(self, value: str) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            self._hashes, self._stamp = frozenset(line.split(" ")[0] for line in self._lines()), stamp
+        return _hash(value) in self._hashes
+
+    def _lines(self) -> list[str]:
+        try:
+            return [line for line in self.path.read_text().splitlines() if line.count(" ") == 1]
+        except FileNotFoundError:
+            return []
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def authorize(request: web.Request, token: str, signed_out: SignedOut | None = None) -> None:
+    """Raises ``Unauthorized`` unless the request carries the token, or a valid session cookie that
+    was not signed out."""
     header = request.headers.get("Authorization")
     if header is not None:
         access.check(header, token)
@@ -61,6 +112,8 @@ def authorize(request: web.Request, token: str) -> None:
         raise Unauthorized("missing_access_token", "the console needs the access token: sign in, or send it as Bearer")
     if not valid_session(cookie, token):
         raise Unauthorized("invalid_access_token", "the console session is not valid (expired, or the token changed)")
+    if signed_out is not None and cookie in signed_out:
+        raise Unauthorized("invalid_access_token", "the console session was signed out")
 
 
 def check_form_token(given: str, token: str) -> None:

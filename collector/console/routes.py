@@ -27,6 +27,7 @@ import hashlib
 import html
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -46,6 +47,7 @@ log = logging.getLogger("intilery.console")
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle stream
+RECHECK = 1.0  # seconds between looks, on an open stream, at whether its token or session still holds
 FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile go in one write)
 SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
 CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
@@ -98,14 +100,16 @@ class Console:
     def __init__(self, config, profiles, busy, privacy=None) -> None:
         self.config, self.profiles, self.busy, self.privacy = config, profiles, busy, privacy
         self.follower: Follower | None = None
-        self._token: str | None = None
+        self.tokens = access.Token(config)
+        self.signed_out = auth.SignedOut(config.data_dir)
         self.page = (STATIC / "index.html").read_bytes()
 
     @property
     def token(self) -> str:
-        if self._token is None:
-            self._token = access.access_token(self.config)[0]
-        return self._token
+        return self.tokens.current()
+
+    def authorize(self, request: web.Request) -> None:
+        auth.authorize(request, self.token, self.signed_out)
 
     def following(self) -> Follower:
         if self.follower is None:
@@ -117,7 +121,7 @@ class Console:
     # --- pages ------------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
         try:
-            auth.authorize(request, self.token)
+            self.authorize(request)
         except CollectorError:
             return self._signin(status=401)
         return web.Response(body=self.page, content_type="text/html", charset="utf-8",
@@ -141,19 +145,22 @@ class Console:
 
     async def signout(self, request: web.Request) -> web.Response:
         auth.check_same_origin(request, self.config.trusted_proxies)  # another site cannot sign the operator out
+        cookie = request.cookies.get(auth.COOKIE)
+        if cookie is not None and auth.valid_session(cookie, self.token):
+            await asyncio.to_thread(self.signed_out.add, cookie)  # every worker refuses it, its streams end
         response = web.Response(status=303, headers={"Location": "/console", "Cache-Control": "no-store"})
         auth.clear_session(response)
         return response
 
     async def static(self, request: web.Request) -> web.Response:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         name = request.match_info["name"]
         return web.Response(body=(STATIC / name).read_bytes(), content_type=ASSETS[name], charset="utf-8",
                             headers=PAGE_HEADERS)  # fmt: skip
 
     # --- data -------------------------------------------------------------------------------
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         want = Filter.parse(request.query)
         if request.method == "HEAD":
             return web.Response(content_type="text/event-stream", headers={"Cache-Control": "no-store"})
@@ -177,9 +184,16 @@ class Console:
                 note = {"lastEventId": last_id, "message": "that event is no longer in the buffer: some events may be missing"}
                 head.append(b"event: gap\ndata: " + orjson.dumps(note) + b"\n\n")
             await response.write(b"".join(head + [item.frame for item in first]))
-            reported = 0
+            reported, written = 0, time.monotonic()
             while not viewer.closed:
-                items = await viewer.take(HEARTBEAT)
+                items = await viewer.take(RECHECK)
+                try:
+                    self.authorize(request)  # the token changed, or the session signed out: the stream ends
+                except CollectorError:
+                    break
+                if not items and viewer.dropped == reported and time.monotonic() - written < HEARTBEAT:
+                    continue
+                written = time.monotonic()
                 chunks = [item.frame for item in items] or [b": keep-alive\n\n"]
                 if viewer.dropped != reported:
                     reported = viewer.dropped
@@ -193,26 +207,26 @@ class Console:
         return response
 
     async def dashboard(self, request: web.Request) -> web.Response:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         follower = self.following()
         return _json({**follower.dashboard.snapshot(), "ready": follower.caught_up.is_set(), "behind": follower.behind,
                       "follower": {"records": follower.read_count, "seconds": round(follower.worked, 3)}})
 
     async def profile(self, request: web.Request) -> web.Response:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         return _json(await self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
 
     async def search(self, request: web.Request) -> web.Response:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         query = request.query
         return _json(self.profiles.find_people(query.get("q", ""), query.get("limit"), query.get("next")))
 
     async def regulations(self, request: web.Request) -> web.Response:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         return _json(await asyncio.to_thread(privacy_routes.listing, self.privacy))
 
     async def file_regulation(self, request: web.Request) -> web.Response:
-        auth.authorize(request, self.token)
+        self.authorize(request)
         auth.check_same_origin(request, self.config.trusted_proxies)
         response = await privacy_routes.file_request(self.privacy, request)
         response.headers["Cache-Control"] = "no-store"

@@ -117,12 +117,10 @@ async def file_request(privacy: Privacy, request: web.Request) -> web.Response:
 class PrivacyAPI:
     def __init__(self, config, privacy: Privacy) -> None:
         self.config, self.privacy = config, privacy
-        self._token: str | None = None
+        self.tokens = access.Token(config)
 
     def authorise(self, request: web.Request) -> None:
-        if self._token is None:
-            self._token = access.access_token(self.config)[0]
-        access.check(request.headers.get("Authorization", ""), self._token)
+        self.tokens.check(request.headers.get("Authorization", ""))
 
     async def post(self, request: web.Request) -> web.Response:
         self.authorise(request)

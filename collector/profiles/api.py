@@ -44,7 +44,7 @@ class ProfileAPI:
 
     def __init__(self, config, store_factory) -> None:
         self.config, self.store_factory = config, store_factory
-        self._token: str | None = None
+        self.tokens = access.Token(config)
         self.store = None
         self.stream = config.store == "nats"
         if self.stream:
@@ -56,9 +56,7 @@ class ProfileAPI:
 
     @property
     def token(self) -> str:
-        if self._token is None:  # read (or generated) at the first request, not for every app made
-            self._token = access.access_token(self.config)[0]
-        return self._token
+        return self.tokens.current()
 
     def db(self):
         if self.store is not None and self.store.outdated:  # made anew by the builder since?

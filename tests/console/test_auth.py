@@ -7,7 +7,7 @@ import json
 import pytest
 
 from collector.console import auth
-from tests.console.conftest import TOKEN, WRITE_KEY, call
+from tests.console.conftest import SOURCES, TOKEN, WRITE_KEY, call
 
 GETS = ["/console", "/console/static/console.js", "/console/static/console.css", "/console/stream",
         "/console/api/dashboard", "/console/api/profiles/user_id:u1", "/console/api/regulations"]  # fmt: skip
@@ -112,6 +112,57 @@ def test_another_site_cannot_sign_the_console_out(collector, headers):
     for own in ({"Sec-Fetch-Site": "same-origin"}, {"Origin": collector.url}):  # with fetch metadata, or without
         status, answer, _ = call(collector.url + "/console/signout", data=b"", headers={**form, "Cookie": session, **own})
         assert status == 303 and answer["Set-Cookie"].startswith(f"{auth.COOKIE}=\"\";") and "Max-Age=0" in answer["Set-Cookie"]
+    assert call(collector.url + "/console/api/dashboard", headers={"Cookie": session})[0] == 401  # signed out
     # the page's policy lets its own form send its Origin (under no-referrer a browser sends "null")
-    status, answer, _ = call(collector.url + "/console", headers={"Cookie": session})
+    _, answer, _ = call(collector.url + "/console/signin", data=f"token={TOKEN}".encode(), headers=form)
+    status, answer, _ = call(collector.url + "/console", headers={"Cookie": answer["Set-Cookie"].split(";", 1)[0]})
     assert status == 200 and answer["Referrer-Policy"] == "same-origin"
+
+
+def test_a_changed_token_takes_effect_without_a_restart_and_ends_open_streams(tmp_path):
+    """Review P9: the generated token file rewritten (the operator rotates it): the old token no
+    longer opens the console, the Profile API or the privacy API, the new one does, and a console
+    stream opened with the old one ends, all without a restart."""
+    from helpers import CollectorProcess, wait_until
+    from tests.console.sse import Stream
+
+    with CollectorProcess(tmp_path, SOURCES) as proc:
+        path = proc.data_dir / "access-token"
+        old = path.read_text().strip()
+        routes = ["/console/api/dashboard", "/v1/regulations", "/v1/spaces/default/collections/users/profiles?q=x"]
+        for route in routes:
+            assert call(proc.url + route, headers={"Authorization": f"Bearer {old}"})[0] == 200, route
+        stream = Stream(proc.url + "/console/stream", old)
+        assert stream.status == 200
+        new = "at_rotated_" + "x" * 24
+        tmp = path.with_name("new-token")
+        tmp.write_text(new + "\n")
+        tmp.rename(path)
+        wait_until(lambda: call(proc.url + routes[0], headers={"Authorization": f"Bearer {old}"})[0] == 401,
+                   what="the old token refused")  # fmt: skip
+        for route in routes:
+            assert call(proc.url + route, headers={"Authorization": f"Bearer {old}"})[0] == 401, route
+            assert call(proc.url + route, headers={"Authorization": f"Bearer {new}"})[0] == 200, route
+        wait_until(lambda: not stream.thread.is_alive(), what="the old token's stream ended")
+        stream.close()
+
+
+def test_signing_out_ends_the_sessions_open_streams_and_refuses_its_cookie(collector):
+    """Review P9: a session signed out is refused by every route from then on (its cookie copied
+    elsewhere too), and its open stream ends."""
+    from helpers import wait_until
+    from tests.console.sse import Stream
+
+    status, headers, _ = call(collector.url + "/console/signin", data=b"token=" + TOKEN.encode(),
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert status == 303
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    session = {"Cookie": cookie}
+    assert call(collector.url + "/console/api/dashboard", headers=session)[0] == 200
+    stream = Stream(collector.url + "/console/stream", None, headers=session)
+    assert stream.status == 200
+    out = call(collector.url + "/console/signout", data=b"", method="POST", headers={**session, "Sec-Fetch-Site": "same-origin"})
+    assert out[0] == 303
+    assert call(collector.url + "/console/api/dashboard", headers=session)[0] == 401
+    wait_until(lambda: not stream.thread.is_alive(), what="the signed-out session's stream ended")
+    stream.close()
