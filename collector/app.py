@@ -363,7 +363,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     app.router.add_route("OPTIONS", PREFLIGHT_ROUTE, _counted(metrics, "/v1/{tail}", preflight))
     app.router.add_get(PIXEL_ROUTE, _counted(metrics, PIXEL_ROUTE, pixel))
     from collector.profiles import api as profile_api
-    from collector.profiles.service import builder_context, db_target, open_store
+    from collector.profiles.database import db_target, open_store
+    from collector.profiles.service import builder_context
 
     from collector.console import routes as console
 

@@ -45,7 +45,7 @@ def open_profiles(config):
     """A function opening the profile store of ``config``: None when there is none, or when it is
     of another version (a privacy job never migrates it: that is the builder's)."""
     from collector.privacy.subjects import _open_current
-    from collector.profiles.service import db_target, open_store
+    from collector.profiles.database import db_target, open_store
 
     return lambda: _open_current(db_target(config), open_store)
 
