@@ -36,7 +36,7 @@ from aiohttp import web
 from collector import access
 from collector.console import auth
 from collector.console.filters import Filter
-from collector.console.stream import Follower
+from collector.console.follower import Follower
 from collector.errors import CollectorError
 from collector.privacy import routes as privacy_routes
 

@@ -55,7 +55,7 @@ def context_of(config, suppression: Suppression, stopped=lambda: False) -> Conte
     stream = archives = None
     if config.store == "nats":
         from collector.privacy.archives import Archives
-        from collector.privacy.stream import StreamEraser
+        from collector.privacy.nats_eraser import StreamEraser
 
         stream, archives = StreamEraser(config), Archives(config)
     data_dir = Path(config.data_dir)
@@ -70,7 +70,7 @@ def shared_suppression(config) -> Suppression:
     bucket when the store is NATS (collectors on other hosts)."""
     suppression = Suppression(Path(config.data_dir), Rules.from_config(config))
     if config.store == "nats":
-        from collector.privacy.stream import SharedList
+        from collector.privacy.shared_list import SharedList
 
         suppression.remote = SharedList(config)
     return suppression
@@ -170,7 +170,7 @@ class Privacy:
         """The bucket's salt (kept in the directory first) and a newer list into the local file. When
         the bucket cannot be read, ingest goes on with the last list read (logged once, and ``/readyz``
         says the list is stale, ``shared_list``); the next pull tries again."""
-        from collector.privacy.stream import keep_salt, kept_salt
+        from collector.privacy.shared_list import keep_salt, kept_salt
 
         suppression = self.suppression
         try:
