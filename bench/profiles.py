@@ -33,7 +33,6 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -117,7 +116,7 @@ def rebuild(data_dir: Path, db: Path) -> dict:
 async def traits_latency(data_dir: Path, db: Path, people: int, lookups: int) -> dict:
     import aiohttp
 
-    from helpers import CollectorProcess
+    from testkit.processes import CollectorProcess
 
     token = "at_bench"
     work = Path(tempfile.mkdtemp(prefix="bench-traits-"))
@@ -148,7 +147,7 @@ def visible_latency(events: int) -> dict:
     import json
     import urllib.request
 
-    from helpers import CollectorProcess
+    from testkit.processes import CollectorProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench-visible-"))
     collector = CollectorProcess(work, [{"name": "web", "write_key": "wk"}], access_token="at_bench").start()
@@ -308,5 +307,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     main()

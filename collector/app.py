@@ -345,7 +345,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
                        **{kind: partial(ingest, kind=kind) for kind in TYPES}}  # fmt: skip
     api.mount(app.router, "ingest", lambda route: _counted(metrics, route.canonical, ingest_handlers[route.name]))
     from collector.profiles import api as profile_api
-    from collector.profiles.service import builder_context, db_target, open_store
+    from collector.profiles.database import db_target, open_store
+    from collector.profiles.service import builder_context
 
     from collector.console import routes as console
 

@@ -1,4 +1,5 @@
-"""The process's runtime: its event loop, waiting for an operator's stop, and its memory.
+"""The process's runtime: its event loop, waiting for an operator's stop, its memory, and its
+end with its parent (``die_with``: a worker, the profile builder).
 
 Used by every long-running command (serve, demo, archive) and nothing HTTP-specific, so the
 log's commands can use it without importing the server.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import os
 import signal
 import sys
 
@@ -79,3 +81,18 @@ async def trim_malloc_periodically(every: float = TRIM_EVERY) -> None:
     while True:
         await asyncio.sleep(every)
         trim_malloc()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int) -> None:
+    """Ask Linux for SIGTERM when ``parent`` (a pid: the supervisor, or the collector) dies
+    (elsewhere: best effort, nothing)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

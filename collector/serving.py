@@ -63,8 +63,8 @@ def profiles_line(config: Config) -> str:
     """Where the profiles are and where the access token is (never the token, nor a database
     password: this may be logged)."""
     from collector.access import access_token
-    from collector.log.stream import redact
-    from collector.profiles.service import db_target
+    from collector.log.jetstream import redact
+    from collector.profiles.database import db_target
 
     _, path = access_token(config)
     token = f"access token in {path}" if path else "access token from the configuration"

@@ -35,7 +35,6 @@ kernel to send them SIGTERM if the supervisor itself dies, so none is left orpha
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import secrets
@@ -50,6 +49,7 @@ from typing import Callable
 
 from collector import metrics
 from collector.config import Config
+from collector.runtime import die_with
 
 log = logging.getLogger("intilery.workers")
 
@@ -58,7 +58,6 @@ MAX_QUICK_FAILURES = 5  # such deaths in a row before the supervisor gives up
 MAX_BACKOFF = 10.0  # longest wait before restarting a failing worker
 STOP_TIMEOUT = 30.0  # after SIGTERM, how long workers get before SIGKILL
 _WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # SIGHUP: passed on to every worker
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -171,7 +170,7 @@ def _child(host: _Host, index: int, quiet: bool, parent: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it (reloading plans)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        _die_with(parent)
+        die_with(parent)
         for handler in logging.getLogger().handlers:
             handler.addFilter(_WorkerTag(_name(index)))
         if index < 0:
@@ -190,17 +189,6 @@ def _child(host: _Host, index: int, quiet: bool, parent: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """Ask Linux for SIGTERM when the supervisor dies (elsewhere: best effort, nothing)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch(slots: list[_Slot], host: _Host) -> int:

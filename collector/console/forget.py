@@ -9,7 +9,7 @@ acknowledges a rotation (``collector.log.rotation.rotate_if_asked``; an erasure 
 process before its first rewrite), and for each person new to it:
 
 - drops their lines from its buffer and from every viewer's queue, and their ids from the
-  dashboard's visitors (``stream.Follower.forget``);
+  dashboard's visitors (``follower.Follower.forget``);
 - publishes none of their lines received before the erasure finished (``owner``), which covers
   a line read from a segment file opened before the rewrite replaced it; the follower also drops
   the files it holds open whenever an erasure's record changes (``version``).

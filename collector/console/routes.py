@@ -38,7 +38,7 @@ from collector import access, answers
 from collector import api as routes
 from collector.console import auth
 from collector.console.filters import Filter
-from collector.console.stream import Follower
+from collector.console.follower import Follower
 from collector.errors import CollectorError
 from collector.privacy import routes as privacy_routes
 

@@ -16,9 +16,11 @@ Two implementations share one interface: ``files.FileStore`` (the embedded defau
 stores that address messages one by one.
 
 Modules: ``layout`` (names, partitions), ``segments`` (files on disk, the instance lock,
-compression, crash recovery), ``files`` (the file store), ``reader`` (the one reader) and
+compression, crash recovery), ``files`` (the file store) with ``segment_log`` (its open
+segments), ``recovery`` (what a crash left, at start), ``housekeeping`` (``rejected/``'s
+retention), ``readiness`` (its probe) and ``seeding`` (the duplicate filter's seed), ``reader`` (the one reader) and
 ``stream_reader`` (the same over the NATS stream), ``rewrite`` (the one safe rewrite of a
-segment), ``deadletters`` (what ``rejected/`` keeps), ``stream`` (the JetStream stream:
+segment), ``deadletters`` (what ``rejected/`` keeps), ``jetstream`` (the JetStream stream:
 settings, creation, connection), ``nats`` (the NATS store, which publishes), ``stores``
 (``make_store``: the store a configuration names), ``archive`` (``intilery archive``: the
 stream into files), ``tail`` (``intilery tail``). Nothing here imports the HTTP side.

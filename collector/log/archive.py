@@ -43,7 +43,7 @@ from collector.log import layout, rotation
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
 from collector.log.reader import Reader
-from collector.log.stream import (
+from collector.log.jetstream import (
     ERR_STREAM_NOT_FOUND,
     HEADER_ID,
     HEADER_PARTITION,

@@ -5,154 +5,32 @@ queued in this step of the event loop handed to the writer thread, which writes 
 go and fsyncs (policy ``always``); when that commit comes back (the event loop's one wake-up for it), its handlers
 are answered and whatever was appended meanwhile goes in the next commit, so one fsync
 covers every request that arrived during the last one.
+
+The rest is each in its module: the open segments (``segment_log``), what a crash left
+(``recovery``), the upkeep between commits (``housekeeping``), the readiness probe
+(``readiness``) and the duplicate filter's seed (``seeding``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import orjson
-
 from collector.errors import Unavailable
-from collector.log import rewrite, segments
-from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms, parse_name, segment_name
-from collector.log.reader import Reader
+from collector.log import housekeeping, readiness, recovery, segments, seeding
+from collector.log.housekeeping import LATE_LINES_SECONDS, TRIM_EVERY_SECONDS
+from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition
+from collector.log.segment_log import Segment, SegmentLog
 from collector.log.segments import InstanceLock, compress, make_dirs
 from collector.metrics import Metrics
 
 log = logging.getLogger("intilery.store")
-
-
-@dataclass
-class _Segment:
-    fd: int
-    path: Path
-    size: int = 0
-    dirty: bool = False
-
-
-class SegmentLog:
-    """The open segments under one root (events/ or rejected/); used by the writer thread only."""
-
-    def __init__(self, root: Path, lock: InstanceLock, max_bytes: int, on_close) -> None:
-        self.root, self.lock, self.max_bytes, self.on_close = root, lock, max_bytes, on_close
-        self.open: dict[str, _Segment] = {}
-
-    def _segment(self, partition: str) -> _Segment:
-        seg = self.open.get(partition)
-        if seg is not None:
-            return seg
-        directory = self.root / partition
-        make_dirs(directory)
-        while True:
-            name = segment_name(self.lock.name, self.lock.next_seq())
-            if segments.taken(directory, name):
-                continue
-            path = directory / name
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-                break
-            except FileExistsError:
-                continue
-        segments.fsync_dir(directory)
-        seg = self.open[partition] = _Segment(fd, path)
-        return seg
-
-    def write(self, partition: str, data: bytes) -> tuple[_Segment, int]:
-        """Append ``data``; returns the segment and its size before, for ``undo``."""
-        seg = self._segment(partition)
-        view, start = memoryview(data), seg.size
-        try:
-            while view:
-                written = os.write(seg.fd, view)
-                view = view[written:]
-        except OSError:
-            self.undo(seg, start)
-            raise
-        seg.size += len(data)
-        seg.dirty = True
-        return seg, start
-
-    def undo(self, seg: _Segment, size: int) -> None:
-        """Cut a segment back to ``size`` so a failed commit leaves nothing behind.
-
-        A reader may have read the lines cut (written, never acknowledged): its cursor is past
-        ``size``. So a segment that lost bytes is closed, never written again: the next line goes
-        to a new segment, and no reader's cursor lands in the middle of a line written after
-        the cut. The lines cut are the client's to send again (they were answered 503)."""
-        if seg.fd < 0:
-            return
-        try:
-            cut = os.fstat(seg.fd).st_size > size
-            os.ftruncate(seg.fd, size)
-            seg.size = size
-        except OSError:
-            log.error("cannot truncate %s after a failed write; abandoning it", seg.path)
-            self._drop(seg)
-            return
-        if cut:
-            self._retire(seg)
-
-    def _retire(self, seg: _Segment) -> None:
-        """Close a segment whose last lines were cut, as ``close`` does, its fsync's error logged:
-        the commit that failed is already answered."""
-        for partition, open_seg in list(self.open.items()):
-            if open_seg is seg:
-                try:
-                    self.close(partition)
-                except OSError as exc:
-                    log.error("cannot fsync %s after a failed write: %s", seg.path, exc)
-                    self.on_close(seg.path)  # closed all the same: compressed, never written again
-                return
-
-    def _drop(self, seg: _Segment) -> None:
-        """Forget a segment that cannot be used (removed from under us, or not truncatable)."""
-        self.open = {p: s for p, s in self.open.items() if s is not seg}
-        fd, seg.fd = seg.fd, -1
-        os.close(fd)
-
-    def sync(self) -> None:
-        for seg in list(self.open.values()):
-            if seg.dirty:
-                os.fsync(seg.fd)
-                if os.fstat(seg.fd).st_nlink == 0:
-                    self._drop(seg)
-                    raise FileNotFoundError(f"segment {seg.path} was removed from under the store")
-                seg.dirty = False
-
-    def rotate(self, keep: set[str] | None = None) -> None:
-        """Close full segments, and those of partitions that time has left behind.
-
-        ``keep``: the partitions still taking lines (this hour, and the last one while late
-        requests may still arrive); without it, the two newest stay open. Called between
-        commits only, so a commit's undo never meets a segment closed under it.
-        """
-        newest = set(sorted(self.open)[-2:])
-        for partition, seg in list(self.open.items()):
-            if seg.size >= self.max_bytes or partition not in (newest if keep is None else keep):
-                self.close(partition)
-
-    def close(self, partition: str) -> None:
-        seg = self.open.pop(partition)
-        fd, seg.fd = seg.fd, -1  # forgotten: an undo can never act on a number reused since
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.on_close(seg.path)
-
-    def close_all(self) -> None:
-        for partition in list(self.open):
-            self.close(partition)
 
 
 def _background_priority() -> None:
@@ -166,13 +44,6 @@ def _background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
         pass
-
-
-# How long a partition stays open after its hour (or day, for rejected/) is over: a request
-# is stamped before its body arrives (up to client_timeout), so late lines keep coming for a
-# while, and closing at once would open a new tiny segment for each of them.
-LATE_LINES_SECONDS = 60.0
-TRIM_EVERY_SECONDS = 60.0  # how often rejected/ is checked against its retention and size cap
 
 
 class FileStore:
@@ -248,42 +119,8 @@ class FileStore:
         log.info("file store open", extra={"data_dir": str(self.data_dir), "instance": self.lock.name, "fsync": self.fsync})
 
     def _recover(self) -> None:
-        """Finish what a crashed (or killed) process left: a rewrite, torn lines cut (to rejected/), gzip."""
-        if rewrite.recover(self.data_dir):
-            log.warning("finished or rolled back a rewrite cut short", extra={"data_dir": str(self.data_dir)})
-        roots = (self.data_dir / EVENTS, self.data_dir / REJECTED)
-        torn: list[bytes] = []
-        for path, _instance in segments.orphan_segments(self.data_dir, roots, self.lock.name):
-            if path.name.endswith(".tmp"):  # a compression cut short (or redone just now)
-                path.unlink(missing_ok=True)
-                continue
-            gz = path.with_name(path.name + ".gz")
-            if gz.exists():  # compressed and renamed before the crash; the original is a leftover
-                path.unlink()
-                continue
-            tail = segments.trim_torn_tail(path)
-            if tail and self.torn_lines_rejected:
-                log.warning("moved a torn line to rejected/", extra={"segment": str(path), "bytes": len(tail)})
-                torn.append(
-                    orjson.dumps(
-                        {
-                            "receivedAt": iso_ms(time.time()),
-                            "source": None,
-                            "code": "torn_line",
-                            "message": f"partial line at the end of {path.name}, left by a crash",
-                            "payload": tail.decode("utf-8", "replace"),
-                        }
-                    )
-                    + b"\n"
-                )
-            elif tail:
-                log.warning("cut a torn line left by a crash (it is delivered again)",
-                            extra={"segment": str(path), "bytes": len(tail)})  # fmt: skip
-            compress(path)
-        if torn:
-            rejected = self.logs[REJECTED]
-            rejected.write(day_partition(time.time()), b"".join(torn))
-            rejected.sync()
+        """Finish what a crashed (or killed) process left (``recovery.recover``)."""
+        recovery.recover(self.data_dir, self.lock.name, self.logs[REJECTED], torn_lines_rejected=self.torn_lines_rejected)
 
     async def close(self) -> None:
         """Finish pending writes, close and compress every segment, release the instance."""
@@ -385,7 +222,7 @@ class FileStore:
         grouped: dict[tuple[str, str], list[bytes]] = {}
         for log_name, partition, lines, _ in batch:
             grouped.setdefault((log_name, partition), []).extend(lines)
-        written: list[tuple[SegmentLog, _Segment, int]] = []
+        written: list[tuple[SegmentLog, Segment, int]] = []
         try:
             for (log_name, partition), parts in grouped.items():
                 segment_log = self.logs[log_name]
@@ -471,58 +308,13 @@ class FileStore:
             self._trim_rejected(now)
 
     def _trim_rejected(self, now: float) -> None:
-        """Delete closed ``rejected/`` segments past their retention, then the oldest beyond the size cap.
-
-        Dead letters hold what clients sent (scrubbed, but personal data all the same): they are
-        kept to find out why something was refused, not for ever. Open segments are left alone.
-        """
-        closed = sorted(
-            (p for p in (self.data_dir / REJECTED).glob("dt=*/part-*.ndjson.gz") if parse_name(p.name)),
-            key=lambda p: (p.parent.name, p.name),
-        )
-        sizes = {p: p.stat().st_size for p in closed}
-        total = sum(sizes.values())
-        expired = day_partition(now - self.rejected_retention_days * 86400) if self.rejected_retention_days else ""
-        removed = 0
-        doomed = []
-        for path in closed:
-            too_old = path.parent.name < expired
-            too_big = self.rejected_max_bytes and total > self.rejected_max_bytes
-            if not (too_old or too_big):
-                break
-            doomed.append(path)
-            total -= sizes[path]
-        if doomed:
-            # not between a rewrite's check and its rename; the writer's thread never waits for
-            # a rewrite (a CLI erasure's): held, the trim is left for the next tick
-            with rewrite.lock(self.data_dir, wait=False) as held:
-                if not held:
-                    self._trimmed_at = float("-inf")
-                    return
-                for path in doomed:
-                    path.unlink(missing_ok=True)
-                    segments.fsync_dir(path.parent)
-                    removed += 1
-        if removed:
-            log.info("old dead letters deleted", extra={"segments": removed, "kept_bytes": total})
+        """``rejected/`` against its retention and size cap (``housekeeping.trim_rejected``)."""
+        if not housekeeping.trim_rejected(self.data_dir, now, self.rejected_retention_days, self.rejected_max_bytes):
+            self._trimmed_at = float("-inf")  # a rewrite held the directory: again at the next tick
 
     async def recent_ids(self, window: float, limit: int) -> list[tuple[str, str]]:
         """The (source, messageId) of events stored in the last ``window`` seconds, oldest first: the newest ``limit``."""
-        return await self._loop.run_in_executor(None, self._recent_ids, window, limit)
-
-    def _recent_ids(self, window: float, limit: int) -> list[tuple[str, str]]:
-        now = time.time()
-        since = iso_ms(now - window)
-        ids: list[tuple[str, str]] = []
-        reader = Reader(self.data_dir / EVENTS, since=hour_partition(now - window), newest_first=True)
-        for event in reader.events():
-            message_id = event.get("messageId")
-            if isinstance(message_id, str) and str(event.get("receivedAt", "")) >= since:
-                ids.append((event.get("source"), message_id))
-                if len(ids) >= limit:
-                    break
-        ids.reverse()
-        return ids
+        return await self._loop.run_in_executor(None, seeding.recent_ids, self.data_dir, window, limit)
 
     async def ready(self) -> tuple[bool, str | None]:
         """Whether the store takes writes; when it did not, probe the directory again."""
@@ -537,16 +329,4 @@ class FileStore:
         return self.error is None, self.error
 
     def _probe(self) -> None:
-        directory = self.data_dir / EVENTS
-        make_dirs(directory)
-        probe = directory / f".probe-{self.lock.name}"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"x" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-        fs = os.statvfs(directory)
-        if fs.f_bavail * fs.f_frsize < self._needed + 64 * 1024:
-            raise OSError(errno.ENOSPC, "not enough free space for the writes that failed")
+        readiness.probe(self.data_dir, self.lock.name, self._needed)

@@ -36,7 +36,7 @@ from collector.config import Config, ConfigError
 from collector.errors import Unavailable
 from collector.metrics import Metrics
 from collector.log.layout import EVENTS, REJECTED
-from collector.log.stream import (
+from collector.log.jetstream import (
     API_TIMEOUT,
     HEADER_ID,
     HEADER_PARTITION,

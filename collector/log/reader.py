@@ -37,7 +37,7 @@ What it promises:
   changed, for a writer that fills an older partition (the archive replays a redelivery into
   the partition it came from);
 - a failed commit's cut never lands a cursor in the middle of a line: the writer closes a
-  segment it cut (``files.SegmentLog.undo``), so a reader past the cut goes on in the next.
+  segment it cut (``segment_log.SegmentLog.undo``), so a reader past the cut goes on in the next.
 
 ``stats`` counts the work done (directories listed, files stat'ed and opened, segments
 decompressed, bytes read), so "no work while idle" is something a test can check.

@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator
 from collector.config import Config
 from collector.log.layout import EVENTS
 from collector.log.reader import Quarantine, Record
-from collector.log.stream import API_TIMEOUT, StreamSettings, connect
+from collector.log.jetstream import API_TIMEOUT, StreamSettings, connect
 
 FETCH_BATCH = 1000
 FETCH_WAIT = 2.0  # seconds a fetch waits for messages the stream said it has

@@ -2,7 +2,7 @@
 
 An archive may run on another host, with its own data directory, so the request reaches it the
 way the suppression list does: through the JetStream key-value bucket ``INTILERY_PRIVACY``
-(``stream.SharedList``). It is given the **salted hashes** of the person's identifiers, never the
+(``shared_list.SharedList``). It is given the **salted hashes** of the person's identifiers, never the
 identifiers, and matches with ``HashedPerson`` (the one definition of a person's events,
 ``collector.profiles.person``) hashing with the bucket's shared salt. Keys::
 
@@ -51,7 +51,7 @@ import orjson
 from collector.log import rewrite, rotation
 from collector.log.layout import EVENTS, LOCK_DIR, LOGS, iso_ms, parse_name
 from collector.log.segments import make_dirs, try_lock
-from collector.privacy.stream import BUCKET, REMOTE_TIMEOUT, SALT, SharedList, retried
+from collector.privacy.shared_list import BUCKET, REMOTE_TIMEOUT, SALT, SharedList, retried
 from collector.privacy.subjects import digest
 from collector.profiles.person import HashedPerson
 from collector.profiles.rules import Rules

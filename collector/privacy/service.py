@@ -45,7 +45,7 @@ def open_profiles(config):
     """A function opening the profile store of ``config``: None when there is none, or when it is
     of another version (a privacy job never migrates it: that is the builder's)."""
     from collector.privacy.subjects import _open_current
-    from collector.profiles.service import db_target, open_store
+    from collector.profiles.database import db_target, open_store
 
     return lambda: _open_current(db_target(config), open_store)
 
@@ -55,7 +55,7 @@ def context_of(config, suppression: Suppression, stopped=lambda: False) -> Conte
     stream = archives = None
     if config.store == "nats":
         from collector.privacy.archives import Archives
-        from collector.privacy.stream import StreamEraser
+        from collector.privacy.nats_eraser import StreamEraser
 
         stream, archives = StreamEraser(config), Archives(config)
     data_dir = Path(config.data_dir)
@@ -70,7 +70,7 @@ def shared_suppression(config) -> Suppression:
     bucket when the store is NATS (collectors on other hosts)."""
     suppression = Suppression(Path(config.data_dir), Rules.from_config(config))
     if config.store == "nats":
-        from collector.privacy.stream import SharedList
+        from collector.privacy.shared_list import SharedList
 
         suppression.remote = SharedList(config)
     return suppression
@@ -170,7 +170,7 @@ class Privacy:
         """The bucket's salt (kept in the directory first) and a newer list into the local file. When
         the bucket cannot be read, ingest goes on with the last list read (logged once, and ``/readyz``
         says the list is stale, ``shared_list``); the next pull tries again."""
-        from collector.privacy.stream import keep_salt, kept_salt
+        from collector.privacy.shared_list import keep_salt, kept_salt
 
         suppression = self.suppression
         try:

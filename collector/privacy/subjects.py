@@ -97,7 +97,7 @@ def resolver(config, stopped: Callable[[], bool] = lambda: False) -> Callable[[l
       log itself, by the builder's own code into a temporary database that is deleted after.
 
     The profile database is opened without migrating it (that is the builder's, under its lock)."""
-    from collector.profiles.service import checkpoint_name, db_target, open_store, take_lock
+    from collector.profiles.database import checkpoint_name, db_target, open_store, take_lock
 
     data_dir = Path(config.data_dir)
 

@@ -45,7 +45,7 @@ class Suppression:
         self.dir = directory_of(data_dir)
         self.path = self.dir / LIST_FILE
         self.rules = rules
-        self.remote = None  # the shared list on NATS (stream.SharedList), when collectors share no data directory
+        self.remote = None  # the shared list on NATS (shared_list.SharedList), when collectors share no data directory
         self.hashes: frozenset[str] = frozenset()
         self.version = 0
         self._stamp: tuple | None = None
@@ -54,7 +54,7 @@ class Suppression:
 
     @property
     def salt(self) -> bytes:
-        if self._salt is None:  # with a remote: the shared salt kept in the directory (stream.SharedList.known_salt)
+        if self._salt is None:  # with a remote: the shared salt kept in the directory (shared_list.SharedList.known_salt)
             self._salt = salt_of(self.dir) if self.remote is None else self.remote.known_salt(self.dir)
         return self._salt
 
@@ -115,7 +115,7 @@ class Suppression:
 
     def change(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
         """Add and remove hashes in the shared file; the new version (this process has it at once).
-        With a ``remote`` (the NATS bucket, ``stream.SharedList``) the change is made there first and
+        With a ``remote`` (the NATS bucket, ``shared_list.SharedList``) the change is made there first and
         the file takes the bucket's whole list."""
         if self.remote is not None:
             return self.replace(self.remote.change_now(set(add), set(remove)))

@@ -34,7 +34,7 @@ log = logging.getLogger("intilery.profiles")
 BATCH = 5_000  # events per transaction (at most: a batch is what the log holds, up to this); 20,000 was no
 # faster (within 5%) and took the builder from 156 to 245 MB (bench/README, profiles)
 POLL = 0.2  # seconds between reads of an idle log (a profile shows an event within 2 s of its 200)
-CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per log (service.checkpoint_name)
+CHECKPOINT = "events"  # the checkpoint's name; a shared database names one per log (database.checkpoint_name)
 
 
 class Builder:

@@ -15,7 +15,8 @@ from collector.config import STORES, load_config
 from collector.logs import setup_logging
 from collector.profiles import search, views
 from collector.profiles.rules import PROFILE_FORM, parse_profile
-from collector.profiles.service import db_target, follow, open_store, take_lock
+from collector.profiles.database import db_target, open_store, take_lock
+from collector.profiles.service import follow
 
 
 def _config(args: argparse.Namespace):

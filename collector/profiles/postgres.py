@@ -3,7 +3,7 @@ SQLite (``store.SqlStore``), for profiles shared by several machines or processe
 
 Builders on several machines may share one database: each batch takes a transaction-scoped
 advisory lock first, so batches never interleave, and each log keeps its own checkpoint
-(``service.checkpoint_name``). Needs the ``profiles-pg`` extra (psycopg 3).
+(``database.checkpoint_name``). Needs the ``profiles-pg`` extra (psycopg 3).
 """
 
 from __future__ import annotations

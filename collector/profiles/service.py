@@ -14,6 +14,9 @@ The builder process holds ``<data_dir>/.locks/profiles.lock`` while it runs: wit
 each worker starts one only when the lock is free, so there is one builder per host, and an
 ``intilery profiles`` on the same data directory is refused. It asks Linux for SIGTERM when its
 collector dies, and stops after the batch in hand (committed, cursor included).
+
+The profile database a ``--profiles-db`` names, and the host's lock, are ``database.py``'s; the
+pauses on a contended core are ``yielding.py``'s.
 """
 
 from __future__ import annotations
@@ -23,61 +26,21 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
-import time
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from collector.log.layout import LOCK_DIR
-from collector.log.segments import try_lock
-from collector.profiles.builder import CHECKPOINT, Builder
+from collector.profiles.builder import Builder
+from collector.profiles.database import checkpoint_name, db_target, open_store, take_lock
 from collector.profiles.rules import Rules
-from collector.profiles.store import SqliteStore
+from collector.profiles.yielding import Yielding
 
 log = logging.getLogger("intilery.profiles")
 
-LOCK = "profiles"  # .locks/profiles.lock, beside the store's instance locks
 RETRY_LOCK = 5.0  # seconds between a worker's looks at a lock another builder holds
 RETRY_FAILED = 5.0  # seconds before a builder that exited (a full disk, a broken database) is started again
 STOP_TIMEOUT = 30.0  # seconds the builder has to finish its batch at shutdown before SIGKILL
 NICE = 10  # the builder's priority below the collector's: ingest first when cores are short
 LOCKED_OUT = 3  # the builder process's exit code when another builder holds the lock
-YIELD_FACTOR = 5  # on a contended core the builder pauses this many times what its batch took ...
-YIELD_MAX = 5.0  # ... for at most this many seconds, so profiles never stop
-BUSY = 0.5  # of a CPU: a collector using more than this wants its core
-
-
-def open_store(target: str | Path, *, reads_only: bool = False, building: bool = False, migrate: bool | None = None):
-    """The store a ``--profiles-db`` names: a ``postgresql://`` URL, or a SQLite file path
-    (``building``: the builder's, with SQLite's larger page cache; ``migrate=False``: a database
-    of another version is left as it is, ``outdated``, for the builder: privacy jobs open it so)."""
-    if str(target).startswith(("postgresql://", "postgres://")):
-        from collector.profiles.postgres import PostgresStore
-
-        return PostgresStore(str(target), reads_only=reads_only, migrate=migrate)
-    return SqliteStore(Path(target), reads_only=reads_only, building=building, migrate=migrate)
-
-
-def db_target(config) -> str:
-    """Where the profiles are: ``profiles_db``, else ``<data_dir>/profiles.db``."""
-    return config.profiles_db or str(Path(config.data_dir) / "profiles.db")
-
-
-def checkpoint_name(config) -> str:
-    """The builder's checkpoint: one per log when a database is shared (PostgreSQL); the NATS
-    stream is one log for every collector and host."""
-    if config.store == "nats":
-        return f"{CHECKPOINT}@nats:{config.nats_stream}"
-    if not config.profiles_db.startswith(("postgresql://", "postgres://")):
-        return CHECKPOINT
-    return f"{CHECKPOINT}@{socket.gethostname()}:{Path(config.data_dir).resolve()}"
-
-
-def take_lock(data_dir: Path) -> int | None:
-    """The host's builder lock, ``<data_dir>/.locks/profiles.lock`` (a file descriptor held
-    open), or None when another process has it."""
-    (data_dir / LOCK_DIR).mkdir(parents=True, exist_ok=True)
-    return try_lock(data_dir, LOCK)
 
 
 def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, once: bool = False) -> dict:
@@ -105,13 +68,13 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
 def builder_process(config, parent: int) -> None:
     """The body of the collector's builder process (spawned: a fresh interpreter)."""
     from collector.logs import setup_logging
-    from collector.workers import _die_with
+    from collector.runtime import die_with
 
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: stopped.append(number))
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's mask survives the exec
-    _die_with(parent)
+    die_with(parent)
     os.nice(NICE)
     setup_logging(config.log_format)
     fd = take_lock(Path(config.data_dir))
@@ -121,63 +84,6 @@ def builder_process(config, parent: int) -> None:
         follow(config, Yielding(lambda: not stopped, parent))
     finally:
         os.close(fd)
-
-
-class Yielding:
-    """The builder's ``keep_going`` beside the collector: its collector first, also on a shared core.
-
-    Nice 10 alone still leaves the builder a tenth of a core the collector wants, and more of
-    the moments the collector waits for a disk. So between batches the builder looks at how long
-    it waited for a CPU (Linux's run delay, ``/proc/self/schedstat``) against how long it ran,
-    and at how busy its collector (``collector``, a pid) was meanwhile: waiting longer than
-    running while the collector used more than ``BUSY`` of a CPU means the collector wants the
-    core, and the builder pauses for ``YIELD_FACTOR`` times the batch's time on and waiting for
-    the CPU (at most ``YIELD_MAX`` s): it then takes a few percent of that core. With an idle
-    core, or an idle collector (catching up after a load, whatever else runs), it never pauses;
-    elsewhere than Linux it never pauses either."""
-
-    def __init__(self, keep_going: Callable[[], bool], collector: int) -> None:
-        self.keep_going, self.collector, self.pauses, self.paused = keep_going, collector, 0, 0.0
-        self.last = self._sample()
-
-    def _sample(self) -> tuple[int, int, float, float] | None:
-        stat, cpu = _schedstat(), _cpu_seconds(self.collector)
-        return None if stat is None or cpu is None else (*stat, cpu, time.monotonic())
-
-    def __call__(self) -> bool:
-        now = self._sample()
-        if now is not None and self.last is not None:
-            ran, waited = now[0] - self.last[0], now[1] - self.last[1]
-            busy = (now[2] - self.last[2]) > BUSY * (now[3] - self.last[3])
-            if waited > ran > 0 and busy and self.keep_going():
-                pause = min(YIELD_MAX, YIELD_FACTOR * (ran + waited) / 1e9)
-                self.pauses, self.paused = self.pauses + 1, self.paused + pause
-                until = time.monotonic() + pause
-                while self.keep_going() and (left := until - time.monotonic()) > 0:
-                    time.sleep(min(left, 0.2))  # a stop is taken within 0.2 s
-                now = self._sample()
-        self.last = now
-        return self.keep_going()
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """The CPU seconds a process has used (None where Linux does not say, or it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _schedstat() -> tuple[int, int] | None:
-    """This thread's nanoseconds on a CPU and waiting for one (None where Linux does not say)."""
-    try:
-        with open("/proc/thread-self/schedstat", "rb") as f:
-            ran, waited, _ = f.read().split()
-    except (OSError, ValueError):
-        return None
-    return int(ran), int(waited)
 
 
 async def run_builder(config, stop: asyncio.Event) -> None:

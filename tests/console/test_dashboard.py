@@ -7,7 +7,7 @@ import time
 import orjson
 
 from collector.console.dashboard import WINDOW_MINUTES, Dashboard
-from collector.console.stream import Item
+from collector.console.follower import Item
 from collector.log.layout import iso_ms
 
 

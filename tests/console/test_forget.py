@@ -129,7 +129,7 @@ async def test_a_follower_started_during_an_erasure_shows_nothing_of_the_person_
 
     from collector.config import Config
     from collector.console.forget import FIELD
-    from collector.console.stream import Follower
+    from collector.console.follower import Follower
     from collector.log.layout import hour_partition, iso_ms
     from collector.privacy.regulations import Regulations
     from collector.privacy.subjects import digest, salt_of

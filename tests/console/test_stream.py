@@ -11,7 +11,7 @@ import pytest
 
 from collector.config import Config
 from collector.console.filters import Filter, rejected_message
-from collector.console.stream import QUEUE, Follower, Item
+from collector.console.follower import QUEUE, Follower, Item
 from tests.console.conftest import TOKEN, batch, call, send
 from tests.console.sse import Stream
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 
 from collector.log import reader as reader_module, rewrite, segments
-from collector.log.files import FileStore, SegmentLog
+from collector.log.files import FileStore
+from collector.log.segment_log import SegmentLog
 from collector.log.layout import hour_partition
 from collector.log.reader import DONE, Reader
 from helpers import read_events

@@ -12,7 +12,7 @@ import orjson
 from natsprocs import consumer_drained, output_ids, output_lines, output_segments
 
 from collector.log.archive import Archiver, ArchiveStore
-from collector.log.stream import message_id_header
+from collector.log.jetstream import message_id_header
 from collector.config import Config
 from collector.log.files import FileStore
 from collector.log.layout import EVENTS, REJECTED, day_partition, hour_partition, iso_ms

@@ -267,7 +267,7 @@ def test_the_whole_person_comes_from_a_database_that_has_read_the_log_up_to_the_
     from collector.config import load_config
     from collector.privacy.subjects import NotYet, resolver
     from collector.profiles.builder import Builder
-    from collector.profiles.service import take_lock
+    from collector.profiles.database import take_lock
     from collector.profiles.store import SqliteStore
 
     data_dir = tmp_path / "data"

@@ -10,7 +10,7 @@ import pytest
 
 from collector.profiles.builder import Builder
 from collector.profiles.rules import Rules
-from collector.profiles.service import open_store
+from collector.profiles.database import open_store
 from collector.profiles.store import SqliteStore
 
 PARTITION = "dt=2026-11-28/hr=10"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from collector.profiles import views
-from collector.profiles.service import open_store
+from collector.profiles.database import open_store
 from helpers import wait_until
 
 KEY = "wk_test"

@@ -10,7 +10,7 @@ import pytest
 
 from collector.access import access_token
 from collector.profiles.builder import Builder
-from collector.profiles.service import open_store
+from collector.profiles.database import open_store
 
 TOKEN = "at_test_secret_token"
 BASE = "/v1/spaces/default/collections/users/profiles"

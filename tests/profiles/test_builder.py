@@ -167,7 +167,7 @@ def test_profile_show_prints_a_person(tmp_path, log):
 
 YIELD_PROBE = """
 import os, sys, time
-from collector.profiles.service import Yielding
+from collector.profiles.yielding import Yielding
 os.sched_setaffinity(0, {int(sys.argv[1])})
 os.nice(10)  # as the builder beside the collector runs
 yielding, deadline, slices = Yielding(lambda: True, int(sys.argv[2])), time.monotonic() + 60, 0

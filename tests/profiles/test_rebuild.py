@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from collector.profiles import views
 from collector.profiles.builder import Builder
-from collector.profiles.service import checkpoint_name, follow, open_store
+from collector.profiles.database import checkpoint_name, open_store
+from collector.profiles.service import follow
 
 from .conftest import Log, ev
 

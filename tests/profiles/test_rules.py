@@ -6,7 +6,7 @@ import pytest
 
 from collector.profiles import views
 from collector.profiles.builder import Builder
-from collector.profiles.service import open_store
+from collector.profiles.database import open_store
 from collector.profiles.rules import Rules, node_id
 
 from .conftest import at, ev

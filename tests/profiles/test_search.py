@@ -11,7 +11,7 @@ import pytest
 
 from collector.cli import main
 from collector.profiles.builder import Builder
-from collector.profiles.service import open_store
+from collector.profiles.database import open_store
 
 TOKEN = "at_test_secret_token"
 SEARCH = "/v1/spaces/default/collections/users/profiles"

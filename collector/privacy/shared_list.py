@@ -1,14 +1,6 @@
-"""The privacy requests' part on NATS (``--store nats``): the stream erased, the list shared.
+"""The suppression list shared by collectors on NATS (``--store nats``), in a key-value bucket.
 
-``StreamEraser``: erasing a person from the JetStream stream.
-
-Every message of the stream is read through the stream's one reader (``StreamReader``, events
-and dead letters); each one of the person's is removed with JetStream's message delete *with
-erase* (``$JS.API.STREAM.MSG.DELETE.<stream>``, ``no_erase: false``): every replica overwrites the
-message's bytes in its files, not only its index. A message already gone (a job run again after
-a kill) counts as done.
-
-``SharedList``: collectors on several hosts share no data directory, so the suppression list
+Collectors on several hosts share no data directory, so the suppression list
 lives in a JetStream key-value bucket (``INTILERY_PRIVACY``, key ``suppressed``, as many
 replicas as the stream) as ``{"hashes": [...]}``, with the salt every collector hashes with
 (key ``salt``: the first collector's); a change is a compare-and-set on its
@@ -20,9 +12,8 @@ before any list hashed with it), so a restarted collector checks messages at onc
 read the bucket, and goes on with the last list it read while the bucket cannot be read
 (``service.Privacy`` says so in ``/readyz`` and the log). Ingest never waits for NATS: a
 collector that has never read the salt and holds a list (only after an upgrade) answers 503 to
-the messages it cannot check, never 500.
+the messages it cannot check, never 500. Erasing the stream itself is ``nats_eraser.py``'s.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -31,60 +22,15 @@ from pathlib import Path
 
 import orjson
 
-from collector.log.layout import EVENTS, REJECTED
-from collector.log.stream import API_TIMEOUT, StreamSettings, connect
-from collector.log.stream_reader import StreamReader
 from collector.errors import Unavailable
+from collector.log.jetstream import API_TIMEOUT, StreamSettings, connect
 from collector.privacy.regulations import write_whole
-from collector.profiles.person import Person
 
-ERR_NO_MESSAGE = 10057  # JetStream: no message with that sequence
 BUCKET, KEY, SALT = "INTILERY_PRIVACY", "suppressed", "salt"
 SHARED_SALT_FILE = "salt.shared"  # regulations/salt.shared: the bucket's salt, as last read
 PULL_EVERY = 1.0  # seconds between looks at the bucket
 REMOTE_TIMEOUT = 10.0  # seconds a change of the shared list may take before the request fails
 CHANGE_TRIES = 20  # compare-and-set attempts when other collectors change the list at the same time
-
-
-class StreamEraser:
-    def __init__(self, config) -> None:
-        self.config = config
-        self.settings = StreamSettings.from_config(config)
-
-    def erase(self, person: Person) -> dict:
-        """Remove the person's messages; counts (run from the job's thread: its own event loop)."""
-        return asyncio.run(self._erase(person))
-
-    async def _erase(self, person: Person) -> dict:
-        stats = {"scanned": 0, "scanned_bytes": 0, "removed": 0, "errors": []}
-        nc = await connect(self.config, "intilery-privacy")
-        try:
-            for log_name in (EVENTS, REJECTED):
-                drop = person.owns_line if log_name == EVENTS else person.owns_dead_letter
-                reader = StreamReader(self.config, log_name=log_name)
-                try:
-                    async for record in reader.read():
-                        stats["scanned"] += 1
-                        stats["scanned_bytes"] += len(record.line)
-                        if drop(record.line):
-                            await self._delete(nc, int(record.segment.rpartition("#")[2]), stats)
-                finally:
-                    await reader.close()
-        finally:
-            await nc.close()
-        return stats
-
-    async def _delete(self, nc, sequence: int, stats: dict) -> None:
-        subject = f"$JS.API.STREAM.MSG.DELETE.{self.settings.name}"
-        answer = orjson.loads((await nc.request(subject, orjson.dumps({"seq": sequence, "no_erase": False}),
-                                                timeout=API_TIMEOUT)).data)  # fmt: skip
-        error = answer.get("error")
-        if error is None and answer.get("success"):
-            stats["removed"] += 1
-        elif error is not None and error.get("err_code") == ERR_NO_MESSAGE:
-            return
-        else:
-            stats["errors"].append(f"nats: delete of sequence {sequence} failed ({(error or {}).get('err_code')})")
 
 
 class SharedList:
