@@ -116,7 +116,7 @@ def rebuild(data_dir: Path, db: Path) -> dict:
 async def traits_latency(data_dir: Path, db: Path, people: int, lookups: int) -> dict:
     import aiohttp
 
-    from testkit.processes import CollectorProcess
+    from bench.processes import CollectorProcess
 
     token = "at_bench"
     work = Path(tempfile.mkdtemp(prefix="bench-traits-"))
@@ -147,7 +147,7 @@ def visible_latency(events: int) -> dict:
     import json
     import urllib.request
 
-    from testkit.processes import CollectorProcess
+    from bench.processes import CollectorProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench-visible-"))
     collector = CollectorProcess(work, [{"name": "web", "write_key": "wk"}], access_token="at_bench").start()

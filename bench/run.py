@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.workload import build_bench_geo_db, distinct_agents, write_requests
-from testkit.processes import free_port, stop_process, write_config
+from bench.processes import free_port, stop_process, write_config
 
 BENCH = Path(__file__).parent
 ROOT = BENCH.parent

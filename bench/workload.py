@@ -96,7 +96,7 @@ def geo_networks(seed: int = 7) -> dict[str, dict[str, Any]]:
 
 
 def build_bench_geo_db(path: Path) -> Path:
-    from testkit.geo import build_geo_db
+    from bench.geo import build_geo_db
 
     return build_geo_db(path, geo_networks())
 

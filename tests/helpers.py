@@ -1,5 +1,5 @@
 """Helpers for tests: a real collector in a subprocess and a small geo database (from
-``testkit``, which the benchmarks share), waiting for a condition with a deadline, the log read whole.
+``bench``'s processes and geo database, which the benchmarks use too), waiting for a condition with a deadline, the log read whole.
 
 Example::
 
@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 from collector.log.layout import EVENTS, LOGS
 from collector.log.reader import DONE, Reader
-from testkit.geo import GEO_NETWORKS, build_geo_db  # noqa: F401 - the tests' one import point
-from testkit.processes import ChildProcess, CollectorProcess, free_port, stop_process, write_config  # noqa: F401
+from bench.geo import GEO_NETWORKS, build_geo_db  # noqa: F401 - the tests' one import point
+from bench.processes import ChildProcess, CollectorProcess, free_port, stop_process, write_config  # noqa: F401
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
