@@ -20,15 +20,17 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from collector import answers, api, assets, compat, firstparty
+from collector import answers, api, compat
+from collector.ingest import firstparty
+from collector.serve import assets
 from collector.api import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, SINGLE_ROUTES, TYPES, sentence
-from collector import body as bodies
+from collector.ingest import body as bodies
 from collector.config import Config, Source
-from collector.commit import Committer, violations_kept, dead_letters
+from collector.ingest.commit import Committer, violations_kept, dead_letters
 from collector.dedup import Dedup
-from collector.edge import CORS_HEADERS, Gate, cors, header_key, page_origin, request_info
-from collector.enrich.geo import Geo
-from collector.enrich.useragent import UserAgentParser
+from collector.ingest.edge import CORS_HEADERS, Gate, cors, header_key, page_origin, request_info
+from collector.ingest.enrich.geo import Geo
+from collector.ingest.enrich.useragent import UserAgentParser
 from collector.errors import (
     BadRequest,
     CollectorError,
@@ -39,13 +41,13 @@ from collector.errors import (
     Unauthorized,
     Unavailable,
 )
-from collector.limits import TokenBuckets
-from collector.ingest import Pipeline
+from collector.ingest.limits import TokenBuckets
+from collector.ingest.pipeline import Pipeline
 from collector.log.deadletters import body_payload
 from collector.log.stores import make_store
 from collector.metrics import Metrics
 from collector.plans.enforce import Plans
-from collector.runtime import trim_malloc_periodically
+from collector.serve.runtime import trim_malloc_periodically
 
 log = logging.getLogger("intilery.app")
 
@@ -295,7 +297,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     if geo is None:
         log.info("no geo database configured: context.location is not added (set --geoip PATH.mmdb)")
     if writer is not None:
-        from collector.hostwriter import WriterClient
+        from collector.serve.hostwriter import WriterClient
 
         store = committer = WriterClient(config, writer, config.max_pending_bytes)
         dedup = store.dedup
