@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from collector.app import SERVER_KWARGS
-from collector.runtime import new_loop
+from collector.serve.runtime import new_loop
 
 ANSWER = b'{"success":true,"accepted":1,"rejected":[]}'
 

@@ -41,10 +41,10 @@ import orjson
 
 from bench.workload import Workload, build_bench_geo_db
 from collector.config import Source
-from collector.enrich import ip as iputil
-from collector.enrich.geo import Geo
-from collector.enrich.useragent import UserAgentParser
-from collector.ingest import Pipeline, RequestInfo
+from collector.ingest.enrich import ip as iputil
+from collector.ingest.enrich.geo import Geo
+from collector.ingest.enrich.useragent import UserAgentParser
+from collector.ingest.pipeline import Pipeline, RequestInfo
 from collector.plans.enforce import Plans
 from collector.plans.infer import infer
 

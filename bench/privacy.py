@@ -28,8 +28,8 @@ import orjson
 
 from bench.micro import make_batches, run_case
 from bench.workload import Workload
-from collector.enrich.useragent import UserAgentParser
-from collector.ingest import Pipeline
+from collector.ingest.enrich.useragent import UserAgentParser
+from collector.ingest.pipeline import Pipeline
 from collector.log.files import FileStore
 from collector.log.layout import hour_partition
 from collector.privacy.erase import Context, Job

@@ -20,15 +20,17 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from collector import answers, api, assets, compat, firstparty
+from collector import answers, api, compat
+from collector.ingest import firstparty
+from collector.serve import assets
 from collector.api import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, SINGLE_ROUTES, TYPES, sentence
-from collector import body as bodies
+from collector.ingest import body as bodies
 from collector.config import Config, Source
-from collector.commit import Committer, violations_kept, dead_letters
+from collector.ingest.commit import Committer, violations_kept, dead_letters
 from collector.dedup import Dedup
-from collector.edge import CORS_HEADERS, Gate, cors, header_key, page_origin, request_info
-from collector.enrich.geo import Geo
-from collector.enrich.useragent import UserAgentParser
+from collector.ingest.edge import CORS_HEADERS, Gate, cors, header_key, page_origin, request_info
+from collector.ingest.enrich.geo import Geo
+from collector.ingest.enrich.useragent import UserAgentParser
 from collector.errors import (
     BadRequest,
     CollectorError,
@@ -39,13 +41,13 @@ from collector.errors import (
     Unauthorized,
     Unavailable,
 )
-from collector.limits import TokenBuckets
-from collector.ingest import Pipeline
+from collector.ingest.limits import TokenBuckets
+from collector.ingest.pipeline import Pipeline
 from collector.log.deadletters import body_payload
 from collector.log.stores import make_store
 from collector.metrics import Metrics
 from collector.plans.enforce import Plans
-from collector.runtime import trim_malloc_periodically
+from collector.serve.runtime import trim_malloc_periodically
 
 log = logging.getLogger("intilery.app")
 
@@ -295,7 +297,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     if geo is None:
         log.info("no geo database configured: context.location is not added (set --geoip PATH.mmdb)")
     if writer is not None:
-        from collector.hostwriter import WriterClient
+        from collector.serve.hostwriter import WriterClient
 
         store = committer = WriterClient(config, writer, config.max_pending_bytes)
         dedup = store.dedup
@@ -340,23 +342,36 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
 
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(privacy.context)  # after the store's: started after it, stopped before it
-    privacy_routes.mount(app, config, privacy)
     ingest_handlers = {"batch": partial(ingest, kind=None), "preflight": preflight, "pixel": pixel,
                        **{kind: partial(ingest, kind=kind) for kind in TYPES}}  # fmt: skip
-    api.mount(app.router, "ingest", lambda route: _counted(metrics, route.canonical, ingest_handlers[route.name]))
+    handlers = {"tag": assets.tag, "healthz": healthz, "readyz": readyz, "metrics": metrics_handler,
+                "openapi": assets.openapi}  # fmt: skip
     from collector.profiles import api as profile_api
     from collector.profiles.database import db_target, open_store
     from collector.profiles.service import builder_context
 
     from collector.console import routes as console
 
-    profiles = profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))
-    console.mount(app, config, profiles, privacy, busy=lambda: state.bodies.held > 0)
-    compat.mount(app, config, state.gate, ingest)
-    if profiles_builder:
-        app.cleanup_ctx.append(builder_context(config))
-    handlers = {"tag": assets.tag, "healthz": healthz, "readyz": readyz, "metrics": metrics_handler,
-                "openapi": assets.openapi}  # fmt: skip
-    for subsystem in ("tag", "health", "docs") if config.metrics_address else ("tag", "health", "metrics", "docs"):
-        api.mount(app.router, subsystem, lambda route: _counted(metrics, route.canonical, handlers[route.name]))
+    def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
+        """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
+        return lambda: api.mount(app.router, subsystem, lambda route: _counted(metrics, route.canonical, table[route.name]))
+
+    # The subsystems, mounted in this order (each one's routes from api.py's table); ``mounted`` keeps
+    # what a mount returns for the ones after it (the console reads the Profile API's store).
+    mounted: dict[str, Any] = {}
+    subsystems: tuple[tuple[str, Callable[[], Any] | None], ...] = (
+        ("privacy", lambda: privacy_routes.mount(app, config, privacy)),
+        ("ingest", own_routes("ingest", ingest_handlers)),
+        ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
+        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0)),
+        ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
+        ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
+        ("tag", own_routes("tag", handlers)),
+        ("health", own_routes("health", handlers)),
+        ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address
+        ("docs", own_routes("docs", handlers)),
+    )
+    for name, mount in subsystems:
+        if mount is not None:
+            mounted[name] = mount()
     return app

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collector import __version__, demo, runtime, serving, snippet
+from collector import __version__
+from collector.serve import demo, runtime, serving, snippet
 from collector.config import ConfigError
 from collector.log import tail
 from collector.profiles import cli as profiles

@@ -49,7 +49,7 @@ class Source:
     drop_bots: bool = False
     rate_limit: float = 0.0  # requests per second for this source; 0: no limit
     rate_burst: int = 0  # 0: twice the rate
-    first_party: bool = False  # the collector sets the itl_aid cookie (collector/firstparty.py)
+    first_party: bool = False  # the collector sets the itl_aid cookie (collector/ingest/firstparty.py)
     cookie_domain: str = ""  # itl_aid's Domain; "": host-only
     tracking_plan: str = ""  # a plan file (YAML or JSON, collector/plans/); relative to the config file
     plan_enforcement: str = "flag"  # flag: stored with context.violations; reject: 400 plan_violation

@@ -34,7 +34,7 @@ from collector.api import (  # noqa: E402
     kb,
 )
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
-from collector.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
+from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
 from collector.api import PROFILE as BASE  # noqa: E402
 from collector.api import PROFILES as SEARCH  # noqa: E402
 from collector.console.auth import COOKIE as CONSOLE_COOKIE  # noqa: E402

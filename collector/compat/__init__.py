@@ -14,7 +14,7 @@ from aiohttp import web
 from collector import api
 from collector.compat import rudderstack, segment
 from collector.config import Config
-from collector.edge import Gate
+from collector.ingest.edge import Gate
 
 def mount(app: web.Application, config: Config, gate: Gate, ingest) -> None:
     """Route both SDKs' configuration requests on ``app`` (their routes are in ``collector.api``'s

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from collector import answers
 from collector.config import Config, Source
-from collector.edge import Gate, is_https, public_host
+from collector.ingest.edge import Gate, is_https, public_host
 from collector.errors import CollectorError, NotFound
 
 # The configuration documents are public (a write key is no secret: it is in every page), read by

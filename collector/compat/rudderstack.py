@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from collector.compat.common import PUBLIC, answer, error, source_of
-from collector.edge import CORS_HEADERS, Gate, header_key
+from collector.ingest.edge import CORS_HEADERS, Gate, header_key
 from collector.errors import CollectorError, Unauthorized
 from collector.api import sentence
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from collector.compat.common import BY_HOST, answer, collector_host, error, source_of
 from collector.config import Config
-from collector.edge import Gate
+from collector.ingest.edge import Gate
 from collector.errors import CollectorError
 
 

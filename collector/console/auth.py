@@ -1,4 +1,4 @@
-"""Who may use the console: the access token (``collector.access``), never a write key.
+"""Who may use the console: the access token (``collector.ingest.access``), never a write key.
 
 A script sends ``Authorization: Bearer <token>`` (or Basic, as the Profile API takes) on any
 console route. A person signs in once with a form; the answer sets a session cookie:
@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from collector import access
-from collector.edge import is_https, public_host
+from collector.ingest import access
+from collector.ingest.edge import is_https, public_host
 from collector.errors import Forbidden, Unauthorized
 
 COOKIE = "intilery_console"

@@ -34,7 +34,8 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from collector import access, answers
+from collector import answers
+from collector.ingest import access
 from collector import api as routes
 from collector.console import auth
 from collector.console.filters import Filter

@@ -369,7 +369,7 @@ def config_of(args: argparse.Namespace) -> Config:
 
 
 def run_command(args: argparse.Namespace, requests: Callable[[Config, Any, str], Any] | None = None) -> int:
-    from collector.runtime import new_loop
+    from collector.serve.runtime import new_loop
 
     config = config_of(args)
     archiver = Archiver(config, batch=args.batch, ack_wait=args.ack_wait, requests=requests)

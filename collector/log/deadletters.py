@@ -3,62 +3,27 @@
 A record is ``{receivedAt, source, code, message, payload}`` (plus ``index`` for a message
 inside a batch). The payload is kept as sent, except that client addresses in it follow the
 source's IP mode, so ``rejected/`` holds no full IP a source asked not to keep, and a
-``writeKey`` in it is removed. Only what can be scrubbed is kept: a body that is not UTF-8 is
-kept as text with its undecodable bytes replaced (then scrubbed); one that could not be read
-or inflated (over the size cap, gzip that does not inflate) as its size alone,
+``writeKey`` in it is removed: that scrubbing is ingest's (``collector/ingest/deadletters.py``,
+whose ``record`` every writer of a dead letter calls); this module holds the line's format.
+Only what can be scrubbed is kept: a body that is not UTF-8 is kept as text with its
+undecodable bytes replaced (then scrubbed); one that could not be read or inflated (over the size cap, gzip that does not inflate) as its size alone,
 ``payloadBytes``, with ``payload`` null.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-from collector.config import Source
-from collector.enrich.ip import anonymize, valid_ip
 from collector.log.layout import iso_ms
 
-_ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.]{7,45}")
-_WRITE_KEY = re.compile(r'"writeKey"\s*:\s*"(?:[^"\\]|\\.)*"?')
 
-
-def private_text(text: str, source: Source) -> str:
-    """An unparsable body without its write key, its addresses anonymised or removed per the source's ip mode."""
-    text = _WRITE_KEY.sub('"writeKey":"(removed)"', text)
-
-    def hide(match: re.Match) -> str:
-        ip = valid_ip(match.group())
-        if ip is None:
-            return match.group()
-        return anonymize(ip) if source.ip_mode == "anonymize" else ""
-
-    return text if source.ip_mode == "full" else _ADDRESS_LIKE.sub(hide, text)
-
-
-def private(payload: Any, source: Source) -> Any:
-    """A rejected message without its writeKey, its client-sent context.ip anonymised or dropped per the ip mode."""
-    if isinstance(payload, str):
-        return private_text(payload, source)
-    if isinstance(payload, dict) and "writeKey" in payload:
-        payload = {k: v for k, v in payload.items() if k != "writeKey"}
-    context = payload.get("context") if isinstance(payload, dict) else None
-    if source.ip_mode == "full" or not isinstance(context, dict) or "ip" not in context:
-        return payload
-    context = dict(context)
-    ip = valid_ip(context.pop("ip"))
-    if ip is not None and source.ip_mode == "anonymize":
-        context["ip"] = anonymize(ip)
-    return {**payload, "context": context}
-
-
-def record(source: Source, received_at: float, code: str, message: str, **payload: Any) -> bytes:
-    """One NDJSON line for rejected/; ``payload`` is ``payload=...`` (or ``payloadBase64``) and ``index``."""
-    if "payload" in payload:
-        payload["payload"] = private(payload["payload"], source)
-    entry = {"receivedAt": iso_ms(received_at), "source": source.name, "code": code, "message": message, **payload}
+def line(source_name: str, received_at: float, code: str, message: str, **payload: Any) -> bytes:
+    """One NDJSON line for rejected/; ``payload`` is ``payload=...`` (or ``payloadBase64``) and ``index``,
+    already scrubbed by the caller (``collector.ingest.deadletters.record``)."""
+    entry = {"receivedAt": iso_ms(received_at), "source": source_name, "code": code, "message": message, **payload}
     try:
         return orjson.dumps(entry) + b"\n"
     except orjson.JSONEncodeError:  # nested deeper than orjson writes: keep it as JSON text

@@ -35,7 +35,7 @@ from collector.privacy.routes import create
 from collector.privacy.service import JOB_LOCK, context_of, open_profiles, shared_suppression
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import PROFILE_FORM, Rules, parse_profile
-from collector.validate import parse_timestamp
+from collector.ingest.validate import parse_timestamp
 
 WAIT_FOR_COLLECTOR = 3600.0  # seconds this waits for a collector that runs the job
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from collector import access, answers
+from collector import answers
+from collector.ingest import access
 from collector import api as routes
 from collector.api import MAX_ID_CHARS, MAX_SUBJECTS
 from collector.errors import BadRequest, NotFound, Unavailable

@@ -31,7 +31,7 @@ from collector.privacy.regulations import Regulations
 from collector.privacy.subjects import resolver
 from collector.privacy.suppression import Suppression
 from collector.profiles.rules import Rules
-from collector.validate import parse_timestamp
+from collector.ingest.validate import parse_timestamp
 
 log = logging.getLogger("intilery.privacy")
 

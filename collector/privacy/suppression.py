@@ -22,7 +22,7 @@ from typing import Iterable
 
 import orjson
 
-from collector.ingest import merge_under
+from collector.ingest.pipeline import merge_under
 from collector.log.layout import LOCK_DIR
 from collector.log.segments import fsync_dir, make_dirs
 from collector.privacy.subjects import Ident, digest, salt_of

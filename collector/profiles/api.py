@@ -6,7 +6,7 @@
     GET .../metadata        profile id, created, updated, profiles merged into it, refused links
     GET /v1/spaces/{space}/collections/users/profiles?q=grace   finding a person (search.py), paged
 
-Authenticated with the access token (``collector.access``), never with a write key. Errors
+Authenticated with the access token (``collector.ingest.access``), never with a write key. Errors
 have the ingest API's shape, ``{"success": false, "code", "message"}``, codes from
 ``collector.api.PROFILE_ERRORS``. Events are read from the log store through its reader, at
 the segment offsets the builder indexed (``events`` table), or the stream sequences on the
@@ -26,7 +26,8 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from collector import access, answers
+from collector import answers
+from collector.ingest import access
 from collector import api as routes
 from collector.errors import BadRequest, NotFound, Unavailable
 from collector.log.layout import EVENTS

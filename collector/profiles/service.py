@@ -68,7 +68,7 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
 def builder_process(config, parent: int) -> None:
     """The body of the collector's builder process (spawned: a fresh interpreter)."""
     from collector.logs import setup_logging
-    from collector.runtime import die_with
+    from collector.serve.runtime import die_with
 
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,7 +16,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from collector.snippet import snippet
+from collector.serve.snippet import snippet
 from helpers import free_port, read_events, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

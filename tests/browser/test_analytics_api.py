@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from collector.snippet import METHODS
+from collector.serve.snippet import METHODS
 from harness import WRITE_KEY, event_named, of_visitor, wait_until
 from test_privacy import STORAGE_THROWS
 
@@ -133,7 +133,7 @@ class TestIdentity:
         assert [e["type"] for e in events] == ["identify", "group", "group"]
 
     def test_the_stub_snippet_queues_every_method_of_the_tag(self, tab, site):
-        """collector/snippet.py's METHODS are exactly the tag's methods (a new one would be lost before load)."""
+        """collector/serve/snippet.py's METHODS are exactly the tag's methods (a new one would be lost before load)."""
         tab.open(f"{site.url}/oneline.html")
         methods = tab.js("Object.keys(intilery).filter(k => typeof intilery[k] == 'function' && !['push', 'user'].includes(k))")
         assert sorted(methods) == sorted(METHODS.split())

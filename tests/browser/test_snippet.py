@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.snippet import METHODS, snippet
+from collector.serve.snippet import METHODS, snippet
 
 
 def test_snippet_embeds_key_and_host_and_loads_the_tag():

@@ -34,7 +34,7 @@ def test_every_code_the_code_raises_is_in_the_table_with_its_status():
             continue
         if code in api.PIXEL_CODES:
             continue
-        table = api.PROFILE_ERRORS if where.startswith(("collector/profiles/", "collector/access.py", "collector/console/")) else api.ERRORS
+        table = api.PROFILE_ERRORS if where.startswith(("collector/profiles/", "collector/ingest/access.py", "collector/console/")) else api.ERRORS
         if where.startswith("collector/privacy/"):  # the same token and profile paths, and its own codes
             table = {**api.PROFILE_ERRORS, **api.PRIVACY_ERRORS}
         assert code in table, f"{where}: {code} is not in collector/api.py"
@@ -44,7 +44,7 @@ def test_every_code_the_code_raises_is_in_the_table_with_its_status():
 def test_every_code_in_the_table_is_raised_somewhere():
     """No code is documented that the collector never answers."""
     raised = {code for _, _, code in raised_in_the_code()}
-    body = (ROOT / "collector" / "body.py").read_text()
+    body = (ROOT / "collector" / "ingest" / "body.py").read_text()
     unused = [code for code in {**api.ERRORS, **api.PROFILE_ERRORS, **api.PRIVACY_ERRORS}
               if code not in raised and f'"{code}"' not in body]  # fmt: skip
     assert unused == []

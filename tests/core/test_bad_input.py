@@ -7,7 +7,7 @@ import gzip
 import orjson
 import pytest
 
-from collector.validate import MAX_BODY_BYTES
+from collector.ingest.validate import MAX_BODY_BYTES
 from tests.conftest import rejected, stored
 
 KEY = {"X-Write-Key": "wk_web"}

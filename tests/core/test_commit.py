@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from collector.commit import Committer
+from collector.ingest.commit import Committer
 from collector.config import Source
 from collector.dedup import Dedup
 from collector.errors import Unavailable
-from collector.ingest import Outcome
+from collector.ingest.pipeline import Outcome
 
 NOW = 1_795_000_000.0
 WEB = Source(name="web", write_key="wk_web")

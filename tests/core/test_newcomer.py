@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from collector.config import load_config
-from collector.demo import DEMO_WRITE_KEY, demo_config
+from collector.serve.demo import DEMO_WRITE_KEY, demo_config
 from helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.runtime import MALLOC_ARENAS
+from collector.serve.runtime import MALLOC_ARENAS
 from helpers import CollectorProcess
 
 
@@ -98,7 +98,7 @@ def test_serve_runs_with_at_most_malloc_arenas(tmp_path):
 LARGE_BLOCKS = textwrap.dedent(
     """
     import ctypes, sys
-    from collector.runtime import tune_malloc
+    from collector.serve.runtime import tune_malloc
 
     def heap_kb():
         for line in open("/proc/self/maps"):
@@ -136,7 +136,7 @@ def test_large_blocks_keep_mappings_of_their_own(tmp_path):
 FRAGMENTED = textwrap.dedent(
     """
     import asyncio, sys
-    from collector.runtime import trim_malloc_periodically
+    from collector.serve.runtime import trim_malloc_periodically
 
     def rss_kb():
         return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
@@ -176,7 +176,7 @@ def test_the_periodic_trim_hands_free_heap_pages_back(tmp_path):
 def test_addresses_of_one_place_share_one_cached_location(geo_db):
     """The geo cache holds up to 10,000 addresses; those of one place share one ``context.location``
     (under the overload, thousands of addresses in a few hundred networks)."""
-    from collector.enrich.geo import Geo
+    from collector.ingest.enrich.geo import Geo
 
     geo = Geo(geo_db)
     try:
@@ -194,7 +194,7 @@ def test_addresses_of_one_place_share_one_cached_location(geo_db):
 def test_cached_agents_share_their_os_and_browser():
     """The user-agent cache holds up to 10,000 agents; their os and browser dicts (a few hundred
     distinct among thousands of agents) are shared, and the answers are unchanged."""
-    from collector.enrich.useragent import UserAgentParser
+    from collector.ingest.enrich.useragent import UserAgentParser
 
     chrome = "Mozilla/5.0 ({}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{} Safari/537.36"
     parse = UserAgentParser().parse

@@ -12,7 +12,7 @@ import os
 import time
 import urllib.request
 
-from collector.demo import DEMO_WRITE_KEY
+from collector.serve.demo import DEMO_WRITE_KEY
 from helpers import wait_until
 from tests.e2e.conftest import ROOT
 

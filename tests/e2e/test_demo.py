@@ -263,8 +263,8 @@ def test_outbound_link_is_tracked_as_the_visitor_leaves(demo, new_context):
 
 def test_every_demo_page_carries_the_snippet_as_printed():
     """The pages hold what `intilery snippet --consent required` prints, pasted as a site owner would."""
-    from collector.demo import DEMO_WRITE_KEY, PASTED_HOST, SITE_DIR
-    from collector.snippet import snippet
+    from collector.serve.demo import DEMO_WRITE_KEY, PASTED_HOST, SITE_DIR
+    from collector.serve.snippet import snippet
 
     printed = snippet(DEMO_WRITE_KEY, PASTED_HOST, consent=True)
     pages = sorted(SITE_DIR.glob("**/*.html"))

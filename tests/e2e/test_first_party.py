@@ -17,7 +17,7 @@ import pytest
 from browser_launcher import launch
 
 
-from collector.snippet import snippet
+from collector.serve.snippet import snippet
 from helpers import ChildProcess, CollectorProcess, free_port, read_events, wait_until
 from tests.e2e.conftest import ROOT
 

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from collector.access import access_token
+from collector.ingest.access import access_token
 from collector.profiles.builder import Builder
 from collector.profiles.database import open_store
 
@@ -108,7 +108,7 @@ class TestAccess:
     def test_the_banner_shows_where_the_token_is_never_the_token_nor_a_database_password(self, config):
         from dataclasses import replace
 
-        from collector.serving import profiles_line
+        from collector.serve.serving import profiles_line
 
         line = profiles_line(replace(config, access_token=TOKEN, profiles_db="postgresql://app:pw-secret@db:5432/p"))
         assert TOKEN not in line and "pw-secret" not in line and "db:5432/p" in line

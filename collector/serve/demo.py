@@ -22,15 +22,15 @@ from aiohttp import web
 
 from collector.config import Config, Source
 from collector.logs import setup_logging
-from collector.runtime import new_loop, until_signalled
-from collector.access import access_token
-from collector.serving import PortInUse, check_port, config_from_args, config_lines, profiles_line, serve_flags
+from collector.serve.runtime import new_loop, until_signalled
+from collector.ingest.access import access_token
+from collector.serve.serving import PortInUse, check_port, config_from_args, config_lines, profiles_line, serve_flags
 
 log = logging.getLogger("intilery.demo")
 
 DEMO_WRITE_KEY = "wk_demo_shop"
 PASTED_HOST = "http://127.0.0.1:8080"
-SITE_DIR = Path(__file__).resolve().parent.parent / "demo_site"
+SITE_DIR = Path(__file__).resolve().parents[2] / "demo_site"
 DEMO_EMAIL = "ann@example.com"  # the shop's sign-in form suggests it (demo_site/signin.html)
 
 

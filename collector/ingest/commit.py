@@ -24,8 +24,8 @@ from typing import Any, Awaitable
 
 from collector.config import Source
 from collector.dedup import Dedup
-from collector.ingest import Outcome
-from collector.log import deadletters
+from collector.ingest import deadletters
+from collector.ingest.pipeline import Outcome
 from collector.log.layout import REJECTED, day_partition, hour_partition
 
 

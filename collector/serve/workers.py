@@ -49,7 +49,7 @@ from typing import Callable
 
 from collector import metrics
 from collector.config import Config
-from collector.runtime import die_with
+from collector.serve.runtime import die_with
 
 log = logging.getLogger("intilery.workers")
 
@@ -111,7 +111,7 @@ def supervise(config: Config, serve: Serve, writer: Writer | None = None) -> int
     shared = tempfile.mkdtemp(prefix="intilery-metrics-")  # every process's metric values: /metrics sums them
     metrics.share(shared)
     if writer is not None:
-        from collector.hostwriter import listen
+        from collector.serve.hostwriter import listen
 
         host.writer, host.address = writer, f"\0intilery-writer-{os.getpid()}-{secrets.token_hex(8)}"
         host.listener = listen(host.address)

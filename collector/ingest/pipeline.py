@@ -9,15 +9,15 @@ from typing import Any, NamedTuple
 import orjson
 
 from collector.config import Source
-from collector.enrich import ip as iputil
-from collector.enrich.geo import Geo
-from collector.enrich.useragent import UserAgentParser
+from collector.ingest.enrich import ip as iputil
+from collector.ingest.enrich.geo import Geo
+from collector.ingest.enrich.useragent import UserAgentParser
 from collector.errors import Invalid
 from collector.log.layout import iso_ms
 from collector.api import MAX_MESSAGE_BYTES, sentence
 from collector.plans.enforce import Plans, rejection_sentence
 from collector.plans.plan import Plan
-from collector.validate import parse_timestamp, validate
+from collector.ingest.validate import parse_timestamp, validate
 
 
 YEAR_1 = -62135596800.0  # 0001-01-01T00:00:00Z, the earliest time ISO-8601 writes without a sign

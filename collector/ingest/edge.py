@@ -16,10 +16,10 @@ from yarl import URL
 
 from collector.api import sentence
 from collector.config import Config, Source
-from collector.enrich.ip import client_ip, is_trusted_proxy
+from collector.ingest.enrich.ip import client_ip, is_trusted_proxy
 from collector.errors import Forbidden, Unauthorized
-from collector.ingest import RequestInfo
-from collector.limits import TokenBuckets
+from collector.ingest.pipeline import RequestInfo
+from collector.ingest.limits import TokenBuckets
 
 # RudderStack's SDK v3 sends its event ordering and retry bookkeeping in headers of its own
 # (collector/compat/rudderstack.py): a browser sends them only when the preflight allows them.

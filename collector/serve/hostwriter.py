@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from collector.commit import Committer
+from collector.ingest.commit import Committer
 from collector.config import Config
 from collector.dedup import Dedup
 from collector.errors import Unavailable
@@ -46,7 +46,7 @@ from collector.log import rotation
 from collector.log.layout import EVENTS
 from collector.log.stores import make_store
 from collector.metrics import Metrics
-from collector.runtime import new_loop, until_signalled
+from collector.serve.runtime import new_loop, until_signalled
 
 log = logging.getLogger("intilery.writer")
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from yarl import URL
 
 from collector.config import Config, Source
-from collector.edge import is_https
+from collector.ingest.edge import is_https
 
 ID_COOKIE = "itl_aid"
 FRESH_COOKIE = "itl_aid_fresh"

@@ -22,7 +22,7 @@ from collector import __version__
 from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, ConfigError, load_config, unread_local_config
 from collector.logs import setup_logging
 from collector.plans.enforce import Plans
-from collector.runtime import new_loop, until_signalled
+from collector.serve.runtime import new_loop, until_signalled
 
 log = logging.getLogger("intilery")
 
@@ -62,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def profiles_line(config: Config) -> str:
     """Where the profiles are and where the access token is (never the token, nor a database
     password: this may be logged)."""
-    from collector.access import access_token
+    from collector.ingest.access import access_token
     from collector.log.jetstream import redact
     from collector.profiles.database import db_target
 
@@ -124,7 +124,7 @@ def banner(config: Config, port: int, where: str) -> str:
     lines = [f"intilery {__version__} listening on {url}", *config_lines(config), f"  store:      {config.store} ({where})"]
     lines.append(profiles_line(config))
     if config.dev_source:
-        from collector.snippet import snippet
+        from collector.serve.snippet import snippet
 
         key = config.sources[0].write_key
         lines += [
@@ -139,7 +139,7 @@ def banner(config: Config, port: int, where: str) -> str:
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False, writer: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
     from collector.app import SERVER_KWARGS, STATE, create_app, metrics_app
-    from collector.limits import LimitedSite
+    from collector.ingest.limits import LimitedSite
 
     app = create_app(config, profiles_builder=config.profiles, writer=writer)
     # at once, in the same step as the plans' "loaded" log line (a worker ignores SIGHUP until here)
@@ -190,8 +190,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.log_format)
     check_port(config.host, config.port, reuse_port=config.workers > 1)
     if config.workers > 1:
-        from collector.hostwriter import run_writer
-        from collector.workers import supervise
+        from collector.serve.hostwriter import run_writer
+        from collector.serve.workers import supervise
 
         return supervise(config, serve, run_writer if config.store == "file" else None)
     serve(config)
