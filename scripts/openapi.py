@@ -38,7 +38,7 @@ from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, 
 from collector.api import PROFILE as BASE  # noqa: E402
 from collector.api import PROFILES as SEARCH  # noqa: E402
 from collector.console.auth import COOKIE as CONSOLE_COOKIE  # noqa: E402
-from collector.profiles.api import MAX_LIMIT  # noqa: E402
+from collector.profiles.search import MAX_LIMIT  # noqa: E402
 from collector.privacy.regulations import STATUSES  # noqa: E402
 from collector.privacy.regulations import TYPES as REGULATION_TYPES  # noqa: E402
 from collector.privacy.routes import MAX_BODY as MAX_REGULATION_BODY  # noqa: E402

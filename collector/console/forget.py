@@ -2,7 +2,7 @@
 
 An erasure (``DELETE_ONLY``, ``SUPPRESS_WITH_DELETE``) writes in its audit record, before it
 rewrites anything, ``personHashes``: the salted hashes of every identifier of the person
-(``collector.privacy.erase.person_hashes``). The console is given nothing else: no identifier.
+(``personHashes``, written by ``collector.privacy.erase.Job``). The console is given nothing else: no identifier.
 Every collector process's console (workers included) looks at the regulations directory
 (``look``: one ``stat`` when nothing changed) from its follower's loop, and before it
 acknowledges a rotation (``collector.log.rotation.rotate_if_asked``; an erasure rotates every

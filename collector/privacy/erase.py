@@ -102,7 +102,7 @@ class Job:
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
                 if record.get("personHashes") != sorted(digests) or not record.get("forgetRotatedAt"):
-                    person_hashes(record, digests)
+                    record["personHashes"] = sorted(digests)  # never answered by the API
                     self.regs.save(record)  # before any rewrite: every console forgets the person ...
                     self.ctx.rotate()  # ... before it acknowledges this rotation (again after a kill)
                     record["forgetRotatedAt"] = iso_ms(time.time())
@@ -214,7 +214,7 @@ class Job:
         if log_name == EVENTS:
             search, owns = person.mentions, person.owns_line
         else:
-            search, owns = person.may_hold_dead_letter, person.owns_dead_letter
+            search, owns = person.mentions, person.owns_dead_letter
         errors = []
         for path in closed:
             if self.ctx.stopped():
@@ -253,10 +253,3 @@ class Job:
         stats["errors"] = errors
         self.regs.save(self.record)
         return errors
-
-
-def person_hashes(record: dict, hashes) -> None:
-    """Tell every collector's console whom to forget: the salted hashes of every identifier of the
-    person, in the record (``personHashes``, never answered by the API), saved before the erasure
-    rewrites anything (``collector.console.forget``)."""
-    record["personHashes"] = sorted(hashes)

@@ -44,10 +44,10 @@ JOB_LOCK = "regulations"
 def open_profiles(config):
     """A function opening the profile store of ``config``: None when there is none, or when it is
     of another version (a privacy job never migrates it: that is the builder's)."""
-    from collector.privacy.subjects import _open_current
+    from collector.privacy.subjects import open_current
     from collector.profiles.database import db_target, open_store
 
-    return lambda: _open_current(db_target(config), open_store)
+    return lambda: open_current(db_target(config), open_store)
 
 
 def context_of(config, suppression: Suppression, stopped=lambda: False) -> Context:

@@ -102,7 +102,7 @@ def resolver(config, stopped: Callable[[], bool] = lambda: False) -> Callable[[l
     data_dir = Path(config.data_dir)
 
     def resolve(subjects: list[Ident], cutoff: str) -> set[Ident]:
-        store = _open_current(db_target(config), open_store)
+        store = open_current(db_target(config), open_store)
         if store is not None:
             try:
                 if not _behind(config, store, checkpoint_name(config), cutoff):
@@ -119,7 +119,7 @@ def resolver(config, stopped: Callable[[], bool] = lambda: False) -> Callable[[l
     return resolve
 
 
-def _open_current(target: str, open_store):
+def open_current(target: str, open_store):
     """The profile store, or None when there is none or it is of another version (not migrated)."""
     if not str(target).startswith("postgres") and not Path(target).is_file():
         return None

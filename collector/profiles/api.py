@@ -37,7 +37,6 @@ from collector.profiles.rules import PROFILE_FORM, parse_profile
 
 log = logging.getLogger("intilery.profiles.api")
 
-MAX_LIMIT, DEFAULT_LIMIT = 100, 10
 
 
 class ProfileAPI:
@@ -113,7 +112,7 @@ class ProfileAPI:
 
     async def events(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
-        data, next_cursor = await self.events_page(pid, _limit(request.query.get("limit")), _cursor(request.query.get("next")))
+        data, next_cursor = await self.events_page(pid, search.limit(request.query.get("limit")), _cursor(request.query.get("next")))
         return answers.json({"data": data, "cursor": {"url": request.path, "has_more": bool(next_cursor), "next": next_cursor}})
 
     async def events_page(self, pid: str, limit: int, before: str | None = None) -> tuple[list[dict], str]:
@@ -147,7 +146,7 @@ class ProfileAPI:
         pid = self.find(profile)
         computed = views.computed_traits(self.db(), pid) or {}
         traits = views.traits(self.db(), pid) or {}
-        events, _ = await self.events_page(pid, _limit(limit))
+        events, _ = await self.events_page(pid, search.limit(limit))
         return {
             "profile_id": pid,
             "external_ids": views.external_ids(self.db(), pid) or [],
@@ -174,14 +173,6 @@ class ProfileAPI:
         self.close_store()
         if self.stream:
             await self.reader.close()
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadRequest("invalid_parameter", f"limit is a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def _encode(key: str) -> str:

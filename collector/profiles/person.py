@@ -139,10 +139,6 @@ class Person(_Owner):
         be: it is parsed, and its identifier fields decide (``owns``)."""
         return self._values.search(data) is not None
 
-    def may_hold_dead_letter(self, data: bytes) -> bool:
-        """``mentions`` for ``rejected/`` (a body kept as text holds the values as they were sent)."""
-        return self._values.search(data) is not None
-
     def owns_line(self, line: bytes) -> bool:
         """``owns`` for a stored line; a line that is not a JSON object is nobody's (the reader
         quarantines it)."""
@@ -178,7 +174,7 @@ class Person(_Owner):
 
     def owns_dead_letter(self, line: bytes) -> bool:
         """``_Owner.owns_dead_letter``, parsed only when the raw bytes may name the person."""
-        return self.may_hold_dead_letter(line) and super().owns_dead_letter(line)
+        return self.mentions(line) and super().owns_dead_letter(line)  # a body kept as text holds the values as sent
 
     def owns_text(self, text: str) -> bool:
         """A body that is not JSON: an identifier field followed closely by a value of theirs."""

@@ -198,8 +198,8 @@ def test_a_delete_only_of_someone_who_goes_on_sending_finishes(tmp_path):
     stop = threading.Event()
 
     def keep_sending() -> None:
-        n = 0
-        while not stop.is_set():
+        n, deadline = 0, time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
             call(proc.url + "/v1/track", "POST", {"userId": "42", "event": "Still here", "messageId": f"late-{n}"}, WRITE)
             n += 1
 
