@@ -102,6 +102,7 @@ class Config:
     blocked_ids: tuple[str, ...] = BLOCKED_IDS
     max_anonymous_ids: int = 100
     max_emails: int = 5
+    engage_dir: Path | None = None  # None: engage/ beside the configuration file (collector/engage/definitions.py)
     dev_source: bool = field(default=False, compare=False)
     config_file: str = field(default="", compare=False)  # the TOML file read ("" : none), for the banner
 
@@ -149,6 +150,7 @@ SETTINGS: dict[str, type] = {
     "blocked_ids": list,
     "max_anonymous_ids": int,
     "max_emails": int,
+    "engage_dir": Path,
 }
 
 

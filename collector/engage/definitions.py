@@ -1,0 +1,261 @@
+"""Definitions are files (DESIGN.md, "Using the data"): ``engage_dir`` (default ``engage/`` beside
+the configuration file) holds one folder per kind::
+
+    engage/audiences/<key>.yaml    key, name, condition, expose_to_browser
+    engage/traits/<name>.yaml      name, kind, event, property, where, within
+
+``load(folder)`` reads them all and checks them together (an audience naming one that does not
+exist, or a circle of audiences, is refused); every mistake is a ``DefinitionError`` line
+``file:line: reason``, all of them at once. A value written ``${NAME}`` is taken from the
+environment. ``intilery engage check`` prints the same lines (``engage/cli.py``).
+
+``load_yaml`` keeps the line of every mapping and key (``Located``), so a mistake deep in a
+condition names its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collector.engage.conditions import Condition, ConditionError, Tally, audiences_of, duration, parse, tally
+
+KINDS = ("count", "sum", "min", "max", "first", "last", "most_frequent", "unique_list")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class DefinitionError(ValueError):
+    """Every mistake found, one ``file:line: reason`` each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Located(dict):
+    """A YAML mapping that knows its line and each key's (1-based)."""
+
+    line: int | None = None
+    lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
+    loader.flatten_mapping(node)
+    out = Located()
+    out.line, out.lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_yaml(path: Path, environ: dict | None = None) -> Any:
+    """A YAML (or JSON) file with ``${NAME}`` taken from the environment; raises ConditionError."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConditionError(f"cannot read it: {exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        for name in _VARIABLE.findall(line):
+            if name not in environ:
+                raise ConditionError(f"${{{name}}} is not set in the environment", number)
+    text = _VARIABLE.sub(lambda m: environ[m.group(1)], text)
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConditionError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", mark.line + 1 if mark else None) from None
+
+
+@dataclass(frozen=True)
+class AudienceDef:
+    key: str
+    name: str
+    condition: Condition
+    expose_to_browser: bool = False
+    digest: str = ""  # of the definition's meaning: a change of it is a new definition (backfilled)
+
+
+@dataclass(frozen=True)
+class TraitDef:
+    name: str
+    kind: str
+    tally: Tally
+    within: float | None = None
+    digest: str = ""
+
+
+@dataclass
+class Definitions:
+    audiences: dict[str, AudienceDef] = field(default_factory=dict)  # in an order where each follows those it names
+    traits: dict[str, TraitDef] = field(default_factory=dict)
+    digest: str = ""  # of everything: a reload that changes nothing is no change
+
+    def tallies(self) -> dict[str, Tally]:
+        """Every tally the definitions count, by id."""
+        from collector.engage.conditions import events_of
+
+        found = {t.tally.id: t.tally for t in self.traits.values()}
+        for audience in self.audiences.values():
+            found.update((e.tally.id, e.tally) for e in events_of(audience.condition))
+        return found
+
+    def __bool__(self) -> bool:
+        return bool(self.audiences or self.traits)
+
+
+def folder(config) -> Path:
+    """The definitions' folder: ``engage_dir``, or ``engage/`` beside the configuration file
+    (beside the current directory without one)."""
+    if config.engage_dir is not None:
+        return Path(config.engage_dir)
+    return (Path(config.config_file).parent if config.config_file else Path(".")) / "engage"
+
+
+def load(root: Path, environ: dict | None = None) -> Definitions:
+    """Every definition under ``root`` (none when it does not exist); DefinitionError lists each mistake."""
+    problems: list[str] = []
+    found = Definitions()
+    digests = hashlib.blake2b(digest_size=16)
+    for path in _files(root / "traits"):
+        trait = _one(path, _trait, problems, environ)
+        if trait is not None:
+            if trait.name in found.traits:
+                problems.append(f"{path}: a computed trait named {trait.name!r} is defined twice")
+            found.traits[trait.name] = trait
+            digests.update(trait.digest.encode())
+    audiences: dict[str, tuple[AudienceDef, Path]] = {}
+    for path in _files(root / "audiences"):
+        audience = _one(path, _audience, problems, environ)
+        if audience is not None:
+            if audience.key in audiences:
+                problems.append(f"{path}: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
+            audiences[audience.key] = (audience, path)
+            digests.update(audience.digest.encode())
+    for key, (audience, path) in audiences.items():
+        for named in sorted(audiences_of(audience.condition) - set(audiences)):
+            problems.append(f"{path}: the condition names audience {named!r}, and there is none "
+                            f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
+    if not problems:
+        order = _ordered({k: audiences_of(a.condition) for k, (a, _) in audiences.items()})
+        if isinstance(order, str):
+            problems.append(f"{audiences[order.split(' -> ')[0]][1]}: audiences name each other in a circle: {order}")
+        else:
+            found.audiences = {key: audiences[key][0] for key in order}
+    if problems:
+        raise DefinitionError(problems)
+    found.digest = digests.hexdigest()
+    return found
+
+
+def _files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+
+
+def _one(path: Path, make, problems: list[str], environ: dict | None):
+    try:
+        data = load_yaml(path, environ)
+        if not isinstance(data, dict):
+            raise ConditionError("the file holds a mapping of the definition's keys", getattr(data, "line", 1))
+        return make(data, path)
+    except ConditionError as exc:
+        problems.append(exc.at(str(path)))
+        return None
+
+
+def _check_keys(data: dict, allowed: set, required: set) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConditionError(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})", data.lines.get(key))
+    for key in sorted(required - set(data)):
+        raise ConditionError(f"{key!r} is missing", data.line)
+
+
+def _digest(data: Any) -> str:
+    import orjson
+
+    return hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str), digest_size=12).hexdigest()
+
+
+def _audience(data: dict, path: Path) -> AudienceDef:
+    _check_keys(data, {"key", "name", "condition", "expose_to_browser", "description"}, {"condition"})
+    key = data.get("key", path.stem)
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ConditionError(f"the key {key!r} is letters, digits, '_' and '-' (up to 100)", data.lines.get("key"))
+    if key != path.stem:
+        raise ConditionError(f"the key {key!r} is not the file's name ({path.stem!r}): name the file {key}.yaml",
+                             data.lines.get("key"))  # fmt: skip
+    name = data.get("name", key)
+    if not isinstance(name, str) or not name:
+        raise ConditionError("'name' is a text", data.lines.get("name"))
+    expose = data.get("expose_to_browser", False)
+    if not isinstance(expose, bool):
+        raise ConditionError("'expose_to_browser' is true or false", data.lines.get("expose_to_browser"))
+    condition = parse(data["condition"], fields=False)
+    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]))
+
+
+def _trait(data: dict, path: Path) -> TraitDef:
+    _check_keys(data, {"name", "kind", "event", "property", "where", "within", "description"}, {"kind", "event"})
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not _KEY.match(name):
+        raise ConditionError(f"the name {name!r} is letters, digits, '_' and '-' (up to 100)", data.lines.get("name"))
+    if name != path.stem:
+        raise ConditionError(f"the name {name!r} is not the file's name ({path.stem!r}): name the file {name}.yaml",
+                             data.lines.get("name"))  # fmt: skip
+    kind = data["kind"]
+    if kind not in KINDS:
+        raise ConditionError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}", data.lines.get("kind"))
+    prop = data.get("property")
+    if kind == "count" and prop is not None:
+        raise ConditionError("a count counts events: it takes no 'property'", data.lines.get("property"))
+    if kind != "count" and prop is None:
+        raise ConditionError(f"a {kind} needs a 'property' (the event's field it is of, e.g. properties.revenue)", data.line)
+    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"))
+    within = duration(data["within"], data.lines.get("within")) if data.get("within") is not None else None
+    return TraitDef(name, kind, counted, within, _digest(["trait", kind, data["event"], data.get("where"), prop, data.get("within")]))
+
+
+def _ordered(names: dict[str, set[str]]) -> list[str] | str:
+    """The keys, each after those it names; or, when they form a circle, the circle as ``a -> b -> a``."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(key: str, trail: list[str]) -> str | None:
+        if state.get(key) == 2:
+            return None
+        if state.get(key) == 1:
+            loop = trail[trail.index(key):] + [key]
+            return " -> ".join(loop)
+        state[key] = 1
+        for other in sorted(names[key]):
+            circle = visit(other, trail + [key])
+            if circle:
+                return circle
+        state[key] = 2
+        order.append(key)
+        return None
+
+    for key in sorted(names):
+        circle = visit(key, [])
+        if circle:
+            return circle
+    return order
