@@ -291,7 +291,9 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     filters duplicates for this worker (``hostwriter.WriterClient`` is its store and committer).
 
     The Profile API is always routed; ``profiles_builder`` also runs the profile builder in
-    this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``)."""
+    this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``). The audiences'
+    ``Audience Entered/Exited`` events are appended to the log from the profile database by one
+    process per host (``engage/audiences/announce.py``)."""
     metrics = Metrics()
     geo = Geo(config.geoip) if config.geoip else None
     if geo is None:
@@ -351,6 +353,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.profiles.service import builder_context
 
     from collector.console import routes as console
+    from collector.engage.audiences.announce import announce_context
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -366,6 +369,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0)),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
+        ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
         ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address
