@@ -158,8 +158,8 @@ def test_sigkill_at_any_point_while_draining_stores_each_event_exactly_once(tmp_
 
 
 def test_with_workers_one_process_appends_and_each_event_is_stored_once(tmp_path):
-    """``--workers 3``: the worker holding the host's lock drains (through the host writer); a worker
-    killed while it holds it is replaced, and the rows are still stored once each."""
+    """``--workers 3``: one worker, the one holding the host's lock, drains (through the host writer),
+    and the rows are stored once each."""
     proc = collector(tmp_path, "--workers", "3")
     db = proc.data_dir / "profiles.db"
     announce_table(db)
@@ -168,6 +168,7 @@ def test_with_workers_one_process_appends_and_each_event_is_stored_once(tmp_path
         wait_until(lambda: pending(db) == 0, 60, what="the rows drained")
         ids += insert(db, 10_000, 3)
         wait_until(lambda: pending(db) == 0, 60, what="new rows drained")
+    assert proc.log.read_text().count("appending audience events to the log") == 1
     assert Counter(e["messageId"] for e in announced(proc.data_dir)) == Counter(ids)
 
 
@@ -236,13 +237,16 @@ def test_two_collectors_sharing_postgresql_claim_rows_apart_and_store_each_once(
     try:
         url = server.database()
         announce_table(url)
-        ids = insert(url, 1, 10_000)
         one = collector(tmp_path, "--profiles-db", url, name="one")
         two = collector(tmp_path, "--profiles-db", url, name="two")
-        with one, two:
+        ids = []
+        with one, two:  # both look at the table every 0.2 s, then the rows come
+            for first in range(1, 20_001, 2_000):
+                ids += insert(url, first, 2_000)
             wait_until(lambda: pending(url) == 0, 60, what="the rows drained")
         first = Counter(e["messageId"] for e in announced(one.data_dir))
         second = Counter(e["messageId"] for e in announced(two.data_dir))
+        assert first and second  # both took a share
         assert first + second == Counter(ids)
     finally:
         server.stop()
