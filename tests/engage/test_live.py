@@ -150,3 +150,24 @@ def test_a_rebuild_announces_nobody_again(tmp_path, engage):
     s.settle()
     assert s.rows("SELECT id FROM engage_announce") == before
     assert len(s.members("buyers")) == 2
+
+
+def test_an_erased_person_leaves_every_audience_without_a_trace(tmp_path, engage):
+    """Ann and Bob: Ann erased leaves with no Audience Exited, no stay, no hit, no computed trait;
+    Bob's rows stay."""
+    from collector.profiles import forget
+    from collector.profiles.person import Person
+
+    s = Setup(tmp_path, engage)
+    s.log.write([order("ann", NOW - 3600), order("ann", NOW - 1800), order("bob", NOW - 100)])
+    s.settle()
+    ann = s.rows("SELECT profile_id FROM identifiers WHERE value = 'ann'")[0][0]
+    s.store._run("DELETE FROM engage_announce")  # appended to the log already (the log's erasure is the privacy job's)
+    s.store.commit()
+    forget.erase(s.store, Person([("user_id", "ann")]), Rules())
+    s.settle()
+    for table in ("engage_members", "engage_history", "engage_computed", "engage_due", "engage_announce"):
+        assert s.rows(f"SELECT COUNT(*) FROM {table} WHERE profile_id = ?", ann) == [(0,)], table
+    assert s.rows("SELECT COUNT(*) FROM engage_hits WHERE node_id = ?", ann) == [(0,)]
+    assert s.announced() == []
+    assert len(s.members("buyers")) == 1
