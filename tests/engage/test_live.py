@@ -12,7 +12,15 @@ from collector.engage.audiences.live import Live, epoch, iso
 from collector.profiles.builder import Builder
 from collector.profiles.database import open_store
 from collector.profiles.rules import Rules
-from tests.profiles.conftest import Log, ev
+from tests.profiles.conftest import BACKENDS, Log, ev, postgres  # noqa: F401 (fixtures)
+
+@pytest.fixture(params=BACKENDS)
+def profiles_db(request, tmp_path) -> str:
+    """A new profile database: SQLite, and PostgreSQL (the same queries)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "profiles.db")
+    return request.getfixturevalue("postgres").database()
+
 
 NOW = epoch("2026-12-01T12:00:00Z")
 
@@ -41,12 +49,12 @@ def engage(tmp_path) -> Path:
 
 
 class Setup:
-    def __init__(self, tmp_path: Path, folder: Path) -> None:
+    def __init__(self, tmp_path: Path, folder: Path, target: str | None = None) -> None:
         self.data = tmp_path / "data"
         self.log = Log(self.data)
         self.clock = Clock()
         self.folder = folder
-        self.store = open_store(tmp_path / "profiles.db", building=True)
+        self.store = open_store(target or tmp_path / "profiles.db", building=True)
         self.start()
 
     def start(self) -> None:
@@ -90,8 +98,8 @@ def order(user: str, when: float, revenue: float = 10.0, **more) -> dict:
     return ev(event="Order Completed", ts=iso(when), userId=user, properties={"revenue": revenue}, **more)
 
 
-def test_entered_then_exited_on_time_alone(tmp_path, engage):
-    s = Setup(tmp_path, engage)
+def test_entered_then_exited_on_time_alone(tmp_path, engage, profiles_db):
+    s = Setup(tmp_path, engage, profiles_db)
     s.log.write([order("ann", NOW - 3600, 30), order("ann", NOW - 1800, 12.5), order("bob", NOW - 6 * 86400)])
     s.settle()
     ann, bob = (s.rows("SELECT profile_id FROM identifiers WHERE value = ?", u)[0][0] for u in ("ann", "bob"))
@@ -112,8 +120,8 @@ def test_entered_then_exited_on_time_alone(tmp_path, engage):
     assert stays == [(NOW, NOW + 86400)]
 
 
-def test_a_merge_keeps_the_stay_and_announces_nothing(tmp_path, engage):
-    s = Setup(tmp_path, engage)
+def test_a_merge_keeps_the_stay_and_announces_nothing(tmp_path, engage, profiles_db):
+    s = Setup(tmp_path, engage, profiles_db)
     s.log.write([ev(event="Order Completed", ts=iso(NOW - 60), anonymousId="a-1", properties={})])
     s.settle()
     assert s.announced() == [("Audience Entered", "buyers", "a-1")]
@@ -152,13 +160,13 @@ def test_a_rebuild_announces_nobody_again(tmp_path, engage):
     assert len(s.members("buyers")) == 2
 
 
-def test_an_erased_person_leaves_every_audience_without_a_trace(tmp_path, engage):
+def test_an_erased_person_leaves_every_audience_without_a_trace(tmp_path, engage, profiles_db):
     """Ann and Bob: Ann erased leaves with no Audience Exited, no stay, no hit, no computed trait;
     Bob's rows stay."""
     from collector.profiles import forget
     from collector.profiles.person import Person
 
-    s = Setup(tmp_path, engage)
+    s = Setup(tmp_path, engage, profiles_db)
     s.log.write([order("ann", NOW - 3600), order("ann", NOW - 1800), order("bob", NOW - 100)])
     s.settle()
     ann = s.rows("SELECT profile_id FROM identifiers WHERE value = 'ann'")[0][0]
