@@ -50,8 +50,9 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
     try:
         if rebuild:
             store.reset()
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config),
-                          stream=config if config.store == "nats" else None)  # fmt: skip
+        rules, stream = Rules.from_config(config), config if config.store == "nats" else None
+        builder = Builder(store, Path(config.data_dir), rules, checkpoint=checkpoint_name(config), stream=stream)
+        builder.engage = audiences(config, store, rules, stream)
         try:
             log.info("profile builder following the log", extra={"events": builder.count, "store": config.store})
             if once:
@@ -61,8 +62,25 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
             return builder.stats
         finally:
             builder.close()
+            if builder.engage.backfill is not None:
+                builder.engage.backfill.reader.close()
     finally:
         store.close()
+
+
+def audiences(config, store, rules: Rules, stream):
+    """The live evaluation of audiences and computed traits (``engage/audiences/live.py``), with
+    its backfill reading the log as the builder does."""
+    from collector.engage.audiences.backfill import CHUNK
+    from collector.engage.audiences.live import Live
+    from collector.engage.definitions import folder
+
+    def reader(cursor: dict) -> Builder:
+        source = Builder(store, Path(config.data_dir), rules, batch=CHUNK, checkpoint="engage-backfill", stream=stream)
+        source.reader.cursor = cursor
+        return source
+
+    return Live(store, folder=folder(config), reader=reader)
 
 
 def builder_process(config, parent: int) -> None:
