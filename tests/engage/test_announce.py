@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from collector.engage.audiences.tables import SCHEMA
 from collector.profiles.database import open_store
 from helpers import CollectorProcess, assert_whole, read_events, wait_until
 
@@ -26,14 +25,8 @@ TOKEN = "at_announce"
 
 
 def announce_table(target: str | Path) -> None:
-    """The profile database with the audiences' announcement table (as the builder makes them)."""
-    store = open_store(str(target))
-    try:
-        statement = next(s for s in SCHEMA if "engage_announce" in s)
-        store._run(statement.replace("{text}", store.TEXT).replace("{clustered}", store.CLUSTERED))
-        store.commit()
-    finally:
-        store.close()
+    """The profile database with the audiences' tables (as the builder makes it)."""
+    open_store(str(target)).close()
 
 
 def message(n: int, kind: str = "Entered") -> dict:
@@ -250,3 +243,39 @@ def test_two_collectors_sharing_postgresql_claim_rows_apart_and_store_each_once(
         assert first + second == Counter(ids)
     finally:
         server.stop()
+
+
+def test_events_that_make_a_person_enter_and_leave_an_audience_append_one_entered_and_one_exited(tmp_path):
+    """End to end, one collector with its builder: an order makes Ann a recent buyer (a 2-second
+    window), a second order keeps her in, and the window passing with no new order takes her out:
+    one ``Audience Entered`` and one ``Audience Exited`` in the log, hers, of the source intilery."""
+    workdir = tmp_path / "c"
+    (workdir / "engage" / "audiences").mkdir(parents=True)
+    (workdir / "engage" / "audiences" / "buyers.yaml").write_text(
+        "name: Recent buyers\ncondition: {event: Order Completed, within: 2s}\n"
+    )
+    proc = CollectorProcess(workdir, access_token=TOKEN)
+
+    def track(message_id: str) -> None:
+        body = {"type": "track", "event": "Order Completed", "userId": "ann", "anonymousId": "a-ann",
+                "messageId": message_id}  # fmt: skip
+        request = urllib.request.Request(proc.url + "/v1/track", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "X-Write-Key": "wk_test"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+    def audience_events() -> list[dict]:
+        return [e for e in announced(proc.data_dir) if e["event"].startswith("Audience ")]
+
+    with proc:
+        track("order-1")
+        entered = wait_until(audience_events, 30, 0.05, "Audience Entered in the log")
+        track("order-2")
+        wait_until(lambda: len(audience_events()) == 2, 60, 0.1, "Audience Exited when the window passed")
+    events = audience_events()
+    assert [e["event"] for e in events] == ["Audience Entered", "Audience Exited"]
+    assert entered[0]["messageId"] == events[0]["messageId"]
+    for event in events:
+        assert event["properties"] == {"audience_key": "buyers", "audience_name": "Recent buyers"}
+        assert (event["type"], event["userId"], event["anonymousId"], event["source"]) == ("track", "ann", "a-ann", "intilery")
+    assert len({e["messageId"] for e in events}) == 2
