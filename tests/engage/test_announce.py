@@ -19,6 +19,7 @@ import pytest
 
 from collector.profiles.database import open_store
 from helpers import CollectorProcess, assert_whole, read_events, wait_until
+from tests.profiles.conftest import postgres  # noqa: F401 (the session's PostgreSQL server)
 
 WHEN = "2026-12-08T02:00:00.000Z"
 TOKEN = "at_announce"
@@ -221,28 +222,31 @@ async def test_on_the_nats_store_a_sigkill_between_publish_and_delete_stores_eac
     assert await stream_ids(nats_url) == Counter(ids)
 
 
-def test_two_collectors_sharing_postgresql_claim_rows_apart_and_store_each_once(tmp_path):
+def test_two_collectors_sharing_postgresql_claim_rows_apart_and_store_each_once(tmp_path, postgres):
     """Two collectors (two hosts: a data directory each) drain one PostgreSQL table together: rows
-    are claimed with SKIP LOCKED, so each row is in exactly one of the two logs, once."""
-    from tests.profiles.pg import PostgresServer
+    are claimed with SKIP LOCKED, so each row is in exactly one of the two logs, once; their
+    connections cut by the server, they connect again and go on."""
+    import psycopg
 
-    server = PostgresServer().start()
-    try:
-        url = server.database()
-        announce_table(url)
-        one = collector(tmp_path, "--profiles-db", url, name="one")
-        two = collector(tmp_path, "--profiles-db", url, name="two")
-        ids = []
-        with one, two:  # both look at the table every 0.2 s, then the rows come
-            for first in range(1, 20_001, 2_000):
-                ids += insert(url, first, 2_000)
-            wait_until(lambda: pending(url) == 0, 60, what="the rows drained")
-        first = Counter(e["messageId"] for e in announced(one.data_dir))
-        second = Counter(e["messageId"] for e in announced(two.data_dir))
-        assert first and second  # both took a share
-        assert first + second == Counter(ids)
-    finally:
-        server.stop()
+    url = postgres.database()
+    announce_table(url)
+    one = collector(tmp_path, "--profiles-db", url, name="one")
+    two = collector(tmp_path, "--profiles-db", url, name="two")
+    ids = []
+    with one, two:  # both look at the table every 0.2 s, then the rows come
+        for first in range(1, 20_001, 2_000):
+            ids += insert(url, first, 2_000)
+        wait_until(lambda: pending(url) == 0, 60, what="the rows drained")
+        with psycopg.connect(url, autocommit=True) as admin:
+            cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()  # fmt: skip
+        assert len(cut) >= 2
+        ids += insert(url, 50_000, 100)
+        wait_until(lambda: pending(url) == 0, 60, what="rows drained after the connections were cut")
+    first = Counter(e["messageId"] for e in announced(one.data_dir))
+    second = Counter(e["messageId"] for e in announced(two.data_dir))
+    assert first and second  # both took a share
+    assert first + second == Counter(ids)
 
 
 def test_events_that_make_a_person_enter_and_leave_an_audience_append_one_entered_and_one_exited(tmp_path):

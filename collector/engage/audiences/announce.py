@@ -77,8 +77,8 @@ class Rows:
         self.postgres = target.startswith(("postgresql://", "postgres://"))
         self.conn: Any = None
 
-    def ready(self) -> bool:
-        """Whether the table exists (connecting first, once the database does)."""
+    def connect(self) -> bool:
+        """Connected (again, after an error closed the connection); False while a SQLite file is absent."""
         if self.conn is None:
             if self.postgres:
                 import psycopg
@@ -90,6 +90,12 @@ class Rows:
                 import sqlite3
 
                 self.conn = sqlite3.connect(self.target, timeout=30, check_same_thread=False)
+        return True
+
+    def ready(self) -> bool:
+        """Whether the table exists (connecting first, once the database does)."""
+        if not self.connect():
+            return False
         if self.postgres:
             found = self.conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0]
             self.conn.rollback()
@@ -99,6 +105,8 @@ class Rows:
     def claim(self, limit: int) -> list[tuple[str, str]]:
         """The oldest pending rows, ``(id, message)`` in ``seq`` order. On PostgreSQL they stay
         locked (skipped by every other host) until ``delete`` or ``release``."""
+        if not self.connect():
+            return []
         if self.postgres:
             sql = f"SELECT id, message FROM {TABLE} ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
             return self.conn.execute(sql, (limit,)).fetchall()
