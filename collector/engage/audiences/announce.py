@@ -115,6 +115,8 @@ class Rows:
     def delete(self, ids: list[str]) -> None:
         """The appended rows gone, committed."""
         mark = "%s" if self.postgres else "?"
+        if not self.postgres:  # the write lock at once (with the busy timeout), not an upgrade of a read that can fail
+            self.conn.execute("BEGIN IMMEDIATE")
         for at in range(0, len(ids), BATCH):
             chunk = ids[at : at + BATCH]
             self.conn.execute(f"DELETE FROM {TABLE} WHERE id IN ({','.join([mark] * len(chunk))})", chunk)
