@@ -34,6 +34,12 @@ host died are claimed by another (on the NATS store, within JetStream's duplicat
 once; with a file log per host a batch appended by a host killed before its ``DELETE`` is
 appended again to another host's log).
 
+Privacy: a suppressed person's rows are dropped by the pipeline's suppression list (counted,
+never stored), as their own events are; an erasure deletes a person's pending rows with their
+profile (``profiles/sql_erase.py``). It does so after rewriting the log, so rows already read by
+the announcer when the log was rewritten (a window of about ``POLL`` s) can still be appended for a
+``DELETE_ONLY`` person, as their events arriving after the erasure's rotation are.
+
 The announcer waits, doing nothing but look, until the profile database has the
 ``engage_announce`` table (it creates nothing), and then takes its lock. A change is in the log
 within ``POLL`` s (plus the append) of its commit in the profile database.
