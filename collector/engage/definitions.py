@@ -129,6 +129,19 @@ def folder(config) -> Path:
     return (Path(config.config_file).parent if config.config_file else Path(".")) / "engage"
 
 
+def at_start(config) -> Definitions:
+    """The definitions ``serve`` and ``demo`` start with: a mistake in any file is a ConfigError
+    (one line each, exit 2), so a collector never starts on definitions it would not use."""
+    from collector.config import ConfigError
+
+    root = folder(config)
+    try:
+        return load(root)
+    except DefinitionError as exc:
+        raise ConfigError(f"the definitions in {root}/ have mistakes (intilery engage check lists them):\n  "
+                          + "\n  ".join(exc.problems)) from None  # fmt: skip
+
+
 def load(root: Path, environ: dict | None = None) -> Definitions:
     """Every definition under ``root`` (none when it does not exist); DefinitionError lists each mistake."""
     return parse_files(read(root), root, environ)

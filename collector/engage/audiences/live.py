@@ -61,7 +61,13 @@ def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-REFRESH = 2.0  # seconds between looks at the definitions' folder
+REFRESH = 2.0  # seconds between looks at the definitions' folder (SIGHUP: at once)
+_look = [False]
+
+
+def look_now() -> None:
+    """SIGHUP (a signal handler: only a flag): read the definitions' folder at the next chance."""
+    _look[0] = True
 
 
 class Live:
@@ -106,8 +112,8 @@ class Live:
     # --- definitions that change -----------------------------------------------------------------
     def refresh(self) -> None:
         """Between batches: read the folder again (every ``REFRESH`` s), and backfill a chunk."""
-        if self.folder is not None and time.monotonic() - self.looked >= REFRESH:
-            self.looked = time.monotonic()
+        if self.folder is not None and (_look[0] or time.monotonic() - self.looked >= REFRESH):
+            self.looked, _look[0] = time.monotonic(), False
             texts = read(self.folder)
             if texts != self.seen:
                 self.seen = texts
