@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from collector.engage.conditions import Condition, ConditionError, Tally, audiences_of, duration, parse, tally
+from collector.engage.conditions import (Condition, ConditionError, Tally, audiences_of, duration, parse, tally,
+                                        windowed_events)  # fmt: skip
 
 KINDS = ("count", "sum", "min", "max", "first", "last", "most_frequent", "unique_list")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
@@ -91,6 +92,7 @@ class AudienceDef:
     condition: Condition
     expose_to_browser: bool = False
     digest: str = ""  # of the definition's meaning: a change of it is a new definition (backfilled)
+    windowed: tuple = ()  # the condition's events with a window (what can change it on time alone)
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,7 @@ def _audience(data: dict, path: Path) -> AudienceDef:
     if not isinstance(expose, bool):
         raise ConditionError("'expose_to_browser' is true or false", data.lines.get("expose_to_browser"))
     condition = parse(data["condition"], fields=False)
-    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]))
+    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]), tuple(windowed_events(condition)))
 
 
 def _trait(data: dict, path: Path) -> TraitDef:

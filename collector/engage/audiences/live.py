@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
+import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -305,17 +305,26 @@ class Live:
                 pid = owner[under]
                 if pid and (audience not in prior[pid] or entered < prior[pid][audience][0]):
                     prior[pid][audience] = (entered, under)
+        before_computed: dict[str, str] = {}
+        for rows in store._chunked("SELECT profile_id, traits FROM engage_computed WHERE profile_id IN ({})", pids):
+            before_computed.update(rows)
+        before_due: dict[str, float] = {}
+        for rows in store._chunked("SELECT profile_id, due FROM engage_due WHERE profile_id IN ({})", pids):
+            before_due.update(rows)
         self._hand_over(survivors, keep_members=False)
-        members, history, exits, computed, due, undue, announce = [], [], [], [], [], [], []
+        members, history, exits, gone, computed, due, undue, announce = [], [], [], [], [], [], [], []
+        moment = iso(now)
         for pid in pids:
             profile, nodes = profiles[pid]
             answer = evaluate(definitions, view(state_of(profile, nodes)), hits.get(pid, {}), now)
             self.stats["evaluated"] += 1
             before = prior.get(pid, {})
+            address = None
             for key in sorted(answer.members - set(before)):
                 members.append((key, pid, now))
                 history.append((key, pid, now))
-                announce.append(self._message(ENTERED, key, nodes, now))
+                address = address or _address(nodes)
+                announce.append((pid, self._message(ENTERED, key, address, moment)))
                 self.stats["entered"] += 1
             for key, (entered, under) in sorted(before.items()):
                 if key in answer.members:
@@ -325,11 +334,19 @@ class Live:
                 if key not in definitions.audiences:
                     continue  # an audience no longer defined: ``switch`` removes its rows
                 exits.append((now, key, pid, entered))
-                store._run("DELETE FROM engage_members WHERE audience = ? AND profile_id = ?", (key, pid))
-                announce.append(self._message(EXITED, key, nodes, now))
+                gone.append((key, pid))
+                address = address or _address(nodes)
+                announce.append((pid, self._message(EXITED, key, address, moment)))
                 self.stats["exited"] += 1
-            computed.append((pid, dumps(answer.computed)))
-            (due if answer.next_change is not None else undue).append((pid, answer.next_change))
+            text = dumps(answer.computed)
+            if before_computed.get(pid) != text:
+                computed.append((pid, text))
+            if answer.next_change is None:
+                if pid in before_due:
+                    undue.append((pid,))
+            elif before_due.get(pid) != answer.next_change:
+                due.append((pid, answer.next_change))
+        store._many("DELETE FROM engage_members WHERE audience = ? AND profile_id = ?", gone)
         store._many("INSERT INTO engage_members (audience, profile_id, entered_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (audience, profile_id) DO UPDATE SET entered_at = excluded.entered_at", members)  # fmt: skip
         store._many("INSERT INTO engage_history (audience, profile_id, entered_at) VALUES (?, ?, ?) "
@@ -339,27 +356,23 @@ class Live:
                     "ON CONFLICT (profile_id) DO UPDATE SET traits = excluded.traits", computed)  # fmt: skip
         store._many("INSERT INTO engage_due (profile_id, due) VALUES (?, ?) "
                     "ON CONFLICT (profile_id) DO UPDATE SET due = excluded.due", due)  # fmt: skip
-        store._many("DELETE FROM engage_due WHERE profile_id = ?", [(pid,) for pid, _ in undue])
+        store._many("DELETE FROM engage_due WHERE profile_id = ?", undue)
         seq = time.time_ns()
         store._many("INSERT INTO engage_announce (id, seq, profile_id, message) VALUES (?, ?, ?, ?)",
-                    [(m["messageId"], seq + i, pid, dumps(m)) for i, (pid, m) in enumerate(a for a in announce if a)])  # fmt: skip
+                    [(m["messageId"], seq + i, pid, dumps(m)) for i, (pid, m) in enumerate(a for a in announce if a[1])])  # fmt: skip
 
-    def _message(self, name: str, key: str, nodes: dict, now: float) -> tuple[str, dict] | None:
-        """The ``Audience Entered/Exited`` track event, as the profile's (pid, message); None for a
-        person with neither a user id nor an anonymous id to address it to."""
-        latest: dict[str, tuple[str, str]] = {}
-        pid = ""
-        for (kind, value), node in nodes.items():
-            pid = node.profile
-            if kind in (USER_ID, ANONYMOUS_ID) and (kind not in latest or (node.last_seen, value) > latest[kind]):
-                latest[kind] = (node.last_seen, value)
-        if not latest:
+    def _message(self, name: str, key: str, address: dict, moment: str) -> dict | None:
+        """The ``Audience Entered/Exited`` track event to ``address`` (None: nobody to address it to)."""
+        if not address:
             return None
-        audience = self.definitions.audiences[key]
-        message: dict[str, Any] = {"type": "track", "event": name, "messageId": str(uuid.uuid4()), "timestamp": iso(now),
-                                   "properties": {"audience_key": key, "audience_name": audience.name}}  # fmt: skip
-        if USER_ID in latest:
-            message["userId"] = latest[USER_ID][1]
-        if ANONYMOUS_ID in latest:
-            message["anonymousId"] = latest[ANONYMOUS_ID][1]
-        return pid, message
+        return {"type": "track", "event": name, "messageId": "itl-aud-" + os.urandom(12).hex(), "timestamp": moment,
+                "properties": {"audience_key": key, "audience_name": self.definitions.audiences[key].name}, **address}  # fmt: skip
+
+
+def _address(nodes: dict) -> dict:
+    """Whom a person's ``Audience`` events name: their latest user id and anonymous id."""
+    latest: dict[str, tuple[str, str]] = {}
+    for (kind, value), node in nodes.items():
+        if kind in (USER_ID, ANONYMOUS_ID) and (kind not in latest or (node.last_seen, value) > latest[kind]):
+            latest[kind] = (node.last_seen, value)
+    return {name: latest[kind][1] for kind, name in ((USER_ID, "userId"), (ANONYMOUS_ID, "anonymousId")) if kind in latest}
