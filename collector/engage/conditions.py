@@ -152,10 +152,11 @@ class Subject:
 
 
 # --- parsing ---------------------------------------------------------------------------------------
-def parse(data: Any, *, fields: bool = True, people: bool = True) -> Condition:
+def parse(data: Any, *, fields: bool = True, people: bool = True, line: int | None = None) -> Condition:
     """A condition from its YAML/JSON form. ``fields``: ``field`` may be used (there is an event at
-    hand); ``people``: ``trait``, ``audience`` and ``event`` may be used (there is a person)."""
-    return _parse(data, fields, people, getattr(data, "line", None))
+    hand); ``people``: ``trait``, ``audience`` and ``event`` may be used (there is a person);
+    ``line``: where the condition is, when it is not a mapping that knows its own."""
+    return _parse(data, fields, people, getattr(data, "line", None) or line)
 
 
 def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition:
@@ -196,16 +197,17 @@ def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition
             raise ConditionError(f"'audience' names an audience by its key, not {_shown(key)}", line)
         return Audience(key)
     _only(data, {"event", "where", "count", "within"}, line)
-    return Event(tally(data["event"], data.get("where"), line=line), _count(data.get("count"), line),
-                 duration(data["within"], line) if data.get("within") is not None else None)  # fmt: skip
+    within = duration(data["within"], _line_of(data, "within", line)) if data.get("within") is not None else None
+    return Event(tally(data["event"], data.get("where"), line=line), _count(data.get("count"), _line_of(data, "count", line)), within)
 
 
-def tally(name: Any, where: Any = None, prop: Any = None, *, line: int | None = None) -> Tally:
-    """The tally of events named ``name`` matching ``where`` (and having ``prop``, a dotted path)."""
+def tally(name: Any, where: Any = None, prop: Any = None, *, line: int | None = None, prop_line: int | None = None) -> Tally:
+    """The tally of events named ``name`` matching ``where`` (and having ``prop``, a dotted path);
+    ``line`` is the name's, ``prop_line`` the property's (default: the name's)."""
     if not isinstance(name, str) or not name:
         raise ConditionError(f"'event' names an event (its 'event' field, e.g. Order Completed), not {_shown(name)}", line)
     parsed = None if where is None else _parse(where, True, False, _line_of(where, None, line))
-    path = None if prop is None else _path(prop, "property", line)
+    path = None if prop is None else _path(prop, "property", prop_line or line)
     source = orjson.dumps([name, where, prop], option=orjson.OPT_SORT_KEYS).decode()
     return Tally(name, parsed, path, source)
 

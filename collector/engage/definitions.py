@@ -62,6 +62,13 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+# YAML 1.1 reads ``NO`` (Norway), ``yes``, ``on`` and ``off`` as booleans, and ``2026-11-28`` as a
+# date that equals no event's text: here only true/false are booleans and dates stay text.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def load_yaml(path: Path, environ: dict | None = None) -> Any:
@@ -152,12 +159,11 @@ def load(root: Path, environ: dict | None = None) -> Definitions:
         for named in sorted(audiences_of(audience.condition) - set(audiences)):
             problems.append(f"{path}: the condition names audience {named!r}, and there is none "
                             f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
-    if not problems:
-        order = _ordered({k: audiences_of(a.condition) for k, (a, _) in audiences.items()})
-        if isinstance(order, str):
-            problems.append(f"{audiences[order.split(' -> ')[0]][1]}: audiences name each other in a circle: {order}")
-        else:
-            found.audiences = {key: audiences[key][0] for key in order}
+    order = _ordered({k: audiences_of(a.condition) & set(audiences) for k, (a, _) in audiences.items()})
+    if isinstance(order, str):
+        problems.append(f"{audiences[order.split(' -> ')[0]][1]}: audiences name each other in a circle: {order}")
+    else:
+        found.audiences = {key: audiences[key][0] for key in order}
     if problems:
         raise DefinitionError(problems)
     found.digest = digests.hexdigest()
@@ -209,7 +215,7 @@ def _audience(data: dict, path: Path) -> AudienceDef:
     expose = data.get("expose_to_browser", False)
     if not isinstance(expose, bool):
         raise ConditionError("'expose_to_browser' is true or false", data.lines.get("expose_to_browser"))
-    condition = parse(data["condition"], fields=False)
+    condition = parse(data["condition"], fields=False, line=data.lines.get("condition"))
     return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]))
 
 
@@ -229,7 +235,7 @@ def _trait(data: dict, path: Path) -> TraitDef:
         raise ConditionError("a count counts events: it takes no 'property'", data.lines.get("property"))
     if kind != "count" and prop is None:
         raise ConditionError(f"a {kind} needs a 'property' (the event's field it is of, e.g. properties.revenue)", data.line)
-    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"))
+    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"), prop_line=data.lines.get("property"))
     within = duration(data["within"], data.lines.get("within")) if data.get("within") is not None else None
     return TraitDef(name, kind, counted, within, _digest(["trait", kind, data["event"], data.get("where"), prop, data.get("within")]))
 
