@@ -148,15 +148,18 @@ def load(root: Path, environ: dict | None = None) -> Definitions:
             found.traits[trait.name] = trait
             digests.update(trait.digest.encode())
     audiences: dict[str, tuple[AudienceDef, Path]] = {}
+    broken: set[str] = set()  # audiences whose file has a mistake (said once, in that file's line)
     for path in _files(root / "audiences"):
         audience = _one(path, _audience, problems, environ)
-        if audience is not None:
+        if audience is None:
+            broken.add(path.stem)
+        else:
             if audience.key in audiences:
                 problems.append(f"{path}: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
             audiences[audience.key] = (audience, path)
             digests.update(audience.digest.encode())
     for key, (audience, path) in audiences.items():
-        for named in sorted(audiences_of(audience.condition) - set(audiences)):
+        for named in sorted(audiences_of(audience.condition) - set(audiences) - broken):
             problems.append(f"{path}: the condition names audience {named!r}, and there is none "
                             f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
     order = _ordered({k: audiences_of(a.condition) & set(audiences) for k, (a, _) in audiences.items()})
