@@ -174,7 +174,7 @@ def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition
         items = data[kind]
         if not isinstance(items, list) or not items:
             raise ConditionError(f"{kind!r} takes a non-empty list of conditions", line)
-        parsed = tuple(_parse(item, fields, people, line) for item in items)
+        parsed = tuple(_parse(item, fields, people, _line_of(items, i, line)) for i, item in enumerate(items))
         return All(parsed) if kind == "all" else Any_(parsed)
     if kind == "not":
         _only(data, {"not"}, line)
@@ -198,15 +198,16 @@ def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition
         return Audience(key)
     _only(data, {"event", "where", "count", "within"}, line)
     within = duration(data["within"], _line_of(data, "within", line)) if data.get("within") is not None else None
-    return Event(tally(data["event"], data.get("where"), line=line), _count(data.get("count"), _line_of(data, "count", line)), within)
+    return Event(tally(data["event"], data.get("where"), line=line, where_line=_line_of(data, "where", line)), _count(data.get("count"), _line_of(data, "count", line)), within)
 
 
-def tally(name: Any, where: Any = None, prop: Any = None, *, line: int | None = None, prop_line: int | None = None) -> Tally:
+def tally(name: Any, where: Any = None, prop: Any = None, *, line: int | None = None,
+          where_line: int | None = None, prop_line: int | None = None) -> Tally:
     """The tally of events named ``name`` matching ``where`` (and having ``prop``, a dotted path);
-    ``line`` is the name's, ``prop_line`` the property's (default: the name's)."""
+    ``line`` is the name's, ``where_line`` and ``prop_line`` the others' (default: the name's)."""
     if not isinstance(name, str) or not name:
         raise ConditionError(f"'event' names an event (its 'event' field, e.g. Order Completed), not {_shown(name)}", line)
-    parsed = None if where is None else _parse(where, True, False, _line_of(where, None, line))
+    parsed = None if where is None else _parse(where, True, False, _line_of(where, None, where_line or line))
     path = None if prop is None else _path(prop, "property", prop_line or line)
     source = orjson.dumps([name, where, prop], option=orjson.OPT_SORT_KEYS).decode()
     return Tally(name, parsed, path, source)
@@ -231,7 +232,7 @@ def _compare(data: dict, line: int | None) -> Compare:
             raise ConditionError(f"'exists' takes value true or false, not {_shown(value)}", line)
         return Compare(op, value)
     if "value" not in data:
-        raise ConditionError(f"operator {op!r} needs a 'value'", line)
+        raise ConditionError(f"operator {op!r} needs a 'value'", _line_of(data, "op", line))
     value = data["value"]
     if op in ("in", "not_in"):
         if not isinstance(value, list):

@@ -46,6 +46,13 @@ class Located(dict):
     lines: dict
 
 
+class LocatedList(list):
+    """A YAML list that knows its line and each item's (``lines``: index -> line)."""
+
+    line: int | None = None
+    lines: dict
+
+
 class _Loader(yaml.SafeLoader):
     pass
 
@@ -56,11 +63,25 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     out.line, out.lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            taken = key in out
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a key is a text, not a list or mapping", key_node.start_mark) from None
+        if taken:
+            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice in one mapping (first on line {out.lines[key]})",
+                                                    key_node.start_mark)  # fmt: skip
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = key_node.start_mark.line + 1
     return out
 
 
+def _sequence(loader: _Loader, node: yaml.SequenceNode) -> LocatedList:
+    out = LocatedList(loader.construct_object(item, deep=True) for item in node.value)
+    out.line, out.lines = node.start_mark.line + 1, {i: item.start_mark.line + 1 for i, item in enumerate(node.value)}
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 # YAML 1.1 reads ``NO`` (Norway), ``yes``, ``on`` and ``off`` as booleans, and ``2026-11-28`` as a
 # date that equals no event's text: here only true/false are booleans and dates stay text.
@@ -238,7 +259,8 @@ def _trait(data: dict, path: Path) -> TraitDef:
         raise ConditionError("a count counts events: it takes no 'property'", data.lines.get("property"))
     if kind != "count" and prop is None:
         raise ConditionError(f"a {kind} needs a 'property' (the event's field it is of, e.g. properties.revenue)", data.line)
-    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"), prop_line=data.lines.get("property"))
+    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"),
+                    where_line=data.lines.get("where"), prop_line=data.lines.get("property"))  # fmt: skip
     within = duration(data["within"], data.lines.get("within")) if data.get("within") is not None else None
     return TraitDef(name, kind, counted, within, _digest(["trait", kind, data["event"], data.get("where"), prop, data.get("within")]))
 
