@@ -98,6 +98,7 @@ class Trait:
 @dataclass(frozen=True)
 class Audience:
     key: str
+    line: int | None = dc_field(default=None, compare=False)  # where it is named, for a mistake's line
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition
         key = data["audience"]
         if not isinstance(key, str) or not key:
             raise ConditionError(f"'audience' names an audience by its key, not {_shown(key)}", line)
-        return Audience(key)
+        return Audience(key, line)
     _only(data, {"event", "where", "count", "within"}, line)
     within = duration(data["within"], _line_of(data, "within", line)) if data.get("within") is not None else None
     return Event(tally(data["event"], data.get("where"), line=line, where_line=_line_of(data, "where", line)), _count(data.get("count"), _line_of(data, "count", line)), within)

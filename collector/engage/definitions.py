@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from collector.engage.conditions import Condition, ConditionError, Tally, audiences_of, duration, parse, tally
+from collector.engage.conditions import Audience, Condition, ConditionError, Tally, audiences_of, duration, parse, tally, walk
 
 KINDS = ("count", "sum", "min", "max", "first", "last", "most_frequent", "unique_list")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
@@ -161,12 +161,13 @@ def load(root: Path, environ: dict | None = None) -> Definitions:
     problems: list[str] = []
     found = Definitions()
     digests = hashlib.blake2b(digest_size=16)
+    paths: dict[str, Path] = {}
     for path in _files(root / "traits"):
         trait = _one(path, _trait, problems, environ)
         if trait is not None:
             if trait.name in found.traits:
-                problems.append(f"{path}: a computed trait named {trait.name!r} is defined twice")
-            found.traits[trait.name] = trait
+                problems.append(f"{path}:1: a computed trait named {trait.name!r} is defined twice (also in {paths[trait.name]})")
+            found.traits[trait.name], paths[trait.name] = trait, path
             digests.update(trait.digest.encode())
     audiences: dict[str, tuple[AudienceDef, Path]] = {}
     broken: set[str] = set()  # audiences whose file has a mistake (said once, in that file's line)
@@ -176,22 +177,30 @@ def load(root: Path, environ: dict | None = None) -> Definitions:
             broken.add(path.stem)
         else:
             if audience.key in audiences:
-                problems.append(f"{path}: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
+                problems.append(f"{path}:1: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
             audiences[audience.key] = (audience, path)
             digests.update(audience.digest.encode())
     for key, (audience, path) in audiences.items():
-        for named in sorted(audiences_of(audience.condition) - set(audiences) - broken):
-            problems.append(f"{path}: the condition names audience {named!r}, and there is none "
-                            f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
+        for named in _named(audience.condition):
+            if named.key not in audiences and named.key not in broken:
+                problems.append(f"{path}:{named.line or 1}: the condition names audience {named.key!r}, and there is none "
+                                f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
     order = _ordered({k: audiences_of(a.condition) & set(audiences) for k, (a, _) in audiences.items()})
     if isinstance(order, str):
-        problems.append(f"{audiences[order.split(' -> ')[0]][1]}: audiences name each other in a circle: {order}")
+        first, second = order.split(" -> ")[:2]
+        audience, path = audiences[first]
+        line = next((n.line for n in _named(audience.condition) if n.key == second), None) or 1
+        problems.append(f"{path}:{line}: audiences name each other in a circle: {order}")
     else:
         found.audiences = {key: audiences[key][0] for key in order}
     if problems:
         raise DefinitionError(problems)
     found.digest = digests.hexdigest()
     return found
+
+
+def _named(condition: Condition) -> list[Audience]:
+    return [c for c in walk(condition) if c.__class__ is Audience]
 
 
 def _files(directory: Path) -> list[Path]:
