@@ -319,3 +319,21 @@ def test_an_audience_condition_keeps_where_it_names_an_audience(tmp_path):
     path = write(tmp_path, "c.yaml", "all:\n  - trait: plan\n    value: pro\n  - audience: vip\n")
     audience = parse(load_yaml(path)).items[1]
     assert audience == Audience("vip") and audience.line == 4
+
+
+def test_the_examples_in_docs_engage_md_load(tmp_path):
+    """Every definition shown in docs/engage.md is one the loader takes as it is written there."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "engage.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    written = []
+    for i, block in enumerate(blocks):
+        named = re.match(r"# engage/(audiences|traits)/(\w+)\.yaml\n", block)
+        if named:
+            written.append(write(tmp_path, f"{named.group(1)}/{named.group(2)}.yaml", block))
+        elif block.startswith(("condition:", "kind:")):
+            written.append(write(tmp_path, f"{'traits' if block.startswith('kind:') else 'audiences'}/example_{i}.yaml", block))
+    assert len(written) == 4
+    found = load(tmp_path)
+    assert len(found.audiences) + len(found.traits) == 4
