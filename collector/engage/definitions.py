@@ -24,10 +24,12 @@ from typing import Any
 
 import yaml
 
-from collector.engage.conditions import Audience, Condition, ConditionError, Tally, audiences_of, duration, parse, tally, walk
+from collector.engage.conditions import (Audience, Condition, ConditionError, Tally, audiences_of, duration, parse, tally,
+                                        walk, windowed_events)  # fmt: skip
 
 KINDS = ("count", "sum", "min", "max", "first", "last", "most_frequent", "unique_list")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
+_UNREADABLE = "\0"  # read(): a file that cannot be read is this and the sentence saying why
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -92,13 +94,14 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def load_yaml(path: Path, environ: dict | None = None) -> Any:
-    """A YAML (or JSON) file with ``${NAME}`` taken from the environment; raises ConditionError."""
+def load_yaml(path: Path, environ: dict | None = None, text: str | None = None) -> Any:
+    """A YAML (or JSON) file (or its ``text``) with ``${NAME}`` taken from the environment; raises ConditionError."""
     environ = os.environ if environ is None else environ
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConditionError(f"cannot read it: {exc}") from None
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConditionError(f"cannot read it: {exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
         for name in _VARIABLE.findall(line):
             if name not in environ:
@@ -118,6 +121,7 @@ class AudienceDef:
     condition: Condition
     expose_to_browser: bool = False
     digest: str = ""  # of the definition's meaning: a change of it is a new definition (backfilled)
+    windowed: tuple = ()  # the condition's events with a window (what can change it on time alone)
 
 
 @dataclass(frozen=True)
@@ -156,14 +160,45 @@ def folder(config) -> Path:
     return (Path(config.config_file).parent if config.config_file else Path(".")) / "engage"
 
 
+def at_start(config) -> Definitions:
+    """The definitions ``serve`` and ``demo`` start with: a mistake in any file is a ConfigError
+    (one line each, exit 2), so a collector never starts on definitions it would not use."""
+    from collector.config import ConfigError
+
+    root = folder(config)
+    try:
+        return load(root)
+    except DefinitionError as exc:
+        raise ConfigError(f"the definitions in {root}/ have mistakes (intilery engage check lists them):\n  "
+                          + "\n  ".join(exc.problems)) from None  # fmt: skip
+
+
 def load(root: Path, environ: dict | None = None) -> Definitions:
     """Every definition under ``root`` (none when it does not exist); DefinitionError lists each mistake."""
+    return parse_files(read(root), root, environ)
+
+
+def read(root: Path) -> dict[str, str]:
+    """The definitions' files under ``root``: relative path -> text (what ``parse_files`` reads,
+    and what the profile database keeps of the definitions in force)."""
+    texts = {}
+    for kind in ("traits", "audiences"):
+        for path in _files(root / kind):
+            try:
+                texts[f"{kind}/{path.name}"] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                texts[f"{kind}/{path.name}"] = f"{_UNREADABLE}cannot read it: {exc}"  # parsed: that sentence
+    return texts
+
+
+def parse_files(texts: dict[str, str], root: Path = Path("engage"), environ: dict | None = None) -> Definitions:
     problems: list[str] = []
     found = Definitions()
     digests = hashlib.blake2b(digest_size=16)
     paths: dict[str, Path] = {}
-    for path in _files(root / "traits"):
-        trait = _one(path, _trait, problems, environ)
+    for name in sorted(n for n in texts if n.startswith("traits/")):
+        path = root / name
+        trait = _one(path, texts[name], _trait, problems, environ)
         if trait is not None:
             if trait.name in found.traits:
                 problems.append(f"{path}:1: a computed trait named {trait.name!r} is defined twice (also in {paths[trait.name]})")
@@ -171,8 +206,9 @@ def load(root: Path, environ: dict | None = None) -> Definitions:
             digests.update(trait.digest.encode())
     audiences: dict[str, tuple[AudienceDef, Path]] = {}
     broken: set[str] = set()  # audiences whose file has a mistake (said once, in that file's line)
-    for path in _files(root / "audiences"):
-        audience = _one(path, _audience, problems, environ)
+    for name in sorted(n for n in texts if n.startswith("audiences/")):
+        path = root / name
+        audience = _one(path, texts[name], _audience, problems, environ)
         if audience is None:
             broken.add(path.stem)
         else:
@@ -209,9 +245,12 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
 
 
-def _one(path: Path, make, problems: list[str], environ: dict | None):
+def _one(path: Path, text: str, make, problems: list[str], environ: dict | None):
+    if text.startswith(_UNREADABLE):
+        problems.append(f"{path}: {text[len(_UNREADABLE):]}")
+        return None
     try:
-        data = load_yaml(path, environ)
+        data = load_yaml(path, environ, text)
         if not isinstance(data, dict):
             raise ConditionError("the file holds a mapping of the definition's keys", getattr(data, "line", 1))
         return make(data, path)
@@ -249,7 +288,7 @@ def _audience(data: dict, path: Path) -> AudienceDef:
     if not isinstance(expose, bool):
         raise ConditionError("'expose_to_browser' is true or false", data.lines.get("expose_to_browser"))
     condition = parse(data["condition"], fields=False, line=data.lines.get("condition"))
-    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]))
+    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]), tuple(windowed_events(condition)))
 
 
 def _trait(data: dict, path: Path) -> TraitDef:
