@@ -290,8 +290,13 @@ def _shown(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A value as compared: lists as tuples (hashable, equal as lists are)."""
-    return tuple(_plain(v) for v in value) if isinstance(value, list) else value
+    """A value as compared: lists as tuples (hashable, equal as lists are), mappings (a YAML file's
+    ``Located`` too) as plain dicts of such values."""
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # --- evaluation ------------------------------------------------------------------------------------
@@ -372,7 +377,7 @@ def _number(value: Any) -> float | None:
 def _eq(got: Any, want: Any) -> bool:
     if got is None or want is None:
         return got is None and want is None
-    if got.__class__ is list:
+    if got.__class__ in (list, dict):
         got = _plain(got)
     a, b = _number(got), _number(want)
     if a is not None or b is not None:

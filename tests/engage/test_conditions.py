@@ -736,3 +736,14 @@ def test_a_tally_checks_its_name_and_property():
     with pytest.raises(ConditionError, match="'property' is a dotted path"):
         tally("Order Completed", prop="properties.")
     assert isinstance(tally("Order Completed"), Tally)
+
+
+def test_a_mapping_value_from_a_file_equals_the_same_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("any:\n  - trait: address\n    value: {city: Leeds, lines: [1 Main St]}\n"
+                    "  - trait: shipping\n    op: in\n    value: [{city: York}]\n")  # fmt: skip
+    condition = parse(load_yaml(path))
+    assert holds(condition, Subject(traits={"address": {"lines": ["1 Main St"], "city": "Leeds"}}))
+    assert holds(condition, Subject(traits={"shipping": {"city": "York"}}))
+    assert not holds(condition, Subject(traits={"address": {"city": "Leeds", "lines": []}, "shipping": {"city": "Leeds"}}))
+    assert holds(parse({"trait": "tags", "op": "contains", "value": "vip"}), Subject(traits={"tags": ["new", "vip"]}))
