@@ -239,6 +239,8 @@ def test_bad_yaml(tmp_path):
           value: team
         """)
     assert problems(tmp_path) == [f"{path}:4: not valid YAML: 'value' is given twice in one mapping (first on line 3)"]
+    path = write(tmp_path, "audiences/vip.yaml", "condition:\n  ? [trait, plan]\n  : pro\n")
+    assert problems(tmp_path) == [f"{path}:2: not valid YAML: a key is a text, not a list or mapping"]
     path.write_bytes(b"condition: \xff\n")
     (problem,) = problems(tmp_path)
     assert problem.startswith(f"{path}: cannot read it: ")
