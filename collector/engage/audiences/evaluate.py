@@ -119,4 +119,6 @@ def trait_value(trait: TraitDef, hits) -> Any:
 def _hashable(value: Any) -> Any:
     import orjson
 
-    return value if value.__class__ in (str, int, float, bool) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if value.__class__ is bool:  # true is not 1 (as in conditions), though Python hashes them alike
+        return ("bool", value)
+    return value if value.__class__ in (str, int, float) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
