@@ -80,7 +80,7 @@ def audiences(config, store, rules: Rules, stream):
         source.reader.cursor = cursor
         return source
 
-    return Live(store, folder=folder(config), reader=reader)
+    return Live(store, folder=folder(config), reader=reader, checkpoint=checkpoint_name(config))
 
 
 _running: set[int] = set()  # the pids of this process's builder processes

@@ -49,6 +49,13 @@ def save(store, name: str, value) -> None:
                    "SET value = excluded.value", (name, dumps(value)))  # fmt: skip
 
 
+def digest(texts: dict) -> str:
+    """Which definitions a backfill is for."""
+    import hashlib
+
+    return hashlib.blake2b(orjson.dumps(texts, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+
+
 def parse_saved(texts: dict | None) -> Definitions:
     if not texts:
         return Definitions()
@@ -63,8 +70,9 @@ class Backfill:
     """Counts ``tallies`` (by id) over the log's events already folded; ``reader`` reads the log as
     the builder does (``Builder.read``: ``(record, position)`` batches, its ``reader.cursor``)."""
 
-    def __init__(self, store, reader, tallies: dict[str, Tally]) -> None:
-        self.store, self.reader, self.tallies, self.read = store, reader, tallies, 0
+    def __init__(self, store, reader, tallies: dict[str, Tally], digest: str = "") -> None:
+        self.store, self.reader, self.tallies, self.read, self.digest = store, reader, tallies, 0, digest
+        self.done = False
         by_name: dict[str, list[Tally]] = {}
         for tally in tallies.values():
             by_name.setdefault(tally.event, []).append(tally)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import orjson
 
-from collector.engage.audiences.backfill import Backfill, parse_saved, save, saved
+from collector.engage.audiences.backfill import Backfill, digest, parse_saved, save, saved
 from collector.engage.audiences.evaluate import Hit, epoch, evaluate, iso
 from collector.engage.definitions import DefinitionError, Definitions, parse_files, read
 from collector.profiles.graph import Profile, state_of
@@ -59,25 +59,19 @@ class Live:
     reader of the log as the builder's (``Builder``, for its ``read``), for backfills."""
 
     def __init__(self, store, definitions: Definitions = Definitions(), *, folder: Path | None = None,
-                 reader: Callable[[dict], Any] | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 reader: Callable[[dict], Any] | None = None, checkpoint: str = "events",
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.store, self.clock, self.folder, self.make_reader = store, clock, folder, reader
+        self.checkpoint = checkpoint  # this builder's log: the one it backfills
         self.stats = {"entered": 0, "exited": 0, "evaluated": 0}
         self.pending: tuple[Definitions, dict] | None = None  # (definitions, their files) being backfilled
         self.backfill: Backfill | None = None
         self.in_force: dict = {}
         self.seen: dict | None = None
         self.looked = 0.0
-        if folder is None:
-            self.use(definitions)
-            return
-        self.store.begin()
-        self.in_force = saved(self.store, "in_force") or {}
-        waiting = saved(self.store, "backfill")
-        self.store.commit()
-        self.use(parse_saved(self.in_force))
-        if waiting:
-            self._pend(parse_saved(waiting["files"]), waiting["files"], waiting["cursor"])
-        self.refresh()
+        self.use(definitions)
+        if folder is not None:
+            self._look()
 
     def use(self, definitions: Definitions) -> None:
         self.definitions = definitions
@@ -95,19 +89,37 @@ class Live:
 
     # --- definitions that change -----------------------------------------------------------------
     def refresh(self) -> None:
-        """Between batches: read the folder again (every ``REFRESH`` s), and backfill a chunk."""
+        """Between batches: every ``REFRESH`` s (SIGHUP: at once) the definitions the database holds
+        (another builder sharing it may have changed them) and the folder; and a chunk of backfill."""
         if self.folder is not None and (_look[0] or time.monotonic() - self.looked >= REFRESH):
             self.looked, _look[0] = time.monotonic(), False
-            texts = read(self.folder)
-            if texts != self.seen:
-                self.seen = texts
-                self._consider(texts)
+            self._look()
         if self.backfill is not None:
             self._backfill_step()
 
+    def _look(self) -> None:
+        store = self.store
+        store.begin()
+        try:
+            in_force, pending = saved(store, "in_force") or {}, saved(store, "pending")
+            if in_force != self.in_force:
+                self.in_force = in_force
+                self.use(parse_saved(in_force))
+            texts = read(self.folder)
+            if texts != self.seen:
+                self.seen = texts
+                if texts not in (in_force, pending):
+                    self._consider(texts)
+                    pending = saved(store, "pending")
+            if pending != (self.pending[1] if self.pending else None):
+                self._pend(pending)
+            store.commit()
+        except BaseException:
+            store.rollback()
+            raise
+
     def _consider(self, texts: dict) -> None:
-        if texts == (self.pending[1] if self.pending else self.in_force):
-            return
+        """The folder's definitions, new: in force at once when they count nothing new, else pending."""
         try:
             new = parse_files(texts, self.folder)
         except DefinitionError as exc:
@@ -115,34 +127,60 @@ class Live:
                       extra={"problems": exc.problems})  # fmt: skip
             return
         if set(new.tallies()) <= set(self.definitions.tallies()):
-            self._switch(new, texts)
-        else:
-            self._pend(new, texts, {})
-
-    def _pend(self, definitions: Definitions, texts: dict, cursor: dict) -> None:
-        self.pending = (definitions, texts)
-        self._index()
-        source = self.make_reader(cursor)
-        fresh = set(definitions.tallies()) - set(self.definitions.tallies())
-        self.backfill = Backfill(self.store, source, {t: definitions.tallies()[t] for t in fresh})
+            self._switch(new, texts, began=True)
+            return
+        save(self.store, "pending", texts)
+        save(self.store, f"backfill:{self.checkpoint}", None)
         log.info("new definitions: counting their events over the log before they take over",
-                 extra={"tallies": len(fresh)})  # fmt: skip
+                 extra={"tallies": len(set(new.tallies()) - set(self.definitions.tallies()))})  # fmt: skip
+
+    def _pend(self, texts: dict | None) -> None:
+        """Backfill ``texts``' new tallies over this builder's log (None: nothing pending)."""
+        if self.backfill is not None:
+            self.backfill.reader.close()
+        self.pending = self.backfill = None
+        if texts:
+            definitions = parse_saved(texts)
+            self.pending = (definitions, texts)
+            fresh = set(definitions.tallies()) - set(self.definitions.tallies())
+            self.backfill = Backfill(self.store, self.make_reader({}), {t: definitions.tallies()[t] for t in fresh},
+                                     digest(texts))  # fmt: skip
+        self._index()
 
     def _backfill_step(self) -> None:
-        self.store.begin()
+        """A chunk of this builder's log; when every log is done, the pending definitions take over."""
+        store, backfill = self.store, self.backfill
+        name = f"backfill:{self.checkpoint}"
+        store.begin()
         try:
-            done, read_now = self.backfill.step()
-            self.backfill.read += read_now
-            if done:
-                self._switch(*self.pending, began=True)
+            mine = saved(store, name)
+            if saved(store, "pending") != self.pending[1]:  # another builder moved on: look again
+                self.looked = 0.0
+                store.commit()
+                return
+            if mine and mine.get("digest") == backfill.digest:
+                backfill.reader.reader.cursor = mine["cursor"]  # a builder sharing this log may have moved it
+                done = mine["done"]
             else:
-                save(self.store, "backfill", {"files": self.pending[1], "cursor": self.backfill.reader.reader.cursor})
-            self.store.commit()
+                backfill.reader.reader.cursor, done = {}, False
+            if not done:
+                done, lines = backfill.step()
+                backfill.read += lines
+                save(store, name, {"digest": backfill.digest, "cursor": backfill.reader.reader.cursor, "done": done})
+            backfill.done = done  # this log counted: the others' builders are still counting theirs
+            if done and self._every_log_done(backfill.digest):
+                self._switch(*self.pending, began=True)
+            store.commit()
         except BaseException:
-            self.store.rollback()
+            store.rollback()
             raise
         if not done:
-            log.info("backfilling audiences and computed traits", extra={"lines": self.backfill.read})
+            log.info("backfilling audiences and computed traits", extra={"lines": backfill.read})
+
+    def _every_log_done(self, wanted: str) -> bool:
+        names = [n for (n,) in self.store._all("SELECT name FROM checkpoint") if not n.startswith("engage")]
+        return all((saved(self.store, f"backfill:{n}") or {}).get("digest") == wanted for n in names) and all(
+            (saved(self.store, f"backfill:{n}") or {}).get("done") for n in names)
 
     def _switch(self, definitions: Definitions, texts: dict, began: bool = False) -> None:
         """The new definitions in force: their rows kept, the rest dropped, everyone re-evaluated."""
@@ -151,7 +189,8 @@ class Live:
             store.begin()
         try:
             save(store, "in_force", texts)
-            save(store, "backfill", None)
+            save(store, "pending", None)
+            store._run("DELETE FROM engage_state WHERE name LIKE ?", ("backfill:%",))
             keep = sorted(definitions.tallies())
             if keep:
                 store._run(f"DELETE FROM engage_hits WHERE tally NOT IN ({','.join('?' * len(keep))})", keep)
@@ -169,6 +208,8 @@ class Live:
             if not began:
                 store.rollback()
             raise
+        if self.backfill is not None:
+            self.backfill.reader.close()
         self.in_force, self.pending, self.backfill = texts, None, None
         self.use(definitions)
         log.info("definitions in force", extra={"audiences": len(definitions.audiences), "traits": len(definitions.traits)})
