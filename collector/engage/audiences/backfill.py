@@ -2,16 +2,17 @@
 background, and the new definitions in force only once that is complete.
 
 The profile database keeps the definitions in force (their files' text, ``engage_state``
-``in_force``), so a restart, or a bad file on reload, keeps them. When the folder holds other
-valid definitions::
+``in_force``), so a restart, or a bad file on reload, keeps them; builders sharing the database take
+up what another put there. When the folder holds other valid definitions::
 
     no new tally (a renamed audience, a changed threshold) → in force at once, everyone re-evaluated
-    new tallies → "pending": the live path counts them on new events from now on, while
-                   ``Backfill.step`` reads the log from its start a chunk at a time (between the
-                   builder's batches, its position kept in ``engage_state`` ``backfill``) and
-                   counts them on every event the builder has folded (the events index says
-                   which copy of an event counted, under which node); at the log's end the
-                   pending definitions are in force and everyone is re-evaluated (``engage_due``)
+    new tallies → ``pending``: the live path counts them on new events from now on, while each
+                   builder's ``Backfill.step`` reads its own log from the start a chunk at a time
+                   (between its batches; its position in ``engage_state`` ``backfill:<checkpoint>``,
+                   shared by builders that share a log) and counts them on every event the builder
+                   has folded (the events index says which copy of an event counted, under which
+                   node); when every log of the database is counted the pending definitions are in
+                   force and everyone is re-evaluated (``engage_due``)
 
 Re-evaluation goes through ``Live.tick``, a chunk of people per transaction: the members of an
 audience whose definition changed move from the old answer to the new one person by person, with

@@ -16,9 +16,13 @@ a chunk at a time, through the index on ``due``, so nobody else is looked at.
 person wherever the identity graph puts them; a profile merged into another hands its stays to the
 survivor (a person who was in an audience under either id is not "entered" again).
 
-**Definitions change**: ``Live.refresh`` reads the folder again when its files change; an audience
+**Definitions change**: ``Live.refresh`` reads the folder every 2 s (and on SIGHUP); an audience
 or trait whose tallies are new is backfilled from the log (``backfill.py``) and takes over only once
 that is complete; until then the definitions in force stay in force.
+
+**Several builders** (PostgreSQL shared by hosts, or the NATS stream's builders) share the work as
+they share the batches: each evaluates the people its batches touch, and ``tick`` takes whoever is
+due under the same lock, so nobody is evaluated twice for one change.
 """
 
 from __future__ import annotations
