@@ -150,6 +150,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)",
               file=sys.stderr)
         return 2
+    if config.engage_dir is None and not config.config_file:  # the shop's audiences and computed traits
+        config = replace(config, engage_dir=site_dir / "engage")
     at_start(config)
     check_port(config.host, config.port)
     check_port(config.host, args.site_port, "--site-port")
