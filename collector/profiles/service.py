@@ -80,17 +80,31 @@ def audiences(config, store, rules: Rules, stream):
         source.reader.cursor = cursor
         return source
 
-    return Live(store, folder=folder(config), reader=reader)
+    return Live(store, folder=folder(config), reader=reader, checkpoint=checkpoint_name(config))
+
+
+_running: set[int] = set()  # the pids of this process's builder processes
+
+
+def pass_on(number: int) -> None:
+    """Send a signal to this process's builder (SIGHUP: it reads the engage definitions again)."""
+    for pid in sorted(_running):
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
 
 
 def builder_process(config, parent: int) -> None:
     """The body of the collector's builder process (spawned: a fresh interpreter)."""
+    from collector.engage.audiences import live
     from collector.logs import setup_logging
     from collector.serve.runtime import die_with
 
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: stopped.append(number))
+    signal.signal(signal.SIGHUP, lambda number, frame: live.look_now())
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's mask survives the exec
     die_with(parent)
     os.nice(NICE)
@@ -114,6 +128,7 @@ async def run_builder(config, stop: asyncio.Event) -> None:
         if _lock_is_free(data_dir):
             process = spawn.Process(target=builder_process, args=(config, os.getpid()), name="intilery-profiles")
             process.start()
+            _running.add(process.pid)
             exited = loop.create_future()
             loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
             stopping = asyncio.ensure_future(stop.wait())
@@ -129,6 +144,7 @@ async def run_builder(config, stop: asyncio.Event) -> None:
                         process.kill()
                 loop.remove_reader(process.sentinel)
                 await asyncio.to_thread(process.join)
+                _running.discard(process.pid)
             if stop.is_set():
                 return
             if process.exitcode != LOCKED_OUT:

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector.engage.audiences.live import Live, epoch, iso
+from collector.engage.audiences.evaluate import epoch, iso
+from collector.engage.audiences.live import Live
 from collector.profiles.builder import Builder
 from collector.profiles.database import open_store
 from collector.profiles.rules import Rules
@@ -76,7 +77,7 @@ class Setup:
             self.live.refresh()
             while self.live.tick():
                 moved = 1
-            if not moved and self.live.backfill is None:
+            if not moved and (self.live.backfill is None or self.live.backfill.done):
                 return
         raise AssertionError("did not settle")
 
@@ -179,3 +180,33 @@ def test_an_erased_person_leaves_every_audience_without_a_trace(tmp_path, engage
     assert s.rows("SELECT COUNT(*) FROM engage_hits WHERE node_id = ?", ann) == [(0,)]
     assert s.announced() == []
     assert len(s.members("buyers")) == 1
+
+
+def test_with_two_logs_in_one_database_a_definition_takes_over_once_both_are_counted(tmp_path, profiles_db):
+    """Two hosts' builders share one database (PostgreSQL), each with its own log: a new audience
+    waits until each builder has counted its own log, then holds people of both."""
+    folder = tmp_path / "engage"
+    one = Setup(tmp_path / "one", folder, profiles_db)
+    other_data = tmp_path / "two" / "data"
+    Log(other_data).write([order("zed", NOW - 100, 90)])
+
+    def reader(cursor):
+        source = Builder(one.store, other_data, Rules(), batch=1000, checkpoint="engage-backfill")
+        source.reader.cursor = cursor
+        return source
+
+    two = Builder(one.store, other_data, Rules(), checkpoint="events@two")
+    two.engage = Live(one.store, folder=folder, reader=reader, checkpoint="events@two", clock=one.clock)
+    one.log.write([order("dee", NOW - 100, 80)])
+    one.settle()
+    two.catch_up()
+    write(folder, "audiences", "big", "condition: {event: Order Completed, where: {field: properties.revenue, op: gt, value: 50}}\n")
+    one.settle()
+    assert one.members("big") == set() and one.live.pending is not None, "in force before the other log was counted"
+    two.engage.looked = 0.0
+    two.engage.refresh()
+    while two.engage.backfill is not None:
+        two.engage.refresh()
+    one.settle()
+    ids = {u: one.rows("SELECT profile_id FROM identifiers WHERE value = ?", u)[0][0] for u in ("dee", "zed")}
+    assert one.members("big") == set(ids.values())

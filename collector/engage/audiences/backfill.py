@@ -2,16 +2,17 @@
 background, and the new definitions in force only once that is complete.
 
 The profile database keeps the definitions in force (their files' text, ``engage_state``
-``in_force``), so a restart, or a bad file on reload, keeps them. When the folder holds other
-valid definitions::
+``in_force``), so a restart, or a bad file on reload, keeps them; builders sharing the database take
+up what another put there. When the folder holds other valid definitions::
 
     no new tally (a renamed audience, a changed threshold) → in force at once, everyone re-evaluated
-    new tallies → "pending": the live path counts them on new events from now on, while
-                   ``Backfill.step`` reads the log from its start a chunk at a time (between the
-                   builder's batches, its position kept in ``engage_state`` ``backfill``) and
-                   counts them on every event the builder has folded (the events index says
-                   which copy of an event counted, under which node); at the log's end the
-                   pending definitions are in force and everyone is re-evaluated (``engage_due``)
+    new tallies → ``pending``: the live path counts them on new events from now on, while each
+                   builder's ``Backfill.step`` reads its own log from the start a chunk at a time
+                   (between its batches; its position in ``engage_state`` ``backfill:<checkpoint>``,
+                   shared by builders that share a log) and counts them on every event the builder
+                   has folded (the events index says which copy of an event counted, under which
+                   node); when every log of the database is counted the pending definitions are in
+                   force and everyone is re-evaluated (``engage_due``)
 
 Re-evaluation goes through ``Live.tick``, a chunk of people per transaction: the members of an
 audience whose definition changed move from the old answer to the new one person by person, with
@@ -25,6 +26,7 @@ import logging
 
 import orjson
 
+from collector.engage.audiences.evaluate import epoch
 from collector.engage.conditions import Tally
 from collector.engage.definitions import DefinitionError, Definitions, parse_files
 from collector.profiles.rules import event_key, key_time
@@ -48,6 +50,13 @@ def save(store, name: str, value) -> None:
                    "SET value = excluded.value", (name, dumps(value)))  # fmt: skip
 
 
+def digest(texts: dict) -> str:
+    """Which definitions a backfill is for."""
+    import hashlib
+
+    return hashlib.blake2b(orjson.dumps(texts, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+
+
 def parse_saved(texts: dict | None) -> Definitions:
     if not texts:
         return Definitions()
@@ -62,8 +71,9 @@ class Backfill:
     """Counts ``tallies`` (by id) over the log's events already folded; ``reader`` reads the log as
     the builder does (``Builder.read``: ``(record, position)`` batches, its ``reader.cursor``)."""
 
-    def __init__(self, store, reader, tallies: dict[str, Tally]) -> None:
-        self.store, self.reader, self.tallies, self.read = store, reader, tallies, 0
+    def __init__(self, store, reader, tallies: dict[str, Tally], digest: str = "") -> None:
+        self.store, self.reader, self.tallies, self.read, self.digest = store, reader, tallies, 0, digest
+        self.done = False
         by_name: dict[str, list[Tally]] = {}
         for tally in tallies.values():
             by_name.setdefault(tally.event, []).append(tally)
@@ -77,8 +87,6 @@ class Backfill:
         ids = sorted({e["messageId"] for e in matching if isinstance(e.get("messageId"), str)})
         for rows in self.store._chunked("SELECT source, message_id, node_id, key FROM events WHERE message_id IN ({})", ids):
             folded.update(((source, message_id), (node, key)) for source, message_id, node, key in rows)
-        from collector.engage.audiences.live import epoch
-
         hits = []
         for event in matching:
             source = event.get("source")

@@ -16,25 +16,28 @@ a chunk at a time, through the index on ``due``, so nobody else is looked at.
 person wherever the identity graph puts them; a profile merged into another hands its stays to the
 survivor (a person who was in an audience under either id is not "entered" again).
 
-**Definitions change**: ``Live.refresh`` reads the folder again when its files change; an audience
+**Definitions change**: ``Live.refresh`` reads the folder every 2 s (and on SIGHUP); an audience
 or trait whose tallies are new is backfilled from the log (``backfill.py``) and takes over only once
 that is complete; until then the definitions in force stay in force.
+
+**Several builders** (PostgreSQL shared by hosts, or the NATS stream's builders) share the work as
+they share the batches: each evaluates the people its batches touch, and ``tick`` takes whoever is
+due under the same lock, so nobody is evaluated twice for one change.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
+import os
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 
-from collector.engage.audiences.backfill import Backfill, parse_saved, save, saved
-from collector.engage.audiences.evaluate import Hit, evaluate
+from collector.engage.audiences.backfill import Backfill, digest, parse_saved, save, saved
+from collector.engage.audiences.evaluate import Hit, epoch, evaluate, iso
 from collector.engage.definitions import DefinitionError, Definitions, parse_files, read
 from collector.profiles.graph import Profile, state_of
 from collector.profiles.rules import ANONYMOUS_ID, USER_ID, key_time, node_id, view
@@ -46,22 +49,13 @@ DUE_CHUNK = 1_000  # people re-evaluated per transaction when their moment has c
 ENTERED, EXITED = "Audience Entered", "Audience Exited"
 
 
-def epoch(iso: str) -> float:
-    """An event key's time (ISO 8601) in epoch seconds; 0 when it has none."""
-    try:
-        parsed = datetime.fromisoformat(iso)
-    except ValueError:
-        return 0.0
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+REFRESH = 2.0  # seconds between looks at the definitions' folder (SIGHUP: at once)
+_look = [False]
 
 
-def iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-REFRESH = 2.0  # seconds between looks at the definitions' folder
+def look_now() -> None:
+    """SIGHUP (a signal handler: only a flag): read the definitions' folder at the next chance."""
+    _look[0] = True
 
 
 class Live:
@@ -69,25 +63,19 @@ class Live:
     reader of the log as the builder's (``Builder``, for its ``read``), for backfills."""
 
     def __init__(self, store, definitions: Definitions = Definitions(), *, folder: Path | None = None,
-                 reader: Callable[[dict], Any] | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 reader: Callable[[dict], Any] | None = None, checkpoint: str = "events",
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.store, self.clock, self.folder, self.make_reader = store, clock, folder, reader
+        self.checkpoint = checkpoint  # this builder's log: the one it backfills
         self.stats = {"entered": 0, "exited": 0, "evaluated": 0}
         self.pending: tuple[Definitions, dict] | None = None  # (definitions, their files) being backfilled
         self.backfill: Backfill | None = None
         self.in_force: dict = {}
         self.seen: dict | None = None
         self.looked = 0.0
-        if folder is None:
-            self.use(definitions)
-            return
-        self.store.begin()
-        self.in_force = saved(self.store, "in_force") or {}
-        waiting = saved(self.store, "backfill")
-        self.store.commit()
-        self.use(parse_saved(self.in_force))
-        if waiting:
-            self._pend(parse_saved(waiting["files"]), waiting["files"], waiting["cursor"])
-        self.refresh()
+        self.use(definitions)
+        if folder is not None:
+            self._look()
 
     def use(self, definitions: Definitions) -> None:
         self.definitions = definitions
@@ -105,19 +93,37 @@ class Live:
 
     # --- definitions that change -----------------------------------------------------------------
     def refresh(self) -> None:
-        """Between batches: read the folder again (every ``REFRESH`` s), and backfill a chunk."""
-        if self.folder is not None and time.monotonic() - self.looked >= REFRESH:
-            self.looked = time.monotonic()
-            texts = read(self.folder)
-            if texts != self.seen:
-                self.seen = texts
-                self._consider(texts)
+        """Between batches: every ``REFRESH`` s (SIGHUP: at once) the definitions the database holds
+        (another builder sharing it may have changed them) and the folder; and a chunk of backfill."""
+        if self.folder is not None and (_look[0] or time.monotonic() - self.looked >= REFRESH):
+            self.looked, _look[0] = time.monotonic(), False
+            self._look()
         if self.backfill is not None:
             self._backfill_step()
 
+    def _look(self) -> None:
+        store = self.store
+        store.begin()
+        try:
+            in_force, pending = saved(store, "in_force") or {}, saved(store, "pending")
+            if in_force != self.in_force:
+                self.in_force = in_force
+                self.use(parse_saved(in_force))
+            texts = read(self.folder)
+            if texts != self.seen:
+                self.seen = texts
+                if texts not in (in_force, pending):
+                    self._consider(texts)
+                    pending = saved(store, "pending")
+            if pending != (self.pending[1] if self.pending else None):
+                self._pend(pending)
+            store.commit()
+        except BaseException:
+            store.rollback()
+            raise
+
     def _consider(self, texts: dict) -> None:
-        if texts == (self.pending[1] if self.pending else self.in_force):
-            return
+        """The folder's definitions, new: in force at once when they count nothing new, else pending."""
         try:
             new = parse_files(texts, self.folder)
         except DefinitionError as exc:
@@ -125,34 +131,60 @@ class Live:
                       extra={"problems": exc.problems})  # fmt: skip
             return
         if set(new.tallies()) <= set(self.definitions.tallies()):
-            self._switch(new, texts)
-        else:
-            self._pend(new, texts, {})
-
-    def _pend(self, definitions: Definitions, texts: dict, cursor: dict) -> None:
-        self.pending = (definitions, texts)
-        self._index()
-        source = self.make_reader(cursor)
-        fresh = set(definitions.tallies()) - set(self.definitions.tallies())
-        self.backfill = Backfill(self.store, source, {t: definitions.tallies()[t] for t in fresh})
+            self._switch(new, texts, began=True)
+            return
+        save(self.store, "pending", texts)
+        save(self.store, f"backfill:{self.checkpoint}", None)
         log.info("new definitions: counting their events over the log before they take over",
-                 extra={"tallies": len(fresh)})  # fmt: skip
+                 extra={"tallies": len(set(new.tallies()) - set(self.definitions.tallies()))})  # fmt: skip
+
+    def _pend(self, texts: dict | None) -> None:
+        """Backfill ``texts``' new tallies over this builder's log (None: nothing pending)."""
+        if self.backfill is not None:
+            self.backfill.reader.close()
+        self.pending = self.backfill = None
+        if texts:
+            definitions = parse_saved(texts)
+            self.pending = (definitions, texts)
+            fresh = set(definitions.tallies()) - set(self.definitions.tallies())
+            self.backfill = Backfill(self.store, self.make_reader({}), {t: definitions.tallies()[t] for t in fresh},
+                                     digest(texts))  # fmt: skip
+        self._index()
 
     def _backfill_step(self) -> None:
-        self.store.begin()
+        """A chunk of this builder's log; when every log is done, the pending definitions take over."""
+        store, backfill = self.store, self.backfill
+        name = f"backfill:{self.checkpoint}"
+        store.begin()
         try:
-            done, read_now = self.backfill.step()
-            self.backfill.read += read_now
-            if done:
-                self._switch(*self.pending, began=True)
+            mine = saved(store, name)
+            if saved(store, "pending") != self.pending[1]:  # another builder moved on: look again
+                self.looked = 0.0
+                store.commit()
+                return
+            if mine and mine.get("digest") == backfill.digest:
+                backfill.reader.reader.cursor = mine["cursor"]  # a builder sharing this log may have moved it
+                done = mine["done"]
             else:
-                save(self.store, "backfill", {"files": self.pending[1], "cursor": self.backfill.reader.reader.cursor})
-            self.store.commit()
+                backfill.reader.reader.cursor, done = {}, False
+            if not done:
+                done, lines = backfill.step()
+                backfill.read += lines
+                save(store, name, {"digest": backfill.digest, "cursor": backfill.reader.reader.cursor, "done": done})
+            backfill.done = done  # this log counted: the others' builders are still counting theirs
+            if done and self._every_log_done(backfill.digest):
+                self._switch(*self.pending, began=True)
+            store.commit()
         except BaseException:
-            self.store.rollback()
+            store.rollback()
             raise
         if not done:
-            log.info("backfilling audiences and computed traits", extra={"lines": self.backfill.read})
+            log.info("backfilling audiences and computed traits", extra={"lines": backfill.read})
+
+    def _every_log_done(self, wanted: str) -> bool:
+        names = [n for (n,) in self.store._all("SELECT name FROM checkpoint") if not n.startswith("engage")]
+        return all((saved(self.store, f"backfill:{n}") or {}).get("digest") == wanted for n in names) and all(
+            (saved(self.store, f"backfill:{n}") or {}).get("done") for n in names)
 
     def _switch(self, definitions: Definitions, texts: dict, began: bool = False) -> None:
         """The new definitions in force: their rows kept, the rest dropped, everyone re-evaluated."""
@@ -161,7 +193,8 @@ class Live:
             store.begin()
         try:
             save(store, "in_force", texts)
-            save(store, "backfill", None)
+            save(store, "pending", None)
+            store._run("DELETE FROM engage_state WHERE name LIKE ?", ("backfill:%",))
             keep = sorted(definitions.tallies())
             if keep:
                 store._run(f"DELETE FROM engage_hits WHERE tally NOT IN ({','.join('?' * len(keep))})", keep)
@@ -179,6 +212,8 @@ class Live:
             if not began:
                 store.rollback()
             raise
+        if self.backfill is not None:
+            self.backfill.reader.close()
         self.in_force, self.pending, self.backfill = texts, None, None
         self.use(definitions)
         log.info("definitions in force", extra={"audiences": len(definitions.audiences), "traits": len(definitions.traits)})
@@ -299,17 +334,26 @@ class Live:
                 pid = owner[under]
                 if pid and (audience not in prior[pid] or entered < prior[pid][audience][0]):
                     prior[pid][audience] = (entered, under)
+        before_computed: dict[str, str] = {}
+        for rows in store._chunked("SELECT profile_id, traits FROM engage_computed WHERE profile_id IN ({})", pids):
+            before_computed.update(rows)
+        before_due: dict[str, float] = {}
+        for rows in store._chunked("SELECT profile_id, due FROM engage_due WHERE profile_id IN ({})", pids):
+            before_due.update(rows)
         self._hand_over(survivors, keep_members=False)
-        members, history, exits, computed, due, undue, announce = [], [], [], [], [], [], []
+        members, history, exits, gone, computed, due, undue, announce = [], [], [], [], [], [], [], []
+        moment = iso(now)
         for pid in pids:
             profile, nodes = profiles[pid]
             answer = evaluate(definitions, view(state_of(profile, nodes)), hits.get(pid, {}), now)
             self.stats["evaluated"] += 1
             before = prior.get(pid, {})
+            address = None
             for key in sorted(answer.members - set(before)):
                 members.append((key, pid, now))
                 history.append((key, pid, now))
-                announce.append(self._message(ENTERED, key, nodes, now))
+                address = address or _address(nodes)
+                announce.append((pid, self._message(ENTERED, key, address, moment)))
                 self.stats["entered"] += 1
             for key, (entered, under) in sorted(before.items()):
                 if key in answer.members:
@@ -319,11 +363,19 @@ class Live:
                 if key not in definitions.audiences:
                     continue  # an audience no longer defined: ``switch`` removes its rows
                 exits.append((now, key, pid, entered))
-                store._run("DELETE FROM engage_members WHERE audience = ? AND profile_id = ?", (key, pid))
-                announce.append(self._message(EXITED, key, nodes, now))
+                gone.append((key, pid))
+                address = address or _address(nodes)
+                announce.append((pid, self._message(EXITED, key, address, moment)))
                 self.stats["exited"] += 1
-            computed.append((pid, dumps(answer.computed)))
-            (due if answer.next_change is not None else undue).append((pid, answer.next_change))
+            text = dumps(answer.computed)
+            if before_computed.get(pid) != text:
+                computed.append((pid, text))
+            if answer.next_change is None:
+                if pid in before_due:
+                    undue.append((pid,))
+            elif before_due.get(pid) != answer.next_change:
+                due.append((pid, answer.next_change))
+        store._many("DELETE FROM engage_members WHERE audience = ? AND profile_id = ?", gone)
         store._many("INSERT INTO engage_members (audience, profile_id, entered_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (audience, profile_id) DO UPDATE SET entered_at = excluded.entered_at", members)  # fmt: skip
         store._many("INSERT INTO engage_history (audience, profile_id, entered_at) VALUES (?, ?, ?) "
@@ -333,27 +385,23 @@ class Live:
                     "ON CONFLICT (profile_id) DO UPDATE SET traits = excluded.traits", computed)  # fmt: skip
         store._many("INSERT INTO engage_due (profile_id, due) VALUES (?, ?) "
                     "ON CONFLICT (profile_id) DO UPDATE SET due = excluded.due", due)  # fmt: skip
-        store._many("DELETE FROM engage_due WHERE profile_id = ?", [(pid,) for pid, _ in undue])
+        store._many("DELETE FROM engage_due WHERE profile_id = ?", undue)
         seq = time.time_ns()
         store._many("INSERT INTO engage_announce (id, seq, profile_id, message) VALUES (?, ?, ?, ?)",
-                    [(m["messageId"], seq + i, pid, dumps(m)) for i, (pid, m) in enumerate(a for a in announce if a)])  # fmt: skip
+                    [(m["messageId"], seq + i, pid, dumps(m)) for i, (pid, m) in enumerate(a for a in announce if a[1])])  # fmt: skip
 
-    def _message(self, name: str, key: str, nodes: dict, now: float) -> tuple[str, dict] | None:
-        """The ``Audience Entered/Exited`` track event, as the profile's (pid, message); None for a
-        person with neither a user id nor an anonymous id to address it to."""
-        latest: dict[str, tuple[str, str]] = {}
-        pid = ""
-        for (kind, value), node in nodes.items():
-            pid = node.profile
-            if kind in (USER_ID, ANONYMOUS_ID) and (kind not in latest or (node.last_seen, value) > latest[kind]):
-                latest[kind] = (node.last_seen, value)
-        if not latest:
+    def _message(self, name: str, key: str, address: dict, moment: str) -> dict | None:
+        """The ``Audience Entered/Exited`` track event to ``address`` (None: nobody to address it to)."""
+        if not address:
             return None
-        audience = self.definitions.audiences[key]
-        message: dict[str, Any] = {"type": "track", "event": name, "messageId": str(uuid.uuid4()), "timestamp": iso(now),
-                                   "properties": {"audience_key": key, "audience_name": audience.name}}  # fmt: skip
-        if USER_ID in latest:
-            message["userId"] = latest[USER_ID][1]
-        if ANONYMOUS_ID in latest:
-            message["anonymousId"] = latest[ANONYMOUS_ID][1]
-        return pid, message
+        return {"type": "track", "event": name, "messageId": "itl-aud-" + os.urandom(12).hex(), "timestamp": moment,
+                "properties": {"audience_key": key, "audience_name": self.definitions.audiences[key].name}, **address}  # fmt: skip
+
+
+def _address(nodes: dict) -> dict:
+    """Whom a person's ``Audience`` events name: their latest user id and anonymous id."""
+    latest: dict[str, tuple[str, str]] = {}
+    for (kind, value), node in nodes.items():
+        if kind in (USER_ID, ANONYMOUS_ID) and (kind not in latest or (node.last_seen, value) > latest[kind]):
+            latest[kind] = (node.last_seen, value)
+    return {name: latest[kind][1] for kind, name in ((USER_ID, "userId"), (ANONYMOUS_ID, "anonymousId")) if kind in latest}
