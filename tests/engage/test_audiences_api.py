@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from collector import cli
-from collector.engage.audiences import reads, tables
+from collector.engage.audiences import reads
 from collector.engage.audiences.routes import InForce
 from collector.log.layout import iso_ms
 from collector.profiles.builder import Builder
@@ -23,6 +23,7 @@ from collector.profiles.database import open_store
 from helpers import CollectorProcess, wait_until
 
 from .conftest import write_definitions
+from .rows import engage_tables, write_rows
 
 TOKEN = "at_audiences_test_token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,20 +35,6 @@ DEFINITIONS = {
     "audiences/lamp_viewers.yaml": "name: Viewed a lamp\ncondition:\n  event: Product Viewed\n  where: {field: properties.category, value: lamps}\n",
     "traits/orders_90d.yaml": "kind: count\nevent: Order Completed\nwithin: 90d\n",
 }
-
-
-def engage_tables(store) -> None:
-    """The audiences' tables (``tables.SCHEMA``), as the profile database makes them."""
-    for statement in tables.SCHEMA:
-        store._run(statement.replace("{text}", store.TEXT).replace("{clustered}", store.CLUSTERED))
-    store.commit()
-
-
-def write_rows(store, members=(), history=(), computed=()) -> None:
-    store._many("INSERT INTO engage_members (audience, profile_id, entered_at) VALUES (?, ?, ?)", list(members))
-    store._many("INSERT INTO engage_history (audience, profile_id, entered_at, exited_at) VALUES (?, ?, ?, ?)", list(history))
-    store._many("INSERT INTO engage_computed (profile_id, traits) VALUES (?, ?)", list(computed))
-    store.commit()
 
 
 @pytest.fixture
