@@ -77,6 +77,8 @@ class InForce:
 def listing(in_force: InForce, store) -> list[dict]:
     """Every audience defined: key, name, size now, last change (for the API, the CLI and the console)."""
     keys = in_force.keys()
+    if not keys:
+        return []
     found = reads.summaries(store, keys)
     audiences = in_force.definitions.audiences
     return [{"key": key, "name": audiences[key].name, "size": found[key].size, "updated_at": reads.iso(found[key].updated_at)}
@@ -88,10 +90,14 @@ def trait_classes(in_force: InForce) -> dict:
 
     def audience(store, pid: str) -> dict:
         defined = in_force.definitions.audiences
+        if not defined:  # nothing defined: no query (a traits read costs what it did)
+            return {}
         return {key: True for key in reads.of_person(store, pid) if key in defined}
 
     def computed_trait(store, pid: str) -> dict:
         defined = in_force.definitions.traits
+        if not defined:
+            return {}
         return {name: value for name, value in reads.computed_traits(store, pid).items() if name in defined}
 
     return {"computed_trait": computed_trait, "audience": audience}
@@ -123,7 +129,7 @@ class AudiencesAPI:
 def person(in_force: InForce, store, pid: str) -> dict:
     """One person's audiences (key, name, entered_at) and computed traits, for the console's profile page."""
     defined = in_force.definitions.audiences
-    mine = reads.of_person(store, pid)
+    mine = reads.of_person(store, pid) if defined else {}
     return {
         "audiences": [{"key": key, "name": defined[key].name, "entered_at": reads.iso(entered)}
                       for key, entered in mine.items() if key in defined],  # fmt: skip
@@ -134,6 +140,8 @@ def person(in_force: InForce, store, pid: str) -> dict:
 def sizes(in_force: InForce, store, period: str, now: float | None = None) -> dict:
     """The console's audiences page: each audience with its size over the last 30 days (or hours)."""
     keys = in_force.keys()
+    if not keys:
+        return {"period": period, "at": [], "sizes": {}, "audiences": []}
     series = reads.sizes_over_time(store, keys, time.time() if now is None else now, period)
     return {**series, "audiences": listing(in_force, store)}
 
