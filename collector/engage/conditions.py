@@ -109,10 +109,11 @@ class Tally:
     where: Any = None  # a condition of Field, All, Any_, Not only
     prop: tuple[str, ...] | None = None
     source: str = dc_field(default="", compare=False)  # canonical JSON, for the id
+    id: str = dc_field(default="", compare=False)  # a hash of ``source``: the tally's name in the database
 
-    @property
-    def id(self) -> str:
-        return hashlib.blake2b(self.source.encode(), digest_size=8).hexdigest()
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", hashlib.blake2b(self.source.encode(), digest_size=8).hexdigest())
 
     def matches(self, event: dict) -> bool:
         if event.get("event") != self.event:
@@ -324,12 +325,17 @@ def holds(condition: Condition, subject: Subject) -> bool:
     return condition.count.test(n)
 
 
-def next_change(condition: Condition, subject: Subject) -> float | None:
+def next_change(condition: Condition, subject: Subject, windowed: list[Event] | None = None) -> float | None:
     """The earliest moment after ``subject.now`` when a windowed ``event`` of the condition loses an
-    event to time (the answer may change then, with no new event); None when none can."""
-    moments = [t + e.within for e in events_of(condition) if e.within is not None
+    event to time (the answer may change then, with no new event); None when none can.
+    ``windowed``: the condition's ``windowed(condition)``, when the caller keeps it."""
+    moments = [t + e.within for e in (windowed if windowed is not None else windowed_events(condition))
                for t in subject.history(e.tally) if t + e.within > subject.now]  # fmt: skip
     return min(moments) if moments else None
+
+
+def windowed_events(condition: Condition) -> list[Event]:
+    return [e for e in events_of(condition) if e.within is not None]
 
 
 def walk(condition: Condition) -> Iterable[Condition]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from collector.engage.conditions import Condition, ConditionError, Tally, audiences_of, duration, parse, tally
+from collector.engage.conditions import (Condition, ConditionError, Tally, audiences_of, duration, parse, tally,
+                                        windowed_events)  # fmt: skip
 
 KINDS = ("count", "sum", "min", "max", "first", "last", "most_frequent", "unique_list")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
@@ -64,13 +65,14 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def load_yaml(path: Path, environ: dict | None = None) -> Any:
-    """A YAML (or JSON) file with ``${NAME}`` taken from the environment; raises ConditionError."""
+def load_yaml(path: Path, environ: dict | None = None, text: str | None = None) -> Any:
+    """A YAML (or JSON) file (or its ``text``) with ``${NAME}`` taken from the environment; raises ConditionError."""
     environ = os.environ if environ is None else environ
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConditionError(f"cannot read it: {exc}") from None
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConditionError(f"cannot read it: {exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
         for name in _VARIABLE.findall(line):
             if name not in environ:
@@ -90,6 +92,7 @@ class AudienceDef:
     condition: Condition
     expose_to_browser: bool = False
     digest: str = ""  # of the definition's meaning: a change of it is a new definition (backfilled)
+    windowed: tuple = ()  # the condition's events with a window (what can change it on time alone)
 
 
 @dataclass(frozen=True)
@@ -128,21 +131,53 @@ def folder(config) -> Path:
     return (Path(config.config_file).parent if config.config_file else Path(".")) / "engage"
 
 
+def at_start(config) -> Definitions:
+    """The definitions ``serve`` and ``demo`` start with: a mistake in any file is a ConfigError
+    (one line each, exit 2), so a collector never starts on definitions it would not use."""
+    from collector.config import ConfigError
+
+    root = folder(config)
+    try:
+        return load(root)
+    except DefinitionError as exc:
+        raise ConfigError(f"the definitions in {root}/ have mistakes (intilery engage check lists them):\n  "
+                          + "\n  ".join(exc.problems)) from None  # fmt: skip
+
+
 def load(root: Path, environ: dict | None = None) -> Definitions:
     """Every definition under ``root`` (none when it does not exist); DefinitionError lists each mistake."""
+    return parse_files(read(root), root, environ)
+
+
+def read(root: Path) -> dict[str, str]:
+    """The definitions' files under ``root``: relative path -> text (what ``parse_files`` reads,
+    and what the profile database keeps of the definitions in force)."""
+    texts = {}
+    for kind in ("traits", "audiences"):
+        for path in _files(root / kind):
+            try:
+                texts[f"{kind}/{path.name}"] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                texts[f"{kind}/{path.name}"] = f"# cannot read it: {exc}\n["  # parsed: an error naming the file
+    return texts
+
+
+def parse_files(texts: dict[str, str], root: Path = Path("engage"), environ: dict | None = None) -> Definitions:
     problems: list[str] = []
     found = Definitions()
     digests = hashlib.blake2b(digest_size=16)
-    for path in _files(root / "traits"):
-        trait = _one(path, _trait, problems, environ)
+    for name in sorted(n for n in texts if n.startswith("traits/")):
+        path = root / name
+        trait = _one(path, texts[name], _trait, problems, environ)
         if trait is not None:
             if trait.name in found.traits:
                 problems.append(f"{path}: a computed trait named {trait.name!r} is defined twice")
             found.traits[trait.name] = trait
             digests.update(trait.digest.encode())
     audiences: dict[str, tuple[AudienceDef, Path]] = {}
-    for path in _files(root / "audiences"):
-        audience = _one(path, _audience, problems, environ)
+    for name in sorted(n for n in texts if n.startswith("audiences/")):
+        path = root / name
+        audience = _one(path, texts[name], _audience, problems, environ)
         if audience is not None:
             if audience.key in audiences:
                 problems.append(f"{path}: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
@@ -170,9 +205,9 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
 
 
-def _one(path: Path, make, problems: list[str], environ: dict | None):
+def _one(path: Path, text: str, make, problems: list[str], environ: dict | None):
     try:
-        data = load_yaml(path, environ)
+        data = load_yaml(path, environ, text)
         if not isinstance(data, dict):
             raise ConditionError("the file holds a mapping of the definition's keys", getattr(data, "line", 1))
         return make(data, path)
@@ -210,7 +245,7 @@ def _audience(data: dict, path: Path) -> AudienceDef:
     if not isinstance(expose, bool):
         raise ConditionError("'expose_to_browser' is true or false", data.lines.get("expose_to_browser"))
     condition = parse(data["condition"], fields=False)
-    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]))
+    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]), tuple(windowed_events(condition)))
 
 
 def _trait(data: dict, path: Path) -> TraitDef:

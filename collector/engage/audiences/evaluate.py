@@ -60,9 +60,10 @@ def evaluate(definitions: Definitions, traits: dict, hits: dict[str, list[Hit]],
     for key, audience in definitions.audiences.items():
         if holds(audience.condition, subject):
             members.add(key)
-        moment = next_change(audience.condition, subject)
-        if moment is not None:
-            moments.append(moment)
+        if audience.windowed:
+            moment = next_change(audience.condition, subject, audience.windowed)
+            if moment is not None:
+                moments.append(moment)
     return Answer(members, computed, min(moments) if moments else None)
 
 
