@@ -70,8 +70,6 @@ class State:
 
 
 STATE = web.AppKey("state", State)
-# What SIGHUP reads again besides the tracking plans (serving.py): each subsystem's reload, in mount order.
-RELOADS = web.AppKey("reloads", list)
 
 # Answers whose payload is not kept in rejected/: not authenticated, or to be retried as is.
 NOT_KEPT = (Unauthorized, Forbidden, Unavailable, RateLimited, RequestTimeout)
@@ -325,7 +323,6 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     )
     app = web.Application()
     app[STATE] = state
-    app[RELOADS] = []
     app[assets.TAG] = assets.load_tag()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -356,24 +353,19 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.console import routes as console
     from collector.engage.audiences import routes as audiences
 
-    def engage() -> Any:
-        in_force = audiences.mount(app, config, mounted["profiles"])
-        app[RELOADS].append(in_force.reload)
-        return in_force
-
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
         return lambda: api.mount(app.router, subsystem, lambda route: _counted(metrics, route.canonical, table[route.name]))
 
     # The subsystems, mounted in this order (each one's routes from api.py's table); ``mounted`` keeps
     # what a mount returns for the ones after it (the audiences and the console read the Profile API's
-    # store; the console shows the audiences' definitions in force).
+    # store; the console shows the audiences in force).
     mounted: dict[str, Any] = {}
     subsystems: tuple[tuple[str, Callable[[], Any] | None], ...] = (
         ("privacy", lambda: privacy_routes.mount(app, config, privacy)),
         ("ingest", own_routes("ingest", ingest_handlers)),
         ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
-        ("audiences", engage),
+        ("audiences", lambda: audiences.mount(app, config, mounted["profiles"])),
         ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0,
                                           audiences=mounted["audiences"])),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),

@@ -1,7 +1,7 @@
 """Serving: ``run_server``, the banner, and ``intilery serve``.
 
 ``run_server`` serves one process until SIGINT/SIGTERM (on ``runtime.new_loop``, waiting
-with ``runtime.until_signalled``), reading the tracking plans and the engage definitions again on SIGHUP;
+with ``runtime.until_signalled``), reading the tracking plans again on SIGHUP;
 ``serve_flags`` and ``config_from_args`` are the flags that serve and demo share.
 """
 
@@ -139,12 +139,12 @@ def banner(config: Config, port: int, where: str) -> str:
 
 async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = False, writer: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then finish in-flight requests and close the store."""
-    from collector.app import RELOADS, SERVER_KWARGS, STATE, create_app, metrics_app
+    from collector.app import SERVER_KWARGS, STATE, create_app, metrics_app
     from collector.ingest.limits import LimitedSite
 
     app = create_app(config, profiles_builder=config.profiles, writer=writer)
     # at once, in the same step as the plans' "loaded" log line (a worker ignores SIGHUP until here)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_all, app[STATE].pipeline.plans, app[RELOADS])
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_plans, app[STATE].pipeline.plans)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, keepalive_timeout=config.client_timeout,
                            **SERVER_KWARGS)  # fmt: skip
     runners = [runner]
@@ -176,13 +176,6 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
         for each in reversed(runners):
             await each.cleanup()
     log.info("stopped")
-
-
-def reload_all(plans: Plans, reloads: list) -> None:
-    """SIGHUP: the tracking plans, then each subsystem's definitions (the engage definitions), read again."""
-    reload_plans(plans)
-    for reload in reloads:
-        reload()
 
 
 def reload_plans(plans: Plans) -> None:

@@ -14,24 +14,22 @@ from collector.profiles.builder import Builder
 from collector.profiles.database import open_store
 from helpers import CollectorProcess
 from tests.console.conftest import SOURCES, TOKEN, WRITE_KEY, batch, call
-from tests.engage.conftest import write_definitions
-from tests.engage.rows import DAY, DEFINITIONS, HOUR, engage_tables, expected_days, three_people
+from tests.engage.rows import DAY, DEFINITIONS, HOUR, expected_days, in_force, three_people
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
 def engaged(tmp_path_factory):
-    """A collector (its profiles built here, --no-profiles) with three people and their audiences; ``now``
-    the moment the stays are written relative to."""
+    """A collector (its profiles built here, --no-profiles) with three people, the definitions in force and
+    their audiences; ``now`` the moment the stays are written relative to."""
     workdir = tmp_path_factory.mktemp("console-audiences")
-    write_definitions(workdir / "engage", DEFINITIONS)
     with CollectorProcess(workdir, SOURCES, access_token=TOKEN, args=["--no-profiles"]) as running:
         people = [{"type": "identify", "userId": f"u-{n}", "anonymousId": f"a-{n}", "traits": {"name": f"P{n}"}} for n in (1, 2, 3)]
         assert batch(running.url, people) == 200
         store = open_store(running.data_dir / "profiles.db")
         Builder(store, running.data_dir).catch_up()
-        engage_tables(store)
+        in_force(store, DEFINITIONS)
         running.now = time.time()
         three_people(store, {f"u-{n}": store.find("user_id", f"u-{n}") for n in (1, 2, 3)}, running.now)
         store.close()
@@ -45,7 +43,7 @@ def get(collector, path: str, headers=BEARER):
 
 def test_the_audiences_page_sizes_now_and_over_the_last_30_days(engaged):
     status, body = get(engaged, "/console/api/audiences")
-    assert status == 200 and body["period"] == "day" and len(body["at"]) == 30
+    assert status == 200 and body["period"] == "day" and len(body["at"]) == 30 and body["backfilling"] is False
     assert body["audiences"] == [
         {"key": "high_value", "name": "High-value buyers", "size": 2, "updated_at": iso_ms(engaged.now - 3 * HOUR)},
         {"key": "lamp_viewers", "name": "Viewed a lamp", "size": 1, "updated_at": iso_ms(engaged.now - HOUR)},

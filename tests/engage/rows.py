@@ -1,15 +1,17 @@
-"""Audience memberships written straight into a profile database, as the live evaluation writes them
-(``collector/engage/audiences/tables.py``): for the API, CLI and console tests."""
+"""Audience memberships and the definitions in force written straight into a profile database, as
+the live evaluation writes them (``collector/engage/audiences/tables.py``, ``backfill.save``): for the
+API, CLI and console tests."""
 
 from __future__ import annotations
 
-from collector.engage.audiences import tables
+from collector.engage.audiences.backfill import save
 
 
-def engage_tables(store) -> None:
-    """The audiences' tables (``tables.SCHEMA``), as the profile database makes them."""
-    for statement in tables.SCHEMA:
-        store._run(statement.replace("{text}", store.TEXT).replace("{clustered}", store.CLUSTERED))
+def in_force(store, files: dict[str, str], backfilling: dict[str, str] | None = None) -> None:
+    """``files`` (``audiences/high_value.yaml`` -> its text) the definitions in force; ``backfilling``
+    other definitions being counted over the log (not in force yet)."""
+    save(store, "in_force", files)
+    save(store, "backfill", None if backfilling is None else {"files": backfilling, "cursor": {}})
     store.commit()
 
 

@@ -1,12 +1,12 @@
 """The audiences read back (issue 29, item 5): GET /v1/audiences, the members a page at a time, the
 Profile API's ``traits?class=audience|computed_trait`` and the computed traits among the traits,
-``intilery audiences``, the definitions reloaded on SIGHUP. Memberships are rows written straight
-into the profile database (SQLite and PostgreSQL), as the live evaluation writes them."""
+``intilery audiences``; what is listed is the definitions in force. Memberships and definitions are
+rows written straight into the profile database (SQLite and PostgreSQL), as the live evaluation
+writes them; the last test runs the real thing (events in, members out through the API)."""
 
 from __future__ import annotations
 
 import base64
-import logging
 import random
 import re
 import signal
@@ -23,32 +23,24 @@ from collector.profiles.database import open_store
 from helpers import CollectorProcess, wait_until
 
 from .conftest import write_definitions
-from .rows import engage_tables, write_rows
+from .rows import DEFINITIONS, in_force, write_rows
 
 TOKEN = "at_audiences_test_token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PROFILE = "/v1/spaces/default/collections/users/profiles"
 BASE = 1_796_000_000.0  # 2026-11-30: when the first member entered
 PEOPLE = 25
-DEFINITIONS = {
-    "audiences/high_value.yaml": "name: High-value buyers\ncondition:\n  event: Order Completed\n  count: {op: gte, value: 2}\n",
-    "audiences/lamp_viewers.yaml": "name: Viewed a lamp\ncondition:\n  event: Product Viewed\n  where: {field: properties.category, value: lamps}\n",
-    "traits/orders_90d.yaml": "kind: count\nevent: Order Completed\nwithin: 90d\n",
-}
-
-
 @pytest.fixture
 async def api(make_client, config, profiles_db, tmp_path):
     """A collector with 25 people (u-00 ... u-24) built into profiles; all in high_value (u-00 twice: an
     earlier stay ended), nobody in lamp_viewers, u-01 in an audience no longer defined; u-00's computed traits."""
-    engage = write_definitions(tmp_path / "engage", DEFINITIONS)
-    client = await make_client(config, access_token=TOKEN, profiles_db=profiles_db, engage_dir=engage)
+    client = await make_client(config, access_token=TOKEN, profiles_db=profiles_db)
     batch = [{"type": "identify", "userId": f"u-{n:02d}", "anonymousId": f"a-{n:02d}", "traits": {"plan": "pro"}}
              for n in range(PEOPLE)]  # fmt: skip
     assert (await client.post("/v1/batch", json={"batch": batch}, headers={"X-Write-Key": "wk_server"})).status == 200
     store = open_store(profiles_db)
     Builder(store, config.data_dir).catch_up()
-    engage_tables(store)
+    in_force(store, DEFINITIONS)
     pids = [store.find("user_id", f"u-{n:02d}") for n in range(PEOPLE)]
     write_rows(
         store,
@@ -156,7 +148,6 @@ class TestReads:
         """Against the definition itself (size at T: entered_at <= T, exited_at NULL or after T), on random
         stays around and inside the window, for each period."""
         store = open_store(tmp_path / "profiles.db")
-        engage_tables(store)
         rng = random.Random(29)
         now = BASE + 40 * 86400
         stays = []
@@ -175,69 +166,86 @@ class TestReads:
             assert any(series["sizes"]["a"]) and series["sizes"]["none"] == [0] * reads.POINTS
         store.close()
 
-    def test_a_bad_reload_keeps_the_definitions_in_force(self, config, tmp_path, caplog):
-        from dataclasses import replace
+    async def test_the_definitions_in_force_are_listed_not_the_folder_s(self, api, profiles_db):
+        """A definition being counted over the log is not listed until it takes over; one no longer in
+        force is gone at once (its members a 404); the text is parsed again only when it changes."""
+        store = open_store(profiles_db)
+        vip = {"audiences/vip.yaml": "name: VIP\ncondition: {trait: plan, value: vip}\n"}
+        in_force(store, DEFINITIONS, backfilling={**DEFINITIONS, **vip})
+        status, body = await get(api, "/v1/audiences")
+        assert [a["key"] for a in body["data"]] == ["high_value", "lamp_viewers"]
+        assert (await get(api, "/v1/audiences/vip/members"))[0] == 404
+        in_force(store, {"audiences/high_value.yaml": DEFINITIONS["audiences/high_value.yaml"], **vip})
+        status, body = await get(api, "/v1/audiences")
+        assert [(a["key"], a["size"]) for a in body["data"]] == [("high_value", PEOPLE), ("vip", 0)]
+        assert (await get(api, "/v1/audiences/lamp_viewers/members"))[0] == 404
+        assert (await get(api, f"{PROFILE}/user_id:u-00/traits?class=computed_trait"))[1]["traits"] == {}  # orders_90d: not in force
+        store.close()
 
-        engage = write_definitions(tmp_path / "engage", DEFINITIONS)
-        in_force = InForce(replace(config, engage_dir=engage))
-        assert list(in_force.definitions.audiences) == ["high_value", "lamp_viewers"]
-        write_definitions(engage, {"audiences/vip.yaml": "condition: {trait: plan, value: vip}\n"})
-        assert in_force.reload() and "vip" in in_force.definitions.audiences
-        write_definitions(engage, {"audiences/broken.yaml": "condition: {trait: plan, op: around}\n"})
-        caplog.set_level(logging.ERROR)
-        assert not in_force.reload()
-        assert sorted(in_force.definitions.audiences) == ["high_value", "lamp_viewers", "vip"]
-        assert "broken.yaml:1:" in caplog.text and "previous ones stay in force" in caplog.text
+    def test_in_force_parses_only_a_changed_text(self, tmp_path):
+        store = open_store(tmp_path / "profiles.db")
+        found = InForce()
+        in_force(store, DEFINITIONS)
+        first = found.of(store)
+        assert list(first.audiences) == ["high_value", "lamp_viewers"] and found.of(store) is first
+        in_force(store, {})
+        assert not found.of(store) and not found.backfilling(store)
+        store.close()
 
 
 class TestCli:
-    async def test_intilery_audiences_prints_key_name_size_and_last_update(self, api, config, profiles_db, tmp_path, capsys):
-        argv = ["audiences", "--data-dir", str(config.data_dir), "--profiles-db", profiles_db, "--engage-dir", str(tmp_path / "engage")]
+    async def test_intilery_audiences_prints_key_name_size_and_last_update(self, api, config, profiles_db, capsys):
+        argv = ["audiences", "--data-dir", str(config.data_dir), "--profiles-db", profiles_db]
         assert cli.main(argv) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].split() == ["key", "name", "size", "last", "update"]
         assert lines[1].split() == ["high_value", "High-value", "buyers", "25", iso_ms(BASE + 500)]
         assert lines[2].split() == ["lamp_viewers", "Viewed", "a", "lamp", "0", "never"]
-        assert len({line.index("size") if i == 0 else None for i, line in enumerate(lines)} - {None}) == 1
+        assert len(lines) == 3 and lines[1].index("25") + 2 == lines[0].index("size") + 4  # sizes right-aligned under "size"
         assert cli.main([*argv, "--json"]) == 0
         assert capsys.readouterr().out.strip().startswith('{"data":[{"key":"high_value","name":"High-value buyers","size":25')
 
-    def test_a_mistake_in_a_definition_is_said_with_its_file_and_line(self, config, tmp_path, capsys):
-        engage = write_definitions(tmp_path / "engage", {"audiences/broken.yaml": "name: Broken\ncondition:\n  event: X\n  within: 7 weeks\n"})
-        assert cli.main(["audiences", "--data-dir", str(config.data_dir), "--engage-dir", str(engage)]) == 1
-        err = capsys.readouterr().err
-        assert re.search(re.escape(str(engage / "audiences" / "broken.yaml")) + r":\d+: '7 weeks' is not a duration", err)
-        assert "Traceback" not in err
-
-    def test_without_audiences_or_a_database_it_says_so(self, config, tmp_path, capsys):
-        assert cli.main(["audiences", "--data-dir", str(config.data_dir), "--engage-dir", str(tmp_path / "none")]) == 0
-        assert "no audience is defined" in capsys.readouterr().err
-        engage = write_definitions(tmp_path / "engage", DEFINITIONS)
-        assert cli.main(["audiences", "--data-dir", str(config.data_dir), "--engage-dir", str(engage)]) == 0
+    def test_without_a_database_or_audiences_it_says_so(self, config, tmp_path, capsys):
+        argv = ["audiences", "--data-dir", str(config.data_dir)]
+        assert cli.main(argv) == 1
+        assert "no profile database at" in capsys.readouterr().err
+        open_store(config.data_dir / "profiles.db").close()
+        assert cli.main(argv) == 0
         out, err = capsys.readouterr()
-        assert "no profile database" in err and out.splitlines()[1].split()[-2:] == ["0", "never"]
+        assert out == "" and "no audience is in force" in err and "Traceback" not in err
 
 
-def test_sighup_reads_the_definitions_again_and_keeps_them_on_a_mistake(tmp_path):
-    """A real collector: an audience added is listed after a SIGHUP; a broken file then is logged and
-    the audiences in force stay."""
+def test_events_in_members_out_through_the_api(tmp_path):
+    """A real collector with its builder: people who ordered twice are high_value members on
+    GET /v1/audiences within seconds of the 200, in the Profile API's traits and intilery audiences;
+    an audience added to the folder is listed once the builder has counted it over the log."""
     import requests
 
-    engage = write_definitions(tmp_path / "engage", {"audiences/high_value.yaml": DEFINITIONS["audiences/high_value.yaml"]})
-    store = open_store(tmp_path / "data" / "profiles.db")
-    engage_tables(store)
-    store.close()
-    with CollectorProcess(tmp_path, access_token=TOKEN, args=["--no-profiles"]) as collector:
-        def keys() -> list[str]:
-            with requests.get(collector.url + "/v1/audiences", headers=BEARER, timeout=10) as answer:
-                return [a["key"] for a in answer.json()["data"]]
+    from tests.profiles.killing import KEY, send
 
-        assert keys() == ["high_value"]
-        write_definitions(engage, {"audiences/vip.yaml": "name: VIP\ncondition: {trait: plan, value: vip}\n"})
+    write_definitions(tmp_path / "engage", {k: v for k, v in DEFINITIONS.items() if k != "audiences/lamp_viewers.yaml"})
+    with CollectorProcess(tmp_path, [{"name": "web", "write_key": KEY}], access_token=TOKEN) as collector:
+        def read(path: str) -> dict:
+            with requests.get(collector.url + path, headers=BEARER, timeout=10) as answer:
+                assert answer.status_code in (200, 404), answer.text
+                return answer.json()
+
+        orders = [{"type": "track", "event": "Order Completed", "userId": f"u-{n}", "anonymousId": f"a-{n}"}
+                  for n in (1, 2, 2, 3, 3, 3)]  # fmt: skip
+        assert send(collector.url, orders)
+        wait_until(lambda: [(a["key"], a["size"]) for a in read("/v1/audiences")["data"]] == [("high_value", 2)],
+                   timeout=20, what="u-2 and u-3 in high_value")  # fmt: skip
+        members = read("/v1/audiences/high_value/members")["data"]
+        assert sorted((m["user_id"], m["anonymous_id"]) for m in members) == [("u-2", "a-2"), ("u-3", "a-3")]
+        assert all(m["entered_at"].endswith("Z") for m in members)
+        assert read(f"{PROFILE}/user_id:u-3/traits?class=audience")["traits"] == {"high_value": True}
+        assert read(f"{PROFILE}/user_id:u-1/traits?class=audience")["traits"] == {}
+        assert read(f"{PROFILE}/user_id:u-3/traits")["traits"]["orders_90d"] == 3
+
+        write_definitions(tmp_path / "engage", {"audiences/one_order.yaml": "name: Ordered once\ncondition:\n"
+                                                "  event: Order Completed\n  count: {op: eq, value: 1}\n"})  # fmt: skip
         collector.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: keys() == ["high_value", "vip"], timeout=30, what="the new audience after SIGHUP")
-        write_definitions(engage, {"audiences/broken.yaml": "condition: {audience: nobody}\n"})
-        collector.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: "broken.yaml" in collector.log.read_text(), timeout=30, what="the reload's error in the log")
-        assert "previous ones stay in force" in collector.log.read_text()
-        assert keys() == ["high_value", "vip"]
+        wait_until(lambda: [(a["key"], a["size"]) for a in read("/v1/audiences")["data"]] == [("high_value", 2), ("one_order", 1)],
+                   timeout=30, what="the new audience, counted over the log")  # fmt: skip
+        assert [m["user_id"] for m in read("/v1/audiences/one_order/members")["data"]] == ["u-1"]
+    assert cli.main(["audiences", "--config", str(collector.config), "--data-dir", str(collector.data_dir)]) == 0

@@ -319,6 +319,7 @@
     var list = $("a-list"); list.textContent = "";
     $("a-series-head").textContent = d.period === "hour" ? "last 30 hours" : "last 30 days";
     $("a-empty").hidden = d.audiences.length > 0;
+    $("a-backfill").hidden = !d.backfilling;
     d.audiences.forEach(function (a) {
       var row = el("tr"); row.setAttribute("data-key", a.key);
       row.appendChild(el("td", a.key)); row.appendChild(el("td", a.name));

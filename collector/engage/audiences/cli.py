@@ -2,9 +2,9 @@
 ``GET /v1/audiences`` answers). The parser takes an optional sub-command (``actions``), so that
 ``intilery audiences preview FILE`` sits beside the listing; without one, the listing runs.
 
-The definitions are read from the configuration's ``engage_dir`` (``--engage-dir``), the sizes from
-its profile database (``--profiles-db``, default ``DATA_DIR/profiles.db``), as the collector reads
-them; a definition with a mistake is said (file, line, reason) and exits 1.
+The audiences are the definitions in force, read from the profile database (``--profiles-db``,
+default ``DATA_DIR/profiles.db``) as the collector's API reads them (``routes.py``): a definition
+added to the folder shows once the profile builder has counted it over the log.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import orjson
 
 from collector.config import load_config
 from collector.engage.audiences import routes
-from collector.engage.definitions import DefinitionError, folder, load
 from collector.profiles.database import db_target, open_store
 
-LISTING_FLAGS = ("data_dir", "profiles_db", "engage_dir")
+LISTING_FLAGS = ("data_dir", "profiles_db")
 
 
 def add_parser(commands: Any) -> argparse._SubParsersAction:
     """Register ``intilery audiences``; returns its sub-commands, where others (``preview``) register."""
     command = commands.add_parser("audiences", help="the audiences: each one's size and last update (audiences preview: a draft)",
-                                  description="Without a sub-command: every audience's key, name, size and last update.")  # fmt: skip
+                                  description="Without a sub-command: every audience in force, its key, name, size and "
+                                              "last update.")  # fmt: skip
     listing_flags(command)
     command.set_defaults(run=cmd_list)
     return command.add_subparsers(dest="audiences_action", metavar="SUBCOMMAND", required=False)
@@ -37,36 +37,33 @@ def listing_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
     parser.add_argument("--data-dir", help="the collector's data directory (default ./data)")
     parser.add_argument("--profiles-db", help="profile database: a SQLite path (default DATA_DIR/profiles.db) or postgresql://...")
-    parser.add_argument("--engage-dir", help="the definitions' folder (default engage/ beside the configuration file)")
     parser.add_argument("--json", action="store_true", help="as GET /v1/audiences answers, one JSON document")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     config = load_config(args.config, {name: getattr(args, name, None) for name in LISTING_FLAGS}, with_dev_source=False)
-    try:
-        in_force = routes.InForce(config, load(folder(config)))
-    except DefinitionError as exc:
-        print(f"intilery: the definitions in {folder(config)} have mistakes:", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
-        return 1
-    if not in_force.definitions.audiences:
-        print(f"intilery: no audience is defined (none in {folder(config) / 'audiences'})", file=sys.stderr)
-        if args.json:
-            print(orjson.dumps({"data": []}).decode())
-        return 0
     target = db_target(config)
-    store = None
-    if target.startswith(("postgresql://", "postgres://")) or Path(target).is_file():
-        store = open_store(target, reads_only=True)
-    else:
-        print(f"intilery: no profile database at {target} yet: every size is 0", file=sys.stderr)
+    if not target.startswith(("postgresql://", "postgres://")) and not Path(target).is_file():
+        print(f"intilery: no profile database at {target} yet (is a collector with profiles running on this "
+              "data directory?)", file=sys.stderr)  # fmt: skip
+        return 1
+    store = open_store(target, reads_only=True)
     try:
-        found = routes.listing(in_force, store) if store is not None else [
-            {"key": k, "name": in_force.definitions.audiences[k].name, "size": 0, "updated_at": None} for k in in_force.keys()]
+        if store.outdated:
+            print(f"intilery: the profile database at {target} is being built again: retry shortly", file=sys.stderr)
+            return 1
+        in_force = routes.InForce()
+        definitions = in_force.of(store)
+        found = routes.listing(definitions, store)
+        backfilling = in_force.backfilling(store)
     finally:
-        if store is not None:
-            store.close()
-    print(orjson.dumps({"data": found}).decode() if args.json else table(found))
+        store.close()
+    if backfilling:
+        print("intilery: new definitions are being counted over the log: they show here once that is complete",
+              file=sys.stderr)  # fmt: skip
+    if not found:
+        print("intilery: no audience is in force (engage/audiences/*.yaml, read by a collector with profiles)", file=sys.stderr)
+    print(orjson.dumps({"data": found}).decode() if args.json else table(found) if found else "", end="\n" if args.json or found else "")
     return 0
 
 

@@ -9,93 +9,92 @@ traits among their traits, their audiences as ``"<key>": true`` (as Segment's En
 audience a trait of its key), ``?class=audience`` only the audiences, ``?class=computed_trait`` only
 the computed traits.
 
-The names and keys are the definitions' (``definitions.load``), read at start (a bad file is a
-configuration error there) and again on SIGHUP (``InForce.reload``: a bad file is logged and the
-definitions in force stay). The sizes and members are the profile database's (``reads.py``), read
-through the Profile API's store (the same token, the same 503 while it is built again). An
-audience whose definition is gone is not listed, and its members are a 404, whatever rows remain.
+The audiences listed are the **definitions in force**: those the profile builder keeps in the profile
+database (``engage_state`` ``in_force``, ``backfill.py``), not the folder's files as they are now.
+So every reader on every host sees the definitions the memberships were computed for: a definition
+added or changed shows once its backfill is complete (never as an empty or half audience), and a
+file with a mistake changes nothing (the builder reads the folder at start, every 2 s and on SIGHUP,
+and keeps the definitions in force on a mistake). They are parsed again only when their text
+changes (``InForce``). The sizes and members are the profile database's (``reads.py``), read through
+the Profile API's store (the same token, the same 503 while it is built again). An audience no
+longer in force is not listed, and its members are a 404.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
 from aiohttp import web
 
 from collector import answers
 from collector import api as routes
-from collector.config import ConfigError
 from collector.engage.audiences import reads
-from collector.engage.definitions import DefinitionError, Definitions, folder, load
+from collector.engage.audiences.backfill import parse_saved, saved
+from collector.engage.definitions import Definitions
 from collector.errors import NotFound
 from collector.ingest import access
 from collector.profiles import search
 
-log = logging.getLogger("intilery.engage")
 PERIODS = tuple(reads.PERIODS)  # the console's series: a point a day, or an hour
 
 
 class InForce:
-    """The definitions in force: loaded at start, read again by ``reload`` (SIGHUP), the last good kept."""
+    """The definitions in force, as the profile database keeps them; parsed again when their text changes."""
 
-    def __init__(self, config, definitions: Definitions | None = None) -> None:
-        self.config = config
-        if definitions is None:
-            try:
-                definitions = load(folder(config))
-            except DefinitionError as exc:
-                raise ConfigError(f"the engage definitions in {folder(config)} have mistakes:\n{exc}") from None
-        self.definitions = definitions
+    def __init__(self) -> None:
+        self.texts: dict | None = None
+        self.definitions = Definitions()
 
-    def reload(self) -> bool:
-        """Read the definitions again; on a mistake log it and keep those in force. True when reloaded."""
-        try:
-            fresh = load(folder(self.config))
-        except DefinitionError as exc:
-            log.error("engage definitions not reloaded, the previous ones stay in force:\n%s", exc)
-            return False
-        changed = fresh.digest != self.definitions.digest
-        self.definitions = fresh  # one assignment: a request sees the old definitions or the new ones
-        log.info("engage definitions reloaded", extra={"audiences": len(fresh.audiences), "traits": len(fresh.traits),
-                                                        "changed": changed})  # fmt: skip
-        return True
+    def of(self, store) -> Definitions:
+        texts = saved(store, "in_force") or {}
+        store.commit()  # a read opens a transaction on PostgreSQL: end it
+        if texts != self.texts:
+            self.definitions, self.texts = parse_saved(texts), texts  # one assignment each: a request sees old or new
+        return self.definitions
 
-    def keys(self) -> list[str]:
-        """The audiences' keys, in name order (then key)."""
-        audiences = self.definitions.audiences
-        return sorted(audiences, key=lambda k: (audiences[k].name.lower(), k))
-
-    def audience(self, key: str):
-        found = self.definitions.audiences.get(key)
-        if found is None:
-            known = ", ".join(sorted(self.definitions.audiences)) or "none is defined"
-            raise NotFound("audience_not_found", f"no audience has the key {key!r} (audiences: {known})")
+    def backfilling(self, store) -> bool:
+        """Whether new definitions are being counted over the log (they take over when done)."""
+        found = saved(store, "backfill") is not None
+        store.commit()
         return found
 
 
-def listing(in_force: InForce, store) -> list[dict]:
-    """Every audience defined: key, name, size now, last change (for the API, the CLI and the console)."""
-    keys = in_force.keys()
-    if not keys:
+def keys(definitions: Definitions) -> list[str]:
+    """The audiences' keys, in name order (then key)."""
+    audiences = definitions.audiences
+    return sorted(audiences, key=lambda k: (audiences[k].name.lower(), k))
+
+
+def audience(definitions: Definitions, key: str):
+    found = definitions.audiences.get(key)
+    if found is None:
+        known = ", ".join(sorted(definitions.audiences)) or "none is in force"
+        raise NotFound("audience_not_found", f"no audience has the key {key!r} (audiences: {known})")
+    return found
+
+
+def listing(definitions: Definitions, store) -> list[dict]:
+    """Every audience in force: key, name, size now, last change (for the API, the CLI and the console)."""
+    ordered = keys(definitions)
+    if not ordered:
         return []
-    found = reads.summaries(store, keys)
-    audiences = in_force.definitions.audiences
+    found = reads.summaries(store, ordered)
+    audiences = definitions.audiences
     return [{"key": key, "name": audiences[key].name, "size": found[key].size, "updated_at": reads.iso(found[key].updated_at)}
-            for key in keys]  # fmt: skip
+            for key in ordered]  # fmt: skip
 
 
 def trait_classes(in_force: InForce) -> dict:
     """The Profile API's trait classes this package answers: class name -> ``(store, profile id) -> traits``."""
 
     def audience(store, pid: str) -> dict:
-        defined = in_force.definitions.audiences
-        if not defined:  # nothing defined: no query (a traits read costs what it did)
+        defined = in_force.of(store).audiences
+        if not defined:  # nothing in force: no more queries
             return {}
         return {key: True for key in reads.of_person(store, pid) if key in defined}
 
     def computed_trait(store, pid: str) -> dict:
-        defined = in_force.definitions.traits
+        defined = in_force.of(store).traits
         if not defined:
             return {}
         return {name: value for name, value in reads.computed_traits(store, pid).items() if name in defined}
@@ -115,20 +114,22 @@ class AudiencesAPI:
 
     async def list(self, request: web.Request) -> web.Response:
         self.authorize(request)
-        return answers.json({"data": listing(self.in_force, self.profiles.db())})
+        store = self.profiles.db()
+        return answers.json({"data": listing(self.in_force.of(store), store)})
 
     async def members(self, request: web.Request) -> web.Response:
         self.authorize(request)
-        audience = self.in_force.audience(request.match_info["key"])
         limit, after = search.limit(request.query.get("limit")), search.cursor(request.query.get("next"))
-        page, more = reads.members(self.profiles.db(), audience.key, limit, after)
+        store = self.profiles.db()
+        found = audience(self.in_force.of(store), request.match_info["key"])
+        page, more = reads.members(store, found.key, limit, after)
         next_cursor = search.encode(page[-1]["profile_id"]) if more and page else ""
         return answers.json({"data": page, "cursor": {"url": request.path, "has_more": more, "next": next_cursor}})
 
 
 def person(in_force: InForce, store, pid: str) -> dict:
     """One person's audiences (key, name, entered_at) and computed traits, for the console's profile page."""
-    defined = in_force.definitions.audiences
+    defined = in_force.of(store).audiences
     mine = reads.of_person(store, pid) if defined else {}
     return {
         "audiences": [{"key": key, "name": defined[key].name, "entered_at": reads.iso(entered)}
@@ -138,12 +139,14 @@ def person(in_force: InForce, store, pid: str) -> dict:
 
 
 def sizes(in_force: InForce, store, period: str, now: float | None = None) -> dict:
-    """The console's audiences page: each audience with its size over the last 30 days (or hours)."""
-    keys = in_force.keys()
-    if not keys:
-        return {"period": period, "at": [], "sizes": {}, "audiences": []}
-    series = reads.sizes_over_time(store, keys, time.time() if now is None else now, period)
-    return {**series, "audiences": listing(in_force, store)}
+    """The console's audiences page: each audience in force with its size over the last 30 days (or
+    hours); ``backfilling`` while new definitions are being counted over the log."""
+    definitions = in_force.of(store)
+    backfilling = in_force.backfilling(store)
+    if not definitions.audiences:
+        return {"period": period, "at": [], "sizes": {}, "audiences": [], "backfilling": backfilling}
+    series = reads.sizes_over_time(store, keys(definitions), time.time() if now is None else now, period)
+    return {**series, "audiences": listing(definitions, store), "backfilling": backfilling}
 
 
 AUDIENCES = web.AppKey("audiences", InForce)
@@ -152,7 +155,7 @@ AUDIENCES = web.AppKey("audiences", InForce)
 def mount(app: web.Application, config, profiles) -> InForce:
     """Route the audiences' API on ``app`` (``profiles``: the app's ``profiles.api.ProfileAPI``), give the
     Profile API its trait classes; the definitions in force are returned, and kept as ``app[AUDIENCES]``."""
-    in_force = app[AUDIENCES] = InForce(config)
+    in_force = app[AUDIENCES] = InForce()
     handlers = AudiencesAPI(config, profiles, in_force)
     profiles.trait_classes.update(trait_classes(in_force))
     routes.mount(app.router, "audiences", lambda route: answers.handler(getattr(handlers, route.name)))
