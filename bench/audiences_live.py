@@ -11,6 +11,8 @@ Rows (pinned to one core, as ``bench.profiles`` pins its rebuild):
   batch's people evaluated in its transaction), and as a rebuild does it (full batches counted,
   everyone evaluated once when caught up). Events per CPU-second of each, and the ratio to the
   baseline.
+- *next_day*: the same people's next visit (a second log, folded after the first, untimed): the
+  steady state, people known and in their audiences; with no definitions and evaluated every batch.
 - *expiry*: ``--people`` people each in an audience through one event whose 7-day window ends in
   the same minute; the clock moved past it, ``Live.tick`` until nobody is due: the seconds until
   every one of them has left (the issue's bound: a minute for 100,000).
@@ -19,6 +21,7 @@ Rows (pinned to one core, as ``bench.profiles`` pins its rebuild):
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import shutil
 import tempfile
@@ -28,7 +31,8 @@ from pathlib import Path
 import orjson
 
 from bench.profiles import write_log
-from collector.engage.audiences.live import Live, epoch
+from collector.engage.audiences.evaluate import epoch
+from collector.engage.audiences.live import Live
 from collector.engage.definitions import parse_files
 from collector.profiles.builder import Builder
 from collector.profiles.store import SqliteStore
@@ -79,22 +83,46 @@ class EveryBatch(Live):
         super().fold(graph, folded, defer=False)
 
 
-def fold(data_dir: Path, db: Path, live: type[Live] | None) -> dict:
+def fold(data_dir: Path, db: Path, live: type[Live] | None, again: Path | None = None) -> dict:
+    """Fold the log at ``data_dir`` (timed); with ``again``, first fold that log (untimed: the people
+    are known and in their audiences) and time the fold of the next day's events, at ``data_dir``."""
     if db.exists():
         db.unlink()
     store = SqliteStore(db, building=True)
+    engage = live(store, definitions(), clock=lambda: NOW) if live is not None else None
+
+    def catch_up(log: Path) -> int:
+        builder = Builder(store, log, checkpoint=str(log))
+        builder.engage = engage
+        builder.catch_up()
+        while engage is not None and engage.tick(5_000):
+            pass
+        return builder.count
+
+    if again is not None:
+        catch_up(again)
     wall, cpu = time.perf_counter(), time.process_time()
-    builder = Builder(store, data_dir)
-    if live is not None:
-        builder.engage = live(store, definitions(), clock=lambda: NOW)
-    builder.catch_up()
-    while builder.engage is not None and builder.engage.tick(5_000):
-        pass
+    events = catch_up(data_dir)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     members = store._all("SELECT COUNT(*) FROM engage_members")[0][0]
     store.close()
-    return {"events": builder.count, "members": members, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "events_per_cpu_s": round(builder.count / cpu)}  # fmt: skip
+    return {"events": events, "members": members, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "events_per_cpu_s": round(events / cpu)}  # fmt: skip
+
+
+def next_day(data_dir: Path, people: int) -> None:
+    """A second log: the same people's events of another visit (new messageIds, later times)."""
+    write_log(data_dir, people, seed=2)
+    for path in (data_dir / "events").rglob("*.gz"):
+        lines = gzip.decompress(path.read_bytes()).splitlines()
+        out = []
+        for line in lines:
+            event = orjson.loads(line)
+            event["messageId"] = "day2-" + event["messageId"]
+            event["timestamp"] = event["receivedAt"] = event["timestamp"].replace("2026-11-", "2026-12-")[:8] + \
+                f"{int(event['timestamp'][8:10]) % 27 + 1:02d}" + event["timestamp"][10:]
+            out.append(orjson.dumps(event))
+        path.write_bytes(gzip.compress(b"\n".join(out) + b"\n", compresslevel=1))
 
 
 def expiry(db: Path, people: int) -> dict:
@@ -153,6 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
                                "every_batch_ratio": round(every["events_per_cpu_s"] / base["events_per_cpu_s"], 2),
                                "rebuild_ratio": round(rebuild["events_per_cpu_s"] / base["events_per_cpu_s"], 2)}  # fmt: skip
             print(orjson.dumps(results["fold"]).decode(), flush=True)
+            day2 = root / "day2"
+            next_day(day2, args.people)
+            base = fold(day2, root / "none2.db", None, again=data_dir)
+            every = fold(day2, root / "every2.db", EveryBatch, again=data_dir)
+            results["next_day"] = {"none": base, "every_batch": every,
+                                   "every_batch_ratio": round(every["events_per_cpu_s"] / base["events_per_cpu_s"], 2)}  # fmt: skip
+            print(orjson.dumps(results["next_day"]).decode(), flush=True)
         if args.only in (None, "expiry"):
             results["expiry"] = expiry(root / "expiry.db", args.people)
             print(orjson.dumps(results["expiry"]).decode(), flush=True)

@@ -11,6 +11,7 @@ import sys
 from collector import __version__
 from collector.serve import demo, runtime, serving, snippet
 from collector.config import ConfigError
+from collector.engage import cli as engage
 from collector.log import tail
 from collector.profiles import cli as profiles
 from collector.plans import cli as plans
@@ -18,7 +19,7 @@ from collector.privacy import archives as archive  # collector.log.archive's com
 from collector.privacy import cli as privacy
 from collector.engage.audiences import cli as audiences
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, audiences)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

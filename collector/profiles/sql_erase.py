@@ -37,9 +37,9 @@ class EraseQueries(SqlBase):
             events += self._all("SELECT COUNT(*) FROM events WHERE node_id = ?", (node,))[0][0]
             self._run("DELETE FROM events WHERE node_id = ?", (node,))
             self._run("DELETE FROM engage_hits WHERE node_id = ?", (node,))
+            self._run("DELETE FROM identifiers WHERE type = ? AND value = ?", (kind, value))
         for table in audiences.PER_PROFILE:  # out of every audience, no stay kept and no Audience Exited
             self._run(f"DELETE FROM {table} WHERE profile_id = ?", (pid,))
-            self._run("DELETE FROM identifiers WHERE type = ? AND value = ?", (kind, value))
         self._many("DELETE FROM link_index WHERE members = ?", [(m,) for m in sorted(gone)])
         self._many("DELETE FROM links WHERE members = ?", [(m,) for m in sorted(gone)])
         for kind, value, node, state in self._all(

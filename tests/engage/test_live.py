@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector.engage.audiences.live import Live, epoch, iso
+from collector.engage.audiences.evaluate import epoch, iso
+from collector.engage.audiences.live import Live
 from collector.profiles.builder import Builder
 from collector.profiles.database import open_store
 from collector.profiles.rules import Rules

@@ -25,6 +25,7 @@ import logging
 
 import orjson
 
+from collector.engage.audiences.evaluate import epoch
 from collector.engage.conditions import Tally
 from collector.engage.definitions import DefinitionError, Definitions, parse_files
 from collector.profiles.rules import event_key, key_time
@@ -77,8 +78,6 @@ class Backfill:
         ids = sorted({e["messageId"] for e in matching if isinstance(e.get("messageId"), str)})
         for rows in self.store._chunked("SELECT source, message_id, node_id, key FROM events WHERE message_id IN ({})", ids):
             folded.update(((source, message_id), (node, key)) for source, message_id, node, key in rows)
-        from collector.engage.audiences.live import epoch
-
         hits = []
         for event in matching:
             source = event.get("source")

@@ -27,14 +27,13 @@ import logging
 import time
 import os
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 
 from collector.engage.audiences.backfill import Backfill, parse_saved, save, saved
-from collector.engage.audiences.evaluate import Hit, evaluate
+from collector.engage.audiences.evaluate import Hit, epoch, evaluate, iso
 from collector.engage.definitions import DefinitionError, Definitions, parse_files, read
 from collector.profiles.graph import Profile, state_of
 from collector.profiles.rules import ANONYMOUS_ID, USER_ID, key_time, node_id, view
@@ -44,21 +43,6 @@ log = logging.getLogger("intilery.audiences")
 
 DUE_CHUNK = 1_000  # people re-evaluated per transaction when their moment has come
 ENTERED, EXITED = "Audience Entered", "Audience Exited"
-
-
-def epoch(iso: str) -> float:
-    """An event key's time (ISO 8601) in epoch seconds; 0 when it has none."""
-    try:
-        parsed = datetime.fromisoformat(iso)
-    except ValueError:
-        return 0.0
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
-
-
-def iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 REFRESH = 2.0  # seconds between looks at the definitions' folder (SIGHUP: at once)
