@@ -353,6 +353,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.profiles.service import builder_context
 
     from collector.console import routes as console
+    from collector.engage.audiences import routes as audiences
     from collector.engage.audiences.announce import announce_context
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
@@ -360,13 +361,16 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         return lambda: api.mount(app.router, subsystem, lambda route: _counted(metrics, route.canonical, table[route.name]))
 
     # The subsystems, mounted in this order (each one's routes from api.py's table); ``mounted`` keeps
-    # what a mount returns for the ones after it (the console reads the Profile API's store).
+    # what a mount returns for the ones after it (the audiences and the console read the Profile API's
+    # store; the console shows the audiences in force).
     mounted: dict[str, Any] = {}
     subsystems: tuple[tuple[str, Callable[[], Any] | None], ...] = (
         ("privacy", lambda: privacy_routes.mount(app, config, privacy)),
         ("ingest", own_routes("ingest", ingest_handlers)),
         ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
-        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0)),
+        ("audiences", lambda: audiences.mount(app, config, mounted["profiles"])),
+        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0,
+                                          audiences=mounted["audiences"])),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once

@@ -17,8 +17,9 @@ from collector.profiles import cli as profiles
 from collector.plans import cli as plans
 from collector.privacy import archives as archive  # collector.log.archive's command, with privacy requests
 from collector.privacy import cli as privacy
+from collector.engage.audiences import cli as audiences
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:
