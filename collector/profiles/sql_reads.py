@@ -32,3 +32,7 @@ class ReadQueries(SqlBase):
 
     def profile_ids(self) -> list[str]:
         return [r[0] for r in self._all("SELECT profile_id FROM profiles ORDER BY profile_id")]
+
+    def node_profiles(self) -> list[tuple[str, str]]:
+        """``(node_id, profile_id)`` of every identifier: whose each node's events are (the audiences' batch evaluation)."""
+        return self._all("SELECT node_id, profile_id FROM identifiers")

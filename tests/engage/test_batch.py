@@ -1,0 +1,218 @@
+"""The batch evaluation (``engage/audiences/batch.py``): hits and answers straight from the log, on a
+small history whose every answer is computed here by hand; and ``intilery audiences preview``."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.config import Config
+from collector.engage import definitions
+from collector.engage.audiences import batch
+from collector.engage.audiences.evaluate import Hit
+from collector.profiles.builder import Builder
+from collector.profiles.rules import Rules, node_id
+from collector.profiles.store import SqliteStore
+
+DAY = 86400.0
+NOW = batch.key_epoch("2026-11-28T12:00:00.000Z")
+
+TRAITS = {
+    "orders.yaml": "kind: count\nevent: Order Completed\n",
+    "spent_30d.yaml": "kind: sum\nevent: Order Completed\nproperty: properties.revenue\nwithin: 30d\n",
+}
+AUDIENCES = {
+    # two orders or more in the last 7 days
+    "buyers.yaml": "name: Buyers\ncondition:\n  event: Order Completed\n  count: {op: gte, value: 2}\n  within: 7d\n",
+    # a buyer on the pro plan (a nested audience and a trait)
+    "vip.yaml": "condition:\n  all:\n    - audience: buyers\n    - trait: plan\n      value: pro\n",
+    # never signed in (people with no counted event at all are in it)
+    "quiet.yaml": "condition:\n  not:\n    event: Signed In\n",
+    # spent more than 100 in 30 days (a computed trait in a condition)
+    "big.yaml": "condition:\n  trait: spent_30d\n  op: gt\n  value: 100\n",
+}
+
+
+def ts(days_ago: float, hour: int = 0) -> str:
+    """A timestamp ``days_ago`` days before NOW (and ``hour`` hours later)."""
+    from collector.log.layout import iso_ms
+
+    return iso_ms(NOW - days_ago * DAY + hour * 3600)
+
+
+def ev(message_id: str, when: str, kind: str = "track", **fields) -> dict:
+    event = {"type": kind, "messageId": message_id, "timestamp": when, "receivedAt": when, "source": "web", **fields}
+    return event
+
+
+def order(message_id: str, when: str, revenue, **who) -> dict:
+    return ev(message_id, when, event="Order Completed", properties={"revenue": revenue}, **who)
+
+
+def write(data_dir: Path, partition: str, name: str, events: list, raw: bytes = b"") -> None:
+    directory = data_dir / "events" / partition
+    directory.mkdir(parents=True, exist_ok=True)
+    data = b"".join(orjson.dumps(e) + b"\n" for e in events) + raw
+    if name.endswith(".gz"):
+        (directory / name).write_bytes(gzip.compress(data))
+    else:
+        (directory / name).write_bytes(data)
+
+
+def define(root: Path) -> definitions.Definitions:
+    for kind, files in (("traits", TRAITS), ("audiences", AUDIENCES)):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (root / kind / name).write_text(text)
+    return definitions.load(root)
+
+
+@pytest.fixture
+def history(tmp_path):
+    """Ann (anonymous, then signed in, plan pro), Bob, Carl (pages only), Dan (signed in), and lines
+    that count for no one. Returns the config, the definitions and the store the builder filled."""
+    data = tmp_path / "data"
+    ann = {"userId": "ann"}
+    write(data, "dt=2026-11-20/hr=09", "part-w0-000001.ndjson.gz", [
+        ev("a-1", ts(8), "page", anonymousId="anon-ann"),
+        order("a-2", ts(8, 1), 40, anonymousId="anon-ann"),  # her anonymous node, 8 days ago: in 30d, not in 7d
+        ev("a-3", ts(8, 2), "identify", anonymousId="anon-ann", userId="ann", traits={"plan": "pro", "email": "Ann@X.io"}),
+        order("b-1", ts(40), 500, userId="bob"),  # 40 days ago: counted ever, in no window
+    ])  # fmt: skip
+    write(data, "dt=2026-11-28/hr=10", "part-w0-000002.ndjson", [
+        order("a-4", ts(2), 30, **ann),
+        order("a-4", ts(2), 30, **ann),  # a duplicate line (the same source and messageId): counts once
+        {**order("a-4", ts(2), 30, **ann), "source": "server"},  # another source's a-4: another event
+        ev("a-5", ts(1), event="Signed In", **ann),
+        order("b-2", ts(3), 20, userId="bob"),
+        ev("c-1", ts(1), "page", userId="carl"),
+        {k: v for k, v in order("x-1", ts(1), 99, userId="dan").items() if k != "messageId"},  # no messageId: no one's
+        order("x-2", ts(1), 99),  # no identifier: no one's
+        ev("d-1", ts(1), event="Signed In", userId="dan"),
+    ], raw=b"not json\n" + b" " * 40 + b"\n")  # fmt: skip
+    # a late event (an old timestamp, received now) in a later segment
+    write(data, "dt=2026-11-28/hr=11", "part-w0-000003.ndjson", [order("b-3", ts(6), 70, userId="bob")])
+    config = Config(data_dir=data, profiles_db=str(tmp_path / "profiles.db"), engage_dir=tmp_path / "engage")
+    store = SqliteStore(Path(config.profiles_db))
+    Builder(store, data).catch_up()
+    yield config, define(tmp_path / "engage"), store
+    store.close()
+
+
+def nid(kind: str, value: str) -> str:
+    return node_id((kind, value))
+
+
+class TestHits:
+    def test_every_counted_event_once_under_its_home_node_with_its_key_time_and_value(self, history):
+        """Duplicates count once (per source), the anonymous order stays under the anonymous node,
+        and lines without a messageId, an identifier or JSON count for no one."""
+        config, defs, _ = history
+        found = sorted(batch.hits(config, defs.tallies()))
+        count = defs.traits["orders"].tally.id
+        spent = defs.traits["spent_30d"].tally.id
+        from collector.engage.conditions import events_of
+
+        buyers = events_of(defs.audiences["buyers"].condition)[0].tally.id
+        signed = events_of(defs.audiences["quiet"].condition)[0].tally.id
+        assert buyers == count  # the same tally (event, no where): counted once, shared
+
+        def hit(message_id, days_ago, hours=0, value=None):
+            when = ts(days_ago, hours)
+            return Hit(batch.key_epoch(when), f"{when}|{message_id}", value)
+
+        ann, anon, bob, dan = nid("user_id", "ann"), nid("anonymous_id", "anon-ann"), nid("user_id", "bob"), nid("user_id", "dan")
+        want = [
+            (anon, count, hit("a-2", 8, 1)), (anon, spent, hit("a-2", 8, 1, 40)),
+            (bob, count, hit("b-1", 40)), (bob, spent, hit("b-1", 40, 0, 500)),
+            (ann, count, hit("a-4", 2)), (ann, spent, hit("a-4", 2, 0, 30)),
+            (ann, count, hit("a-4", 2)), (ann, spent, hit("a-4", 2, 0, 30)),  # source server's a-4
+            (ann, signed, hit("a-5", 1)),
+            (bob, count, hit("b-2", 3)), (bob, spent, hit("b-2", 3, 0, 20)),
+            (dan, signed, hit("d-1", 1)),
+            (bob, count, hit("b-3", 6)), (bob, spent, hit("b-3", 6, 0, 70)),
+        ]  # fmt: skip
+        assert found == sorted(want)
+
+    def test_only_the_tallies_asked_for(self, history):
+        config, defs, _ = history
+        signed = [t for t in defs.tallies().values() if t.event == "Signed In"]
+        assert {n for n, _, _ in batch.hits(config, signed)} == {nid("user_id", "ann"), nid("user_id", "dan")}
+
+    def test_a_where_and_a_property_are_the_condition_modules(self, history):
+        """``where`` (revenue > 35) and a property that must exist are tested by ``Tally.matches``."""
+        from collector.engage.conditions import tally
+
+        config, _, _ = history
+        rich = tally("Order Completed", {"field": "properties.revenue", "op": "gt", "value": 35}, "properties.revenue")
+        assert sorted((n, h.value) for n, _, h in batch.hits(config, [rich])) == sorted(
+            [(nid("anonymous_id", "anon-ann"), 40), (nid("user_id", "bob"), 500), (nid("user_id", "bob"), 70)])
+
+    def test_the_nats_store_is_refused_with_a_sentence(self, history):
+        from dataclasses import replace
+
+        config, defs, _ = history
+        with pytest.raises(batch.BatchError, match="file log.*intilery archive"):
+            list(batch.hits(replace(config, store="nats"), defs.tallies()))
+
+    def test_no_log_yet_is_no_hits(self, tmp_path):
+        from collector.engage.conditions import tally
+
+        assert list(batch.hits(Config(data_dir=tmp_path / "none"), [tally("Order Completed")])) == []
+
+
+class TestEvaluateAll:
+    def test_answers_by_hand(self, history):
+        """Ann's profile holds both her nodes; Carl and Dan have no order; Carl never signed in."""
+        config, defs, store = history
+        answers = batch.evaluate_all(config, defs, NOW)
+        ann, bob = store.find("user_id", "ann"), store.find("user_id", "bob")
+        carl, dan = store.find("user_id", "carl"), store.find("user_id", "dan")
+        assert store.find("anonymous_id", "anon-ann") == ann
+        got = {pid: (sorted(a.members), a.computed) for pid, a in answers.items()}
+        assert got == {
+            # orders 8 (anonymous), 2, 2 (server's) days ago: two in 7 days; 40 + 30 + 30 in 30 days
+            ann: (["buyers", "vip"], {"orders": 3, "spent_30d": 100}),
+            # orders 40, 3 and (late) 6 days ago: two in 7 days; 20 + 70 in 30 days; never signed in
+            bob: (["buyers", "quiet"], {"orders": 3, "spent_30d": 90}),
+            carl: (["quiet"], {"orders": 0}),
+            dan: ([], {"orders": 0}),
+        }
+        # Ann's window: the order 2 days ago leaves the 7 days first (5 days from now)
+        assert answers[ann].next_change == pytest.approx(batch.key_epoch(ts(2)) + 7 * DAY)
+
+    def test_later_the_windows_have_passed(self, history):
+        config, defs, store = history
+        answers = batch.evaluate_all(config, defs, NOW + 31 * DAY)
+        ann, bob = store.find("user_id", "ann"), store.find("user_id", "bob")
+        assert (answers[ann].members, answers[ann].computed) == (set(), {"orders": 3})
+        assert (answers[bob].members, answers[bob].computed) == ({"quiet"}, {"orders": 3})
+
+    def test_people_without_hits_are_evaluated_once_per_distinct_traits(self, history, monkeypatch):
+        config, defs, store = history
+        calls = []
+        real = batch.evaluate
+        monkeypatch.setattr(batch, "evaluate", lambda d, t, h, n: calls.append(dict(h)) or real(d, t, h, n))
+        batch.evaluate_all(config, defs, NOW)
+        # Ann, Bob, Dan have hits (3 evaluations); Carl has none, and is the only one: one more
+        assert sorted(len(h) > 0 for h in calls) == [False, True, True, True]
+
+    def test_traits_are_loaded_only_when_a_condition_reads_one(self, history, monkeypatch):
+        """``big`` reads ``spent_30d``, a sum: with no value the person's own trait of that name would
+        show, so it is loaded; a count always has one."""
+        config, defs, _ = history
+        assert batch.traits_read(defs) == {"plan", "spent_30d"}
+        defs.audiences.pop("vip"), defs.audiences.pop("big")
+        defs.audiences["counted"] = definitions.AudienceDef("counted", "counted", definitions.parse(
+            {"trait": "orders", "op": "gt", "value": 2}, fields=False))
+        monkeypatch.setattr(batch, "_traits", lambda *a: pytest.fail("traits loaded"))
+        assert batch.evaluate_all(config, defs, NOW)
+
+    def test_no_profile_database_is_a_sentence(self, tmp_path):
+        with pytest.raises(batch.BatchError, match="no profile database"):
+            batch.evaluate_all(Config(data_dir=tmp_path), definitions.Definitions(), NOW)
