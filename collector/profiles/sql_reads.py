@@ -36,3 +36,6 @@ class ReadQueries(SqlBase):
     def node_profiles(self) -> list[tuple[str, str]]:
         """``(node_id, profile_id)`` of every identifier: whose each node's events are (the audiences' batch evaluation)."""
         return self._all("SELECT node_id, profile_id FROM identifiers")
+
+    def profile_count(self) -> int:
+        return self._all("SELECT count(*) FROM profiles")[0][0]

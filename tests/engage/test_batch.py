@@ -216,3 +216,76 @@ class TestEvaluateAll:
     def test_no_profile_database_is_a_sentence(self, tmp_path):
         with pytest.raises(batch.BatchError, match="no profile database"):
             batch.evaluate_all(Config(data_dir=tmp_path), definitions.Definitions(), NOW)
+
+
+def intilery(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "collector", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+class TestPreview:
+    def test_a_draft_naming_published_audiences_and_traits_is_counted_and_shown(self, history, tmp_path):
+        """The draft (a file named for no key) is evaluated with what it names, and nothing is published."""
+        config, _, store = history
+        draft = tmp_path / "draft.yaml"
+        draft.write_text("key: loyal\nname: Loyal buyers\ncondition:\n  all:\n    - audience: buyers\n"
+                         "    - trait: orders\n      op: gte\n      value: 3\n")  # fmt: skip
+        flags = ["--data-dir", str(config.data_dir), "--profiles-db", config.profiles_db]
+        env_dir = tmp_path  # engage/ beside no configuration file: the current directory's
+        done = intilery("audiences", "preview", str(draft), *flags, cwd=env_dir)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        # Ann and Bob are buyers with 3 orders each (at the present time, not NOW: see the JSON below)
+        shown = intilery("audiences", "preview", str(draft), "--json", *flags, cwd=env_dir)
+        answer = orjson.loads(shown.stdout)
+        ann, bob = store.find("user_id", "ann"), store.find("user_id", "bob")
+        assert answer["key"] == "loyal" and answer["people"] == 4
+        assert lines[0].startswith(f"loyal (Loyal buyers): {answer['size']} of 4 people match now")
+        assert answer["size"] == len(answer["sample"]) == len(lines) - 1
+        assert {p["profile_id"] for p in answer["sample"]} <= {ann, bob}
+        assert not (tmp_path / "engage" / "audiences" / "loyal.yaml").exists()
+
+    def test_the_draft_at_a_moment_by_hand(self, history, tmp_path):
+        from collector.engage.audiences import cli
+
+        config, _, store = history
+        draft = tmp_path / "draft.yaml"
+        draft.write_text("key: loyal\ncondition:\n  all:\n    - audience: buyers\n    - trait: orders\n      op: gte\n"
+                         "      value: 3\n")  # fmt: skip
+        shown = cli.preview(config, draft, NOW)
+        ann, bob = store.find("user_id", "ann"), store.find("user_id", "bob")
+        assert (shown.key, shown.size, shown.people) == ("loyal", 2, 4)
+        assert shown.sample == sorted([{"profile_id": ann, "user_id": "ann", "email": "ann@x.io"},
+                                       {"profile_id": bob, "user_id": "bob", "email": None}], key=lambda p: p["profile_id"])
+        # a draft with a published key stands in for it: "buyers" as one order in 7 days
+        draft.write_text("key: buyers\ncondition:\n  event: Order Completed\n  within: 7d\n")
+        assert cli.preview(config, draft, NOW).size == 2
+        draft.write_text("key: buyers\ncondition:\n  event: Order Completed\n  within: 1d\n")
+        assert cli.preview(config, draft, NOW).size == 0
+
+    @pytest.mark.parametrize("text, said", [
+        pytest.param("condition:\n  audience: nobody\n", "draft.yaml: the condition names audience 'nobody', and there is none",
+                     id="unknown-audience"),
+        pytest.param("key: buyers\ncondition:\n  audience: vip\n", "draft.yaml: the draft names itself", id="circle"),
+        pytest.param("condition:\n  event: Order Completed\n  within: 7 weeks\n", "draft.yaml:2: '7 weeks' is not a duration",
+                     id="bad-duration"),
+        pytest.param("condition: [1\n", "draft.yaml:2: not valid YAML", id="not-yaml"),
+    ])  # fmt: skip
+    def test_a_mistake_in_the_draft_is_file_line_and_reason(self, history, tmp_path, text, said):
+        config, _, _ = history
+        draft = tmp_path / "draft.yaml"
+        draft.write_text(text)
+        done = intilery("audiences", "preview", str(draft), "--data-dir", str(config.data_dir), "--profiles-db",
+                        config.profiles_db, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+    def test_no_profile_database_or_no_file_is_a_sentence(self, tmp_path):
+        draft = tmp_path / "draft.yaml"
+        draft.write_text("condition:\n  event: Order Completed\n")
+        done = intilery("audiences", "preview", str(draft), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+        assert done.returncode == 1 and "no profile database at" in done.stderr, done.stderr
+        done = intilery("audiences", "preview", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+        assert done.returncode == 2 and "no file" in done.stderr
+
+    def test_audiences_alone_lists_not_yet(self, tmp_path):
+        done = intilery("audiences", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (0, "listing: not yet\n")
