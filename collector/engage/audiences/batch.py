@@ -35,6 +35,9 @@ same layout) is: point ``data_dir`` at it.
 
 from __future__ import annotations
 
+import calendar
+import gc
+import math
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -44,10 +47,10 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
-from collector.engage.conditions import Tally, traits_of
+from collector.engage.conditions import Tally, events_of, traits_of
 from collector.engage.audiences.evaluate import Answer, Hit, evaluate
 from collector.engage.definitions import Definitions
-from collector.log.layout import EVENTS, parse_name, partitions, plain_name
+from collector.log.layout import EVENTS, iso_ms, parse_name, partitions, plain_name
 from collector.profiles.database import db_target, open_store
 from collector.profiles.graph import state_of
 from collector.profiles.rules import Rules, event_key, key_time, node_id, view
@@ -74,9 +77,11 @@ def _epoch(text: str) -> float | None:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def segments(config) -> list[Path]:
+def segments(config, after: float | None = None) -> list[Path]:
     """The log's segments in the order its reader reads them (partition, then name); a segment
-    found both open and compressed (being compressed) is read from its ``.gz``."""
+    found both open and compressed (being compressed) is read from its ``.gz``. ``after``: only the
+    partitions that can hold an event whose time is after it (an hour's partition holds events
+    received in it, whose ``timestamp`` is never after their ``receivedAt``: ``ingest/pipeline.py``)."""
     if config.store != "file":
         raise BatchError(f"the batch evaluation reads the file log, and this configuration's store is {config.store!r}: "
                          "run it on the output of `intilery archive` (the same files), with --data-dir pointing there")  # fmt: skip
@@ -85,6 +90,8 @@ def segments(config) -> list[Path]:
         return []
     found = []
     for partition in partitions(root, EVENTS):
+        if after is not None and _hour_end(partition) <= after:
+            continue
         names: dict[str, str] = {}
         try:
             listed = sorted(p.name for p in (root / partition).iterdir())
@@ -101,6 +108,11 @@ def segments(config) -> list[Path]:
     return found
 
 
+def _hour_end(partition: str) -> float:
+    """The end of an hour's partition (``dt=2026-11-28/hr=13``) in epoch seconds."""
+    return calendar.timegm(time.strptime(partition, "dt=%Y-%m-%d/hr=%H")) + 3600.0
+
+
 def _duckdb():
     try:
         import duckdb
@@ -109,23 +121,37 @@ def _duckdb():
     return duckdb
 
 
-def lines(config, names: Iterable[str]) -> Iterator[bytes]:
-    """The stored lines whose ``event`` is one of ``names``, in the log's order (DuckDB)."""
+# The lines of the names asked for, and, of a name with a moment (``after``), only those whose time may
+# be after it: a line whose time text (``rules.event_key``: timestamp, else receivedAt) is written as
+# the collector writes times, and sorts at or before the moment's, is left out (times in that one
+# form order as text); any other form is kept, for Python to decide.
+QUERY = """
+SELECT json FROM (
+    SELECT json, json_extract_string(json, ['$.event', '$.timestamp', '$.receivedAt']) AS f
+    FROM read_json_objects($files, format = 'newline_delimited', ignore_errors = true)
+) WHERE list_contains($names, f[1]) AND NOT coalesce(
+    regexp_full_match(coalesce(nullif(f[2], ''), f[3]), '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{3}Z')
+    AND coalesce(nullif(f[2], ''), f[3]) <= $after[list_position($names, f[1])], false)
+"""
+
+
+def lines(config, names: Iterable[str], after: dict[str, float] | None = None) -> Iterator[bytes]:
+    """The stored lines whose ``event`` is one of ``names``, in the log's order (DuckDB). ``after``:
+    name -> a moment; lines of that name whose time is at or before it may be left out."""
     names = sorted(set(names))
     if not names:
         return
+    after = after or {}
+    cutoffs = [iso_ms(after[n]) if after.get(n) is not None else "" for n in names]
+    oldest = None if any(after.get(n) is None for n in names) else min(after[n] for n in names)
     duckdb = _duckdb()
     for attempt in range(RETRIES):
-        files = [str(p) for p in segments(config)]
+        files = [str(p) for p in segments(config, oldest)]
         if not files:
             return
         con = duckdb.connect()
         try:
-            cursor = con.execute(
-                "SELECT json FROM read_json_objects(?, format = 'newline_delimited', ignore_errors = true) "
-                "WHERE list_contains(?, json_extract_string(json, '$.event'))",
-                [files, names],
-            )
+            cursor = con.execute(QUERY, {"files": files, "names": names, "after": cutoffs})
             rows = cursor.fetchmany(FETCH)
         except duckdb.IOException:
             con.close()
@@ -142,17 +168,26 @@ def lines(config, names: Iterable[str]) -> Iterator[bytes]:
         return
 
 
-def hits(config, tallies: dict[str, Tally] | Iterable[Tally], rules: Rules | None = None) -> Iterator[tuple[str, str, Hit]]:
+def hits(config, tallies: dict[str, Tally] | Iterable[Tally], rules: Rules | None = None, *,
+         after: dict[str, float] | None = None) -> Iterator[tuple[str, str, Hit]]:  # fmt: skip
     """``(node_id, tally_id, Hit)`` for each event of the log each tally counts (see the module's
-    docstring), in the log's order."""
+    docstring), in the log's order. ``after``: tally id -> a moment; that tally's events at or
+    before it are left out (an answer at one moment needs none older than its longest window).
+
+    A caller that keeps many hits is faster with the garbage collector off meanwhile (as
+    ``evaluate_all`` and the builder are): they hold no cycles."""
     rules = rules or Rules.from_config(config)
-    by_name: dict[str, list[Tally]] = defaultdict(list)
+    after = after or {}
+    by_name: dict[str, list[tuple[Tally, str, bool, float]]] = defaultdict(list)
     for tally in (tallies.values() if isinstance(tallies, dict) else tallies):
-        if tally not in by_name[tally.event]:
-            by_name[tally.event].append(tally)
+        if all(tally != t for t, _, _, _ in by_name[tally.event]):
+            # a tally with no ``where`` and no property counts every event of its name (``Tally.matches``)
+            every = tally.where is None and tally.prop is None
+            by_name[tally.event].append((tally, tally.id, every, after.get(tally.id, -math.inf)))
+    moments = {name: min(t[3] for t in found) for name, found in by_name.items()}
     seen: set[tuple[str, str]] = set()
     identifiers, loads = rules.identifiers, orjson.loads
-    for line in lines(config, by_name):
+    for line in lines(config, by_name, {n: m for n, m in moments.items() if m != -math.inf}):
         try:
             event = loads(line)
         except orjson.JSONDecodeError:
@@ -167,19 +202,35 @@ def hits(config, tallies: dict[str, Tally] | Iterable[Tally], rules: Rules | Non
         if dedup in seen:
             continue
         seen.add(dedup)
-        counting = [t for t in by_name.get(event.get("event"), ()) if t.matches(event)]
+        name = event.get("event")
+        if name.__class__ is not str or name not in by_name:
+            continue
+        key = event_key(event)
+        when = _epoch(key.partition("|")[0])  # key_epoch
+        if when is None:
+            continue
+        counting = [(tally, tally_id) for tally, tally_id, every, moment in by_name[name]
+                    if when > moment and (every or tally.matches(event))]  # fmt: skip
         if not counting:
             continue
         idents = identifiers(event)
         if not idents:
             continue
-        key = event_key(event)
-        when = key_epoch(key)
-        if when is None:
-            continue
         home = node_id(idents[0])
-        for tally in counting:
-            yield home, tally.id, Hit(when, key, tally.value(event))
+        for tally, tally_id in counting:
+            yield home, tally_id, Hit(when, key, None if tally.prop is None else tally.value(event))
+
+
+def oldest_needed(definitions: Definitions, now: float) -> dict[str, float]:
+    """Tally id -> the moment at or before which none of its events changes an answer at ``now``
+    (``now`` minus its longest window), for the tallies used only in windows."""
+    windows: dict[str, list[float | None]] = defaultdict(list)
+    for trait in definitions.traits.values():
+        windows[trait.tally.id].append(trait.within)
+    for audience in definitions.audiences.values():
+        for event in events_of(audience.condition):
+            windows[event.tally.id].append(event.within)
+    return {tid: now - max(found) for tid, found in windows.items() if None not in found}
 
 
 def traits_read(definitions: Definitions) -> set[str]:
@@ -198,8 +249,19 @@ def empty(answer: Answer) -> bool:
 def evaluate_all(config, definitions: Definitions, now: float | None = None, *, store=None) -> dict[str, Answer]:
     """Every person's answer at ``now`` (default: the present), by profile id; a person whose
     answer is empty is left out. People with the same traits (of those read) and no counted event
-    share one ``Answer`` object: do not change it."""
+    share one ``Answer`` object: do not change it. Events older than every window they are counted
+    in are not read (``oldest_needed``)."""
     now = time.time() if now is None else now
+    collecting = gc.isenabled()
+    gc.disable()  # millions of hits and answers, no cycles: the collector's scans of them were a third of the time
+    try:
+        return _evaluate_all(config, definitions, now, store)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _evaluate_all(config, definitions: Definitions, now: float, store) -> dict[str, Answer]:
     own = store is None
     store = store or _open(config)
     try:
@@ -211,7 +273,8 @@ def evaluate_all(config, definitions: Definitions, now: float | None = None, *, 
         if own:
             store.close()
     found: dict[str, dict[str, list[Hit]]] = defaultdict(lambda: defaultdict(list))
-    for nid, tally_id, hit in hits(config, definitions.tallies(), Rules.from_config(config)):
+    rules = Rules.from_config(config)
+    for nid, tally_id, hit in hits(config, definitions.tallies(), rules, after=oldest_needed(definitions, now)):
         pid = profile_of.get(nid)
         if pid is not None:  # else: not folded by the builder yet (or erased meanwhile)
             found[pid][tally_id].append(hit)
