@@ -289,3 +289,36 @@ class TestPreview:
     def test_audiences_alone_lists_not_yet(self, tmp_path):
         done = intilery("audiences", cwd=tmp_path)
         assert (done.returncode, done.stdout) == (0, "listing: not yet\n")
+
+
+class TestWindowsOnly:
+    def test_a_tally_counted_only_in_windows_needs_nothing_older_than_its_longest(self, history):
+        """``spent_30d`` is counted in 30 days only; Order Completed (ever) and Signed In (ever) in no window."""
+        _, defs, _ = history
+        assert batch.oldest_needed(defs, NOW) == {defs.traits["spent_30d"].tally.id: NOW - 30 * DAY}
+
+    def test_hits_after_a_moment_leave_out_what_is_at_or_before_it_in_any_time_form(self, tmp_path):
+        """The lines DuckDB leaves out (the collector's time form, at or before the moment) and those
+        Python does (any other form) are exactly the events at or before it; a partition whose hour
+        ended before the moment is not opened (a corrupt file there would fail the read)."""
+        from collector.engage.conditions import tally
+
+        data = tmp_path / "data"
+        moment = batch.key_epoch("2026-11-28T12:00:00.000Z")
+        forms = {
+            "at": "2026-11-28T12:00:00.000Z", "just-after": "2026-11-28T12:00:00.001Z",
+            "at-no-millis": "2026-11-28T12:00:00Z", "at-offset": "2026-11-28T13:00:00.000+01:00",
+            "after-offset": "2026-11-28T13:00:01.000+01:00", "before-offset": "2026-11-28T12:59:59.000+01:00",
+        }  # fmt: skip
+        events = [order(name, when, 1, userId="u") for name, when in forms.items()]
+        events += [{**order("received-after", "", 1, userId="u"), "receivedAt": "2026-11-28T12:00:01.000Z"},
+                   {**order("received-at", "", 1, userId="u"), "receivedAt": "2026-11-28T12:00:00.000Z"}]  # fmt: skip
+        write(data, "dt=2026-11-28/hr=12", "part-w0-000002.ndjson", events)
+        (data / "events" / "dt=2026-11-28/hr=11").mkdir(parents=True)
+        (data / "events" / "dt=2026-11-28/hr=11" / "part-w0-000001.ndjson.gz").write_bytes(b"\x1f\x8b not gzip")
+        config = Config(data_dir=data)
+        orders = tally("Order Completed")
+        kept = {h.key.split("|")[1] for _, _, h in batch.hits(config, [orders], after={orders.id: moment})}
+        assert kept == {"just-after", "after-offset", "received-after"}
+        with pytest.raises(batch.BatchError, match="cannot read the log under .*events"):  # without a moment: every partition
+            list(batch.hits(config, [orders]))

@@ -153,11 +153,12 @@ def lines(config, names: Iterable[str], after: dict[str, float] | None = None) -
         try:
             cursor = con.execute(QUERY, {"files": files, "names": names, "after": cutoffs})
             rows = cursor.fetchmany(FETCH)
-        except duckdb.IOException:
+        except duckdb.Error as exc:
             con.close()
-            if attempt == RETRIES - 1:
-                raise BatchError("the log's segments kept changing while being read (compression or retention): try again")
-            continue  # a segment went (compressed, or removed by retention) between the listing and the read
+            if not all(Path(f).exists() for f in files) and attempt < RETRIES - 1:
+                continue  # a segment went (compressed, or removed by retention) between the listing and the read
+            said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BatchError(f"cannot read the log under {Path(config.data_dir) / EVENTS}: {said}") from None
         try:
             while rows:
                 for (line,) in rows:
