@@ -1,0 +1,176 @@
+"""Two evaluators, one answer (issue 29, part 6): on a generated history, the memberships and computed
+traits the live evaluation keeps (``engage_members``, ``engage_computed``, after the builder caught
+up) equal what the batch evaluation (``batch.evaluate_all``) computes from the log.
+
+The history: several thousand people, anonymous then signed in (two identifiers in one profile,
+some events filed under each), some on two devices, some never signed in; orders, product views,
+sign-ins, pages; windows of 7, 14 and 30 days, ``not``, nested audiences, a trait, every kind of
+computed trait; late events (old timestamps in the newest segment) and duplicated lines (in the same
+segment, in another, and in a gzipped one).
+
+Times: every event is a whole number of hours and a half before the start of the test, and every
+window a whole number of hours, so no event leaves a window while the test runs (less than 30
+minutes): both evaluations see the same windows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.config import Config
+from collector.engage import definitions
+from collector.engage.audiences import batch
+from collector.log.layout import hour_partition, iso_ms
+
+PEOPLE = 3000
+SEED = 29
+CATEGORIES = ("lamps", "chairs", "tables", "rugs")
+
+TRAITS = {
+    "orders": "kind: count\nevent: Order Completed\n",
+    "spent_30d": "kind: sum\nevent: Order Completed\nproperty: properties.revenue\nwithin: 30d\n",
+    "smallest_order": "kind: min\nevent: Order Completed\nproperty: properties.revenue\n",
+    "largest_order_14d": "kind: max\nevent: Order Completed\nproperty: properties.revenue\nwithin: 14d\n",
+    "first_category": "kind: first\nevent: Product Viewed\nproperty: properties.category\n",
+    "last_category_7d": "kind: last\nevent: Product Viewed\nproperty: properties.category\nwithin: 7d\n",
+    "favourite_category": "kind: most_frequent\nevent: Product Viewed\nproperty: properties.category\n",
+    "categories_bought": ("kind: unique_list\nevent: Order Completed\nproperty: properties.category\n"
+                          "where: {field: properties.revenue, op: gte, value: 20}\n"),
+    "lamp_views_7d": "kind: count\nevent: Product Viewed\nwhere: {field: properties.category, value: lamps}\nwithin: 7d\n",
+}  # fmt: skip
+AUDIENCES = {
+    "buyers": "condition:\n  event: Order Completed\n  count: {op: gte, value: 2}\n  within: 30d\n",
+    "vip": "condition:\n  all:\n    - audience: buyers\n    - trait: plan\n      value: pro\n",
+    "lapsed": ("condition:\n  all:\n    - event: Order Completed\n    - not:\n        event: Order Completed\n"
+               "        within: 14d\n"),
+    "lamp_lookers": ("condition:\n  all:\n    - event: Product Viewed\n      where: {field: properties.category, value: lamps}\n"
+                     "      within: 7d\n    - not:\n        event: Order Completed\n        within: 7d\n"),
+    "big_spenders": "condition:\n  trait: spent_30d\n  op: gt\n  value: 300\n",
+    "never_signed_in": "condition:\n  not:\n    event: Signed In\n",
+    "valued": "condition:\n  any:\n    - audience: vip\n    - audience: big_spenders\n    - trait: orders\n      op: gte\n      value: 6\n",
+    "one_exactly": "condition:\n  event: Order Completed\n  count: {op: eq, value: 1}\n",
+    "lamp_fans": "condition:\n  trait: favourite_category\n  value: lamps\n",
+}  # fmt: skip
+
+
+def define(root: Path) -> definitions.Definitions:
+    for kind, files in (("traits", TRAITS), ("audiences", AUDIENCES)):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (root / kind / f"{name}.yaml").write_text(text)
+    return definitions.load(root)
+
+
+def history(start: float, rng: random.Random) -> tuple[list[dict], list[dict], list[dict]]:
+    """(events in time order, late events, duplicates): every event at ``start - k h - 30 min``."""
+    events, late = [], []
+    serial = 0
+
+    def at(hours: int) -> str:
+        return iso_ms(start - hours * 3600 - 1800)
+
+    def event(kind: str, hours: int, **fields) -> dict:
+        nonlocal serial
+        serial += 1
+        when = at(hours)
+        return {"type": kind, "messageId": f"m-{serial}", "timestamp": when, "receivedAt": when, "source": "web", **fields}
+
+    for p in range(PEOPLE):
+        anon, user = f"anon-{p}", f"user-{p}"
+        devices = [anon] + ([f"anon-{p}-phone"] if p % 7 == 0 else [])
+        signs_in = p % 5 != 0
+        hours = sorted(rng.sample(range(0, 45 * 24), rng.randint(1, 14)), reverse=True)
+        signed = False
+        for i, h in enumerate(hours):
+            who = {"anonymousId": rng.choice(devices)}
+            if signed:
+                who["userId"] = user
+            roll = rng.random()
+            if signs_in and not signed and (roll < 0.25 or i == len(hours) // 2):
+                plan = rng.choice(("pro", "free", None))
+                traits = {"email": f"p{p}@example.com", **({"plan": plan} if plan else {})}
+                events.append(event("identify", h, userId=user, traits=traits, **who))
+                events.append(event("track", h, event="Signed In", userId=user, **who))
+                signed = True
+            elif roll < 0.5:
+                category = rng.choice(CATEGORIES)
+                events.append(event("track", h, event="Product Viewed", properties={"category": category}, **who))
+            elif roll < 0.75:
+                revenue = rng.choice((5, 19.5, 20, 60, 150, 400, "12", None))
+                properties = {"category": rng.choice(CATEGORIES)} | ({} if revenue is None else {"revenue": revenue})
+                events.append(event("track", h, event="Order Completed", properties=properties, **who))
+            else:
+                events.append(event("page", h, name="Home", **who))
+        if rng.random() < 0.15:  # a late event: hours old, received at the start (the newest segment)
+            h = rng.randint(0, 40 * 24)
+            who = {"userId": user} if signed else {"anonymousId": anon}
+            name = rng.choice(("Order Completed", "Product Viewed"))
+            late.append({**event("track", h, event=name, properties={"category": "lamps", "revenue": 75}, **who),
+                         "receivedAt": iso_ms(start - 60)})  # fmt: skip
+    duplicates = [dict(e) for e in rng.sample(events, len(events) // 50)]
+    return events, late, duplicates
+
+
+def write_log(data_dir: Path, start: float, rng: random.Random) -> int:
+    """The log: one segment an hour (some gzipped), the late events and duplicates in the newest."""
+    events, late, duplicates = history(start, rng)
+    by_hour: dict[str, list[dict]] = {}
+    for e in sorted(events, key=lambda e: e["timestamp"]):
+        by_hour.setdefault(hour_partition(batch.key_epoch(e["receivedAt"] + "|")), []).append(e)
+    for e in duplicates[: len(duplicates) // 2]:  # the same line twice in its own segment
+        by_hour[hour_partition(batch.key_epoch(e["receivedAt"] + "|"))].append(e)
+    seq = 0
+    for partition, lines in sorted(by_hour.items()):
+        seq += 1
+        directory = data_dir / "events" / partition
+        directory.mkdir(parents=True, exist_ok=True)
+        data = b"".join(orjson.dumps(e) + b"\n" for e in lines)
+        name = f"part-w0-{seq:06d}.ndjson"
+        if seq % 3 == 0:
+            (directory / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    newest = data_dir / "events" / hour_partition(start - 60)
+    newest.mkdir(parents=True, exist_ok=True)
+    rest = late + duplicates[len(duplicates) // 2 :]  # late events, and lines repeated in another segment
+    (newest / f"part-w1-{seq + 1:06d}.ndjson").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rest))
+    return len(events) + len(late)
+
+
+def batch_rows(answers: dict) -> tuple[set, dict]:
+    members = {(key, pid) for pid, answer in answers.items() for key in answer.members}
+    computed = {pid: answer.computed for pid, answer in answers.items() if answer.computed}
+    return members, computed
+
+
+@pytest.fixture
+def generated(tmp_path):
+    start = time.time()
+    rng = random.Random(SEED)
+    data = tmp_path / "data"
+    count = write_log(data, start, rng)
+    defs = define(tmp_path / "engage")
+    config = Config(data_dir=data, profiles_db=str(tmp_path / "profiles.db"), engage_dir=tmp_path / "engage")
+    return config, defs, start, count
+
+
+def test_the_generated_history_is_what_the_test_says(generated):
+    """Thousands of people and events; every audience has members and non-members in the batch answer."""
+    config, defs, start, count = generated
+    from collector.profiles.builder import Builder
+    from collector.profiles.store import SqliteStore
+
+    store = SqliteStore(Path(config.profiles_db))
+    Builder(store, config.data_dir).catch_up()
+    people = store.profile_count()
+    answers = batch.evaluate_all(config, defs, time.time(), store=store)
+    store.close()
+    assert people > 2000 and count > 15_000
+    sizes = {key: sum(1 for a in answers.values() if key in a.members) for key in defs.audiences}
+    assert all(0 < size < people for size in sizes.values()), sizes
