@@ -68,13 +68,29 @@ def key_epoch(key: str) -> float | None:
     return _epoch(key_time(key))
 
 
-@lru_cache(maxsize=1 << 16)
 def _epoch(text: str) -> float | None:
+    """``datetime.fromisoformat(text).timestamp()`` (UTC when it names no zone), the collector's own
+    form (``2026-11-28T10:00:00.000Z``) computed from its minute's, to the same float."""
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        base = _minute(text[:16])
+        seconds, millis = text[17:19], text[20:23]
+        if base is not None and seconds.isdigit() and millis.isdigit() and int(seconds) < 60:
+            return ((base + int(seconds)) * 1_000_000 + int(millis) * 1000) / 1_000_000
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
         return None
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+
+
+@lru_cache(maxsize=4096)
+def _minute(text: str) -> int | None:
+    """Epoch seconds of ``2026-11-28T10:00`` (UTC); None when it is not one."""
+    try:
+        at = datetime.fromisoformat(text + "Z")
+    except ValueError:
+        return None
+    return int(at.timestamp()) if at.second == 0 and at.microsecond == 0 else None
 
 
 def segments(config, after: float | None = None) -> list[Path]:
@@ -263,27 +279,44 @@ def evaluate_all(config, definitions: Definitions, now: float | None = None, *, 
 
 
 def _evaluate_all(config, definitions: Definitions, now: float, store) -> dict[str, Answer]:
+    by_node: dict[str, dict[str, list[Hit]]] = defaultdict(lambda: defaultdict(list))
+    rules = Rules.from_config(config)
+    for nid, tally_id, hit in hits(config, definitions.tallies(), rules, after=oldest_needed(definitions, now)):
+        by_node[nid][tally_id].append(hit)
+    names = traits_read(definitions)
+    blank = None if names else evaluate(definitions, {}, {}, now)  # everyone's answer without an event
+    everyone = bool(names) or not empty(blank)  # people without an event count: all are needed
     own = store is None
     store = store or _open(config)
+    found: dict[str, dict[str, list[Hit]]] = {}
+    people: set[str] = set()
     try:
-        profile_of = dict(store.node_profiles())
-        people = set(profile_of.values())
-        names = traits_read(definitions)
+        for nid, pid in store.node_profiles():
+            if everyone:
+                people.add(pid)
+            mine = by_node.get(nid)
+            if mine is None:
+                continue  # (a node with hits and no row: not folded by the builder yet, or erased meanwhile)
+            theirs = found.get(pid)
+            if theirs is None:
+                found[pid] = mine
+            else:  # another node of the same person
+                for tally_id, more in mine.items():
+                    theirs[tally_id] = theirs.get(tally_id, []) + more
         traits = _traits(store, sorted(people), names) if names else {}
     finally:
         if own:
             store.close()
-    found: dict[str, dict[str, list[Hit]]] = defaultdict(lambda: defaultdict(list))
-    rules = Rules.from_config(config)
-    for nid, tally_id, hit in hits(config, definitions.tallies(), rules, after=oldest_needed(definitions, now)):
-        pid = profile_of.get(nid)
-        if pid is not None:  # else: not folded by the builder yet (or erased meanwhile)
-            found[pid][tally_id].append(hit)
     answers: dict[str, Answer] = {}
     for pid, mine in found.items():
         answer = evaluate(definitions, traits.get(pid, {}), mine, now)
         if not empty(answer):
             answers[pid] = answer
+    if not everyone:
+        return answers
+    if blank is not None:
+        answers.update((pid, blank) for pid in people.difference(found))
+        return answers
     blanks: dict[bytes, Answer] = {}
     for pid in people.difference(found):
         shown = traits.get(pid, {})
