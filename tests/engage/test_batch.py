@@ -213,6 +213,16 @@ class TestEvaluateAll:
         monkeypatch.setattr(batch, "_traits", lambda *a: pytest.fail("traits loaded"))
         assert batch.evaluate_all(config, defs, NOW)
 
+    def test_a_not_audience_holds_people_without_any_counted_event(self, history):
+        """With no trait read, a person with no hit is evaluated once for all: Carl never signed in."""
+        config, defs, store = history
+        only = definitions.Definitions(audiences={"quiet": defs.audiences["quiet"]})
+        answers = batch.evaluate_all(config, only, NOW)
+        assert {pid for pid, a in answers.items() if a.members == {"quiet"}} == {
+            store.find("user_id", "carl"), store.find("user_id", "bob")}
+        only = definitions.Definitions(audiences={"buyers": defs.audiences["buyers"]})
+        assert set(batch.evaluate_all(config, only, NOW)) == {store.find("user_id", "ann"), store.find("user_id", "bob")}
+
     def test_no_profile_database_is_a_sentence(self, tmp_path):
         with pytest.raises(batch.BatchError, match="no profile database"):
             batch.evaluate_all(Config(data_dir=tmp_path), definitions.Definitions(), NOW)
