@@ -223,6 +223,31 @@ class TestEvaluateAll:
         only = definitions.Definitions(audiences={"buyers": defs.audiences["buyers"]})
         assert set(batch.evaluate_all(config, only, NOW)) == {store.find("user_id", "ann"), store.find("user_id", "bob")}
 
+    def test_the_same_answers_from_a_postgresql_profile_database(self, history, tmp_path):
+        """The node map is streamed from PostgreSQL too (preview against a shared database)."""
+        from dataclasses import replace
+
+        from collector.engage.audiences import cli
+        from collector.profiles.database import open_store
+        from tests.profiles.pg import PostgresServer
+
+        config, defs, _ = history
+        server = PostgresServer().start()
+        try:
+            pg = replace(config, profiles_db=server.database())
+            store = open_store(pg.profiles_db)
+            Builder(store, config.data_dir).catch_up()
+            store.close()
+            on_pg = batch.evaluate_all(pg, defs, NOW)
+            on_sqlite = batch.evaluate_all(config, defs, NOW)
+            assert len(on_pg) == 4
+            assert {p: (a.members, a.computed) for p, a in on_pg.items()} == {p: (a.members, a.computed) for p, a in on_sqlite.items()}
+            draft = tmp_path / "draft.yaml"
+            draft.write_text("condition:\n  audience: buyers\n")
+            assert cli.preview(pg, draft, NOW).size == 2
+        finally:
+            server.stop()
+
     def test_no_profile_database_is_a_sentence(self, tmp_path):
         with pytest.raises(batch.BatchError, match="no profile database"):
             batch.evaluate_all(Config(data_dir=tmp_path), definitions.Definitions(), NOW)
