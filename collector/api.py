@@ -32,7 +32,7 @@ class Route(NamedTuple):
 
     method: str  # GET (HEAD too), POST or OPTIONS
     path: str  # as the router takes it (a {name:regex} part allowed)
-    subsystem: str  # who serves it: ingest, tag, health, metrics, docs, profiles, privacy, compat, console
+    subsystem: str  # who serves it: ingest, tag, health, metrics, docs, profiles, audiences, privacy, compat, console
     name: str  # the handler's name in its subsystem; the document's operation
 
     @property
@@ -53,6 +53,7 @@ PROFILE = PROFILES + "/{profile}"
 PRIVACY_ROUTES = ("/v1/regulations", "/v1/regulations/{regulateId}", PROFILE + "/export")
 SEGMENT_SETTINGS = "/v1/projects/{writeKey}/settings"
 RUDDERSTACK_CONFIG, RUDDERSTACK_BEACON = "/sourceConfig/", "/beacon/v1/batch"
+AUDIENCES, AUDIENCE_MEMBERS = "/v1/audiences", "/v1/audiences/{key}/members"
 
 ROUTES: tuple[Route, ...] = (
     *(Route("POST", path, "ingest", kind) for kind, paths in SINGLE_ROUTES.items() for path in paths),
@@ -66,6 +67,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", "docs", "openapi"),
     *(Route("GET", f"{PROFILE}/{what}", "profiles", what) for what in ("traits", "events", "external_ids", "metadata")),
     Route("GET", PROFILES, "profiles", "profiles"),
+    Route("GET", AUDIENCES, "audiences", "list"),
+    Route("GET", AUDIENCE_MEMBERS, "audiences", "members"),
     Route("POST", PRIVACY_ROUTES[0], "privacy", "post"),
     Route("GET", PRIVACY_ROUTES[0], "privacy", "list"),
     Route("GET", PRIVACY_ROUTES[1], "privacy", "get"),
@@ -83,6 +86,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/console/api/dashboard", "console", "dashboard"),
     Route("GET", "/console/api/profiles", "console", "search"),
     Route("GET", "/console/api/profiles/{profile}", "console", "profile"),
+    Route("GET", "/console/api/audiences", "console", "audiences"),
     Route("GET", "/console/api/regulations", "console", "regulations"),
     Route("POST", "/console/api/regulations", "console", "file_regulation"),
 )
@@ -148,17 +152,19 @@ ERRORS: dict[str, Error] = {
     "store_unavailable": Error(503, "the store cannot take writes"),
     "store_overloaded": Error(503, "the store is behind"),
 }
-# The Profile API's codes (collector/profiles/api.py) and the console's (collector/console/), apart
+# The Profile API's codes (collector/profiles/api.py), the audiences' (collector/engage/) and the console's (collector/console/), apart
 # from the ingest API's: their clients hold the access token, never a write key.
 PROFILE_ERRORS: dict[str, Error] = {
     "invalid_profile_id": Error(400, "a profile path whose {type}:{value} is not user_id, anonymous_id, email or profile_id"),
-    "invalid_parameter": Error(400, "limit outside 1-100, a next cursor this API did not give, an empty include; "
+    "invalid_parameter": Error(400, "limit outside 1-100, a next cursor this API did not give, an empty include, a trait class "
+                                    "other than audience or computed_trait, an audiences period other than day or hour; "
                                     "a console stream filter that is not one"),
     "missing_access_token": Error(401, "no access token (HTTP Basic user name, or Bearer)"),
     "invalid_access_token": Error(401, "a token that is not the access token (a write key is not one)"),
     "cross_origin_request": Error(403, "a console POST on the session cookie that does not come from the console's own origin"),
     "unknown_space": Error(404, "a space other than the configured one"),
     "profile_not_found": Error(404, "no profile holds that identifier"),
+    "audience_not_found": Error(404, "no audience defined (engage/audiences/) has that key"),
     "profiles_unavailable": Error(503, "the profile database is being built again (another version), or the log cannot be read now"),
 }
 # The privacy requests' codes (collector/privacy/routes.py), beside the Profile API's (the same token).

@@ -291,7 +291,9 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     filters duplicates for this worker (``hostwriter.WriterClient`` is its store and committer).
 
     The Profile API is always routed; ``profiles_builder`` also runs the profile builder in
-    this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``)."""
+    this process (``serve`` and ``demo`` ask for it unless ``--no-profiles``). The audiences'
+    ``Audience Entered/Exited`` events are appended to the log from the profile database by one
+    process per host (``engage/audiences/announce.py``)."""
     metrics = Metrics()
     geo = Geo(config.geoip) if config.geoip else None
     if geo is None:
@@ -351,21 +353,27 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.profiles.service import builder_context
 
     from collector.console import routes as console
+    from collector.engage.audiences import routes as audiences
+    from collector.engage.audiences.announce import announce_context
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
         return lambda: api.mount(app.router, subsystem, lambda route: _counted(metrics, route.canonical, table[route.name]))
 
     # The subsystems, mounted in this order (each one's routes from api.py's table); ``mounted`` keeps
-    # what a mount returns for the ones after it (the console reads the Profile API's store).
+    # what a mount returns for the ones after it (the audiences and the console read the Profile API's
+    # store; the console shows the audiences in force).
     mounted: dict[str, Any] = {}
     subsystems: tuple[tuple[str, Callable[[], Any] | None], ...] = (
         ("privacy", lambda: privacy_routes.mount(app, config, privacy)),
         ("ingest", own_routes("ingest", ingest_handlers)),
         ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
-        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0)),
+        ("audiences", lambda: audiences.mount(app, config, mounted["profiles"])),
+        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0,
+                                          audiences=mounted["audiences"])),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
+        ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
         ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address

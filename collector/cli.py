@@ -11,14 +11,15 @@ import sys
 from collector import __version__
 from collector.serve import demo, runtime, serving, snippet
 from collector.config import ConfigError
-from collector.engage.audiences import cli as audiences
+from collector.engage import cli as engage
 from collector.log import tail
 from collector.profiles import cli as profiles
 from collector.plans import cli as plans
 from collector.privacy import archives as archive  # collector.log.archive's command, with privacy requests
 from collector.privacy import cli as privacy
+from collector.engage.audiences import cli as audiences
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, audiences, plans, privacy)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from collector.api import (  # noqa: E402
 )
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
+from collector.api import AUDIENCE_MEMBERS, AUDIENCES  # noqa: E402
 from collector.api import PROFILE as BASE  # noqa: E402
 from collector.api import PROFILES as SEARCH  # noqa: E402
 from collector.console.auth import COOKIE as CONSOLE_COOKIE  # noqa: E402
@@ -617,9 +618,14 @@ def profile_paths() -> dict:
         "traits": ("profileTraits", "A person's traits", "Their traits (each from the message with the latest timestamp) "
                    "and the computed ones under their own names: first_seen, last_seen, event_count, counts_by_type, "
                    "counts_by_event, first_touch, last_touch, last_location, last_device, last_os, last_browser, "
-                   "revenue, groups.",
+                   "revenue, groups; then the computed traits of engage/traits/ and, for each audience the person is "
+                   "in, its key with the value true (as Segment's Engage).",
                    [{"name": "include", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1},
-                     "description": "Comma-separated trait names: only these."}],
+                     "description": "Comma-separated trait names: only these."},
+                    {"name": "class", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["audience", "computed_trait"]},
+                     "description": "audience: only the audiences the person is in, {key: true}; computed_trait: only "
+                                    "the computed traits of engage/traits/ (Segment's classes)."}],
                    {"type": "object", "required": ["traits", "cursor"],
                     "properties": {"traits": {"type": "object"}, "cursor": page_cursor()}}),
         "events": ("profileEvents", "A person's events", "Every event of the person, newest first, as stored in the log.",
@@ -672,6 +678,49 @@ def profile_paths() -> dict:
                       "404": profile_error(404, "No such space."), "503": answers["503"]},
     }}  # fmt: skip
     return out
+
+
+# --- the audiences (collector/engage/audiences/routes.py) ---------------------------------------
+def audience_paths() -> dict:
+    unauthorised = profile_error(401, "No access token, or not the access token (a write key never is one).")
+    unavailable = profile_error(503, "The profile database is being built again: retry.")
+    audience = {"type": "object", "required": ["key", "name", "size", "updated_at"], "additionalProperties": False,
+                "properties": {"key": {"type": "string"}, "name": {"type": "string"},
+                               "size": {"type": "integer", "minimum": 0, "description": "The people in it now."},
+                               "updated_at": timestamp("When someone last entered or left it (null: never).")}}
+    member = {"type": "object", "required": ["profile_id", "user_id", "anonymous_id", "entered_at"], "additionalProperties": False,
+              "properties": {"profile_id": {"type": "string"}, "user_id": {"type": ["string", "null"]},
+                             "anonymous_id": {"type": ["string", "null"]},
+                             "entered_at": {"type": "string", "format": "date-time"}}}
+
+    def operation(operation_id: str, summary: str, description: str, responses: dict, **extra) -> dict:
+        return {"tags": ["audiences"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+                "description": description + " Needs the access token.", "responses": responses, **extra}
+
+    return {
+        AUDIENCES: {"get": operation(
+            "listAudiences", "Every audience", "Each audience defined in engage/audiences/ (in name order): its key, "
+            "name, size now and when someone last entered or left it.",
+            {"200": json_response("The audiences.", {"type": "object", "required": ["data"], "additionalProperties": False,
+                                                     "properties": {"data": {"type": "array", "items": audience}}}),
+             "401": unauthorised, "503": unavailable})},
+        AUDIENCE_MEMBERS: {"get": operation(
+            "audienceMembers", "An audience's members", "The people in the audience now, a page at a time in profile id "
+            "order, each with the user id and anonymous id seen last and when they entered.",
+            {"200": json_response("A page of members.", {"type": "object", "required": ["data", "cursor"],
+                                                         "properties": {"data": {"type": "array", "items": member},
+                                                                        "cursor": page_cursor()}}),
+             "400": table_error(PROFILE_ERRORS, 400, "A limit or a next cursor that is not one.", ("invalid_parameter",)),
+             "401": unauthorised,
+             "404": table_error(PROFILE_ERRORS, 404, "No audience has that key.", ("audience_not_found",)),
+             "503": unavailable},
+            parameters=[{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "example": "high_value",
+                         "description": "The audience's key (its file's name in engage/audiences/)."},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "description": "Members a page (default 10)."},
+                        {"name": "next", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "The cursor of the previous page's answer."}])},
+    }  # fmt: skip
 
 
 # --- the privacy API (collector/privacy/routes.py) ----------------------------------------------
@@ -858,11 +907,17 @@ def console_paths() -> dict:
         path_of("search"): {"get": op("consoleSearch", "Find people (the Profile API's search)", {
             "200": json_response("A page of matches.", obj), "400": profile_error(400, "A malformed parameter."),
             "401": denied})},
-        path_of("profile"): {"get": op("consoleProfile", "One profile: identifiers, traits, latest events", {
+        path_of("profile"): {"get": op("consoleProfile", "One profile: identifiers, traits, audiences, latest events", {
             "200": json_response("The profile.", obj), "400": profile_error(400, "A malformed profile path."),
             "401": denied, "404": profile_error(404, "No profile holds that identifier.")}, parameters=[
                 {"name": "profile", "in": "path", "required": True, "schema": {"type": "string"},
                  "description": "{type}:{value}, as the Profile API."}])},
+        path_of("audiences"): {"get": op("consoleAudiences", "The audiences and their sizes over time", {
+            "200": json_response("Each audience (key, name, size, updated_at) and its size at 30 moments a day (or an "
+                                 "hour) apart, the last one now.", obj),
+            "400": profile_error(400, "A period other than day or hour."), "401": denied}, parameters=[
+                {"name": "period", "in": "query", "required": False, "schema": {"type": "string", "enum": ["day", "hour"]},
+                 "description": "day (default): the last 30 days; hour: the last 30 hours."}])},
         path_of("regulations"): {
             "get": op("consoleRegulations", "The privacy requests", {
                 "200": json_response("Every request's status (the privacy API's listing).", obj), "401": denied}),
@@ -909,10 +964,11 @@ def document() -> dict:
             {"name": "compat", "description": "Configuration for Segment's and RudderStack's browser SDKs."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
             {"name": "profiles", "description": "The Single Customer View (Segment's Profile API paths): the access token."},
+            {"name": "audiences", "description": "The audiences of engage/audiences/: their sizes and members; the access token."},
             {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
             {"name": "console", "description": "The console's pages and its JSON API: the access token, or the session cookie its sign-in sets."},
         ],
-        "paths": checked({**paths(), **profile_paths(), **privacy_paths(), **console_paths()}),
+        "paths": checked({**paths(), **profile_paths(), **audience_paths(), **privacy_paths(), **console_paths()}),
         "components": {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},

@@ -7,7 +7,8 @@
     GET  /console/stream               Server-Sent Events: accepted and rejected records (filters: filters.py)
     GET  /console/api/dashboard        the dashboard's numbers (dashboard.py)
     GET  /console/api/profiles?q=      finding a person (the Profile API's search: profiles/search.py)
-    GET  /console/api/profiles/{type}:{value}   a profile: identifiers, traits, computed traits, timeline
+    GET  /console/api/profiles/{type}:{value}   a profile: identifiers, traits, computed traits, audiences, timeline
+    GET  /console/api/audiences?period=day|hour  every audience: size, last change, sizes over the last 30 days (hours)
     GET  /console/api/regulations      the privacy requests, as GET /v1/regulations lists them
     POST /console/api/regulations      file one, as POST /v1/regulations (the privacy package's functions)
 
@@ -40,7 +41,8 @@ from collector import api as routes
 from collector.console import auth
 from collector.console.filters import Filter
 from collector.console.follower import Follower
-from collector.errors import CollectorError
+from collector.engage.audiences import routes as engage
+from collector.errors import BadRequest, CollectorError
 from collector.privacy import routes as privacy_routes
 
 log = logging.getLogger("intilery.console")
@@ -98,8 +100,9 @@ class Console:
     """What the console's handlers share: the configuration, the token, the follower, the Profile API,
     the privacy requests (``collector.privacy.service.Privacy``)."""
 
-    def __init__(self, config, profiles, busy, privacy=None) -> None:
+    def __init__(self, config, profiles, busy, privacy=None, audiences=None) -> None:
         self.config, self.profiles, self.busy, self.privacy = config, profiles, busy, privacy
+        self.in_force = audiences  # engage.audiences.routes.InForce: the definitions in force
         self.follower: Follower | None = None
         self.tokens = access.Token(config)
         self.signed_out = auth.SignedOut(config.data_dir)
@@ -214,8 +217,27 @@ class Console:
                       "follower": {"records": follower.read_count, "seconds": round(follower.worked, 3)}})
 
     async def profile(self, request: web.Request) -> web.Response:
+        """The profile whole, with the audiences the person is in and the computed traits the
+        definitions give them (among the builder's computed traits)."""
         self.authorize(request)
-        return _json(await self.profiles.everything(request.match_info["profile"], request.query.get("limit")))
+        found = await self.profiles.everything(request.match_info["profile"], request.query.get("limit"))
+        found["audiences"] = []
+        if self.in_force is not None:
+            engaged = engage.person(self.in_force, self.profiles.db(), found["profile_id"])
+            found["audiences"] = engaged["audiences"]
+            found["computed_traits"].update(engaged["engage_traits"])
+        return _json(found)
+
+    async def audiences(self, request: web.Request) -> web.Response:
+        """``GET /console/api/audiences?period=day|hour``: each audience's size now, last change and
+        sizes over the last 30 days (or hours)."""
+        self.authorize(request)
+        period = request.query.get("period", "day")
+        if period not in engage.PERIODS:
+            raise BadRequest("invalid_parameter", "period is day or hour")
+        if self.in_force is None:
+            return _json({"period": period, "at": [], "sizes": {}, "audiences": []})
+        return _json(engage.sizes(self.in_force, self.profiles.db(), period))
 
     async def search(self, request: web.Request) -> web.Response:
         self.authorize(request)
@@ -246,11 +268,12 @@ class Console:
             await self.follower.stop()
 
 
-def mount(app: web.Application, config, profiles, privacy, busy=lambda: False) -> Console:
+def mount(app: web.Application, config, profiles, privacy, busy=lambda: False, audiences=None) -> Console:
     """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``privacy``
     its ``privacy.service.Privacy``, ``busy()`` whether ingest requests are in flight (the follower
-    then keeps to its share of the time)."""
-    console = Console(config, profiles, busy, privacy)
+    then keeps to its share of the time), ``audiences`` the definitions in force
+    (``engage.audiences.routes.InForce``)."""
+    console = Console(config, profiles, busy, privacy, audiences)
     if privacy is not None:
         privacy.before_rotation.append(console.look)
     routes.mount(app.router, "console", lambda route: answers.handler(getattr(console, route.name), _error_headers))

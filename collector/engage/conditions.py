@@ -33,7 +33,6 @@ The operators, on a value that may be missing (missing and ``null`` are the same
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from dataclasses import dataclass, field as dc_field
@@ -99,6 +98,7 @@ class Trait:
 @dataclass(frozen=True)
 class Audience:
     key: str
+    line: int | None = dc_field(default=None, compare=False)  # where it is named, for a mistake's line
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,11 @@ class Tally:
     where: Any = None  # a condition of Field, All, Any_, Not only
     prop: tuple[str, ...] | None = None
     source: str = dc_field(default="", compare=False)  # canonical JSON, for the id
+    id: str = dc_field(default="", compare=False)  # a hash of ``source``: the tally's name in the database
 
-    @functools.cached_property  # (a hash: asked for every person evaluated, it was a tenth of a batch preview)
-    def id(self) -> str:
-        return hashlib.blake2b(self.source.encode(), digest_size=8).hexdigest()
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", hashlib.blake2b(self.source.encode(), digest_size=8).hexdigest())
 
     def matches(self, event: dict) -> bool:
         if event.get("event") != self.event:
@@ -153,10 +154,11 @@ class Subject:
 
 
 # --- parsing ---------------------------------------------------------------------------------------
-def parse(data: Any, *, fields: bool = True, people: bool = True) -> Condition:
+def parse(data: Any, *, fields: bool = True, people: bool = True, line: int | None = None) -> Condition:
     """A condition from its YAML/JSON form. ``fields``: ``field`` may be used (there is an event at
-    hand); ``people``: ``trait``, ``audience`` and ``event`` may be used (there is a person)."""
-    return _parse(data, fields, people, getattr(data, "line", None))
+    hand); ``people``: ``trait``, ``audience`` and ``event`` may be used (there is a person);
+    ``line``: where the condition is, when it is not a mapping that knows its own."""
+    return _parse(data, fields, people, getattr(data, "line", None) or line)
 
 
 def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition:
@@ -174,7 +176,7 @@ def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition
         items = data[kind]
         if not isinstance(items, list) or not items:
             raise ConditionError(f"{kind!r} takes a non-empty list of conditions", line)
-        parsed = tuple(_parse(item, fields, people, line) for item in items)
+        parsed = tuple(_parse(item, fields, people, _line_of(items, i, line)) for i, item in enumerate(items))
         return All(parsed) if kind == "all" else Any_(parsed)
     if kind == "not":
         _only(data, {"not"}, line)
@@ -195,18 +197,20 @@ def _parse(data: Any, fields: bool, people: bool, line: int | None) -> Condition
         key = data["audience"]
         if not isinstance(key, str) or not key:
             raise ConditionError(f"'audience' names an audience by its key, not {_shown(key)}", line)
-        return Audience(key)
+        return Audience(key, line)
     _only(data, {"event", "where", "count", "within"}, line)
-    return Event(tally(data["event"], data.get("where"), line=line), _count(data.get("count"), line),
-                 duration(data["within"], line) if data.get("within") is not None else None)  # fmt: skip
+    within = duration(data["within"], _line_of(data, "within", line)) if data.get("within") is not None else None
+    return Event(tally(data["event"], data.get("where"), line=line, where_line=_line_of(data, "where", line)), _count(data.get("count"), _line_of(data, "count", line)), within)
 
 
-def tally(name: Any, where: Any = None, prop: Any = None, *, line: int | None = None) -> Tally:
-    """The tally of events named ``name`` matching ``where`` (and having ``prop``, a dotted path)."""
+def tally(name: Any, where: Any = None, prop: Any = None, *, line: int | None = None,
+          where_line: int | None = None, prop_line: int | None = None) -> Tally:
+    """The tally of events named ``name`` matching ``where`` (and having ``prop``, a dotted path);
+    ``line`` is the name's, ``where_line`` and ``prop_line`` the others' (default: the name's)."""
     if not isinstance(name, str) or not name:
         raise ConditionError(f"'event' names an event (its 'event' field, e.g. Order Completed), not {_shown(name)}", line)
-    parsed = None if where is None else _parse(where, True, False, _line_of(where, None, line))
-    path = None if prop is None else _path(prop, "property", line)
+    parsed = None if where is None else _parse(where, True, False, _line_of(where, None, where_line or line))
+    path = None if prop is None else _path(prop, "property", prop_line or line)
     source = orjson.dumps([name, where, prop], option=orjson.OPT_SORT_KEYS).decode()
     return Tally(name, parsed, path, source)
 
@@ -230,7 +234,7 @@ def _compare(data: dict, line: int | None) -> Compare:
             raise ConditionError(f"'exists' takes value true or false, not {_shown(value)}", line)
         return Compare(op, value)
     if "value" not in data:
-        raise ConditionError(f"operator {op!r} needs a 'value'", line)
+        raise ConditionError(f"operator {op!r} needs a 'value'", _line_of(data, "op", line))
     value = data["value"]
     if op in ("in", "not_in"):
         if not isinstance(value, list):
@@ -286,8 +290,13 @@ def _shown(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A value as compared: lists as tuples (hashable, equal as lists are)."""
-    return tuple(_plain(v) for v in value) if isinstance(value, list) else value
+    """A value as compared: lists as tuples (hashable, equal as lists are), mappings (a YAML file's
+    ``Located`` too) as plain dicts of such values."""
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # --- evaluation ------------------------------------------------------------------------------------
@@ -325,12 +334,17 @@ def holds(condition: Condition, subject: Subject) -> bool:
     return condition.count.test(n)
 
 
-def next_change(condition: Condition, subject: Subject) -> float | None:
+def next_change(condition: Condition, subject: Subject, windowed: list[Event] | None = None) -> float | None:
     """The earliest moment after ``subject.now`` when a windowed ``event`` of the condition loses an
-    event to time (the answer may change then, with no new event); None when none can."""
-    moments = [t + e.within for e in events_of(condition) if e.within is not None
+    event to time (the answer may change then, with no new event); None when none can.
+    ``windowed``: the condition's ``windowed(condition)``, when the caller keeps it."""
+    moments = [t + e.within for e in (windowed if windowed is not None else windowed_events(condition))
                for t in subject.history(e.tally) if t + e.within > subject.now]  # fmt: skip
     return min(moments) if moments else None
+
+
+def windowed_events(condition: Condition) -> list[Event]:
+    return [e for e in events_of(condition) if e.within is not None]
 
 
 def walk(condition: Condition) -> Iterable[Condition]:
@@ -363,7 +377,7 @@ def _number(value: Any) -> float | None:
 def _eq(got: Any, want: Any) -> bool:
     if got is None or want is None:
         return got is None and want is None
-    if got.__class__ is list:
+    if got.__class__ in (list, dict):
         got = _plain(got)
     a, b = _number(got), _number(want)
     if a is not None or b is not None:

@@ -24,10 +24,12 @@ from typing import Any
 
 import yaml
 
-from collector.engage.conditions import Condition, ConditionError, Tally, audiences_of, duration, parse, tally
+from collector.engage.conditions import (Audience, Condition, ConditionError, Tally, audiences_of, duration, parse, tally,
+                                        walk, windowed_events)  # fmt: skip
 
 KINDS = ("count", "sum", "min", "max", "first", "last", "most_frequent", "unique_list")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
+_UNREADABLE = "\0"  # read(): a file that cannot be read is this and the sentence saying why
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -46,6 +48,13 @@ class Located(dict):
     lines: dict
 
 
+class LocatedList(list):
+    """A YAML list that knows its line and each item's (``lines``: index -> line)."""
+
+    line: int | None = None
+    lines: dict
+
+
 class _Loader(yaml.SafeLoader):
     pass
 
@@ -56,21 +65,43 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     out.line, out.lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            taken = key in out
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a key is a text, not a list or mapping", key_node.start_mark) from None
+        if taken:
+            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice in one mapping (first on line {out.lines[key]})",
+                                                    key_node.start_mark)  # fmt: skip
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = key_node.start_mark.line + 1
     return out
 
 
+def _sequence(loader: _Loader, node: yaml.SequenceNode) -> LocatedList:
+    out = LocatedList(loader.construct_object(item, deep=True) for item in node.value)
+    out.line, out.lines = node.start_mark.line + 1, {i: item.start_mark.line + 1 for i, item in enumerate(node.value)}
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+# YAML 1.1 reads ``NO`` (Norway), ``yes``, ``on`` and ``off`` as booleans, and ``2026-11-28`` as a
+# date that equals no event's text: here only true/false are booleans and dates stay text.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def load_yaml(path: Path, environ: dict | None = None) -> Any:
-    """A YAML (or JSON) file with ``${NAME}`` taken from the environment; raises ConditionError."""
+def load_yaml(path: Path, environ: dict | None = None, text: str | None = None) -> Any:
+    """A YAML (or JSON) file (or its ``text``) with ``${NAME}`` taken from the environment; raises ConditionError."""
     environ = os.environ if environ is None else environ
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConditionError(f"cannot read it: {exc}") from None
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConditionError(f"cannot read it: {exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
         for name in _VARIABLE.findall(line):
             if name not in environ:
@@ -90,6 +121,7 @@ class AudienceDef:
     condition: Condition
     expose_to_browser: bool = False
     digest: str = ""  # of the definition's meaning: a change of it is a new definition (backfilled)
+    windowed: tuple = ()  # the condition's events with a window (what can change it on time alone)
 
 
 @dataclass(frozen=True)
@@ -128,40 +160,83 @@ def folder(config) -> Path:
     return (Path(config.config_file).parent if config.config_file else Path(".")) / "engage"
 
 
+def at_start(config) -> Definitions:
+    """The definitions ``serve`` and ``demo`` start with: a mistake in any file is a ConfigError
+    (one line each, exit 2), so a collector never starts on definitions it would not use."""
+    from collector.config import ConfigError
+
+    root = folder(config)
+    try:
+        return load(root)
+    except DefinitionError as exc:
+        raise ConfigError(f"the definitions in {root}/ have mistakes (intilery engage check lists them):\n  "
+                          + "\n  ".join(exc.problems)) from None  # fmt: skip
+
+
 def load(root: Path, environ: dict | None = None) -> Definitions:
     """Every definition under ``root`` (none when it does not exist); DefinitionError lists each mistake."""
+    return parse_files(read(root), root, environ)
+
+
+def read(root: Path) -> dict[str, str]:
+    """The definitions' files under ``root``: relative path -> text (what ``parse_files`` reads,
+    and what the profile database keeps of the definitions in force)."""
+    texts = {}
+    for kind in ("traits", "audiences"):
+        for path in _files(root / kind):
+            try:
+                texts[f"{kind}/{path.name}"] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                texts[f"{kind}/{path.name}"] = f"{_UNREADABLE}cannot read it: {exc}"  # parsed: that sentence
+    return texts
+
+
+def parse_files(texts: dict[str, str], root: Path = Path("engage"), environ: dict | None = None) -> Definitions:
     problems: list[str] = []
     found = Definitions()
     digests = hashlib.blake2b(digest_size=16)
-    for path in _files(root / "traits"):
-        trait = _one(path, _trait, problems, environ)
+    paths: dict[str, Path] = {}
+    for name in sorted(n for n in texts if n.startswith("traits/")):
+        path = root / name
+        trait = _one(path, texts[name], _trait, problems, environ)
         if trait is not None:
             if trait.name in found.traits:
-                problems.append(f"{path}: a computed trait named {trait.name!r} is defined twice")
-            found.traits[trait.name] = trait
+                problems.append(f"{path}:1: a computed trait named {trait.name!r} is defined twice (also in {paths[trait.name]})")
+            found.traits[trait.name], paths[trait.name] = trait, path
             digests.update(trait.digest.encode())
     audiences: dict[str, tuple[AudienceDef, Path]] = {}
-    for path in _files(root / "audiences"):
-        audience = _one(path, _audience, problems, environ)
-        if audience is not None:
+    broken: set[str] = set()  # audiences whose file has a mistake (said once, in that file's line)
+    for name in sorted(n for n in texts if n.startswith("audiences/")):
+        path = root / name
+        audience = _one(path, texts[name], _audience, problems, environ)
+        if audience is None:
+            broken.add(path.stem)
+        else:
             if audience.key in audiences:
-                problems.append(f"{path}: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
+                problems.append(f"{path}:1: the audience key {audience.key!r} is also {audiences[audience.key][1]}'s")
             audiences[audience.key] = (audience, path)
             digests.update(audience.digest.encode())
     for key, (audience, path) in audiences.items():
-        for named in sorted(audiences_of(audience.condition) - set(audiences)):
-            problems.append(f"{path}: the condition names audience {named!r}, and there is none "
-                            f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
-    if not problems:
-        order = _ordered({k: audiences_of(a.condition) for k, (a, _) in audiences.items()})
-        if isinstance(order, str):
-            problems.append(f"{audiences[order.split(' -> ')[0]][1]}: audiences name each other in a circle: {order}")
-        else:
-            found.audiences = {key: audiences[key][0] for key in order}
+        for named in _named(audience.condition):
+            if named.key not in audiences and named.key not in broken:
+                problems.append(f"{path}:{named.line or 1}: the condition names audience {named.key!r}, and there is none "
+                                f"(audiences: {', '.join(sorted(audiences)) or 'none'})")  # fmt: skip
+    order = _ordered({k: audiences_of(a.condition) & set(audiences) for k, (a, _) in audiences.items()})
+    if isinstance(order, str):
+        first, second = order.split(" -> ")[:2]
+        audience, path = audiences[first]
+        line = next((n.line for n in _named(audience.condition) if n.key == second), None) or 1
+        problems.append(f"{path}:{line}: audiences name each other in a circle: {order}")
+    else:
+        found.audiences = {key: audiences[key][0] for key in order}
     if problems:
         raise DefinitionError(problems)
     found.digest = digests.hexdigest()
     return found
+
+
+def _named(condition: Condition) -> list[Audience]:
+    return [c for c in walk(condition) if c.__class__ is Audience]
 
 
 def _files(directory: Path) -> list[Path]:
@@ -170,9 +245,12 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
 
 
-def _one(path: Path, make, problems: list[str], environ: dict | None):
+def _one(path: Path, text: str, make, problems: list[str], environ: dict | None):
+    if text.startswith(_UNREADABLE):
+        problems.append(f"{path}: {text[len(_UNREADABLE):]}")
+        return None
     try:
-        data = load_yaml(path, environ)
+        data = load_yaml(path, environ, text)
         if not isinstance(data, dict):
             raise ConditionError("the file holds a mapping of the definition's keys", getattr(data, "line", 1))
         return make(data, path)
@@ -209,8 +287,8 @@ def _audience(data: dict, path: Path) -> AudienceDef:
     expose = data.get("expose_to_browser", False)
     if not isinstance(expose, bool):
         raise ConditionError("'expose_to_browser' is true or false", data.lines.get("expose_to_browser"))
-    condition = parse(data["condition"], fields=False)
-    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]))
+    condition = parse(data["condition"], fields=False, line=data.lines.get("condition"))
+    return AudienceDef(key, name, condition, expose, _digest(["audience", data["condition"]]), tuple(windowed_events(condition)))
 
 
 def _trait(data: dict, path: Path) -> TraitDef:
@@ -229,7 +307,8 @@ def _trait(data: dict, path: Path) -> TraitDef:
         raise ConditionError("a count counts events: it takes no 'property'", data.lines.get("property"))
     if kind != "count" and prop is None:
         raise ConditionError(f"a {kind} needs a 'property' (the event's field it is of, e.g. properties.revenue)", data.line)
-    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"))
+    counted = tally(data["event"], data.get("where"), prop, line=data.lines.get("event"),
+                    where_line=data.lines.get("where"), prop_line=data.lines.get("property"))  # fmt: skip
     within = duration(data["within"], data.lines.get("within")) if data.get("within") is not None else None
     return TraitDef(name, kind, counted, within, _digest(["trait", kind, data["event"], data.get("where"), prop, data.get("within")]))
 

@@ -1,6 +1,6 @@
 """The Profile API: Segment's paths, so its clients work unchanged.
 
-    GET /v1/spaces/{space}/collections/users/profiles/{type}:{value}/traits        ?include=a,b
+    GET /v1/spaces/{space}/collections/users/profiles/{type}:{value}/traits        ?include=a,b  ?class=
     GET .../events          the person's events, newest first, from the log (?limit ≤ 100, ?next)
     GET .../external_ids    every identifier: type, first and last seen, source
     GET .../metadata        profile id, created, updated, profiles merged into it, refused links
@@ -11,6 +11,10 @@ have the ingest API's shape, ``{"success": false, "code", "message"}``, codes fr
 ``collector.api.PROFILE_ERRORS``. Events are read from the log store through its reader, at
 the segment offsets the builder indexed (``events`` table), or the stream sequences on the
 NATS store: a page reads only its own events.
+
+The traits answer is the person's own traits and the builder's computed ones, then those of each
+trait class another package gives (``trait_classes``: the engage package's ``computed_trait`` and
+``audience``, Segment's ``?class=`` names), so this package imports nothing of theirs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import binascii
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
@@ -46,6 +50,8 @@ class ProfileAPI:
         self.config, self.store_factory = config, store_factory
         self.tokens = access.Token(config)
         self.store = None
+        # ?class= name -> (store, profile id) -> traits; mounted by the engage package (audiences/routes.py)
+        self.trait_classes: dict[str, Callable[[object, str], dict]] = {}
         self.stream = config.store == "nats"
         if self.stream:
             from collector.log.stream_reader import StreamReader
@@ -101,7 +107,16 @@ class ProfileAPI:
 
     async def traits(self, request: web.Request) -> web.Response:
         pid = self.resolve(request)
-        traits = views.traits(self.db(), pid) or {}
+        wanted = request.query.get("class")
+        if wanted is not None:
+            if wanted not in self.trait_classes:
+                known = " or ".join(sorted(self.trait_classes)) or "not available (nothing defines a class)"
+                raise BadRequest("invalid_parameter", f"class is {known}")
+            traits = self.trait_classes[wanted](self.db(), pid)
+        else:
+            traits = views.traits(self.db(), pid) or {}
+            for of_class in self.trait_classes.values():
+                traits.update(of_class(self.db(), pid))
         include = request.query.get("include")
         if include is not None:
             names = [n for n in (s.strip() for s in include.split(",")) if n]

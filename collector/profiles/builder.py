@@ -43,8 +43,9 @@ class Builder:
     stream sequence read) kept in the profile database in the same way."""
 
     def __init__(self, store, data_dir: Path, rules: Rules = Rules(), *, batch: int = BATCH,
-                 checkpoint: str = CHECKPOINT, stream=None) -> None:  # fmt: skip
+                 checkpoint: str = CHECKPOINT, stream=None, engage=None) -> None:  # fmt: skip
         self.store, self.rules, self.batch, self.name = store, rules, batch, checkpoint
+        self.engage = engage  # engage/audiences/live.Live: audiences and computed traits, in each batch
         cursor, self.count = store.checkpoint(checkpoint)
         if stream is None:
             self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
@@ -156,7 +157,7 @@ class Builder:
         self.members = {s: _members(s) for s in sets}  # each set as the links table keys it
         stored = self.store.link_keys(list(self.members.values()))
         links = {s: stored.get(m) for s, m in self.members.items()}  # each set seen -> the earliest key applied
-        rows = []
+        rows, folded = [], []
         nodes, dirty, ensure = graph.nodes, graph.dirty_nodes, graph.ensure
         count = self.count
         for event, (source, message_id), idents, group, segment, position in fresh:
@@ -179,9 +180,13 @@ class Builder:
             home_node = nodes[home]
             absorb(home_node.state, event, key)
             dirty.add(home)
-            rows.append((source, message_id, home_node.nid or node_id(home), key, segment, position))
+            home_nid = home_node.nid or node_id(home)
+            rows.append((source, message_id, home_nid, key, segment, position))
+            folded.append((event, key, home_nid))
             count += 1
         self.count = count
+        if self.engage is not None:
+            self.engage.fold(graph, folded, defer=len(records) >= self.batch)
         self.flush(graph)
         self.store.add_events(rows)
         stats["events"] = count
@@ -213,8 +218,15 @@ class Builder:
 
     def run(self, keep_going: Callable[[], bool] = lambda: True, interval: float = POLL) -> None:
         """Follow the log until ``keep_going()`` is false."""
+        ticked = 0.0
         while keep_going():
-            if self.step() == 0:
+            busy = self.step()
+            if self.engage is not None and (not busy or time.monotonic() - ticked >= interval * 5):
+                ticked = time.monotonic()  # people whose windows passed: at least once a second while busy
+                while self.engage.tick() and keep_going():
+                    pass
+                self.engage.refresh()
+            if not busy:
                 time.sleep(interval)
 
     def catch_up(self, keep_going: Callable[[], bool] = lambda: True) -> int:

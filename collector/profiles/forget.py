@@ -15,6 +15,7 @@ else's profile loses an event, and a rebuild after the erasure gives the same pr
 
 from __future__ import annotations
 
+from collector.engage.audiences.tables import reevaluate
 from collector.profiles.graph import Graph
 from collector.profiles.person import Person
 from collector.profiles.rules import Rules, key_time, node_id
@@ -76,3 +77,4 @@ def rejoin(store, rules: Rules, kept: dict[str, list], person: Person, others=()
         node.first_seen, node.last_seen, node.source = seen
         graph.dirty_nodes.add(ident)
     store.write(graph)
+    reevaluate(store, graph.profiles)  # the others, in their audiences on their own events

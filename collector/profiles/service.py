@@ -50,8 +50,9 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
     try:
         if rebuild:
             store.reset()
-        builder = Builder(store, Path(config.data_dir), Rules.from_config(config), checkpoint=checkpoint_name(config),
-                          stream=config if config.store == "nats" else None)  # fmt: skip
+        rules, stream = Rules.from_config(config), config if config.store == "nats" else None
+        builder = Builder(store, Path(config.data_dir), rules, checkpoint=checkpoint_name(config), stream=stream)
+        builder.engage = audiences(config, store, rules, stream)
         try:
             log.info("profile builder following the log", extra={"events": builder.count, "store": config.store})
             if once:
@@ -61,18 +62,49 @@ def follow(config, keep_going: Callable[[], bool], *, rebuild: bool = False, onc
             return builder.stats
         finally:
             builder.close()
+            if builder.engage.backfill is not None:
+                builder.engage.backfill.reader.close()
     finally:
         store.close()
 
 
+def audiences(config, store, rules: Rules, stream):
+    """The live evaluation of audiences and computed traits (``engage/audiences/live.py``), with
+    its backfill reading the log as the builder does."""
+    from collector.engage.audiences.backfill import CHUNK
+    from collector.engage.audiences.live import Live
+    from collector.engage.definitions import folder
+
+    def reader(cursor: dict) -> Builder:
+        source = Builder(store, Path(config.data_dir), rules, batch=CHUNK, checkpoint="engage-backfill", stream=stream)
+        source.reader.cursor = cursor
+        return source
+
+    return Live(store, folder=folder(config), reader=reader, checkpoint=checkpoint_name(config))
+
+
+_running: set[int] = set()  # the pids of this process's builder processes
+
+
+def pass_on(number: int) -> None:
+    """Send a signal to this process's builder (SIGHUP: it reads the engage definitions again)."""
+    for pid in sorted(_running):
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+
 def builder_process(config, parent: int) -> None:
     """The body of the collector's builder process (spawned: a fresh interpreter)."""
+    from collector.engage.audiences import live
     from collector.logs import setup_logging
     from collector.serve.runtime import die_with
 
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: stopped.append(number))
+    signal.signal(signal.SIGHUP, lambda number, frame: live.look_now())
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's mask survives the exec
     die_with(parent)
     os.nice(NICE)
@@ -96,6 +128,7 @@ async def run_builder(config, stop: asyncio.Event) -> None:
         if _lock_is_free(data_dir):
             process = spawn.Process(target=builder_process, args=(config, os.getpid()), name="intilery-profiles")
             process.start()
+            _running.add(process.pid)
             exited = loop.create_future()
             loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
             stopping = asyncio.ensure_future(stop.wait())
@@ -111,6 +144,7 @@ async def run_builder(config, stop: asyncio.Event) -> None:
                         process.kill()
                 loop.remove_reader(process.sentinel)
                 await asyncio.to_thread(process.join)
+                _running.discard(process.pid)
             if stop.is_set():
                 return
             if process.exitcode != LOCKED_OUT:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from collector.engage.audiences import tables as audiences
 from collector.profiles.graph import Ident
 from collector.profiles.rules import node_id
 from collector.profiles.sql import SqlBase, dumps
@@ -35,7 +36,10 @@ class EraseQueries(SqlBase):
         for kind, value, node in idents:
             events += self._all("SELECT COUNT(*) FROM events WHERE node_id = ?", (node,))[0][0]
             self._run("DELETE FROM events WHERE node_id = ?", (node,))
+            self._run("DELETE FROM engage_hits WHERE node_id = ?", (node,))
             self._run("DELETE FROM identifiers WHERE type = ? AND value = ?", (kind, value))
+        for table in audiences.PER_PROFILE:  # out of every audience, no stay kept and no Audience Exited
+            self._run(f"DELETE FROM {table} WHERE profile_id = ?", (pid,))
         self._many("DELETE FROM link_index WHERE members = ?", [(m,) for m in sorted(gone)])
         self._many("DELETE FROM links WHERE members = ?", [(m,) for m in sorted(gone)])
         for kind, value, node, state in self._all(

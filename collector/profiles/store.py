@@ -23,6 +23,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from collector.engage.audiences import tables as audiences
 from collector.profiles.sql_builder import BuilderQueries
 from collector.profiles.sql_erase import EraseQueries
 from collector.profiles.sql_reads import ReadQueries
@@ -43,13 +44,19 @@ SCHEMA = (
         key {text} NOT NULL, segment TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (message_id, source)){clustered}""",
     "CREATE INDEX IF NOT EXISTS events_node ON events (node_id, key)",
     "CREATE TABLE IF NOT EXISTS checkpoint (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)",
+    *audiences.SCHEMA,  # what engage/ derives from the profiles, rebuilt with them
 )
-TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint")
+TABLES = ("identifiers", "profiles", "links", "link_index", "events", "checkpoint", *audiences.TABLES)
 # The tables' shape: a database of another version is emptied at start and built again from the
 # log (the log is the truth; profiles are derived). 2: events keyed by (messageId, source); 3: on
 # SQLite, the events table is its key's tree; 4: so are profiles, links and link_index (SQLite
-# only: PostgreSQL's tables did not change, so its databases stay at 3 and are not emptied).
+# only: PostgreSQL's tables did not change, so its databases stay at 3 and are not emptied). The
+# audiences' tables (engage/audiences/tables.py) are added to a database without emptying it: what
+# they hold is counted over the log by a backfill (engage/audiences/backfill.py).
 VERSION = 4
+# What a rebuild keeps: the checkpoints (moved to each log's start), and who is in which audience
+# with the changes not yet announced (the rebuilt answers are compared with them: no one enters again)
+KEPT = ("checkpoint", "engage_members", "engage_history", "engage_announce")
 
 log = logging.getLogger("intilery.profiles")
 
@@ -96,7 +103,7 @@ class SqlStore(BuilderQueries, ReadQueries, EraseQueries):
         up (``Builder.step``) and reads its own log again, as this one does."""
         self.begin()
         for table in TABLES:
-            if table != "checkpoint":
+            if table not in KEPT:
                 self._run(f"DELETE FROM {table}")
         self._run("UPDATE checkpoint SET cursor = ?, events = 0", ("{}",))
         self.commit()

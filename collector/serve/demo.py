@@ -24,6 +24,7 @@ from collector.config import Config, Source
 from collector.logs import setup_logging
 from collector.serve.runtime import new_loop, until_signalled
 from collector.ingest.access import access_token
+from collector.engage.definitions import at_start
 from collector.serve.serving import PortInUse, check_port, config_from_args, config_lines, profiles_line, serve_flags
 
 log = logging.getLogger("intilery.demo")
@@ -149,6 +150,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"intilery: no demo site at {site_dir} (run from a clone of the repository, or pass --site-dir)",
               file=sys.stderr)
         return 2
+    if config.engage_dir is None and not config.config_file:  # the shop's audiences and computed traits
+        config = replace(config, engage_dir=site_dir / "engage")
+    at_start(config)
     check_port(config.host, config.port)
     check_port(config.host, args.site_port, "--site-port")
     loop = new_loop()

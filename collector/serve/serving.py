@@ -20,6 +20,7 @@ from aiohttp import web
 
 from collector import __version__
 from collector.config import FSYNC_POLICIES, LOG_FORMATS, STORES, Config, ConfigError, load_config, unread_local_config
+from collector.engage.definitions import at_start
 from collector.logs import setup_logging
 from collector.plans.enforce import Plans
 from collector.serve.runtime import new_loop, until_signalled
@@ -178,7 +179,11 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
 
 
 def reload_plans(plans: Plans) -> None:
-    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept)."""
+    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept), and the engage
+    definitions by the profile builder (passed on to it: ``profiles/service.py``)."""
+    from collector.profiles.service import pass_on
+
+    pass_on(signal.SIGHUP)
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")
         return
@@ -188,6 +193,7 @@ def reload_plans(plans: Plans) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_format)
+    at_start(config)
     check_port(config.host, config.port, reuse_port=config.workers > 1)
     if config.workers > 1:
         from collector.serve.hostwriter import run_writer

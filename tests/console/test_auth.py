@@ -10,7 +10,7 @@ from collector.console import auth
 from tests.console.conftest import SOURCES, TOKEN, WRITE_KEY, call
 
 GETS = ["/console", "/console/static/console.js", "/console/static/console.css", "/console/stream",
-        "/console/api/dashboard", "/console/api/profiles/user_id:u1", "/console/api/regulations"]  # fmt: skip
+        "/console/api/dashboard", "/console/api/profiles/user_id:u1", "/console/api/audiences", "/console/api/regulations"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", GETS)

@@ -87,7 +87,7 @@ def history(tmp_path):
     write(data, "dt=2026-11-28/hr=10", "part-w0-000002.ndjson", [
         order("a-4", ts(2), 30, **ann),
         order("a-4", ts(2), 30, **ann),  # a duplicate line (the same source and messageId): counts once
-        {**order("a-4", ts(2), 30, **ann), "source": "server"},  # another source's a-4: another event
+        {**order("a-4", ts(2, 1), 30, **ann), "source": "server"},  # another source's a-4, at another time: another event
         ev("a-5", ts(1), event="Signed In", **ann),
         order("b-2", ts(3), 20, userId="bob"),
         ev("c-1", ts(1), "page", userId="carl"),
@@ -131,13 +131,27 @@ class TestHits:
             (anon, count, hit("a-2", 8, 1)), (anon, spent, hit("a-2", 8, 1, 40)),
             (bob, count, hit("b-1", 40)), (bob, spent, hit("b-1", 40, 0, 500)),
             (ann, count, hit("a-4", 2)), (ann, spent, hit("a-4", 2, 0, 30)),
-            (ann, count, hit("a-4", 2)), (ann, spent, hit("a-4", 2, 0, 30)),  # source server's a-4
+            (ann, count, hit("a-4", 2, 1)), (ann, spent, hit("a-4", 2, 1, 30)),  # source server's a-4
             (ann, signed, hit("a-5", 1)),
             (bob, count, hit("b-2", 3)), (bob, spent, hit("b-2", 3, 0, 20)),
             (dan, signed, hit("d-1", 1)),
             (bob, count, hit("b-3", 6)), (bob, spent, hit("b-3", 6, 0, 70)),
         ]  # fmt: skip
         assert found == sorted(want)
+
+    def test_another_sources_copy_at_the_same_key_counts_once_under_the_same_home(self, tmp_path):
+        """As the live evaluation's table keys hits (node, tally, key): the same messageId at the same
+        time from another source adds nothing under the same home, and counts under another."""
+        from collector.engage.conditions import tally
+
+        data = tmp_path / "data"
+        write(data, "dt=2026-11-28/hr=10", "part-w0-000001.ndjson", [
+            order("m-1", ts(1), 10, userId="u"), {**order("m-1", ts(1), 99, userId="u"), "source": "server"},
+            {**order("m-1", ts(1), 20, userId="v"), "source": "ios"}, {**order("m-1", ts(1), 30, userId="u"), "source": "web"},
+        ])  # fmt: skip
+        values = tally("Order Completed", None, "properties.revenue")
+        found = sorted((n, h.value) for n, _, h in batch.hits(Config(data_dir=data), [values]))
+        assert found == sorted([(nid("user_id", "u"), 10), (nid("user_id", "v"), 20)])
 
     def test_only_the_tallies_asked_for(self, history):
         config, defs, _ = history
@@ -223,30 +237,25 @@ class TestEvaluateAll:
         only = definitions.Definitions(audiences={"buyers": defs.audiences["buyers"]})
         assert set(batch.evaluate_all(config, only, NOW)) == {store.find("user_id", "ann"), store.find("user_id", "bob")}
 
-    def test_the_same_answers_from_a_postgresql_profile_database(self, history, tmp_path):
+    def test_the_same_answers_from_a_postgresql_profile_database(self, history, tmp_path, postgres):
         """The node map is streamed from PostgreSQL too (preview against a shared database)."""
         from dataclasses import replace
 
         from collector.engage.audiences import cli
         from collector.profiles.database import open_store
-        from tests.profiles.pg import PostgresServer
 
         config, defs, _ = history
-        server = PostgresServer().start()
-        try:
-            pg = replace(config, profiles_db=server.database())
-            store = open_store(pg.profiles_db)
-            Builder(store, config.data_dir).catch_up()
-            store.close()
-            on_pg = batch.evaluate_all(pg, defs, NOW)
-            on_sqlite = batch.evaluate_all(config, defs, NOW)
-            assert len(on_pg) == 4
-            assert {p: (a.members, a.computed) for p, a in on_pg.items()} == {p: (a.members, a.computed) for p, a in on_sqlite.items()}
-            draft = tmp_path / "draft.yaml"
-            draft.write_text("condition:\n  audience: buyers\n")
-            assert cli.preview(pg, draft, NOW).size == 2
-        finally:
-            server.stop()
+        pg = replace(config, profiles_db=postgres.database())
+        store = open_store(pg.profiles_db)
+        Builder(store, config.data_dir).catch_up()
+        store.close()
+        on_pg = batch.evaluate_all(pg, defs, NOW)
+        on_sqlite = batch.evaluate_all(config, defs, NOW)
+        assert len(on_pg) == 4
+        assert {p: (a.members, a.computed) for p, a in on_pg.items()} == {p: (a.members, a.computed) for p, a in on_sqlite.items()}
+        draft = tmp_path / "draft.yaml"
+        draft.write_text("condition:\n  audience: buyers\n")
+        assert cli.preview(pg, draft, NOW).size == 2
 
     def test_no_profile_database_is_a_sentence(self, tmp_path):
         with pytest.raises(batch.BatchError, match="no profile database"):
@@ -301,7 +310,7 @@ class TestPreview:
         pytest.param("condition:\n  audience: nobody\n", "draft.yaml: the condition names audience 'nobody', and there is none",
                      id="unknown-audience"),
         pytest.param("key: buyers\ncondition:\n  audience: vip\n", "draft.yaml: the draft names itself", id="circle"),
-        pytest.param("condition:\n  event: Order Completed\n  within: 7 weeks\n", "draft.yaml:2: '7 weeks' is not a duration",
+        pytest.param("condition:\n  event: Order Completed\n  within: 7 weeks\n", "draft.yaml:3: '7 weeks' is not a duration",
                      id="bad-duration"),
         pytest.param("condition: [1\n", "draft.yaml:2: not valid YAML", id="not-yaml"),
     ])  # fmt: skip
@@ -320,10 +329,6 @@ class TestPreview:
         assert done.returncode == 1 and "no profile database at" in done.stderr, done.stderr
         done = intilery("audiences", "preview", str(tmp_path / "missing.yaml"), cwd=tmp_path)
         assert done.returncode == 2 and "no file" in done.stderr
-
-    def test_audiences_alone_lists_not_yet(self, tmp_path):
-        done = intilery("audiences", cwd=tmp_path)
-        assert (done.returncode, done.stdout) == (0, "listing: not yet\n")
 
 
 class TestWindowsOnly:

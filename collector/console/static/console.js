@@ -1,4 +1,4 @@
-// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles, privacy requests.
+// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles, audiences, privacy requests.
 // Everything taken from events is put on the page as text (textContent), never as HTML.
 (function () {
   "use strict";
@@ -24,11 +24,12 @@
   });
   function showTab(name) {
     document.querySelectorAll("nav button").forEach(function (b) { b.classList.toggle("active", b.getAttribute("data-tab") === name); });
-    ["live", "dashboard", "profiles", "privacy"].forEach(function (id) { $(id).hidden = id !== name; });
+    ["live", "dashboard", "profiles", "audiences", "privacy"].forEach(function (id) { $(id).hidden = id !== name; });
     clearInterval(dashboardTimer);
     clearTimeout(regulationsTimer); regulationsTimer = null;
     if (name === "dashboard") { loadDashboard(); dashboardTimer = setInterval(loadDashboard, 2000); }
     if (name === "privacy") loadRegulations();
+    if (name === "audiences") loadAudiences();
   }
 
   // --- live events ------------------------------------------------------------------------
@@ -279,6 +280,7 @@
     });
     table($("p-traits"), pairs(p.traits));
     table($("p-computed"), pairs(p.computed_traits));
+    table($("p-audiences"), (p.audiences || []).map(function (a) { return [a.name + " (" + a.key + ")", when(a.entered_at)]; }));
     var events = $("p-events"); events.textContent = "";
     p.events.forEach(function (ev) {
       var row = el("tr");
@@ -287,6 +289,44 @@
       row.appendChild(el("td", str(ev.event || ev.name || (ev.context && ev.context.page && ev.context.page.path) || "")));
       row.appendChild(el("td", str(ev.source)));
       events.appendChild(row);
+    });
+  }
+
+  // --- audiences --------------------------------------------------------------------------
+  // Each audience's size now, its last change and a sparkline of its size over the last 30 days (or hours).
+  $("a-period").addEventListener("change", function () { loadAudiences(); });
+
+  function loadAudiences() {
+    var period = $("a-period").value;
+    getJSON("/console/api/audiences?period=" + encodeURIComponent(period)).then(function (answer) {
+      $("a-error").hidden = answer[0];
+      if (!answer[0]) { $("a-error").textContent = answer[1].message; return; }
+      renderAudiences(answer[1]);
+    }, function () { $("a-error").hidden = false; $("a-error").textContent = "the collector did not answer"; });
+  }
+
+  function sparkline(values, at) {
+    var W = 180, H = 32, max = Math.max.apply(null, values.concat([1]));
+    var line = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, "class": "spark", role: "img" });
+    var step = values.length > 1 ? W / (values.length - 1) : W;
+    var points = values.map(function (v, i) { return (i * step).toFixed(1) + "," + (H - 2 - (v / max) * (H - 4)).toFixed(1); });
+    line.appendChild(svg("polyline", { points: points.join(" "), fill: "none", stroke: "#3b6fd8", "stroke-width": 1.5 }));
+    line.appendChild(svg("title", {}, values.map(function (v, i) { return when(at[i]) + ": " + v; }).join("\n")));
+    return line;
+  }
+
+  function renderAudiences(d) {
+    var list = $("a-list"); list.textContent = "";
+    $("a-series-head").textContent = d.period === "hour" ? "last 30 hours" : "last 30 days";
+    $("a-empty").hidden = d.audiences.length > 0;
+    $("a-backfill").hidden = !d.backfilling;
+    d.audiences.forEach(function (a) {
+      var row = el("tr"); row.setAttribute("data-key", a.key);
+      row.appendChild(el("td", a.key)); row.appendChild(el("td", a.name));
+      row.appendChild(el("td", a.size.toLocaleString(), "size"));
+      row.appendChild(el("td", a.updated_at ? when(a.updated_at) : "never"));
+      var cell = el("td"); cell.appendChild(sparkline(d.sizes[a.key] || [], d.at)); row.appendChild(cell);
+      list.appendChild(row);
     });
   }
 

@@ -40,7 +40,7 @@ import gc
 import math
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -48,7 +48,7 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 from collector.engage.conditions import Tally, events_of, traits_of
-from collector.engage.audiences.evaluate import Answer, Hit, evaluate
+from collector.engage.audiences.evaluate import Answer, Hit, epoch, evaluate
 from collector.engage.definitions import Definitions
 from collector.log.layout import EVENTS, iso_ms, parse_name, partitions, plain_name
 from collector.profiles.database import db_target, open_store
@@ -63,24 +63,21 @@ class BatchError(RuntimeError):
     """The batch evaluation cannot run here: a sentence saying why."""
 
 
-def key_epoch(key: str) -> float | None:
-    """The epoch seconds of an event key's time (``2026-11-28T10:00:00.000Z|m-1``), None when it has none."""
+def key_epoch(key: str) -> float:
+    """The epoch seconds of an event key's time (``2026-11-28T10:00:00.000Z|m-1``): ``evaluate.epoch``
+    (0 when it has none), as the live evaluation records it."""
     return _epoch(key_time(key))
 
 
-def _epoch(text: str) -> float | None:
-    """``datetime.fromisoformat(text).timestamp()`` (UTC when it names no zone), the collector's own
-    form (``2026-11-28T10:00:00.000Z``) computed from its minute's, to the same float."""
+def _epoch(text: str) -> float:
+    """``evaluate.epoch(text)``, the collector's own form (``2026-11-28T10:00:00.000Z``) computed from
+    its minute's, to the same float (``fromisoformat(...).timestamp()`` is microseconds / 10**6)."""
     if len(text) == 24 and text[19] == "." and text[23] == "Z":
         base = _minute(text[:16])
         seconds, millis = text[17:19], text[20:23]
         if base is not None and seconds.isdigit() and millis.isdigit() and int(seconds) < 60:
             return ((base + int(seconds)) * 1_000_000 + int(millis) * 1000) / 1_000_000
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+    return epoch(text)
 
 
 @lru_cache(maxsize=4096)
@@ -202,7 +199,10 @@ def hits(config, tallies: dict[str, Tally] | Iterable[Tally], rules: Rules | Non
             every = tally.where is None and tally.prop is None
             by_name[tally.event].append((tally, tally.id, every, after.get(tally.id, -math.inf)))
     moments = {name: min(t[3] for t in found) for name, found in by_name.items()}
-    seen: set[tuple[str, str]] = set()
+    # messageId -> (source, key, home, tally ids counted) of each copy counted (a list when several
+    # sources sent it): a repeat from the same source counts for nothing, and one from another source
+    # at the same key, under the same home, for no tally already counted there (the tables' key)
+    seen: dict[str, Any] = {}
     identifiers, loads = rules.identifiers, orjson.loads
     for line in lines(config, by_name, {n: m for n, m in moments.items() if m != -math.inf}):
         try:
@@ -215,27 +215,30 @@ def hits(config, tallies: dict[str, Tally] | Iterable[Tally], rules: Rules | Non
         if message_id.__class__ is not str:
             continue  # the builder counts it for no one
         source = event.get("source")
-        dedup = (source if source.__class__ is str else "", message_id)
-        if dedup in seen:
-            continue
-        seen.add(dedup)
+        source = source if source.__class__ is str else ""
+        before = seen.get(message_id)
+        if before is not None:
+            copies = before if before.__class__ is list else [before]
+            if any(copy[0] == source for copy in copies):
+                continue  # a duplicate
         name = event.get("event")
-        if name.__class__ is not str or name not in by_name:
-            continue
         key = event_key(event)
-        when = _epoch(key.partition("|")[0])  # key_epoch
-        if when is None:
-            continue
-        counting = [(tally, tally_id) for tally, tally_id, every, moment in by_name[name]
-                    if when > moment and (every or tally.matches(event))]  # fmt: skip
-        if not counting:
-            continue
-        idents = identifiers(event)
-        if not idents:
-            continue
-        home = node_id(idents[0])
-        for tally, tally_id in counting:
-            yield home, tally_id, Hit(when, key, None if tally.prop is None else tally.value(event))
+        counting = ()
+        idents = identifiers(event) if name.__class__ is str and name in by_name else None
+        if idents:
+            when = _epoch(key.partition("|")[0])  # key_epoch
+            home = node_id(idents[0])
+            counting = [(tally, tally_id) for tally, tally_id, every, moment in by_name[name]
+                        if when > moment and (every or tally.matches(event))]  # fmt: skip
+            if before is not None:
+                done = {t for copy in copies if copy[1] == key and copy[2] == home for t in copy[3]}
+                counting = [(tally, tally_id) for tally, tally_id in counting if tally_id not in done]
+            for tally, tally_id in counting:
+                yield home, tally_id, Hit(when, key, None if tally.prop is None else tally.value(event))
+        else:
+            home = None
+        copy = (source, key, home, tuple(tally_id for _, tally_id in counting))
+        seen[message_id] = copy if before is None else [*copies, copy]
 
 
 def oldest_needed(definitions: Definitions, now: float) -> dict[str, float]:

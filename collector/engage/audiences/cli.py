@@ -1,4 +1,10 @@
-"""``intilery audiences`` (each audience's size and last update) and ``intilery audiences preview FILE``.
+"""``intilery audiences``: each audience's key, name, size and last update, as a table (``--json``: as
+``GET /v1/audiences`` answers). The parser takes an optional sub-command, ``intilery audiences
+preview FILE``, beside the listing; without one, the listing runs.
+
+The audiences are the definitions in force, read from the profile database (``--profiles-db``,
+default ``DATA_DIR/profiles.db``) as the collector's API reads them (``routes.py``): a definition
+added to the folder shows once the profile builder has counted it over the log.
 
 ``preview`` answers, for a draft audience file (the format of ``engage/audiences/*.yaml``; it may
 name the published audiences and computed traits), how many people match it now and ten of them,
@@ -7,7 +13,7 @@ database, of the draft and only what it names. A draft with the key of a publish
 stands in for it (a change previewed before it is made)::
 
     $ intilery audiences preview drafts/big_spenders.yaml
-    big_spenders (Big spenders): 1,234 of 50,000 people match now
+    big_spenders (Big spenders): 1,234 of 50,000 people match now (not published; 2.1 s)
     prf_0a1b...  user_id:u-42  email:ann@example.com
     ...
 """
@@ -25,36 +31,74 @@ import orjson
 
 from collector.config import load_config
 from collector.engage import definitions
+from collector.engage.audiences import batch, routes
 from collector.engage.conditions import ConditionError, audiences_of, traits_of
-from collector.engage.audiences import batch
+from collector.profiles.database import db_target, open_store
 from collector.profiles.rules import EMAIL, USER_ID
 
-SAMPLE = 10  # people shown
+LISTING_FLAGS = ("data_dir", "profiles_db")
+SAMPLE = 10  # people a preview shows
 
 
-def _config(args: argparse.Namespace):
-    flags = ("data_dir", "profiles_db")
-    return load_config(args.config, {name: getattr(args, name, None) for name in flags}, with_dev_source=False)
-
-
-def add_parser(commands: Any) -> None:
-    """Register ``intilery audiences`` and ``intilery audiences preview``."""
-    command = commands.add_parser("audiences", help="audiences: their sizes; preview a draft definition")
-    command.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+def add_parser(commands: Any) -> argparse._SubParsersAction:
+    """Register ``intilery audiences``; returns its sub-commands, where others (``preview``) register."""
+    command = commands.add_parser("audiences", help="the audiences: each one's size and last update (audiences preview: a draft)",
+                                  description="Without a sub-command: every audience in force, its key, name, size and "
+                                              "last update.")  # fmt: skip
+    listing_flags(command)
     command.set_defaults(run=cmd_list)
-    actions = command.add_subparsers(dest="action")
+    actions = command.add_subparsers(dest="audiences_action", metavar="SUBCOMMAND", required=False)
     preview = actions.add_parser("preview", help="how many people a draft audience file matches now, and ten of them")
     preview.add_argument("file", help="a draft audience (YAML, the format of engage/audiences/*.yaml)")
-    preview.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
-    preview.add_argument("--data-dir", help="the collector's data directory (default ./data)")
-    preview.add_argument("--profiles-db", help="profile database: a SQLite path (default DATA_DIR/profiles.db) or postgresql://...")
-    preview.add_argument("--json", action="store_true", help="print the answer as JSON")
+    listing_flags(preview)
     preview.set_defaults(run=cmd_preview)
+    return actions
+
+
+def listing_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    parser.add_argument("--data-dir", help="the collector's data directory (default ./data)")
+    parser.add_argument("--profiles-db", help="profile database: a SQLite path (default DATA_DIR/profiles.db) or postgresql://...")
+    parser.add_argument("--json", action="store_true", help="as GET /v1/audiences answers, one JSON document")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print("listing: not yet")
+    config = load_config(args.config, {name: getattr(args, name, None) for name in LISTING_FLAGS}, with_dev_source=False)
+    target = db_target(config)
+    if not target.startswith(("postgresql://", "postgres://")) and not Path(target).is_file():
+        print(f"intilery: no profile database at {target} yet (is a collector with profiles running on this "
+              "data directory?)", file=sys.stderr)  # fmt: skip
+        return 1
+    store = open_store(target, reads_only=True)
+    try:
+        if store.outdated:
+            print(f"intilery: the profile database at {target} is being built again: retry shortly", file=sys.stderr)
+            return 1
+        in_force = routes.InForce()
+        definitions = in_force.of(store)
+        found = routes.listing(definitions, store)
+        backfilling = in_force.backfilling(store)
+    finally:
+        store.close()
+    if backfilling:
+        print("intilery: new definitions are being counted over the log: they show here once that is complete",
+              file=sys.stderr)  # fmt: skip
+    if not found:
+        print("intilery: no audience is in force (engage/audiences/*.yaml, read by a collector with profiles)", file=sys.stderr)
+    print(orjson.dumps({"data": found}).decode() if args.json else table(found) if found else "", end="\n" if args.json or found else "")
     return 0
+
+
+def table(found: list[dict]) -> str:
+    """The listing as aligned columns: key, name, size, last update ("never" when nobody ever entered)."""
+    rows = [("key", "name", "size", "last update")]
+    rows += [(a["key"], a["name"], f"{a['size']:,}", a["updated_at"] or "never") for a in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 @dataclass
@@ -123,7 +167,7 @@ def preview(config, path: Path, now: float | None = None) -> Preview:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(args.config, {name: getattr(args, name, None) for name in LISTING_FLAGS}, with_dev_source=False)
     path = Path(args.file)
     if not path.is_file():
         print(f"intilery: no file {args.file}", file=sys.stderr)

@@ -18,10 +18,27 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from collector.engage.conditions import Subject, holds, next_change
 from collector.engage.definitions import Definitions, TraitDef
+
+
+def epoch(iso: str) -> float:
+    """An event key's time (ISO 8601) in epoch seconds; 0 when it has none."""
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        return 0.0
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 UNIQUE_LIST_MAX = 100  # values kept in a unique_list (the first ones seen)
 
@@ -60,9 +77,10 @@ def evaluate(definitions: Definitions, traits: dict, hits: dict[str, list[Hit]],
     for key, audience in definitions.audiences.items():
         if holds(audience.condition, subject):
             members.add(key)
-        moment = next_change(audience.condition, subject)
-        if moment is not None:
-            moments.append(moment)
+        if audience.windowed:
+            moment = next_change(audience.condition, subject, audience.windowed)
+            if moment is not None:
+                moments.append(moment)
     return Answer(members, computed, min(moments) if moments else None)
 
 
@@ -101,4 +119,6 @@ def trait_value(trait: TraitDef, hits) -> Any:
 def _hashable(value: Any) -> Any:
     import orjson
 
-    return value if value.__class__ in (str, int, float, bool) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if value.__class__ is bool:  # true is not 1 (as in conditions), though Python hashes them alike
+        return ("bool", value)
+    return value if value.__class__ in (str, int, float) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

@@ -31,3 +31,11 @@ SCHEMA = (
 )
 TABLES = ("engage_hits", "engage_members", "engage_history", "engage_computed", "engage_due", "engage_announce",
           "engage_state")  # fmt: skip
+PER_PROFILE = ("engage_members", "engage_history", "engage_computed", "engage_due", "engage_announce")  # an erasure's
+
+
+def reevaluate(store, pids) -> None:
+    """Mark these profiles due now: the builder's ``Live.tick`` evaluates them again (after an erasure
+    left someone else in a profile the person was in)."""
+    store._many("INSERT INTO engage_due (profile_id, due) VALUES (?, 0) ON CONFLICT (profile_id) DO UPDATE SET due = 0",
+                [(pid,) for pid in sorted(pids)])  # fmt: skip

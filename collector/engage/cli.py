@@ -1,0 +1,64 @@
+"""``intilery engage check``: the definitions (audiences, computed traits) checked as the collector loads them.
+
+::
+
+    intilery engage check [--config FILE]
+    engage/audiences/vip.yaml:7: unknown operator 'at_least': use one of eq, ne, ...   # each mistake; exit 1
+    engage/: 3 audiences, 2 computed traits: all good                                # exit 0
+
+The folder is ``definitions.folder(config)``: ``engage_dir``, or ``engage/`` beside the configuration
+file. Every mistake is one ``file:line: reason`` line on standard output, all of them at once (a CI
+step or an editor reads them); a folder that does not exist is an error too (a mistyped
+``engage_dir`` would otherwise check nothing). A file in ``audiences/`` or ``traits/`` that is not
+read (not ``.yaml``, ``.yml`` or ``.json``) is named on standard error, without failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from collector.config import load_config
+from collector.engage import definitions
+from collector.engage.definitions import DefinitionError
+
+_READ = (".yaml", ".yml", ".json")
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``intilery engage`` (``check``)."""
+    engage = commands.add_parser("engage", help="audiences and computed traits: check their definitions")
+    actions = engage.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="check every definition in the engage folder (file:line: reason for each mistake; exit 1)")
+    check.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG); the folder is its engage_dir, else engage/ beside it")
+    check.set_defaults(run=cmd_check)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config, with_dev_source=False)
+    root = definitions.folder(config)
+    if not root.is_dir():
+        where = ("the configuration's engage_dir" if config.engage_dir is not None else
+                 "engage/ beside the configuration file, or in the current directory without one; engage_dir sets another")  # fmt: skip
+        print(f"intilery: {root}/ is not a folder: nothing to check (the definitions' folder is {where})", file=sys.stderr)
+        return 1
+    for kind in ("audiences", "traits"):
+        folder = root / kind
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if path.is_file() and path.suffix not in _READ and not path.name.startswith(".") and not path.name.endswith("~"):
+                print(f"{path}: not read (a definition is a .yaml, .yml or .json file)", file=sys.stderr)
+    try:
+        found = definitions.load(root)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"intilery engage check: {_count(len(exc.problems), 'mistake', 'mistakes')} in {root}/", file=sys.stderr)
+        return 1
+    print(f"{root}/: {_count(len(found.audiences), 'audience', 'audiences')}, "
+          f"{_count(len(found.traits), 'computed trait', 'computed traits')}: all good")  # fmt: skip
+    return 0
