@@ -117,8 +117,9 @@ def history(start: float, rng: random.Random) -> tuple[list[dict], list[dict], l
     return events, late, duplicates
 
 
-def write_log(data_dir: Path, start: float, rng: random.Random) -> int:
-    """The log: one segment an hour (some gzipped), the late events and duplicates in the newest."""
+def write_log(data_dir: Path, start: float, rng: random.Random):
+    """The log: one segment an hour (some gzipped); returns (the number of events, a function that
+    writes the newest segment: the late events and duplicates, for after a first catch-up)."""
     events, late, duplicates = history(start, rng)
     by_hour: dict[str, list[dict]] = {}
     for e in sorted(events, key=lambda e: e["timestamp"]):
@@ -136,11 +137,14 @@ def write_log(data_dir: Path, start: float, rng: random.Random) -> int:
             (directory / (name + ".gz")).write_bytes(gzip.compress(data))
         else:
             (directory / name).write_bytes(data)
-    newest = data_dir / "events" / hour_partition(start - 60)
-    newest.mkdir(parents=True, exist_ok=True)
-    rest = late + duplicates[len(duplicates) // 2 :]  # late events, and lines repeated in another segment
-    (newest / f"part-w1-{seq + 1:06d}.ndjson").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rest))
-    return len(events) + len(late)
+
+    def newest() -> None:
+        directory = data_dir / "events" / hour_partition(start - 60)
+        directory.mkdir(parents=True, exist_ok=True)
+        rest = late + duplicates[len(duplicates) // 2 :]  # late events, and lines repeated in another segment
+        (directory / f"part-w1-{seq + 1:06d}.ndjson").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rest))
+
+    return len(events) + len(late), newest
 
 
 def batch_rows(answers: dict) -> tuple[set, dict]:
@@ -154,23 +158,62 @@ def generated(tmp_path):
     start = time.time()
     rng = random.Random(SEED)
     data = tmp_path / "data"
-    count = write_log(data, start, rng)
+    count, newest = write_log(data, start, rng)
     defs = define(tmp_path / "engage")
     config = Config(data_dir=data, profiles_db=str(tmp_path / "profiles.db"), engage_dir=tmp_path / "engage")
-    return config, defs, start, count
+    return config, defs, count, newest
 
 
-def test_the_generated_history_is_what_the_test_says(generated):
-    """Thousands of people and events; every audience has members and non-members in the batch answer."""
-    config, defs, start, count = generated
+def live_rows(store) -> tuple[set, set, dict]:
+    """What the live evaluation keeps: hits, memberships, computed traits (an empty set of them left out)."""
+    hits = set(store._all("SELECT node_id, tally, key, time, value FROM engage_hits"))
+    members = set(store._all("SELECT audience, profile_id FROM engage_members"))
+    computed = {pid: orjson.loads(traits) for pid, traits in store._all("SELECT profile_id, traits FROM engage_computed")}
+    return hits, members, {pid: traits for pid, traits in computed.items() if traits}
+
+
+def test_live_memberships_equal_the_batch_ones(generated):
+    """The builder with the live evaluation follows the log (batches of 2,000: most deferred to
+    ``tick``, the last evaluated as folded), then takes the late events and duplicates in a newer
+    segment; its hits, members and computed traits are the batch evaluation's, row for row."""
+    from collector.engage.audiences.live import Live
     from collector.profiles.builder import Builder
     from collector.profiles.store import SqliteStore
 
+    config, defs, count, newest = generated
     store = SqliteStore(Path(config.profiles_db))
-    Builder(store, config.data_dir).catch_up()
-    people = store.profile_count()
-    answers = batch.evaluate_all(config, defs, time.time(), store=store)
-    store.close()
-    assert people > 2000 and count > 15_000
-    sizes = {key: sum(1 for a in answers.values() if key in a.members) for key in defs.audiences}
-    assert all(0 < size < people for size in sizes.values()), sizes
+    live = Live(store, defs)
+    builder = Builder(store, config.data_dir, batch=2000, engage=live)
+    try:
+        builder.catch_up()
+        while live.tick():
+            pass
+        newest()
+        builder.catch_up()
+        while live.tick():
+            pass
+        hits, members, computed = live_rows(store)
+        answers = batch.evaluate_all(config, defs, time.time(), store=store)
+        people = store.profile_count()
+        # then 8 days later, on time alone: the live side re-evaluates only the people whose moment came
+        later = time.time() + 8 * 86400 + 1234.5
+        live.clock = lambda: later
+        while live.tick():
+            pass
+        _, members_later, computed_later = live_rows(store)
+        answers_later = batch.evaluate_all(config, defs, later, store=store)
+    finally:
+        builder.close()
+        store.close()
+    counted = {(n, t, h.key, h.time, None if h.value is None else orjson.dumps(h.value).decode())
+               for n, t, h in batch.hits(config, defs.tallies())}  # fmt: skip
+    assert people > 2000 and count > 15_000 and len(counted) > 10_000
+    assert hits == counted, (len(hits - counted), sorted(hits - counted)[:3], len(counted - hits), sorted(counted - hits)[:3])
+    want_members, want_computed = batch_rows(answers)
+    assert members == want_members, (sorted(members - want_members)[:5], sorted(want_members - members)[:5])
+    assert computed == want_computed, [(p, computed.get(p), want_computed.get(p))
+                                       for p in sorted(set(computed) | set(want_computed)) if computed.get(p) != want_computed.get(p)][:5]
+    sizes = {key: sum(1 for audience, _ in members if audience == key) for key in defs.audiences}
+    assert all(0 < size < people for size in sizes.values()), sizes  # every audience splits the people
+    assert (members_later, computed_later) == batch_rows(answers_later)
+    assert members_later != members and computed_later != computed  # windows passed: people left
