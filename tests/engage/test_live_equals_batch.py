@@ -56,6 +56,9 @@ AUDIENCES = {
     "valued": "condition:\n  any:\n    - audience: vip\n    - audience: big_spenders\n    - trait: orders\n      op: gte\n      value: 6\n",
     "one_exactly": "condition:\n  event: Order Completed\n  count: {op: eq, value: 1}\n",
     "lamp_fans": "condition:\n  trait: favourite_category\n  value: lamps\n",
+    # the lamp tally again, in a longer window than lamp_lookers' and lamp_views_7d's
+    "lamp_regulars": ("condition:\n  event: Product Viewed\n  where: {field: properties.category, value: lamps}\n"
+                      "  count: {op: gte, value: 2}\n  within: 30d\n"),
 }  # fmt: skip
 
 
