@@ -322,6 +322,18 @@ class TestPreview:
                         config.profiles_db, cwd=tmp_path)  # fmt: skip
         assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
 
+    def test_with_the_nats_store_it_reads_the_archives_files_when_told(self, history, tmp_path):
+        """A configuration of the NATS store is a sentence; ``--store file`` reads the files at --data-dir."""
+        config, _, _ = history
+        toml = tmp_path / "intilery.toml"
+        toml.write_text(f'store = "nats"\ndata_dir = "{config.data_dir}"\nprofiles_db = "{config.profiles_db}"\n')
+        draft = tmp_path / "draft.yaml"
+        draft.write_text("condition:\n  event: Order Completed\n")
+        done = intilery("audiences", "preview", str(draft), "--config", str(toml), cwd=tmp_path)
+        assert done.returncode == 1 and "--store file --data-dir" in done.stderr, done.stderr
+        done = intilery("audiences", "preview", str(draft), "--config", str(toml), "--store", "file", "--json", cwd=tmp_path)
+        assert done.returncode == 0 and orjson.loads(done.stdout)["size"] == 2, done.stderr  # Ann and Bob ordered
+
     def test_no_profile_database_or_no_file_is_a_sentence(self, tmp_path):
         draft = tmp_path / "draft.yaml"
         draft.write_text("condition:\n  event: Order Completed\n")

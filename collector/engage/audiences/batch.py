@@ -97,7 +97,7 @@ def segments(config, after: float | None = None) -> list[Path]:
     received in it, whose ``timestamp`` is never after their ``receivedAt``: ``ingest/pipeline.py``)."""
     if config.store != "file":
         raise BatchError(f"the batch evaluation reads the file log, and this configuration's store is {config.store!r}: "
-                         "run it on the output of `intilery archive` (the same files), with --data-dir pointing there")  # fmt: skip
+                         "read the output of `intilery archive` (the same files) with --store file --data-dir DIR")  # fmt: skip
     root = Path(config.data_dir) / EVENTS
     if not root.is_dir():
         return []

@@ -51,6 +51,8 @@ def add_parser(commands: Any) -> argparse._SubParsersAction:
     preview = actions.add_parser("preview", help="how many people a draft audience file matches now, and ten of them")
     preview.add_argument("file", help="a draft audience (YAML, the format of engage/audiences/*.yaml)")
     listing_flags(preview)
+    preview.add_argument("--store", choices=("file", "nats"),
+                         help="the log: file (DATA_DIR/events); with the NATS store, --store file --data-dir the output of intilery archive")  # fmt: skip
     preview.set_defaults(run=cmd_preview)
     return actions
 
@@ -167,7 +169,8 @@ def preview(config, path: Path, now: float | None = None) -> Preview:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    config = load_config(args.config, {name: getattr(args, name, None) for name in LISTING_FLAGS}, with_dev_source=False)
+    config = load_config(args.config, {name: getattr(args, name, None) for name in (*LISTING_FLAGS, "store")},
+                         with_dev_source=False)  # fmt: skip
     path = Path(args.file)
     if not path.is_file():
         print(f"intilery: no file {args.file}", file=sys.stderr)
