@@ -1,36 +1,42 @@
 """The batch evaluation: the same definitions, answered straight from the log (issue 29, part 6).
 
 The live evaluation (``live.py``, in the profile builder) keeps answers current event by event;
-this one reads the whole log at once, for ``intilery audiences preview`` and for backfill (a
-definition added or changed)::
+this one reads the log at once, for ``intilery audiences preview`` (``cli.py``) and for whoever
+needs every counted event of some tallies::
 
     for node_id, tally_id, hit in hits(config, tallies):    # every event a tally counts
         ...
     answers = evaluate_all(config, definitions, now)         # profile id -> Answer
 
-Both answer through ``evaluate.evaluate``, and count exactly the same events, so they agree
-(``tests/engage/test_live_equals_batch.py``):
+Both answer through ``evaluate.evaluate``, and count exactly the same events, so they agree row
+for row (``tests/engage/test_live_equals_batch.py``):
 
 - an event is counted under its **home node**, ``rules.node_id`` of its first identifier by
   priority (``profiles/person.py``: the one definition of whose an event is), at its key
-  (``rules.event_key``) and the key's time in epoch seconds (``key_epoch``);
+  (``rules.event_key``) and the key's time (``evaluate.epoch``, as ``engage_hits.time``);
 - a duplicate (the same ``source`` and ``messageId``) counts once, the first in the log's order
   (partition, segment, line: the order the builder reads it in); an event with no ``messageId``
-  or no identifier counts for no one, as the builder skips it;
+  or no identifier counts for no one, as the builder skips it; and a tally counts one event per
+  home node and key, as ``engage_hits`` is keyed (the same messageId at the same time from two
+  sources, under one person, is one);
 - a person is a profile: the nodes with the same ``profile_id`` in the profile database, whose
   traits are ``rules.view`` of its state, as the Profile API shows them.
 
 DuckDB reads the segments (plain and ``.gz``, in parallel) and keeps only the lines whose
 ``event`` is one a tally counts; those few are parsed again in Python and tested with
 ``Tally.matches``, so the semantics are the condition module's, not a second copy in SQL. A line
-that is not a JSON object (erased, being written) is skipped, as the log's reader skips it.
+that is not a JSON object (erased, being written) is skipped, as the log's reader skips it. An
+answer at one moment needs no event older than the longest window its tally is counted in
+(``oldest_needed``): when every use of a tally is windowed, older partitions are not opened and
+older lines not parsed. (Two copies of one event whose times straddle that moment, a replay after
+the duplicate filter's window, could then count the later copy: the builder keeps the first.)
 
 A person with no counted events is evaluated once per distinct value of the traits the
 conditions read (usually once in all): a ``not`` or a trait condition can make them members.
 ``evaluate_all`` leaves out the people whose answer is empty (no audience, no computed trait).
 
 Only the file log is read; with the NATS store the archive's output (``intilery archive``, the
-same layout) is: point ``data_dir`` at it.
+same layout) is: ``--store file --data-dir`` there.
 """
 
 from __future__ import annotations
