@@ -157,13 +157,15 @@ def batch_rows(answers: dict) -> tuple[set, dict]:
 
 
 @pytest.fixture
-def generated(tmp_path):
+def generated(tmp_path, profiles_db):
+    """The log written, the definitions, a configuration naming them and an empty profile database
+    (SQLite, then PostgreSQL: ``conftest.profiles_db``)."""
     start = time.time()
     rng = random.Random(SEED)
     data = tmp_path / "data"
     count, newest = write_log(data, start, rng)
     defs = define(tmp_path / "engage")
-    config = Config(data_dir=data, profiles_db=str(tmp_path / "profiles.db"), engage_dir=tmp_path / "engage")
+    config = Config(data_dir=data, profiles_db=profiles_db, engage_dir=tmp_path / "engage")
     return config, defs, count, newest
 
 
@@ -181,10 +183,10 @@ def test_live_memberships_equal_the_batch_ones(generated):
     segment; its hits, members and computed traits are the batch evaluation's, row for row."""
     from collector.engage.audiences.live import Live
     from collector.profiles.builder import Builder
-    from collector.profiles.store import SqliteStore
+    from collector.profiles.database import open_store
 
     config, defs, count, newest = generated
-    store = SqliteStore(Path(config.profiles_db))
+    store = open_store(config.profiles_db, building=True)
     live = Live(store, defs)
     builder = Builder(store, config.data_dir, batch=2000, engage=live)
     try:
