@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from collector.profiles.sql import SqlBase
 
 
@@ -32,3 +34,14 @@ class ReadQueries(SqlBase):
 
     def profile_ids(self) -> list[str]:
         return [r[0] for r in self._all("SELECT profile_id FROM profiles ORDER BY profile_id")]
+
+    def node_profiles(self) -> Iterator[tuple[str, str]]:
+        """``(node_id, profile_id)`` of every identifier, streamed: whose each node's events are (the
+        audiences' batch evaluation, over millions)."""
+        cursor = self.conn.cursor()
+        cursor.execute("SELECT node_id, profile_id FROM identifiers")
+        while rows := cursor.fetchmany(10_000):
+            yield from rows
+
+    def profile_count(self) -> int:
+        return self._all("SELECT count(*) FROM profiles")[0][0]
