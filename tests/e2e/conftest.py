@@ -56,17 +56,19 @@ class Demo:
         self._log.close()
         return self.proc.returncode
 
-    def events(self) -> list[dict]:
+    def events(self, platform: bool = False) -> list[dict]:
+        """The visitors' stored events; ``platform``: the platform's own instead (source ``intilery``:
+        the demo's audiences' ``Audience Entered/Exited``)."""
         for _ in range(5):
             try:
-                return list(read_events(self.data_dir))
+                return [e for e in read_events(self.data_dir) if (e.get("source") == "intilery") == platform]
             except (EOFError, OSError, ValueError):  # a segment being compressed at this moment
                 time.sleep(0.1)
-        return list(read_events(self.data_dir))
+        return [e for e in read_events(self.data_dir) if (e.get("source") == "intilery") == platform]
 
-    def wait_for(self, count: int, select=lambda e: True, what: str = "") -> list[dict]:
+    def wait_for(self, count: int, select=lambda e: True, what: str = "", platform: bool = False) -> list[dict]:
         def enough():
-            found = [e for e in self.events() if select(e)]
+            found = [e for e in self.events(platform) if select(e)]
             return found if len(found) >= count else None
 
         return wait_until(enough, what=f"{count} stored events {what}")

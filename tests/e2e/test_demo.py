@@ -134,6 +134,14 @@ def test_visitor_journey(demo, new_context):
         assert timedelta(0) <= received - corrected < timedelta(seconds=30)
     assert visitor.console.errors == []
 
+    # the demo's audiences (demo_site/engage/): Ann looked at products, so she is browsing now, and
+    # the platform appended that to the log as her Audience Entered, once (while she was anonymous,
+    # or under her user id once she had signed in)
+    entered = demo.wait_for(1, lambda e: e.get("event") == "Audience Entered"
+                            and e["properties"]["audience_key"] == "browsing_now", "for Ann", platform=True)  # fmt: skip
+    assert len(entered) == 1 and entered[0]["source"] == "intilery"
+    assert entered[0].get("userId") == "u_ann_example_com" or entered[0]["anonymousId"] == first_anonymous
+
 
 def test_two_visitors_at_once_never_mix(demo, new_context):
     """Two browser contexts sign in as different people; each event carries only its own identity."""
