@@ -16,8 +16,9 @@ from collector.profiles import cli as profiles
 from collector.plans import cli as plans
 from collector.privacy import archives as archive  # collector.log.archive's command, with privacy requests
 from collector.privacy import cli as privacy
+from collector.engage.destinations import cli as destinations
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, destinations)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

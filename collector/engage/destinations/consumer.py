@@ -1,0 +1,126 @@
+"""The producer of webhook deliveries: one more consumer of the log, through its one ``Reader``
+(as the profile builder: ``profiles/builder.py``), committing the deliveries a batch of events
+created together with the cursor after them::
+
+    filler = Filler(outbox, data_dir, destinations)
+    filler.step()     # one batch of events: deliveries added, cursor saved, one transaction; 0 when nothing is new
+
+For each event and destination: the ``filter`` (a condition on the event), then the consent rule
+(Segment's: every one of ``consent_categories`` is ``true`` in ``context.consent.categoryPreferences``;
+an event without consent information goes to no destination that lists categories), then the
+``mapping``. What passes is a delivery whose id is stable (``delivery_id``: the destination and the
+event's source and messageId), inserted only when new: a kill at any point, before or after the
+commit, loses none and creates none twice. What does not pass is counted (``stats``).
+
+A destination disabled (by a 410, or ``enabled: false``) is still filled: it keeps what it would have
+received, for replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from collector.engage.conditions import Subject, holds
+from collector.engage.destinations import mapping as mappings
+from collector.engage.destinations.definitions import Destination
+from collector.log.layout import EVENTS
+from collector.log.reader import Reader
+
+log = logging.getLogger("intilery.destinations")
+
+BATCH = 1000  # events per transaction
+CURSOR = "destinations"  # the cursor's name in outbox_cursor (one per log when the database is shared)
+
+
+def delivery_id(destination: str, event: dict, where: str = "") -> str:
+    """The delivery's id, its ``webhook-id``: the same for the same event and destination, always."""
+    message_id = event.get("messageId")
+    key = f"{event.get('source') or ''}\0{message_id}" if isinstance(message_id, str) else f"\1{where}"
+    return "msg_" + hashlib.blake2b(f"{destination}\0{key}".encode(), digest_size=16).hexdigest()
+
+
+def verdict(dest: Destination, event: dict) -> str | None:
+    """Why ``event`` does not go to ``dest`` (``filtered``, ``no_consent``), or None: it goes."""
+    if dest.filter is not None and not holds(dest.filter, Subject(event=event)):
+        return "filtered"
+    if dest.consent_categories:
+        context = event.get("context")
+        consent = context.get("consent") if isinstance(context, dict) else None
+        prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+        if not isinstance(prefs, dict) or not all(prefs.get(c) is True for c in dest.consent_categories):
+            return "no_consent"
+    return None
+
+
+def body(dest: Destination, event: dict) -> dict:
+    """The webhook's body for one event (Standard Webhooks: type, timestamp, data)."""
+    data = event if dest.mapping is None else mappings.apply(dest.mapping, event)
+    return {"type": str(event.get("type") or "event"), "timestamp": event.get("timestamp") or event.get("receivedAt"),
+            "data": data}  # fmt: skip
+
+
+def who(event: dict) -> str:
+    """The person's identifiers, for dropping their pending deliveries on erasure."""
+    return orjson.dumps([event.get("userId"), event.get("anonymousId")]).decode()
+
+
+class Filler:
+    def __init__(self, outbox, data_dir: Path, destinations: dict[str, Destination], *, batch: int = BATCH,
+                 name: str = CURSOR) -> None:  # fmt: skip
+        self.outbox, self.destinations, self.batch, self.name = outbox, destinations, batch, name
+        cursor, self.count = outbox.cursor(name)
+        self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
+        self.stats: Counter[tuple[str, str]] = Counter()  # (destination, outcome): queued, filtered, no_consent
+
+    def step(self, now: float | None = None) -> int:
+        """Read one batch and commit its deliveries with the cursor after it; the number of events read."""
+        self.outbox.begin()
+        cursor, count = self.reader.cursor, self.count
+        try:
+            stored = self.outbox._all("SELECT cursor, events FROM outbox_cursor WHERE name = ?", (self.name,))
+            if stored and orjson.loads(stored[0][0]) != cursor:  # another process moved it (a shared database)
+                self.reader.cursor, self.count = orjson.loads(stored[0][0]), stored[0][1]
+                cursor, count = self.reader.cursor, self.count
+            rows, outcomes, n = [], Counter(), 0
+            for record in self.reader.read():
+                n += 1
+                event = record.event
+                for dest in self.destinations.values():
+                    reason = verdict(dest, event)
+                    if reason is not None:
+                        outcomes[(dest.name, reason)] += 1
+                        continue
+                    where = f"{record.segment}@{self.reader.offsets.get(record.segment)}"
+                    rows.append((delivery_id(dest.name, event, where), dest.name,
+                                 orjson.dumps(body(dest, event)).decode(), who(event)))  # fmt: skip
+                    outcomes[(dest.name, "queued")] += 1
+                if n >= self.batch:
+                    break
+            if n == 0 and self.reader.cursor == cursor:
+                self.outbox.rollback()
+                return 0
+            self.count += n
+            self.outbox.add(rows, self.name, self.reader.cursor, self.count, now)
+            self.outbox.commit()
+        except BaseException:
+            self.outbox.rollback()
+            self.reader.cursor, self.count = cursor, count
+            raise
+        self.stats.update(outcomes)
+        return n
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def sample(dest: Destination, event: dict) -> tuple[str | None, dict | None]:
+    """What ``intilery destinations try`` shows: the reason the event would not be sent, or its body."""
+    reason = verdict(dest, event)
+    return (reason, None) if reason else (None, body(dest, event))
+
+
