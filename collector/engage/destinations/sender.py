@@ -37,7 +37,7 @@ from collector.engage.outbox.store import excerpt
 log = logging.getLogger("intilery.destinations")
 
 POLL = 0.2  # seconds between looks at an idle destination's queue
-LEASE_SLACK = 30.0  # seconds a claim outlives its request's timeout before another sender may take it
+LEASE_SLACK = 5.0  # seconds a claim outlives its request's timeout before another sender may take it (after a kill: the wait to resend)
 BREAK_AFTER = 5
 MIN_COOLDOWN, MAX_COOLDOWN = 1.0, 600.0
 JITTER = 0.1
