@@ -351,6 +351,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.profiles.service import builder_context
 
     from collector.console import routes as console
+    from collector.engage.destinations import routes as destination_routes
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -365,6 +366,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
         ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0)),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
+        ("destinations", lambda: destination_routes.mount(app, config)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
