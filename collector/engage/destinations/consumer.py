@@ -30,6 +30,8 @@ from collector.engage.destinations import mapping as mappings
 from collector.engage.destinations.definitions import Destination
 from collector.log.layout import EVENTS
 from collector.log.reader import Reader
+from collector.profiles.person import home
+from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.destinations")
 
@@ -64,15 +66,17 @@ def body(dest: Destination, event: dict) -> dict:
             "data": data}  # fmt: skip
 
 
-def who(event: dict) -> str:
-    """The person's identifiers, for dropping their pending deliveries on erasure."""
-    return orjson.dumps([event.get("userId"), event.get("anonymousId")]).decode()
+def who(event: dict, rules: Rules) -> str:
+    """Whose event it is (``profiles.person.home``: its first identifier by priority, as JSON
+    ``[type, value]``; "" for none), so that an erasure finds the person's deliveries."""
+    ident = home(event, rules)
+    return orjson.dumps(list(ident)).decode() if ident else ""
 
 
 class Filler:
     def __init__(self, outbox, data_dir: Path, destinations: dict[str, Destination], *, batch: int = BATCH,
-                 name: str = CURSOR) -> None:  # fmt: skip
-        self.outbox, self.destinations, self.batch, self.name = outbox, destinations, batch, name
+                 name: str = CURSOR, rules: Rules = Rules()) -> None:  # fmt: skip
+        self.outbox, self.destinations, self.batch, self.name, self.rules = outbox, destinations, batch, name, rules
         cursor, self.count = outbox.cursor(name)
         self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
         self.stats: Counter[tuple[str, str]] = Counter()  # (destination, outcome): queued, filtered, no_consent
@@ -97,7 +101,7 @@ class Filler:
                         continue
                     where = f"{record.segment}@{self.reader.offsets.get(record.segment)}"
                     rows.append((delivery_id(dest.name, event, where), dest.name,
-                                 orjson.dumps(body(dest, event)).decode(), who(event)))  # fmt: skip
+                                 orjson.dumps(body(dest, event)).decode(), who(event, self.rules)))  # fmt: skip
                     outcomes[(dest.name, "queued")] += 1
                 if n >= self.batch:
                     break

@@ -24,6 +24,7 @@ from collector.engage.outbox.store import open_outbox
 from collector.log.segments import try_lock
 from collector.log.layout import LOCK_DIR
 from collector.profiles.database import checkpoint_name, db_target
+from collector.profiles.rules import Rules
 
 log = logging.getLogger("intilery.destinations")
 
@@ -49,7 +50,7 @@ async def serve(config, stop: asyncio.Event, destinations: dict | None = None, *
     destinations = load(config) if destinations is None else destinations
     outbox = open_outbox(db_target(config))
     db = Database(outbox)
-    filler = Filler(outbox, Path(config.data_dir), destinations, name=cursor_name(config))
+    filler = Filler(outbox, Path(config.data_dir), destinations, name=cursor_name(config), rules=Rules.from_config(config))
     sender = Sender(db, destinations)
     sending = asyncio.create_task(sender.run(stop))
     log.info("destinations following the log", extra={"destinations": len(destinations)})
