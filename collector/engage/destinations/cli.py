@@ -181,7 +181,7 @@ def cmd_try(args: argparse.Namespace) -> int:
     for name, value in webhooks.headers(dest.secrets, msg_id, raw).items():
         print(f"{name}: {value}")
     print()
-    print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    print(raw.decode())  # the bytes signed, as sent
     return 0
 
 
