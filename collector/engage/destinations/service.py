@@ -6,15 +6,23 @@ webhooks, ``sender.py``) on one event loop, the database behind one thread::
 It holds ``<data_dir>/.locks/destinations.lock`` while it runs (one filler per log on a host). A
 SIGKILL at any point loses nothing: what the filler committed is in the outbox with its cursor,
 what was in flight is sent again when its lease ends, with the same webhook-id.
+
+Beside the collector (``intilery serve`` with profiles on, when ``engage/destinations/`` holds a
+file) it is a process of its own, as the profile builder is (``profiles/service.py``): started
+when the host has none (the lock), watched, started again ``RETRY_FAILED`` s after it exits,
+stopped with SIGTERM at shutdown (it finishes the request in hand), SIGTERMed by Linux when its
+collector dies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 from pathlib import Path
+from typing import AsyncIterator
 
 from collector.engage import definitions as engage
 from collector.engage.destinations import definitions
@@ -94,3 +102,78 @@ async def _run(config) -> int:
         loop.add_signal_handler(sig, stop.set)
     await serve(config, stop)
     return 0
+
+
+RETRY_FAILED = 5.0  # seconds before a destinations process that exited is started again
+STOP_TIMEOUT = 30.0
+
+
+def has_destinations(config) -> bool:
+    folder = engage.folder(config) / definitions.FOLDER
+    return folder.is_dir() and any(p.suffix in (".yaml", ".yml", ".json") for p in folder.iterdir())
+
+
+def process_main(config, parent: int) -> None:
+    """The body of the collector's destinations process (spawned: a fresh interpreter)."""
+    from collector.logs import setup_logging
+    from collector.serve.runtime import die_with
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    die_with(parent)
+    setup_logging(config.log_format)
+    try:
+        run(config)
+    except SystemExit:
+        raise SystemExit(3)  # another process has the lock
+
+
+async def supervise(config, stop: asyncio.Event) -> None:
+    """Start the destinations process when the host has none, watch it, stop it when ``stop`` is set."""
+    spawn = multiprocessing.get_context("spawn")
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        fd = take_lock(Path(config.data_dir))
+        if fd is None:  # another worker's process has it
+            try:
+                await asyncio.wait_for(stop.wait(), RETRY_FAILED)
+            except asyncio.TimeoutError:
+                pass
+            continue
+        os.close(fd)
+        process = spawn.Process(target=process_main, args=(config, os.getpid()), name="intilery-destinations")
+        process.start()
+        exited = loop.create_future()
+        loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not exited.done():
+                process.terminate()
+                await asyncio.to_thread(process.join, STOP_TIMEOUT)
+                if process.exitcode is None:
+                    process.kill()
+            loop.remove_reader(process.sentinel)
+            await asyncio.to_thread(process.join)
+        if stop.is_set():
+            return
+        if process.exitcode != 3:
+            log.warning("the destinations process exited; starting another", extra={"exit": process.exitcode})
+        try:
+            await asyncio.wait_for(stop.wait(), RETRY_FAILED)
+        except asyncio.TimeoutError:
+            pass
+
+
+def context(config):
+    """An ``app.cleanup_ctx`` entry running the destinations process for as long as the app runs."""
+
+    async def running(app) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(supervise(config, stop))
+        yield
+        stop.set()
+        await task
+
+    return running
