@@ -367,7 +367,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
         ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0)),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
-        ("destinations", lambda: destination_routes.mount(app, config)),
+        ("destinations", lambda: destination_routes.mount(app, config, metrics)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("destinations sender", lambda: app.cleanup_ctx.append(destination_service.context(config))
          if profiles_builder and destination_service.has_destinations(config) else None),

@@ -71,6 +71,7 @@ class Receiver:
     answer: Callable | None = None
     got: list[Received] = field(default_factory=list)
     url: str = ""
+    hold: asyncio.Event | None = None  # set: requests are answered (until then each waits)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -86,6 +87,8 @@ class Receiver:
         status, extra, delay = said or (200, {}, 0)
         if delay:
             await asyncio.sleep(delay)
+        if self.hold is not None:
+            await self.hold.wait()
         return web.Response(status=status, headers=extra, text="ok" if status < 300 else f"no: {status}")
 
     def ids(self) -> list[str]:

@@ -52,5 +52,10 @@ async def test_list_dead_letters_and_replay_through_the_api(setup, receivers, ai
         replayed = await client.post("/v1/destinations/crm/replay", json={}, headers=AUTH)
         assert (await replayed.json()) == {"replayed": 2, "enabled_again": False}
         await eventually(lambda: len(deliveries(config, "crm", "delivered")) == 2, 20, what="the replay delivered")
+        metrics = await (await client.get("/metrics")).text()
+    assert 'intilery_deliveries_total{destination="crm",outcome="dead"} 2.0' in metrics
+    assert 'intilery_deliveries_total{destination="crm",outcome="delivered"} 2.0' in metrics
+    assert 'intilery_delivery_seconds_count{destination="crm"} 4.0' in metrics
+    assert 'intilery_destination_queue_depth{destination="crm"} 0.0' in metrics
     ids = receiver.ids()
     assert len(ids) == 4 and set(ids[:2]) == set(ids[2:])  # the replay has the same webhook-ids

@@ -117,8 +117,13 @@ class DestinationsAPI:
         return answers.json({"replayed": n, "enabled_again": enabled})
 
 
-def mount(app: web.Application, config) -> DestinationsAPI:
+def mount(app: web.Application, config, metrics=None) -> DestinationsAPI:
+    """The routes; and, given the collector's ``Metrics``, the outbox's metrics in its /metrics."""
     api = DestinationsAPI(config)
+    if metrics is not None:
+        from collector.engage.destinations.metrics import OutboxMetrics
+
+        metrics.register(OutboxMetrics(config))
     routes.mount(app.router, "destinations", lambda route: answers.handler(getattr(api, route.name)))
 
     async def closing(app: web.Application):

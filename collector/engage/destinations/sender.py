@@ -41,7 +41,6 @@ LEASE_SLACK = 5.0  # seconds a claim outlives its request's timeout before anoth
 BREAK_AFTER = 5
 MIN_COOLDOWN, MAX_COOLDOWN = 1.0, 600.0
 JITTER = 0.1
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Database:
@@ -73,8 +72,8 @@ def request_of(rows: list[tuple]) -> tuple[str, bytes]:
 
 
 class Lane:
-    def __init__(self, dest: Destination, db: Database, stats: Counter, latencies: dict) -> None:
-        self.dest, self.db, self.stats, self.latencies = dest, db, stats, latencies
+    def __init__(self, dest: Destination, db: Database, stats: Counter) -> None:
+        self.dest, self.db, self.stats = dest, db, stats
         self.wake = asyncio.Event()
         self.disabled: str | None = None  # the reason, while disabled
         self.failures = 0  # attempts failed in a row
@@ -158,9 +157,9 @@ class Lane:
         else:
             self.failures, self.open_until = 0, 0.0  # it answered: the endpoint is alive
         await self.db(self.db.outbox.record, ids, state, next_at=next_at, status=outcome.status, error=error,
-                      request=request, answer=outcome.answer, now=now)  # fmt: skip
-        self.stats[(dest.name, "delivered" if state == "delivered" else state)] += len(ids)
-        self.latencies.setdefault(dest.name, Counter())[_bucket(outcome.seconds)] += 1
+                      request=request, answer=outcome.answer, now=now, destination=dest.name,
+                      seconds=outcome.seconds if outcome.status is not None else None)  # fmt: skip
+        self.stats[(dest.name, state)] += len(ids)
 
     def failed(self, now: float) -> None:
         self.failures += 1
@@ -172,18 +171,13 @@ class Lane:
                                                                                   "seconds": self.cooldown})  # fmt: skip
 
 
-def _bucket(seconds: float) -> float:
-    return next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
-
-
 class Sender:
     """Every destination's lane, and what they share: the database thread and the counts."""
 
     def __init__(self, db: Database, destinations: dict[str, Destination]) -> None:
         self.db = db
         self.stats: Counter[tuple[str, str]] = Counter()
-        self.latencies: dict[str, Counter] = {}
-        self.lanes = {name: Lane(dest, db, self.stats, self.latencies) for name, dest in destinations.items()}
+        self.lanes = {name: Lane(dest, db, self.stats) for name, dest in destinations.items()}
 
     def wake(self) -> None:
         for lane in self.lanes.values():

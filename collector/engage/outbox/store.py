@@ -20,6 +20,7 @@ import orjson
 from collector.engage.outbox.tables import SCHEMA, STATES
 from collector.profiles.sql import SqlBase
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds of a request
 EXCERPT = 2048  # characters of a request's or an answer's body kept with a delivery
 
 
@@ -97,8 +98,9 @@ class Outbox(SqlBase):
 
     def record(self, ids: list[str], state: str, *, next_at: float = 0.0, status: int | None = None,
                error: str | None = None, request: str | None = None, answer: str | None = None,
-               now: float | None = None) -> None:  # fmt: skip
-        """An attempt's outcome for the deliveries ``ids`` sent together."""
+               now: float | None = None, destination: str = "", seconds: float | None = None) -> None:  # fmt: skip
+        """An attempt's outcome for the deliveries ``ids`` sent together; with ``destination``, counted
+        in its stats (``outcome:<state>`` per delivery, the request's latency in its bucket ``le:<bound>``)."""
         assert state in STATES
         now = time.time() if now is None else now
         self.begin()
@@ -106,6 +108,13 @@ class Outbox(SqlBase):
             self._many("UPDATE outbox SET state = ?, next_at = ?, attempts = attempts + 1, updated = ?, last_status = ?, "
                        "last_error = ?, last_request = ?, last_answer = ? WHERE id = ? AND state = 'in_flight'",
                        [(state, next_at, now, status, error, request, answer, i) for i in ids])  # fmt: skip
+            if destination:
+                counted = [(destination, f"outcome:{state}", len(ids))]
+                if seconds is not None:
+                    bound = next((b for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+                    counted += [(destination, f"le:{bound}", 1), (destination, "sum", seconds), (destination, "count", 1)]
+                self._many("INSERT INTO outbox_stats (destination, name, value) VALUES (?, ?, ?) ON CONFLICT "
+                           "(destination, name) DO UPDATE SET value = outbox_stats.value + excluded.value", counted)  # fmt: skip
             self.commit()
         except BaseException:
             self.rollback()
@@ -155,11 +164,13 @@ class Outbox(SqlBase):
         i, updated, status, error, answer = rows[0]
         return {"id": i, "at": updated, "status": status, "error": error, "answer": answer}
 
-    def due_depth(self, destination: str) -> int:
-        rows = self._all("SELECT COUNT(*) FROM outbox WHERE destination = ? AND state IN ('pending', 'failed', 'in_flight')",
-                         (destination,))  # fmt: skip
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per destination, its stats (``record``)."""
+        found: dict[str, dict[str, float]] = {}
+        for destination, name, value in self._all("SELECT destination, name, value FROM outbox_stats"):
+            found.setdefault(destination, {})[name] = value
         self.commit()
-        return rows[0][0]
+        return found
 
     def deliveries(self, destination: str, state: str | None = None, limit: int = 50, after: str = "") -> list[dict]:
         """Deliveries of ``destination`` (of one ``state``), by id, after the id ``after``."""

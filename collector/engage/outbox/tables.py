@@ -7,6 +7,8 @@
                          privacy), the last request and answer
     outbox_cursor        each producer's log cursor, committed with the deliveries it created
     outbox_destinations  a destination disabled by an answer (410 Gone), when and why
+    outbox_stats         per destination, the attempts' counts by outcome and their latencies (the
+                         buckets of a histogram), written with each outcome: what /metrics reads
 
 States: ``pending`` (not tried yet), ``in_flight`` (claimed by a sender until ``next_at``: a sender
 killed meanwhile leaves it due again), ``failed`` (tried, to be retried at ``next_at``),
@@ -29,5 +31,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox_cursor (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, events BIGINT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS outbox_destinations (name TEXT PRIMARY KEY, disabled_at DOUBLE PRECISION,
         reason TEXT)""",
+    """CREATE TABLE IF NOT EXISTS outbox_stats (destination TEXT NOT NULL, name TEXT NOT NULL,
+        value DOUBLE PRECISION NOT NULL, PRIMARY KEY (destination, name))""",
 )
-TABLES = ("outbox", "outbox_cursor", "outbox_destinations")
+TABLES = ("outbox", "outbox_cursor", "outbox_destinations", "outbox_stats")
