@@ -142,3 +142,13 @@ def setup(tmp_path):
     """A config whose data and engage folders are in tmp_path, and its log."""
     config = Config(data_dir=tmp_path / "data", engage_dir=tmp_path / "engage")
     return config, Log(config.data_dir)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server for the module (tests/profiles/pg.py)."""
+    from tests.profiles.pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
