@@ -12,14 +12,17 @@ an event without consent information goes to no destination that lists categorie
 event's source and messageId), inserted only when new: a kill at any point, before or after the
 commit, loses none and creates none twice. What does not pass is counted (``stats``).
 
+With the NATS store it follows the JetStream stream (``StreamReader``), its cursor kept the same way.
 A destination disabled (by a 410, or ``enabled: false``) is still filled: it keeps what it would have
 received, for replay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from contextlib import aclosing
 from collections import Counter
 from pathlib import Path
 
@@ -75,11 +78,38 @@ def who(event: dict, rules: Rules) -> str:
 
 class Filler:
     def __init__(self, outbox, data_dir: Path, destinations: dict[str, Destination], *, batch: int = BATCH,
-                 name: str = CURSOR, rules: Rules = Rules()) -> None:  # fmt: skip
+                 name: str = CURSOR, rules: Rules = Rules(), stream=None) -> None:  # fmt: skip
+        """``stream``: a Config of the NATS store: the JetStream stream through its ``StreamReader``
+        (as the profile builder reads it), on an event loop of the filler's own."""
         self.outbox, self.destinations, self.batch, self.name, self.rules = outbox, destinations, batch, name, rules
         cursor, self.count = outbox.cursor(name)
-        self.reader = Reader(Path(data_dir) / EVENTS, cursor=cursor)
+        if stream is None:
+            self.reader, self.loop = Reader(Path(data_dir) / EVENTS, cursor=cursor), None
+        else:
+            from collector.log.stream_reader import StreamReader
+
+            self.reader, self.loop = StreamReader(stream, cursor=cursor), asyncio.new_event_loop()
         self.stats: Counter[tuple[str, str]] = Counter()  # (destination, outcome): queued, filtered, no_consent
+
+    def read(self) -> list[tuple]:
+        """The next batch: ``(record, where)``, where names its place in the log (for an event without a messageId)."""
+        if self.loop is not None:
+            return self.loop.run_until_complete(self._read_stream())
+        records = []
+        for record in self.reader.read():
+            records.append((record, f"{record.segment}@{self.reader.offsets.get(record.segment)}"))
+            if len(records) >= self.batch:
+                break
+        return records
+
+    async def _read_stream(self) -> list[tuple]:
+        records = []
+        async with aclosing(self.reader.read()) as stream:
+            async for record in stream:
+                records.append((record, record.segment))
+                if len(records) >= self.batch:
+                    break
+        return records
 
     def step(self, now: float | None = None) -> int:
         """Read one batch and commit its deliveries with the cursor after it; the number of events read."""
@@ -90,25 +120,22 @@ class Filler:
             if stored and orjson.loads(stored[0][0]) != cursor:  # another process moved it (a shared database)
                 self.reader.cursor, self.count = orjson.loads(stored[0][0]), stored[0][1]
                 cursor, count = self.reader.cursor, self.count
-            rows, outcomes, n = [], Counter(), 0
-            for record in self.reader.read():
-                n += 1
+            records = self.read()
+            if not records and self.reader.cursor == cursor:
+                self.outbox.rollback()
+                return 0
+            rows, outcomes = [], Counter()
+            for record, where in records:
                 event = record.event
                 for dest in self.destinations.values():
                     reason = verdict(dest, event)
                     if reason is not None:
                         outcomes[(dest.name, reason)] += 1
                         continue
-                    where = f"{record.segment}@{self.reader.offsets.get(record.segment)}"
                     rows.append((delivery_id(dest.name, event, where), dest.name,
                                  orjson.dumps(body(dest, event)).decode(), who(event, self.rules)))  # fmt: skip
                     outcomes[(dest.name, "queued")] += 1
-                if n >= self.batch:
-                    break
-            if n == 0 and self.reader.cursor == cursor:
-                self.outbox.rollback()
-                return 0
-            self.count += n
+            self.count += len(records)
             self.outbox.add(rows, self.name, self.reader.cursor, self.count, now)
             self.outbox.commit()
         except BaseException:
@@ -116,10 +143,14 @@ class Filler:
             self.reader.cursor, self.count = cursor, count
             raise
         self.stats.update(outcomes)
-        return n
+        return len(records)
 
     def close(self) -> None:
-        self.reader.close()
+        if self.loop is not None:
+            self.loop.run_until_complete(self.reader.close())
+            self.loop.close()
+        else:
+            self.reader.close()
 
 
 def sample(dest: Destination, event: dict) -> tuple[str | None, dict | None]:

@@ -58,7 +58,8 @@ async def serve(config, stop: asyncio.Event, destinations: dict | None = None, *
     destinations = load(config) if destinations is None else destinations
     outbox = open_outbox(db_target(config))
     db = Database(outbox)
-    filler = Filler(outbox, Path(config.data_dir), destinations, name=cursor_name(config), rules=Rules.from_config(config))
+    filler = Filler(outbox, Path(config.data_dir), destinations, name=cursor_name(config), rules=Rules.from_config(config),
+                    stream=config if config.store == "nats" else None)  # fmt: skip
     sender = Sender(db, destinations)
     sending = asyncio.create_task(sender.run(stop))
     log.info("destinations following the log", extra={"destinations": len(destinations)})
