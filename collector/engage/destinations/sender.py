@@ -41,6 +41,7 @@ LEASE_SLACK = 5.0  # seconds a claim outlives its request's timeout before anoth
 BREAK_AFTER = 5
 MIN_COOLDOWN, MAX_COOLDOWN = 1.0, 600.0
 JITTER = 0.1
+STOP_GRACE = 5.0  # seconds a stopping lane waits for the requests in hand (then they are sent again after their lease)
 
 
 class Database:
@@ -72,24 +73,43 @@ def request_of(rows: list[tuple]) -> tuple[str, bytes]:
 
 
 class Lane:
+    """One destination: a claimer (due deliveries, a few requests' worth a transaction), ``concurrency``
+    workers sending them, a recorder writing their outcomes (all those ready, a transaction)."""
+
     def __init__(self, dest: Destination, db: Database, stats: Counter) -> None:
         self.dest, self.db, self.stats = dest, db, stats
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # new deliveries (the filler), or room in the queue
         self.disabled: str | None = None  # the reason, while disabled
         self.failures = 0  # attempts failed in a row
         self.open_until = 0.0  # the circuit is open (nothing sent) until then
         self.cooldown = 0.0
         self.probing = False
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.busy = 0
+        self.outcomes: list[dict] = []
+        self.ready = asyncio.Event()  # outcomes to record
 
     async def run(self, stop: asyncio.Event) -> None:
         async with webhooks.session(self.dest.allow_private_network, self.dest.concurrency) as client:
-            workers = [asyncio.create_task(self.worker(client, stop)) for _ in range(self.dest.concurrency)]
+            workers = [asyncio.create_task(self.worker(client)) for _ in range(self.dest.concurrency)]
+            recorder = asyncio.create_task(self.recorder())
             try:
-                await asyncio.gather(*workers)
+                await self.claimer(stop)
             finally:
+                unsent = []
+                while not self.queue.empty():
+                    unsent += [r[0] for r in self.queue.get_nowait()]
+                deadline = time.monotonic() + STOP_GRACE
+                while self.busy and time.monotonic() < deadline:  # the requests in hand, for a while
+                    await asyncio.sleep(0.05)
                 for w in workers:
                     w.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
+                recorder.cancel()
+                await asyncio.gather(recorder, return_exceptions=True)
+                await self.flush()
+                if unsent:
+                    await self.db(self.db.outbox.release, unsent)
 
     async def idle(self, stop: asyncio.Event, seconds: float = POLL) -> None:
         self.wake.clear()
@@ -100,7 +120,7 @@ class Lane:
             for w in waits:
                 w.cancel()
 
-    async def worker(self, client, stop: asyncio.Event) -> None:
+    async def claimer(self, stop: asyncio.Event) -> None:
         dest = self.dest
         while not stop.is_set():
             if self.disabled or not dest.enabled:
@@ -112,19 +132,51 @@ class Lane:
                     await self.idle(stop, min(1.0, max(0.05, self.open_until - time.time())))
                     continue
                 self.probing = probe = True
+            room = 1 if probe else 2 * dest.concurrency - self.queue.qsize() - self.busy
+            if room <= 0:
+                await self.idle(stop)
+                continue
             try:
-                rows = await self.db(self.db.outbox.claim, dest.name, 1 if probe else dest.batch_size,
-                                     dest.timeout + LEASE_SLACK)  # fmt: skip
-                if not rows:
-                    await self.idle(stop)
-                    continue
-                await self.send(client, rows)
+                groups = await self.db(self.db.outbox.claim, dest.name, 1 if probe else dest.batch_size,
+                                       dest.timeout + LEASE_SLACK, room)  # fmt: skip
             except Exception:
-                log.exception("the destination's sender failed; it goes on", extra={"destination": dest.name})
-                await self.idle(stop, 1.0)
+                log.exception("the outbox could not be read; trying again", extra={"destination": dest.name})
+                groups = []
+            if not groups:
+                self.probing = False
+                await self.idle(stop, POLL if not probe else 0.05)
+                continue
+            for group in groups:
+                self.queue.put_nowait(group)
+
+    async def worker(self, client) -> None:
+        while True:
+            group = await self.queue.get()
+            self.busy += 1
+            try:
+                if self.open_until and time.time() < self.open_until:  # opened since it was claimed: not sent
+                    await self.db(self.db.outbox.release, [r[0] for r in group])
+                else:
+                    await self.send(client, group)
+            except Exception:
+                log.exception("the destination's sender failed; it goes on", extra={"destination": self.dest.name})
             finally:
-                if probe:
-                    self.probing = False
+                self.busy -= 1
+                self.wake.set()
+
+    async def recorder(self) -> None:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        outcomes, self.outcomes = self.outcomes, []
+        if outcomes:
+            try:
+                await self.db(self.db.outbox.record, outcomes)
+            except Exception:  # the deliveries stay in flight: sent again when their lease ends
+                log.exception("outcomes could not be recorded", extra={"destination": self.dest.name})
 
     async def send(self, client, rows: list[tuple]) -> None:
         dest = self.dest
@@ -156,9 +208,11 @@ class Lane:
             log.warning("a destination answered 410 Gone: disabled until replayed", extra={"destination": dest.name})
         else:
             self.failures, self.open_until = 0, 0.0  # it answered: the endpoint is alive
-        await self.db(self.db.outbox.record, ids, state, next_at=next_at, status=outcome.status, error=error,
-                      request=request, answer=outcome.answer, now=now, destination=dest.name,
-                      seconds=outcome.seconds if outcome.status is not None else None)  # fmt: skip
+        self.probing = False
+        self.outcomes.append({"ids": ids, "state": state, "next_at": next_at, "status": outcome.status, "error": error,
+                              "request": request, "answer": outcome.answer, "destination": dest.name,
+                              "seconds": outcome.seconds if outcome.status is not None else None})  # fmt: skip
+        self.ready.set()
         self.stats[(dest.name, state)] += len(ids)
 
     def failed(self, now: float) -> None:

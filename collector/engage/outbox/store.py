@@ -66,55 +66,67 @@ class Outbox(SqlBase):
                   (name, orjson.dumps(cursor).decode(), events))  # fmt: skip
 
     # --- senders --------------------------------------------------------------------------------
-    def claim(self, destination: str, limit: int, lease: float, now: float | None = None) -> list[tuple]:
-        """Due deliveries of ``destination`` (``(id, batch, payload, attempts)``, in order), in flight
-        until ``now + lease``: a batch already sent once is claimed whole and alone (its webhook-id and
-        body stay the same on every retry); else up to ``limit``, given a new batch id when more than one
-        may go together (``limit`` > 1)."""
+    def claim(self, destination: str, size: int, lease: float, groups: int = 1, now: float | None = None) -> list[list[tuple]]:
+        """Up to ``groups`` requests' worth of due deliveries of ``destination``, each a list of rows
+        ``(id, batch, payload, attempts)``, in flight until ``now + lease``, in one transaction. A batch
+        already sent once is claimed whole (its webhook-id and body stay the same on every retry); other
+        due deliveries are grouped ``size`` at a time, a group of more than one given a new batch id."""
         now = time.time() if now is None else now
         self.begin()
         try:
             due = "destination = ? AND state IN ('pending', 'failed', 'in_flight') AND next_at <= ?"
-            rows = self._all(f"SELECT id, batch, payload, attempts FROM outbox WHERE {due} AND batch IS NOT NULL "
-                             f"ORDER BY next_at, id LIMIT 1{self.SKIP_LOCKED}", (destination, now))  # fmt: skip
-            if rows:
-                rows = self._all(f"SELECT id, batch, payload, attempts FROM outbox WHERE batch = ? AND destination = ? "
-                                 f"AND state IN ('pending', 'failed', 'in_flight') ORDER BY id{self.SKIP_LOCKED}",
-                                 (rows[0][1], destination))  # fmt: skip
-            else:
+            found: list[list[tuple]] = []
+            batches = self._all(f"SELECT DISTINCT batch FROM outbox WHERE {due} AND batch IS NOT NULL LIMIT ?",
+                                (destination, now, groups))  # fmt: skip
+            for (batch,) in batches:
+                rows = self._all(f"SELECT id, batch, payload, attempts FROM outbox WHERE batch = ? AND {due} "
+                                 f"ORDER BY id{self.SKIP_LOCKED}", (batch, destination, now))  # fmt: skip
+                if rows:
+                    found.append(rows)
+            if len(found) < groups:
                 rows = self._all(f"SELECT id, batch, payload, attempts FROM outbox WHERE {due} AND batch IS NULL "
-                                 f"ORDER BY next_at, id LIMIT ?{self.SKIP_LOCKED}", (destination, now, limit))  # fmt: skip
-                if limit > 1 and len(rows) > 1:
-                    batch = "msg_" + uuid.uuid4().hex
-                    rows = [(i, batch, p, a) for i, _, p, a in rows]
-            if rows:
+                                 f"ORDER BY next_at, id LIMIT ?{self.SKIP_LOCKED}",
+                                 (destination, now, (groups - len(found)) * size))  # fmt: skip
+                for start in range(0, len(rows), size):
+                    group = rows[start : start + size]
+                    if len(group) > 1:
+                        batch = "msg_" + uuid.uuid4().hex
+                        group = [(i, batch, p, a) for i, _, p, a in group]
+                    found.append(group)
+            if found:
                 self._many("UPDATE outbox SET state = 'in_flight', next_at = ?, batch = ?, updated = ? WHERE id = ?",
-                           [(now + lease, b, now, i) for i, b, _, _ in rows])  # fmt: skip
+                           [(now + lease, b, now, i) for group in found for i, b, _, _ in group])  # fmt: skip
             self.commit()
-            return rows
+            return found
         except BaseException:
             self.rollback()
             raise
 
-    def record(self, ids: list[str], state: str, *, next_at: float = 0.0, status: int | None = None,
-               error: str | None = None, request: str | None = None, answer: str | None = None,
-               now: float | None = None, destination: str = "", seconds: float | None = None) -> None:  # fmt: skip
-        """An attempt's outcome for the deliveries ``ids`` sent together; with ``destination``, counted
-        in its stats (``outcome:<state>`` per delivery, the request's latency in its bucket ``le:<bound>``)."""
-        assert state in STATES
+    def record(self, outcomes: list[dict], now: float | None = None) -> None:
+        """Attempts' outcomes, in one transaction. Each: ``ids`` (the deliveries sent together), ``state``,
+        ``next_at``, ``status``, ``error``, ``request``, ``answer``; with ``destination``, counted in its
+        stats (``outcome:<state>`` per delivery; with ``seconds``, the request's latency in its bucket)."""
         now = time.time() if now is None else now
+        updates, counted = [], {}
+        for o in outcomes:
+            assert o["state"] in STATES
+            updates += [(o["state"], o.get("next_at", 0.0), now, o.get("status"), o.get("error"), o.get("request"),
+                         o.get("answer"), i) for i in o["ids"]]  # fmt: skip
+            dest = o.get("destination")
+            if dest:
+                names = [(f"outcome:{o['state']}", len(o["ids"]))]
+                if o.get("seconds") is not None:
+                    bound = next((b for b in LATENCY_BUCKETS if o["seconds"] <= b), "+Inf")
+                    names += [(f"le:{bound}", 1), ("sum", o["seconds"]), ("count", 1)]
+                for name, value in names:
+                    counted[(dest, name)] = counted.get((dest, name), 0) + value
         self.begin()
         try:
             self._many("UPDATE outbox SET state = ?, next_at = ?, attempts = attempts + 1, updated = ?, last_status = ?, "
-                       "last_error = ?, last_request = ?, last_answer = ? WHERE id = ? AND state = 'in_flight'",
-                       [(state, next_at, now, status, error, request, answer, i) for i in ids])  # fmt: skip
-            if destination:
-                counted = [(destination, f"outcome:{state}", len(ids))]
-                if seconds is not None:
-                    bound = next((b for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
-                    counted += [(destination, f"le:{bound}", 1), (destination, "sum", seconds), (destination, "count", 1)]
-                self._many("INSERT INTO outbox_stats (destination, name, value) VALUES (?, ?, ?) ON CONFLICT "
-                           "(destination, name) DO UPDATE SET value = outbox_stats.value + excluded.value", counted)  # fmt: skip
+                       "last_error = ?, last_request = ?, last_answer = ? WHERE id = ? AND state = 'in_flight'", updates)  # fmt: skip
+            self._many("INSERT INTO outbox_stats (destination, name, value) VALUES (?, ?, ?) ON CONFLICT "
+                       "(destination, name) DO UPDATE SET value = outbox_stats.value + excluded.value",
+                       [(d, n, v) for (d, n), v in sorted(counted.items())])  # fmt: skip
             self.commit()
         except BaseException:
             self.rollback()
