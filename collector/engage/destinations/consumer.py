@@ -112,17 +112,20 @@ class Filler:
         return records
 
     def step(self, now: float | None = None) -> int:
-        """Read one batch and commit its deliveries with the cursor after it; the number of events read."""
-        self.outbox.begin()
+        """Read one batch and commit its deliveries with the cursor after it; the number of events read.
+
+        Nothing new costs no write transaction (a poll takes no lock on the database): the saved
+        cursor is read, the log read, and only a batch begins one. A filler sharing the cursor (the
+        NATS stream, read from several hosts) that finds it moved by another takes it up; two reading
+        the same events at once add the same ids, which are inserted once."""
+        stored = self.outbox._all("SELECT cursor, events FROM outbox_cursor WHERE name = ?", (self.name,))
+        self.outbox.commit()  # a read holds no transaction open (PostgreSQL)
+        if stored and orjson.loads(stored[0][0]) != self.reader.cursor:
+            self.reader.cursor, self.count = orjson.loads(stored[0][0]), stored[0][1]
         cursor, count = self.reader.cursor, self.count
         try:
-            stored = self.outbox._all("SELECT cursor, events FROM outbox_cursor WHERE name = ?", (self.name,))
-            if stored and orjson.loads(stored[0][0]) != cursor:  # another process moved it (a shared database)
-                self.reader.cursor, self.count = orjson.loads(stored[0][0]), stored[0][1]
-                cursor, count = self.reader.cursor, self.count
             records = self.read()
             if not records and self.reader.cursor == cursor:
-                self.outbox.rollback()
                 return 0
             rows, outcomes = [], Counter()
             for record, where in records:
@@ -136,6 +139,7 @@ class Filler:
                                  orjson.dumps(body(dest, event)).decode(), who(event, self.rules)))  # fmt: skip
                     outcomes[(dest.name, "queued")] += 1
             self.count += len(records)
+            self.outbox.begin()
             self.outbox.add(rows, self.name, self.reader.cursor, self.count, now)
             self.outbox.commit()
         except BaseException:

@@ -27,7 +27,7 @@ from typing import AsyncIterator
 from collector.engage import definitions as engage
 from collector.engage.destinations import definitions
 from collector.engage.destinations.consumer import CURSOR, Filler
-from collector.engage.destinations.sender import POLL, Database, Sender
+from collector.engage.destinations.sender import Database, Sender
 from collector.engage.outbox.store import open_outbox
 from collector.log.segments import try_lock
 from collector.log.layout import LOCK_DIR
@@ -37,6 +37,7 @@ from collector.profiles.rules import Rules
 log = logging.getLogger("intilery.destinations")
 
 LOCK = "destinations"
+POLL = 0.05  # seconds between reads of an idle log: a poll stats a file and takes no lock (the builder's is 0.2)
 
 
 def cursor_name(config) -> str:
