@@ -11,7 +11,7 @@ Beside the collector (``intilery serve`` with profiles on, when ``engage/destina
 file) it is a process of its own, as the profile builder is (``profiles/service.py``): started
 when the host has none (the lock), watched, started again ``RETRY_FAILED`` s after it exits,
 stopped with SIGTERM at shutdown (it finishes the request in hand), SIGTERMed by Linux when its
-collector dies.
+collector dies, at the builder's lower priority (``NICE``): on a busy machine ingest comes first.
 """
 
 from __future__ import annotations
@@ -120,8 +120,11 @@ def process_main(config, parent: int) -> None:
     from collector.logs import setup_logging
     from collector.serve.runtime import die_with
 
+    from collector.profiles.service import NICE
+
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     die_with(parent)
+    os.nice(NICE)  # as the profile builder: on a busy machine ingest comes first
     setup_logging(config.log_format)
     try:
         run(config)
