@@ -7,8 +7,8 @@
    against one receiver (its own process, answering 200 at once); events over the time from the
    first event's arrival to the last's (the process's start-up left out). Unbatched (one event a request) and batched (``batch_size: 100``).
 2. *ingest*: a collector (``fsync = always``) taking batches of 100 for ``--seconds`` from 8
-   connections, with no destination, one, and five (each with its own receiver); the ratio of events/s
-   to the run with none, in the same run.
+   connections, with no destination, one, and five (each with its own receiver), the three one after
+   the other in each of ``--rounds`` rounds; the median of each round's ratio to the run with none.
 3. *latency*: one event every 50 ms through ``/v1/track`` of a collector with one destination; per
    event, the receiver's arrival time minus the time its ``200`` came back: p50 and p99.
 
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--events", type=int)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--rounds", type=int, help="rounds of the ingest comparison (default 3)")
     args = parser.parse_args(argv)
     if args.receiver:
         receiver_main(args.receiver)
@@ -216,10 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         for batch_size, concurrency in ((1, 4), (1, 16), (100, 4)):
             rate, requests = delivered_per_second(workdir, events, batch_size, concurrency)
             print(f"| batch_size {batch_size}, concurrency {concurrency} | {events:,} | {requests:,} | {rate:,.0f} |", flush=True)
-        rates = {n: ingest_rate(workdir, n, seconds) for n in (0, 1, 5)}
-        print("\n| ingest (batches of 100, 8 connections, fsync=always) | events/s | ratio to none |\n|---|---|---|")
-        for n, rate in rates.items():
-            print(f"| {n} destination(s) | {rate:,.0f} | {rate / rates[0]:.2f} |", flush=True)
+        runs: dict[int, list[float]] = {0: [], 1: [], 5: []}
+        for _ in range(args.rounds or (1 if args.quick else 3)):  # the three side by side, each round
+            for n in runs:
+                runs[n].append(ingest_rate(workdir, n, seconds))
+        print("\n| ingest (batches of 100, 8 connections, fsync=always) | events/s (median) | per round | ratio to none "
+              "(median of the rounds' ratios) |\n|---|---|---|---|")  # fmt: skip
+        for n, rates in runs.items():
+            ratio = statistics.median(r / base for r, base in zip(rates, runs[0]))
+            print(f"| {n} destination(s) | {statistics.median(rates):,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} | "
+                  f"{ratio:.2f} |", flush=True)  # fmt: skip
         p50, p99 = latency(workdir, 100 if args.quick else 400)
         print(f"\n| from the 200 to the webhook (one event every 50 ms) | p50 | p99 |\n|---|---|---|\n| ms | {p50:.0f} | {p99:.0f} |")
     return 0
