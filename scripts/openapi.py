@@ -834,7 +834,7 @@ def destination_paths() -> dict:
     last_error = {"type": ["object", "null"], "properties": {"id": {"type": "string"}, "at": {"type": "number"},
                   "status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
                   "answer": {"type": ["string", "null"]}}}
-    counts = {s: {"type": "integer"} for s in ("delivered", "pending", "in_flight", "failed", "dead")}
+    counts = {s: {"type": "integer"} for s in ("delivered", "pending", "in_flight", "failed", "dead", "filtered", "no_consent")}
     row = {"type": "object", "required": ["name", "configured", "enabled", *counts, "disabled", "last_error"],
            "properties": {"name": {"type": "string"}, "configured": {"type": "boolean"}, "enabled": {"type": "boolean"},
                           **counts, "disabled": {"type": ["string", "null"], "description": "Why it was disabled (a 410)."},

@@ -7,6 +7,8 @@ import asyncio
 
 from collector.engage.destinations import definitions
 from collector.engage.destinations.consumer import verdict
+from collector.engage.outbox.store import open_outbox
+from collector.profiles.database import db_target
 from helpers import eventually
 
 from .conftest import SECRET, ev, write_destination
@@ -43,6 +45,10 @@ async def test_filter_and_consent_choose_what_is_sent(setup, receivers):
     stats = await counts
     assert [r.json["data"]["messageId"] for r in receiver.got] == [sent["messageId"]]
     assert stats["filled"] == {"ads/filtered": 2, "ads/no_consent": 4, "ads/queued": 1}
+    outbox = open_outbox(db_target(config))  # counted with the deliveries: what /metrics and the API show
+    counted = {k: v for k, v in outbox.stats()["ads"].items() if k.startswith("outcome:")}
+    assert counted == {"outcome:filtered": 2, "outcome:no_consent": 4, "outcome:delivered": 1}
+    outbox.close()
 
 
 async def test_mapping_reshapes_the_data(setup, receivers):

@@ -76,12 +76,14 @@ def summary(outbox, destinations: dict) -> list[dict]:
     """Each destination (configured, or with deliveries): its counts, whether disabled, its last error."""
     counts = outbox.counts() if outbox is not None else {}
     disabled = outbox.disabled() if outbox is not None else {}
+    stats = outbox.stats() if outbox is not None else {}
     found = []
     for name in sorted(set(destinations) | set(counts)):
         c = counts.get(name, {})
         item = {"name": name, "configured": name in destinations,
                 "enabled": name in destinations and destinations[name].enabled and name not in disabled,
                 **{s: c.get(s, 0) for s in ("delivered", "pending", "in_flight", "failed", "dead")},
+                **{s: int(stats.get(name, {}).get(f"outcome:{s}", 0)) for s in ("filtered", "no_consent")},
                 "disabled": disabled[name][1] if name in disabled else None,
                 "last_error": outbox.last_error(name) if outbox is not None else None}  # fmt: skip
         found.append(item)
@@ -102,12 +104,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"intilery: no destinations (files in {definitions.FOLDER}/ of the engage folder)", file=sys.stderr)
         return 0
-    print(f"{'destination':24} {'delivered':>9} {'pending':>8} {'failed':>7} {'dead':>6}  last error")
+    print(f"{'destination':24} {'delivered':>9} {'pending':>8} {'failed':>7} {'dead':>6} {'not sent':>8}  last error")
     for r in rows:
         last = r["last_error"]
         said = f"{_when(last['at'])} {last['error']}" if last else "-"
         flag = "" if r["enabled"] else (" (disabled: " + (r["disabled"] or "enabled: false") + ")" if r["configured"] else " (no file)")
-        print(f"{r['name']:24} {r['delivered']:>9} {r['pending'] + r['in_flight']:>8} {r['failed']:>7} {r['dead']:>6}  {said}{flag}")
+        skipped = r["filtered"] + r["no_consent"]  # the filter, or no consent
+        print(f"{r['name']:24} {r['delivered']:>9} {r['pending'] + r['in_flight']:>8} {r['failed']:>7} {r['dead']:>6} "
+              f"{skipped:>8}  {said}{flag}")  # fmt: skip
     return 0
 
 

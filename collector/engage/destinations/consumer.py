@@ -10,7 +10,8 @@ For each event and destination: the ``filter`` (a condition on the event), then 
 an event without consent information goes to no destination that lists categories), then the
 ``mapping``. What passes is a delivery whose id is stable (``delivery_id``: the destination and the
 event's source and messageId), inserted only when new: a kill at any point, before or after the
-commit, loses none and creates none twice. What does not pass is counted (``stats``).
+commit, loses none and creates none twice. What does not pass is counted, in the same transaction
+(``outbox_stats``: ``outcome:filtered``, ``outcome:no_consent``; /metrics, the API and the CLI show them).
 
 With the NATS store it follows the JetStream stream (``StreamReader``), its cursor kept the same way.
 A destination disabled (by a 410, or ``enabled: false``) is still filled: it keeps what it would have
@@ -141,6 +142,7 @@ class Filler:
             self.count += len(records)
             self.outbox.begin()
             self.outbox.add(rows, self.name, self.reader.cursor, self.count, now)
+            self.outbox.bump({(d, f"outcome:{o}"): n for (d, o), n in outcomes.items() if o != "queued"})
             self.outbox.commit()
         except BaseException:
             self.outbox.rollback()

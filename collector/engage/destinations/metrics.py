@@ -3,7 +3,8 @@
 host's truth whichever process sent, and survive restarts::
 
     intilery_deliveries_total{destination,outcome}     deliveries by the outcome of an attempt
-                                                       (delivered, failed: to be retried, dead)
+                                                       (delivered, failed: to be retried, dead), and the
+                                                       events not sent (filtered, no_consent)
     intilery_delivery_seconds{destination}             a request's time, from send to answer (histogram)
     intilery_destination_queue_depth{destination}      deliveries not delivered yet (pending, failed, in flight)
 """
@@ -37,7 +38,7 @@ class OutboxMetrics:
 
     def collect(self):
         deliveries = CounterMetricFamily("intilery_deliveries", "Deliveries by destination and the outcome of an attempt "
-                                         "(delivered, failed: to be retried, dead).", labels=["destination", "outcome"])  # fmt: skip
+                                         "(delivered, failed: to be retried, dead), and events not sent (filtered, no_consent).", labels=["destination", "outcome"])  # fmt: skip
         seconds = HistogramMetricFamily("intilery_delivery_seconds", "A webhook request's time, from send to answer.",
                                         labels=["destination"])  # fmt: skip
         depth = GaugeMetricFamily("intilery_destination_queue_depth", "Deliveries not delivered yet (pending, failed, "

@@ -65,6 +65,12 @@ class Outbox(SqlBase):
                   "SET cursor = excluded.cursor, events = excluded.events",
                   (name, orjson.dumps(cursor).decode(), events))  # fmt: skip
 
+    def bump(self, counted: dict[tuple[str, str], float]) -> None:
+        """Add to stats ``{(destination, name): value}``, in the caller's transaction."""
+        self._many("INSERT INTO outbox_stats (destination, name, value) VALUES (?, ?, ?) ON CONFLICT "
+                   "(destination, name) DO UPDATE SET value = outbox_stats.value + excluded.value",
+                   [(d, n, v) for (d, n), v in sorted(counted.items())])  # fmt: skip
+
     # --- senders --------------------------------------------------------------------------------
     def claim(self, destination: str, size: int, lease: float, groups: int = 1, now: float | None = None) -> list[list[tuple]]:
         """Up to ``groups`` requests' worth of due deliveries of ``destination``, each a list of rows
@@ -124,9 +130,7 @@ class Outbox(SqlBase):
         try:
             self._many("UPDATE outbox SET state = ?, next_at = ?, attempts = attempts + 1, updated = ?, last_status = ?, "
                        "last_error = ?, last_request = ?, last_answer = ? WHERE id = ? AND state = 'in_flight'", updates)  # fmt: skip
-            self._many("INSERT INTO outbox_stats (destination, name, value) VALUES (?, ?, ?) ON CONFLICT "
-                       "(destination, name) DO UPDATE SET value = outbox_stats.value + excluded.value",
-                       [(d, n, v) for (d, n), v in sorted(counted.items())])  # fmt: skip
+            self.bump(counted)
             self.commit()
         except BaseException:
             self.rollback()
