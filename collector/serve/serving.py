@@ -178,7 +178,11 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
 
 
 def reload_plans(plans: Plans) -> None:
-    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept)."""
+    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept), and the
+    destinations' files by the destinations process (passed on to it: ``engage/destinations/service.py``)."""
+    from collector.engage.destinations.service import pass_on as pass_on_destinations
+
+    pass_on_destinations(signal.SIGHUP)
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")
         return

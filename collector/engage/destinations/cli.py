@@ -38,7 +38,7 @@ def add_parser(commands: Any) -> None:
     actions = command.add_subparsers(dest="action")
     run = actions.add_parser("run", help="follow the log, fill the outbox and send it, until stopped")
     _common(run)
-    run.set_defaults(run=lambda args: service.run(_config(args)))
+    run.set_defaults(run=cmd_run)
     failed = actions.add_parser("failed", help="a destination's dead deliveries, with the answer that killed each")
     failed.add_argument("name")
     failed.add_argument("--limit", type=int, default=20)
@@ -55,6 +55,14 @@ def add_parser(commands: Any) -> None:
     tried.add_argument("file", help="a JSON file holding one event")
     _common(tried)
     tried.set_defaults(run=cmd_try)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector.logs import setup_logging
+
+    config = _config(args)
+    setup_logging(config.log_format)
+    return service.run(config)
 
 
 def _destinations(config) -> dict | None:

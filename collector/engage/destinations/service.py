@@ -1,7 +1,7 @@
 """The destinations process: the filler (log ➜ outbox, ``consumer.py``) and the sender (outbox ➜
 webhooks, ``sender.py``) on one event loop, the database behind one thread::
 
-    intilery destinations run        # follows the log and sends until SIGTERM / SIGINT
+    intilery destinations run        # follows the log and sends until SIGTERM / SIGINT; SIGHUP: reads the files again
 
 It holds ``<data_dir>/.locks/destinations.lock`` while it runs (one filler per log on a host). A
 SIGKILL at any point loses nothing: what the filler committed is in the outbox with its cursor,
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from collector.engage import definitions as engage
+from collector.engage.definitions import DefinitionError
 from collector.engage.destinations import definitions
 from collector.engage.destinations.consumer import CURSOR, Filler
 from collector.engage.destinations.sender import Database, Sender
@@ -98,12 +99,27 @@ def run(config) -> int:
 
 
 async def _run(config) -> int:
-    stop = asyncio.Event()
+    """Fill and send until SIGTERM or SIGINT; on SIGHUP read the files again: the new definitions
+    take over (every lane stops after the request in hand, then starts again with them), and a
+    mistake in them keeps the old ones in force, said in the log."""
+    try:
+        current = load(config)
+    except DefinitionError as exc:
+        raise SystemExit("intilery: " + "\nintilery: ".join(exc.problems)) from None
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
-    return 0
+    while True:
+        stop, reload = asyncio.Event(), []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: (reload.append(1), stop.set()))
+        await serve(config, stop, current)
+        if not reload:
+            return 0
+        try:
+            current = load(config)
+            log.info("destinations read again", extra={"destinations": len(current)})
+        except DefinitionError as exc:
+            log.error("the destinations' files have mistakes: the ones in force are kept", extra={"problems": exc.problems})
 
 
 RETRY_FAILED = 5.0  # seconds before a destinations process that exited is started again
@@ -113,6 +129,18 @@ STOP_TIMEOUT = 30.0
 def has_destinations(config) -> bool:
     folder = engage.folder(config) / definitions.FOLDER
     return folder.is_dir() and any(p.suffix in (".yaml", ".yml", ".json") for p in folder.iterdir())
+
+
+_running: set[int] = set()  # the pids of this process's destinations processes
+
+
+def pass_on(number: int) -> None:
+    """Send a signal to this process's destinations process (SIGHUP: it reads the files again)."""
+    for pid in sorted(_running):
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
 
 
 def process_main(config, parent: int) -> None:
@@ -147,6 +175,7 @@ async def supervise(config, stop: asyncio.Event) -> None:
         os.close(fd)
         process = spawn.Process(target=process_main, args=(config, os.getpid()), name="intilery-destinations")
         process.start()
+        _running.add(process.pid)
         exited = loop.create_future()
         loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
         stopping = asyncio.ensure_future(stop.wait())
@@ -161,6 +190,7 @@ async def supervise(config, stop: asyncio.Event) -> None:
                     process.kill()
             loop.remove_reader(process.sentinel)
             await asyncio.to_thread(process.join)
+            _running.discard(process.pid)
         if stop.is_set():
             return
         if process.exitcode != 3:
