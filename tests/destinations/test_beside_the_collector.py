@@ -1,9 +1,10 @@
 """``intilery serve`` runs the destinations process beside the collector when there are destination
-files: an event's 200, then its webhook at the receiver."""
+files: an event's 200, then its webhook at the receiver; a SIGHUP to the collector reaches it."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import aiohttp
 
@@ -12,18 +13,27 @@ from helpers import CollectorProcess, eventually
 from .conftest import write_destination
 
 
-async def test_an_accepted_event_arrives_as_a_webhook(tmp_path, receivers):
-    receiver = await receivers()
+async def post(url: str, message_id: str) -> None:
+    async with aiohttp.ClientSession() as client:
+        answer = await client.post(url + "/v1/track", headers={"X-Write-Key": "wk_test"},
+                                   json={"event": "Order Completed", "userId": "u1", "messageId": message_id})  # fmt: skip
+        assert answer.status == 200
+
+
+async def test_an_accepted_event_arrives_as_a_webhook_and_sighup_reads_the_files_again(tmp_path, receivers):
+    receiver, moved = await receivers(), await receivers()
     engage = tmp_path / "engage"
     write_destination(engage, "crm", url=receiver.url)
     collector = CollectorProcess(tmp_path, engage_dir=str(engage))
     await asyncio.to_thread(collector.start)
     try:
-        async with aiohttp.ClientSession() as client:
-            answer = await client.post(collector.url + "/v1/track", headers={"X-Write-Key": "wk_test"},
-                                       json={"event": "Order Completed", "userId": "u1", "messageId": "m-e2e"})  # fmt: skip
-            assert answer.status == 200
+        await post(collector.url, "m-e2e")
         await eventually(lambda: receiver.got, 30, what="the webhook")
+        write_destination(engage, "crm", url=moved.url)
+        collector.proc.send_signal(signal.SIGHUP)  # passed on to the destinations process
+        await asyncio.sleep(0.5)  # not a wait for a result: the reload is asked for, then the event comes
+        await post(collector.url, "m-moved")
+        await eventually(lambda: moved.got, 30, what="the webhook at the new url")
     finally:
         await asyncio.to_thread(collector.stop)
     (got,) = receiver.got
