@@ -99,6 +99,8 @@ class Job:
             if kind in SUPPRESSES:
                 record["suppressedHashes"] = sorted(digests)  # what UNSUPPRESS takes back, profile erased or not
                 self.ctx.suppression.change(add=digests)
+                if self.ctx.outbox is not None and kind not in DELETES:  # what is not sent yet is not sent
+                    self.record["stores"]["outbox"] = self.ctx.outbox(person, record["regulateId"], False)
             elif kind == "UNSUPPRESS":
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:

@@ -36,3 +36,19 @@ async def test_an_erasure_drops_pending_deliveries_and_forwards_the_delete(setup
     assert left == ["stays"]
     assert all(d["payload"]["type"] == "privacy.delete" or d["payload"]["data"]["userId"] == "stays"
                for d in deliveries(config, "crm"))  # fmt: skip
+
+
+async def test_a_suppression_drops_what_is_not_sent_and_keeps_what_was(setup, receivers):
+    config, log = setup
+    receiver = await receivers()
+    held = await receivers(answer=lambda n, r: (503, {}, 0))
+    write_destination(config.engage_dir, "crm", url=receiver.url, forward_deletes=True)
+    write_destination(config.engage_dir, "slow", url=held.url, retry_schedule=["1h"])
+    log.write([ev(userId="quiet"), ev(userId="stays")])
+    async with running(config):
+        await eventually(lambda: len(deliveries(config, "crm", "delivered")) == 2 and len(deliveries(config, "slow", "failed")) == 2,
+                         20, what="two delivered, two failed")  # fmt: skip
+        stats = await asyncio.to_thread(eraser(config), Person([("user_id", "quiet")]), "reg_2", False)
+    assert stats == {"dropped": 1, "removed": 0, "forwarded": 0}
+    assert [d["payload"]["data"]["userId"] for d in deliveries(config, "slow")] == ["stays"]
+    assert len(deliveries(config, "crm", "delivered")) == 2  # what was sent stays on record (no erasure asked)

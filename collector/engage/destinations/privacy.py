@@ -1,7 +1,7 @@
-"""Erasure and the outbox: a privacy request that erases a person (``privacy/erase.py``, its
-``Context.outbox`` step) also removes every delivery of theirs from the outbox (the undelivered
-ones are dropped, and counted: ``dropped``), and queues, for each destination with
-``forward_deletes: true``, one ``privacy.delete`` webhook::
+"""Privacy and the outbox (``privacy/erase.py``, its ``Context.outbox`` step). A request that
+suppresses a person drops their undelivered deliveries (counted: ``dropped``); one that erases them
+also removes the rest (``removed``), and queues, for each destination with ``forward_deletes: true``,
+one ``privacy.delete`` webhook::
 
     {"type": "privacy.delete", "timestamp": "...", "data": {"regulateId": "reg_...", "identifiers":
      [{"type": "user_id", "value": "u1"}, ...]}}
@@ -24,13 +24,14 @@ from collector.engage.destinations import definitions
 from collector.engage.outbox.store import open_outbox
 from collector.profiles.database import db_target
 
-UNDELIVERED = ("pending", "failed", "in_flight")
+UNDELIVERED = ("pending", "failed", "in_flight")  # in flight: its outcome, when it comes, finds no row
 
 
-def eraser(config) -> Callable[[object, str], dict]:
-    """The privacy job's step: ``erase(person, regulate_id)`` → counts."""
+def eraser(config) -> Callable[..., dict]:
+    """The privacy job's step: ``erase(person, regulate_id, delete=True)`` → counts (``delete=False``:
+    a suppression, the undelivered dropped only)."""
 
-    def erase(person, regulate_id: str) -> dict:
+    def erase(person, regulate_id: str, delete: bool = True) -> dict:
         try:
             found = definitions.load(engage.folder(config))
         except DefinitionError:
@@ -40,6 +41,8 @@ def eraser(config) -> Callable[[object, str], dict]:
             return {"dropped": 0, "removed": 0, "forwarded": 0}  # no profile database, no outbox
         outbox = open_outbox(target)
         try:
+            if not delete:
+                return forget(outbox, person.idents, regulate_id, [], only=UNDELIVERED)
             return forget(outbox, person.idents, regulate_id, [d for d in found.values() if d.forward_deletes])
         finally:
             outbox.close()
@@ -47,7 +50,9 @@ def eraser(config) -> Callable[[object, str], dict]:
     return erase
 
 
-def forget(outbox, idents, regulate_id: str, forwarding: list, now: float | None = None) -> dict:
+def forget(outbox, idents, regulate_id: str, forwarding: list, now: float | None = None,
+           only: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+    """Remove the deliveries of ``idents`` (those in the states ``only``), queue ``forwarding``'s deletes."""
     now = time.time() if now is None else now
     whos = [orjson.dumps(list(i)).decode() for i in sorted(idents)]
     stats = {"dropped": 0, "removed": 0, "forwarded": 0}
@@ -56,10 +61,12 @@ def forget(outbox, idents, regulate_id: str, forwarding: list, now: float | None
         for i in range(0, len(whos), 500):
             chunk = whos[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            rows = outbox._all(f"SELECT state, COUNT(*) FROM outbox WHERE who IN ({marks}) GROUP BY state", chunk)
+            states = f" AND state IN ({','.join('?' * len(only))})" if only else ""
+            params = [*chunk, *(only or ())]
+            rows = outbox._all(f"SELECT state, COUNT(*) FROM outbox WHERE who IN ({marks}){states} GROUP BY state", params)
             for state, n in rows:
                 stats["dropped" if state in UNDELIVERED else "removed"] += n
-            outbox._run(f"DELETE FROM outbox WHERE who IN ({marks})", chunk)
+            outbox._run(f"DELETE FROM outbox WHERE who IN ({marks}){states}", params)
         payload = {"type": "privacy.delete", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
                    "data": {"regulateId": regulate_id,
                             "identifiers": [{"type": t, "value": v} for t, v in sorted(idents)]}}  # fmt: skip
