@@ -11,7 +11,7 @@
     timeout: 15s                     # per request
     concurrency: 4                   # requests in flight at once, for this destination alone
     allow_private_network: false     # true: loopback, private and link-local addresses allowed
-    forward_deletes: false           # (not yet sent)
+    forward_deletes: false           # true: a privacy.delete webhook for each erasure (privacy.py)
     enabled: true
 
 ``load(root)`` reads them all (``DefinitionError``: one ``file:line: reason`` each); ``check(root)``
@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
 
 
 from collector.engage.conditions import Condition, ConditionError, duration, parse
@@ -155,12 +153,6 @@ def _flag(data: dict, key: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise ConditionError(f"{key!r} is true or false", getattr(data, "lines", {}).get(key))
     return value
-
-
-def digest(dest: Destination) -> str:
-    """What a delivery's id is stable under: the destination's name (an edit of its url or mapping
-    does not make old events new)."""
-    return hashlib.blake2b(dest.name.encode(), digest_size=8).hexdigest()
 
 
 def shown(dest: Destination) -> dict:
