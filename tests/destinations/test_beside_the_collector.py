@@ -38,3 +38,18 @@ async def test_an_accepted_event_arrives_as_a_webhook_and_sighup_reads_the_files
         await asyncio.to_thread(collector.stop)
     (got,) = receiver.got
     assert got.verified and got.json["data"]["messageId"] == "m-e2e" and got.json["data"]["event"] == "Order Completed"
+
+
+def test_a_mistake_in_a_destination_stops_the_collector_at_start_with_its_file_and_line(tmp_path):
+    engage = tmp_path / "engage"
+    path = write_destination(engage, "crm", url="https://hooks.example.com/in")
+    path.write_text(path.read_text().replace('"url"', '"uri"'))
+    collector = CollectorProcess(tmp_path, engage_dir=str(engage))
+    try:
+        collector.start()
+    except RuntimeError as exc:
+        said = str(exc)
+    else:
+        collector.stop()
+        raise AssertionError("the collector started with a broken destination")
+    assert f"{path}:1: unknown key 'uri'" in said and "Traceback" not in said

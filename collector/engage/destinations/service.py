@@ -202,7 +202,14 @@ async def supervise(config, stop: asyncio.Event) -> None:
 
 
 def context(config):
-    """An ``app.cleanup_ctx`` entry running the destinations process for as long as the app runs."""
+    """An ``app.cleanup_ctx`` entry running the destinations process for as long as the app runs.
+    A mistake in the files stops the collector at start (``ConfigError``: each ``file:line: reason``)."""
+    from collector.config import ConfigError
+
+    try:
+        load(config)
+    except DefinitionError as exc:
+        raise ConfigError("the destinations' files have mistakes:\n" + "\n".join(exc.problems)) from None
 
     async def running(app) -> AsyncIterator[None]:
         stop = asyncio.Event()
