@@ -55,6 +55,10 @@ SEGMENT_SETTINGS = "/v1/projects/{writeKey}/settings"
 RUDDERSTACK_CONFIG, RUDDERSTACK_BEACON = "/sourceConfig/", "/beacon/v1/batch"
 AUDIENCES, AUDIENCE_MEMBERS = "/v1/audiences", "/v1/audiences/{key}/members"
 
+DESTINATIONS = "/v1/destinations"
+DESTINATION_ROUTES = (("GET", DESTINATIONS, "list"), ("GET", DESTINATIONS + "/{name}/deliveries", "deliveries"),
+                      ("POST", DESTINATIONS + "/{name}/replay", "replay"))  # fmt: skip
+
 ROUTES: tuple[Route, ...] = (
     *(Route("POST", path, "ingest", kind) for kind, paths in SINGLE_ROUTES.items() for path in paths),
     *(Route("POST", path, "ingest", "batch") for path in BATCH_ROUTES),
@@ -89,6 +93,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/console/api/audiences", "console", "audiences"),
     Route("GET", "/console/api/regulations", "console", "regulations"),
     Route("POST", "/console/api/regulations", "console", "file_regulation"),
+    *(Route(method, path, "destinations", name) for method, path, name in DESTINATION_ROUTES),
 )
 
 
@@ -177,6 +182,11 @@ PRIVACY_ERRORS: dict[str, Error] = {
     "privacy_unavailable": Error(
         503, "a running collector did not take the new suppression list in time, or NATS did not answer for the shared one"
     ),
+}
+# The destinations' codes (collector/engage/destinations/routes.py), beside the Profile API's (the same token).
+DESTINATION_ERRORS: dict[str, Error] = {
+    "invalid_replay": Error(400, "a replay body that is not {} or {since: ISO 8601 time, ids: [delivery id, ...]}"),
+    "destination_not_found": Error(404, "no destination of that name (no file, and no delivery in the outbox)"),
 }
 # Codes only the pixel uses (it always answers a GIF), and those a batch lists message by message.
 PIXEL_CODES = ("invalid_pixel",)

@@ -355,6 +355,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.console import routes as console
     from collector.engage.audiences import routes as audiences
     from collector.engage.audiences.announce import announce_context
+    from collector.engage.destinations import routes as destination_routes
+    from collector.engage.destinations import service as destination_service
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -372,8 +374,11 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0,
                                           audiences=mounted["audiences"])),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
+        ("destinations", lambda: destination_routes.mount(app, config, metrics)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
+        ("destinations sender", lambda: app.cleanup_ctx.append(destination_service.context(config))
+         if profiles_builder and destination_service.has_destinations(config) else None),
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
         ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address

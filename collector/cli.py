@@ -18,8 +18,9 @@ from collector.plans import cli as plans
 from collector.privacy import archives as archive  # collector.log.archive's command, with privacy requests
 from collector.privacy import cli as privacy
 from collector.engage.audiences import cli as audiences
+from collector.engage.destinations import cli as destinations
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences, destinations)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

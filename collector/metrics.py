@@ -76,6 +76,7 @@ class Metrics:
         self._children: dict[tuple, object] = {}
         self._reads: dict[str, Callable[[], float]] = {}
         self._publisher: asyncio.Task | None = None
+        self._collectors: list = []  # read at each scrape (register)
         self._flush = self._family(FLUSH, lambda r: Histogram(FLUSH, "Time to write (and fsync, per policy) one group commit.",
                                                               buckets=FLUSH_BUCKETS, registry=r))  # fmt: skip
 
@@ -118,12 +119,20 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
         return registry.get_sample_value(name, labels) or 0.0
 
+    def register(self, collector) -> None:
+        """A ``prometheus_client`` collector read at each scrape (the outbox's: engage/destinations/metrics.py)."""
+        self._collectors.append(collector)
+        if self.registry is not None:
+            self.registry.register(collector)
+
     def render(self) -> str:
         if self.registry is not None:
             return generate_latest(self.registry).decode()
         self.publish()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        for collector in self._collectors:
+            registry.register(collector)
         return generate_latest(registry).decode()
 
     # --- gauges across processes (--workers N) -------------------------------------------

@@ -34,6 +34,9 @@ from collector.api import (  # noqa: E402
     kb,
 )
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
+from collector.api import DESTINATION_ERRORS, DESTINATIONS  # noqa: E402
+from collector.engage.destinations.routes import MAX_LIMIT as DELIVERIES_LIMIT  # noqa: E402
+from collector.engage.outbox.tables import STATES as DELIVERY_STATES  # noqa: E402
 from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
 from collector.api import AUDIENCE_MEMBERS, AUDIENCES  # noqa: E402
 from collector.api import PROFILE as BASE  # noqa: E402
@@ -870,6 +873,69 @@ def privacy_paths() -> dict:
     }  # fmt: skip
 
 
+# --- destinations (collector/engage/destinations/routes.py) -------------------------------------
+def destination_paths() -> dict:
+    codes_ = {**PROFILE_ERRORS, **DESTINATION_ERRORS}
+    unauthorised = table_error(codes_, 401, "No access token, or not the access token.")
+    missing = table_error(codes_, 404, "No destination of that name.", ("destination_not_found",))
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The destination's name: its file's, engage/destinations/<name>.yaml."}
+    last_error = {"type": ["object", "null"], "properties": {"id": {"type": "string"}, "at": {"type": "number"},
+                  "status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+                  "answer": {"type": ["string", "null"]}}}
+    counts = {s: {"type": "integer"} for s in ("delivered", "pending", "in_flight", "failed", "dead", "filtered", "no_consent")}
+    row = {"type": "object", "required": ["name", "configured", "enabled", *counts, "disabled", "last_error"],
+           "properties": {"name": {"type": "string"}, "configured": {"type": "boolean"}, "enabled": {"type": "boolean"},
+                          **counts, "disabled": {"type": ["string", "null"], "description": "Why it was disabled (a 410)."},
+                          "last_error": last_error,
+                          "settings": {"type": "object", "description": "Its file's settings, without the secret."}}}
+    delivery = {"type": "object", "required": ["id", "state", "created", "next_at", "attempts", "payload"],
+                "properties": {"id": {"type": "string", "description": "The webhook-id, the same on every retry."},
+                               "state": {"type": "string", "enum": list(DELIVERY_STATES)}, "created": {"type": "number"},
+                               "next_at": {"type": "number"}, "attempts": {"type": "integer"},
+                               "batch": {"type": ["string", "null"]}, "payload": {"type": "object"},
+                               "updated": {"type": "number"}, "last_status": {"type": ["integer", "null"]},
+                               "last_error": {"type": ["string", "null"]}, "last_request": {"type": ["string", "null"]},
+                               "last_answer": {"type": ["string", "null"]}}}
+
+    def op(operation_id: str, summary: str, description: str, responses: dict, **extra) -> dict:
+        return {"tags": ["destinations"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+                "description": description + " " + TOKEN_ONLY, **extra, "responses": responses}
+
+    return {
+        DESTINATIONS: {"get": op("listDestinations", "Every destination and its deliveries' counts",
+            "Each destination (configured, or with deliveries in the outbox): its deliveries by state, whether it is "
+            "disabled and why, its last error; problems lists the mistakes in the definitions' files.",
+            {"200": json_response("The destinations.", {"type": "object", "required": ["data", "problems"],
+                                  "properties": {"data": {"type": "array", "items": row},
+                                                 "problems": {"type": "array", "items": {"type": "string"}}}}),
+             "401": unauthorised})},
+        DESTINATIONS + "/{name}/deliveries": {"get": op("listDeliveries", "A destination's deliveries",
+            "A page of deliveries by id, each with its last request and answer (dead letters: ?state=dead).",
+            {"200": json_response("A page.", {"type": "object", "required": ["data", "cursor"],
+                                  "properties": {"data": {"type": "array", "items": delivery}, "cursor": page_cursor()}}),
+             "400": table_error(codes_, 400, "A bad state, limit or cursor.", ("invalid_parameter",)),
+             "401": unauthorised, "404": missing},
+            parameters=[name,
+                        {"name": "state", "in": "query", "required": False, "schema": {"type": "string", "enum": list(DELIVERY_STATES)}},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": DELIVERIES_LIMIT}},
+                        {"name": "next", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "The cursor of the previous page's answer."}])},
+        DESTINATIONS + "/{name}/replay": {"post": op("replayDeliveries", "Send a destination's failures again",
+            "Its dead and failed deliveries (created since a time; or the ids named, in any state) are due again, "
+            "attempts from 0, with the same webhook-id; a destination disabled by a 410 is enabled again.",
+            {"200": json_response("How many are due again.", {"type": "object", "required": ["replayed", "enabled_again"],
+                                  "properties": {"replayed": {"type": "integer"}, "enabled_again": {"type": "boolean"}}}),
+             "400": table_error(codes_, 400, "Not a replay body.", ("invalid_replay",)), "401": unauthorised, "404": missing},
+            parameters=[name],
+            requestBody={"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"since": {"type": "string", "format": "date-time"},
+                               "ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}}}}}}})},
+    }  # fmt: skip
+
+
 # --- the console (collector/console/) ----------------------------------------------------------
 CONSOLE_SECURITY = [{"consoleSession": []}, {"accessTokenBearer": []}]
 
@@ -966,9 +1032,11 @@ def document() -> dict:
             {"name": "profiles", "description": "The Single Customer View (Segment's Profile API paths): the access token."},
             {"name": "audiences", "description": "The audiences of engage/audiences/: their sizes and members; the access token."},
             {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
+            {"name": "destinations", "description": "Webhook destinations: their deliveries, dead letters and replay; the access token."},
             {"name": "console", "description": "The console's pages and its JSON API: the access token, or the session cookie its sign-in sets."},
         ],
-        "paths": checked({**paths(), **profile_paths(), **audience_paths(), **privacy_paths(), **console_paths()}),
+        "paths": checked({**paths(), **profile_paths(), **audience_paths(), **privacy_paths(), **console_paths(),
+                          **destination_paths()}),
         "components": {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},

@@ -1,10 +1,10 @@
-"""``intilery engage check``: the definitions (audiences, computed traits) checked as the collector loads them.
+"""``intilery engage check``: the definitions (audiences, computed traits, destinations) checked as the collector loads them.
 
 ::
 
     intilery engage check [--config FILE]
     engage/audiences/vip.yaml:7: unknown operator 'at_least': use one of eq, ne, ...   # each mistake; exit 1
-    engage/: 3 audiences, 2 computed traits: all good                                # exit 0
+    engage/: 3 audiences, 2 computed traits, 1 destination: all good                 # exit 0
 
 The folder is ``definitions.folder(config)``: ``engage_dir``, or ``engage/`` beside the configuration
 file. Every mistake is one ``file:line: reason`` line on standard output, all of them at once (a CI
@@ -16,6 +16,7 @@ read (not ``.yaml``, ``.yml`` or ``.json``) is named on standard error, without 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Any
 
@@ -24,6 +25,8 @@ from collector.engage import definitions
 from collector.engage.definitions import DefinitionError
 
 _READ = (".yaml", ".yml", ".json")
+# The other kinds' checks: (folder, the module whose ``check(root)`` lists its problems, ``file:line: reason``)
+CHECKS = (("destinations", "collector.engage.destinations.definitions"),)
 
 
 def add_parser(commands: Any) -> None:
@@ -47,18 +50,26 @@ def cmd_check(args: argparse.Namespace) -> int:
                  "engage/ beside the configuration file, or in the current directory without one; engage_dir sets another")  # fmt: skip
         print(f"intilery: {root}/ is not a folder: nothing to check (the definitions' folder is {where})", file=sys.stderr)
         return 1
-    for kind in ("audiences", "traits"):
+    for kind in ("audiences", "traits", *(kind for kind, _ in CHECKS)):
         folder = root / kind
         for path in sorted(folder.iterdir()) if folder.is_dir() else ():
             if path.is_file() and path.suffix not in _READ and not path.name.startswith(".") and not path.name.endswith("~"):
                 print(f"{path}: not read (a definition is a .yaml, .yml or .json file)", file=sys.stderr)
+    problems: list[str] = []
     try:
         found = definitions.load(root)
     except DefinitionError as exc:
-        for problem in exc.problems:
+        problems, found = list(exc.problems), None
+    others = []
+    for kind, module in CHECKS:
+        problems += importlib.import_module(module).check(root)
+        count = sum(1 for p in (root / kind).iterdir() if p.suffix in _READ) if (root / kind).is_dir() else 0
+        others.append(_count(count, kind.rstrip("s"), kind))
+    if problems:
+        for problem in problems:
             print(problem)
-        print(f"intilery engage check: {_count(len(exc.problems), 'mistake', 'mistakes')} in {root}/", file=sys.stderr)
+        print(f"intilery engage check: {_count(len(problems), 'mistake', 'mistakes')} in {root}/", file=sys.stderr)
         return 1
     print(f"{root}/: {_count(len(found.audiences), 'audience', 'audiences')}, "
-          f"{_count(len(found.traits), 'computed trait', 'computed traits')}: all good")  # fmt: skip
+          f"{_count(len(found.traits), 'computed trait', 'computed traits')}, {', '.join(others)}: all good")  # fmt: skip
     return 0

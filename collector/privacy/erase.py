@@ -67,6 +67,7 @@ class Context:
     stream: object | None = None  # erases from the NATS stream: .erase(person) -> dict
     archives: object | None = None  # every `intilery archive`'s output (NATS): .ask(id, hashes), .status(id) (privacy.archives)
     stopped: Callable[[], bool] = lambda: False  # the process is shutting down: the job stops between files
+    outbox: Callable[[object, str], dict] | None = None  # removes the person's deliveries (engage/destinations/privacy.py)
 
 
 class Unfinished(Exception):
@@ -98,6 +99,8 @@ class Job:
             if kind in SUPPRESSES:
                 record["suppressedHashes"] = sorted(digests)  # what UNSUPPRESS takes back, profile erased or not
                 self.ctx.suppression.change(add=digests)
+                if self.ctx.outbox is not None and kind not in DELETES:  # what is not sent yet is not sent
+                    self.record["stores"]["outbox"] = self.ctx.outbox(person, record["regulateId"], False)
             elif kind == "UNSUPPRESS":
                 self.ctx.suppression.change(remove=self._suppressed_with(digests | set(record["subjectHashes"])))
             if kind in DELETES:
@@ -182,6 +185,11 @@ class Job:
         finally:
             if store is not None:
                 store.close()
+        if self.ctx.outbox is not None:  # the deliveries of theirs not sent yet are dropped, the rest removed
+            try:
+                self.record["stores"]["outbox"] = self.ctx.outbox(person, self.record["regulateId"])
+            except Exception as exc:  # noqa: BLE001 - the job runs the step again
+                errors.append(f"outbox: {type(exc).__name__}: {exc}")
         store = self.ctx.profiles()
         if store is not None:  # a builder batch read before the rewrite may have committed since: once more
             try:

@@ -26,6 +26,7 @@ from typing import AsyncIterator
 from collector.log import rotation
 from collector.log.layout import LOCK_DIR, iso_ms
 from collector.log.segments import make_dirs, try_lock
+from collector.engage.destinations.privacy import eraser as outbox_eraser
 from collector.privacy.erase import Context, Job
 from collector.privacy.regulations import Regulations
 from collector.privacy.subjects import resolver
@@ -62,7 +63,7 @@ def context_of(config, suppression: Suppression, stopped=lambda: False) -> Conte
     return Context(data_dir=data_dir, suppression=suppression, rules=Rules.from_config(config),
                    profiles=open_profiles(config), resolve=resolver(config, stopped),
                    rotate=lambda: rotation.rotate_everywhere(data_dir, stopped=stopped),
-                   stream=stream, archives=archives, stopped=stopped)  # fmt: skip
+                   stream=stream, archives=archives, stopped=stopped, outbox=outbox_eraser(config))  # fmt: skip
 
 
 def shared_suppression(config) -> Suppression:

@@ -179,11 +179,14 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
 
 
 def reload_plans(plans: Plans) -> None:
-    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept), and the engage
-    definitions by the profile builder (passed on to it: ``profiles/service.py``)."""
+    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept), the engage
+    definitions by the profile builder and the destinations' files by the destinations process
+    (passed on to them: ``profiles/service.py``, ``engage/destinations/service.py``)."""
+    from collector.engage.destinations.service import pass_on as pass_on_destinations
     from collector.profiles.service import pass_on
 
     pass_on(signal.SIGHUP)
+    pass_on_destinations(signal.SIGHUP)
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")
         return

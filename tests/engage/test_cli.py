@@ -38,7 +38,7 @@ def test_all_good_beside_the_configuration(tmp_path, capsys, monkeypatch):
     config = write(tmp_path / "site" / "intilery.toml", "")
     good(tmp_path / "site" / "engage")
     code, out, err = check(capsys, "--config", str(config))
-    assert (code, out, err) == (0, f"{tmp_path / 'site' / 'engage'}/: 3 audiences, 2 computed traits: all good\n", "")
+    assert (code, out, err) == (0, f"{tmp_path / 'site' / 'engage'}/: 3 audiences, 2 computed traits, 0 destinations: all good\n", "")
 
 
 def test_every_mistake_and_exit_1(tmp_path, capsys, monkeypatch):
@@ -79,7 +79,7 @@ def test_the_command_in_a_process(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "INTILERY_ENGAGE_DIR": "mine"}
     done = subprocess.run([sys.executable, "-m", "collector", "engage", "check"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert (done.returncode, done.stdout, done.stderr) == (0, "mine/: 3 audiences, 2 computed traits: all good\n", "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "mine/: 3 audiences, 2 computed traits, 0 destinations: all good\n", "")
     write(tmp_path / "mine" / "audiences" / "vip.yaml", "condition: {trait: spend_30d, op: gt, value: ${THRESHOLD}}\n")
     done = subprocess.run([sys.executable, "-m", "collector", "engage", "check"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -87,3 +87,20 @@ def test_the_command_in_a_process(tmp_path):
     done = subprocess.run([sys.executable, "-m", "collector", "engage", "check"], cwd=tmp_path, env={**env, "THRESHOLD": "500"},
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_destination_with_a_mistake_is_named_with_its_line_too(tmp_path, capsys):
+    """The check covers engage/destinations/ with the rest (its own loader's problems)."""
+    from collector.engage import cli
+
+    root = tmp_path / "engage"
+    (root / "destinations").mkdir(parents=True)
+    (root / "destinations" / "crm.yaml").write_text("kind: webhook\nurl: https://crm.example/hook\nsecret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nfilter: {field: type, op: bogus, value: 1}\n")
+    (tmp_path / "intilery.toml").write_text(f'engage_dir = "{root}"\n')
+
+    class Args:
+        config = str(tmp_path / "intilery.toml")
+
+    assert cli.cmd_check(Args()) == 1
+    out = capsys.readouterr().out
+    assert f"{root / 'destinations' / 'crm.yaml'}:4: unknown operator 'bogus'" in out
