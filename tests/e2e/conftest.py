@@ -113,7 +113,8 @@ class ConsoleWatch:
         context.on("weberror", lambda error: self.errors.append(f"pageerror: {error.error}"))
 
     def watch(self, page) -> None:
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text} ({(m.location or {}).get('url', '')})")
+                if m.type == "error" else None)  # fmt: skip
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
 

@@ -44,7 +44,7 @@ def test_the_audiences_page_and_a_person_s_audiences(engaged, new_context):  # n
     screenshot(page, "audiences")
 
     page.select_option("#a-period", "hour")
-    page.wait_for_function("document.getElementById('a-series-head').textContent === 'last 30 hours'")
+    page.wait_for_selector("#a-series-head:text-is('last 30 hours')")  # (the console's CSP forbids eval: no wait_for_function)
 
     page.click("nav button[data-tab=profiles]")
     page.select_option("#p-type", "user_id")
