@@ -6,8 +6,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from collector.log.layout import LOCK_DIR
-from collector.log.segments import try_lock
 from collector.profiles.builder import CHECKPOINT
 from collector.profiles.store import SqliteStore
 
@@ -43,5 +41,6 @@ def checkpoint_name(config) -> str:
 def take_lock(data_dir: Path) -> int | None:
     """The host's builder lock, ``<data_dir>/.locks/profiles.lock`` (a file descriptor held
     open), or None when another process has it."""
-    (data_dir / LOCK_DIR).mkdir(parents=True, exist_ok=True)
-    return try_lock(data_dir, LOCK)
+    from collector.serve.companions import take_lock as take
+
+    return take(data_dir, LOCK)

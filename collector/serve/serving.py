@@ -182,11 +182,11 @@ def reload_plans(plans: Plans) -> None:
     """SIGHUP: the tracking plans read again (a bad one logged, the old one kept), the engage
     definitions by the profile builder and the destinations' files by the destinations process
     (passed on to them: ``profiles/service.py``, ``engage/destinations/service.py``)."""
-    from collector.engage.destinations.service import pass_on as pass_on_destinations
-    from collector.profiles.service import pass_on
+    from collector.engage.destinations.service import SENDER
+    from collector.profiles.service import BUILDER
 
-    pass_on(signal.SIGHUP)
-    pass_on_destinations(signal.SIGHUP)
+    for companion in (BUILDER, SENDER):
+        companion.pass_on(signal.SIGHUP)
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")
         return
