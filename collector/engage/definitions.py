@@ -273,14 +273,20 @@ def _digest(data: Any) -> str:
     return hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str), digest_size=12).hexdigest()
 
 
+def _key(data: dict, field: str, path: Path) -> str:
+    """The definition's key (or name): the file's name, or the same written in the file."""
+    value = data.get(field, path.stem)
+    if not isinstance(value, str) or not _KEY.match(value):
+        raise ConditionError(f"the {field} {value!r} is letters, digits, '_' and '-' (up to 100)", data.lines.get(field))
+    if value != path.stem:
+        raise ConditionError(f"the {field} {value!r} is not the file's name ({path.stem!r}): name the file {value}.yaml",
+                             data.lines.get(field))  # fmt: skip
+    return value
+
+
 def _audience(data: dict, path: Path) -> AudienceDef:
     _check_keys(data, {"key", "name", "condition", "expose_to_browser", "description"}, {"condition"})
-    key = data.get("key", path.stem)
-    if not isinstance(key, str) or not _KEY.match(key):
-        raise ConditionError(f"the key {key!r} is letters, digits, '_' and '-' (up to 100)", data.lines.get("key"))
-    if key != path.stem:
-        raise ConditionError(f"the key {key!r} is not the file's name ({path.stem!r}): name the file {key}.yaml",
-                             data.lines.get("key"))  # fmt: skip
+    key = _key(data, "key", path)
     name = data.get("name", key)
     if not isinstance(name, str) or not name:
         raise ConditionError("'name' is a text", data.lines.get("name"))
@@ -293,12 +299,7 @@ def _audience(data: dict, path: Path) -> AudienceDef:
 
 def _trait(data: dict, path: Path) -> TraitDef:
     _check_keys(data, {"name", "kind", "event", "property", "where", "within", "description"}, {"kind", "event"})
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not _KEY.match(name):
-        raise ConditionError(f"the name {name!r} is letters, digits, '_' and '-' (up to 100)", data.lines.get("name"))
-    if name != path.stem:
-        raise ConditionError(f"the name {name!r} is not the file's name ({path.stem!r}): name the file {name}.yaml",
-                             data.lines.get("name"))  # fmt: skip
+    name = _key(data, "name", path)
     kind = data["kind"]
     if kind not in KINDS:
         raise ConditionError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}", data.lines.get("kind"))
