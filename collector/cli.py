@@ -17,8 +17,9 @@ from collector.plans import cli as plans
 from collector.privacy import archives as archive  # collector.log.archive's command, with privacy requests
 from collector.privacy import cli as privacy
 from collector.engage.destinations import cli as destinations
+from collector.engage.journeys import cli as journeys
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, destinations)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, destinations, journeys)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,185 @@
+"""The journeys process: the runner (``runner.py``) following the log and firing timers, the
+database behind one thread::
+
+    intilery journeys run        # until SIGTERM / SIGINT; SIGHUP: reads the files again
+
+It holds ``<data_dir>/.locks/journeys.lock`` while it runs (one per log on a host). Each pass
+applies the new events (a batch a transaction) and fires the timers that fell due (one indexed
+query); when neither had work it sleeps ``POLL`` s: a timer fires within ``POLL`` s (plus a
+transaction) of its moment, and at the first pass after a restart when it fell due while the
+process was down.
+
+Beside the collector (``intilery serve`` with profiles on, when ``engage/journeys/`` holds a file)
+it is a process of its own, supervised as the destinations process is
+(``destinations/service.py``: started when the host has none, started again after it exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from collector.engage import definitions as engage
+from collector.engage.definitions import DefinitionError
+import multiprocessing
+from collector.engage.destinations.sender import Database
+from collector.engage.journeys import definitions
+from collector.engage.journeys.runner import CURSOR, Runner
+from collector.engage.journeys.store import open_journeys
+from collector.log.layout import LOCK_DIR
+from collector.log.segments import try_lock
+from collector.profiles.database import checkpoint_name, db_target
+from collector.profiles.rules import Rules
+
+log = logging.getLogger("intilery.journeys")
+
+LOCK = "journeys"
+POLL = 0.1  # seconds between passes with nothing to do
+
+
+def cursor_name(config) -> str:
+    return checkpoint_name(config).replace("events", CURSOR, 1)
+
+
+def load(config) -> dict:
+    return definitions.load(engage.folder(config))
+
+
+def has_journeys(config) -> bool:
+    folder = engage.folder(config) / definitions.FOLDER
+    return folder.is_dir() and any(p.suffix in (".yaml", ".yml", ".json") for p in folder.iterdir())
+
+
+async def serve(config, stop: asyncio.Event, journeys: dict | None = None) -> dict:
+    journeys = load(config) if journeys is None else journeys
+    store = open_journeys(db_target(config))
+    db = Database(store)
+    runner = await db(Runner, store, Path(config.data_dir), journeys, name=cursor_name(config),
+                      rules=Rules.from_config(config), stream=config if config.store == "nats" else None)  # fmt: skip
+    log.info("journeys following the log", extra={"journeys": len(journeys)})
+    try:
+        while not stop.is_set():
+            n = await db(runner.step)
+            fired = await db(runner.fire)
+            if n or fired:
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), POLL)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        stop.set()
+        await db(runner.close)
+        db.close()
+        store.close()
+    return dict(runner.stats)
+
+
+def run(config) -> int:
+    """``intilery journeys run``: the process, until SIGTERM or SIGINT."""
+    (Path(config.data_dir) / LOCK_DIR).mkdir(parents=True, exist_ok=True)
+    fd = try_lock(Path(config.data_dir), LOCK)
+    if fd is None:
+        raise SystemExit(f"intilery: another process holds {config.data_dir}/.locks/{LOCK}.lock")
+    try:
+        return asyncio.run(_run(config))
+    finally:
+        os.close(fd)
+
+
+async def _run(config) -> int:
+    try:
+        current = load(config)
+    except DefinitionError as exc:
+        raise SystemExit("intilery: " + "\nintilery: ".join(exc.problems)) from None
+    loop = asyncio.get_running_loop()
+    while True:
+        stop, reload = asyncio.Event(), []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: (reload.append(1), stop.set()))
+        await serve(config, stop, current)
+        if not reload:
+            return 0
+        try:
+            current = load(config)
+            log.info("journeys read again", extra={"journeys": len(current)})
+        except DefinitionError as exc:
+            log.error("the journeys' files have mistakes: the ones in force are kept", extra={"problems": exc.problems})
+
+
+def process_main(config, parent: int) -> None:
+    from collector.logs import setup_logging
+    from collector.profiles.service import NICE
+    from collector.serve.runtime import die_with
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    die_with(parent)
+    os.nice(NICE)
+    setup_logging(config.log_format)
+    try:
+        run(config)
+    except SystemExit:
+        raise SystemExit(3)
+
+
+RETRY_FAILED = 5.0  # seconds before a journeys process that exited is started again
+STOP_TIMEOUT = 30.0
+
+
+async def supervise(config, stop: asyncio.Event) -> None:
+    """Start the journeys process when the host has none, watch it, stop it when ``stop`` is set."""
+    spawn = multiprocessing.get_context("spawn")
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        (Path(config.data_dir) / LOCK_DIR).mkdir(parents=True, exist_ok=True)
+        fd = try_lock(Path(config.data_dir), LOCK)
+        if fd is not None:
+            os.close(fd)
+            process = spawn.Process(target=process_main, args=(config, os.getpid()), name="intilery-journeys")
+            process.start()
+            exited = loop.create_future()
+            loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not exited.done():
+                    process.terminate()
+                    await asyncio.to_thread(process.join, STOP_TIMEOUT)
+                    if process.exitcode is None:
+                        process.kill()
+                loop.remove_reader(process.sentinel)
+                await asyncio.to_thread(process.join)
+            if stop.is_set():
+                return
+            if process.exitcode != 3:
+                log.warning("the journeys process exited; starting another", extra={"exit": process.exitcode})
+        try:
+            await asyncio.wait_for(stop.wait(), RETRY_FAILED)
+        except asyncio.TimeoutError:
+            pass
+
+
+def context(config):
+    """An ``app.cleanup_ctx`` entry running the journeys process beside the collector; a mistake in
+    the files stops the collector at start (each ``file:line: reason``)."""
+    from collector.config import ConfigError
+
+    try:
+        load(config)
+    except DefinitionError as exc:
+        raise ConfigError("the journeys' files have mistakes:\n" + "\n".join(exc.problems)) from None
+
+    async def running(app):
+        stop = asyncio.Event()
+        task = asyncio.create_task(supervise(config, stop))
+        yield
+        stop.set()
+        await task
+
+    return running
