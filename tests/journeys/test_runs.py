@@ -4,6 +4,8 @@ so these tests never sleep; tests/journeys/test_process.py runs the real process
 
 from __future__ import annotations
 
+import orjson
+
 from collector.engage.journeys import definitions
 from collector.engage.journeys.channels import delivery_id
 from collector.engage.journeys.reads import person_runs, summary
@@ -174,3 +176,27 @@ def test_a_changed_definition_strands_no_run(setup):
     import orjson
 
     assert orjson.loads(sent[2])["data"]["step"] == "remind"  # the old version's step
+
+
+def test_a_suppressed_person_s_runs_end_and_an_erased_one_s_are_removed_with_their_sends(setup):
+    from collector.engage.journeys.privacy import eraser
+    from collector.profiles.person import Person
+
+    config, log = setup
+    store, runner = make(config, later="entry: {event: Signed Up}\nsteps:\n  - send: {destination: crm}\n  - wait: 5s\n"
+                                         "  - send: {destination: crm}\n")  # fmt: skip
+    log.write([ev(event="Signed Up", userId=u) for u in ("quiet", "gone", "stays")])
+    runner.step(T)
+    assert len(outbox(store)) == 3
+    erase = eraser(config)
+    assert erase(Person([("user_id", "quiet")]), "reg_1", False) == {"dropped": 1, "removed": 0, "forwarded": 0, "runs_ended": 1}
+    assert erase(Person([("user_id", "gone")]), "reg_2") == {"dropped": 1, "removed": 0, "forwarded": 0, "runs_removed": 1}
+    runner.fire(T + 10)
+    assert [orjson.loads(p)["data"]["userId"] for _, _, p in outbox(store)] == ["stays", "stays"]
+    assert runs_by_user(store) == {"quiet": ("ended", "suppressed"), "stays": ("ended", "completed")}
+
+
+def runs_by_user(store) -> dict:
+    rows = store._all("SELECT entry, state, outcome FROM journey_runs")
+    store.commit()
+    return {orjson.loads(e)["userId"]: (s, o) for e, s, o in rows}
