@@ -182,7 +182,10 @@ def reload_plans(plans: Plans) -> None:
     destinations' files by the destinations process (passed on to it: ``engage/destinations/service.py``)."""
     from collector.engage.destinations.service import pass_on as pass_on_destinations
 
+    from collector.engage.journeys.service import pass_on as pass_on_journeys
+
     pass_on_destinations(signal.SIGHUP)
+    pass_on_journeys(signal.SIGHUP)  # and the journeys' files by the journeys process
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")
         return

@@ -130,6 +130,18 @@ RETRY_FAILED = 5.0  # seconds before a journeys process that exited is started a
 STOP_TIMEOUT = 30.0
 
 
+_running: set[int] = set()  # the pids of this process's journeys processes
+
+
+def pass_on(number: int) -> None:
+    """Send a signal to this process's journeys process (SIGHUP: it reads the files again)."""
+    for pid in sorted(_running):
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+
 async def supervise(config, stop: asyncio.Event) -> None:
     """Start the journeys process when the host has none, watch it, stop it when ``stop`` is set."""
     spawn = multiprocessing.get_context("spawn")
@@ -141,6 +153,7 @@ async def supervise(config, stop: asyncio.Event) -> None:
             os.close(fd)
             process = spawn.Process(target=process_main, args=(config, os.getpid()), name="intilery-journeys")
             process.start()
+            _running.add(process.pid)
             exited = loop.create_future()
             loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
             stopping = asyncio.ensure_future(stop.wait())
@@ -155,6 +168,7 @@ async def supervise(config, stop: asyncio.Event) -> None:
                         process.kill()
                 loop.remove_reader(process.sentinel)
                 await asyncio.to_thread(process.join)
+                _running.discard(process.pid)
             if stop.is_set():
                 return
             if process.exitcode != 3:
