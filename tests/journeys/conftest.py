@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.destinations.conftest import Log, ev, receivers, setup, write_destination  # noqa: F401 (fixtures)
+from tests.destinations.conftest import Log, ev, postgres, receivers, setup, write_destination  # noqa: F401 (fixtures)
 
 
 def write_journey(engage: Path, key: str, text: str) -> Path:
