@@ -200,3 +200,13 @@ def runs_by_user(store) -> dict:
     rows = store._all("SELECT entry, state, outcome FROM journey_runs")
     store.commit()
     return {orjson.loads(e)["userId"]: (s, o) for e, s, o in rows}
+
+
+def test_an_audience_entered_enters_the_journey(setup):
+    config, log = setup
+    store, runner = make(config, vip="entry: {audience: high_value}\nsteps:\n  - send: {destination: crm}\n")
+    log.write([ev(event="Audience Entered", userId="ann", source="intilery", properties={"audience_key": "high_value"}),
+               ev(event="Audience Entered", userId="bob", source="intilery", properties={"audience_key": "other"})])  # fmt: skip
+    runner.step(T)
+    (sent,) = outbox(store)
+    assert orjson.loads(sent[2])["data"]["userId"] == "ann"
