@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.destinations.conftest import Log, ev, postgres, receivers, setup, write_destination  # noqa: F401 (fixtures)
+import time
+
+from collector.engage.journeys.channels import iso
+from tests.destinations.conftest import Log, postgres, receivers, setup, write_destination  # noqa: F401 (fixtures)
+from tests.destinations.conftest import ev as stored_event
+
+
+def ev(kind: str = "track", **fields) -> dict:
+    """An event as stored, received now (a journey takes in events received from when it was first read)."""
+    fields.setdefault("receivedAt", iso(time.time()))
+    return stored_event(kind, **fields)
 
 
 def write_journey(engage: Path, key: str, text: str) -> Path:

@@ -210,3 +210,12 @@ def test_an_audience_entered_enters_the_journey(setup):
     runner.step(T)
     (sent,) = outbox(store)
     assert orjson.loads(sent[2])["data"]["userId"] == "ann"
+
+
+def test_a_new_journey_takes_in_no_one_from_the_log_s_history(setup):
+    config, log = setup
+    old = ev(event="Product Added", properties={"cart_id": "old"}, receivedAt="2026-01-01T00:00:00.000Z")
+    log.write([old, ev(event="Product Added", properties={"cart_id": "new"})])
+    store, runner = make(config, cart=CART)  # switched on after the old cart's event was received
+    runner.step(T)
+    assert list(runs(store)) == ["new"]

@@ -42,6 +42,7 @@ CURSOR = "journeys"
 BATCH = 500  # events per transaction
 FIRE = 500  # timers per transaction
 MAX_MOVES = 1000  # steps one run may take in one moment (a loop without a wait is refused by the check)
+GRACE = 60.0  # seconds: events received this long before a journey was first read still enter it
 
 
 def epoch(value) -> float | None:
@@ -79,6 +80,9 @@ class Runner:
         store.begin()
         for j in journeys.values():
             store.keep_version(j.key, j.digest, orjson.dumps(j.source).decode(), time.time())
+        # a journey takes people in from the moment it was first read (its first version): switching it
+        # on never enters everyone in the log's history (a new cursor reads the log from its start)
+        self.since = {j: c - GRACE for j, c in store._all("SELECT journey, MIN(created) FROM journey_versions GROUP BY journey")}
         store.commit()
         self.stats: Counter[str] = Counter()
         self._out: list[tuple] = []
@@ -152,6 +156,10 @@ class Runner:
         person = idents[0]
         for journey in self.journeys.values():
             if not matches(journey.entry, event, journey):
+                continue
+            received = epoch(event.get("receivedAt"))
+            if received is not None and received < self.since.get(journey.key, 0.0):
+                self.stats["before_the_journey"] += 1
                 continue
             instance = instance_of(journey, event)
             if instance is None:
