@@ -24,7 +24,7 @@ reentry: always
 exit_when: {field: event, value: Order Completed}
 steps:
   - name: wait_for_order
-    wait_for: {event: Order Completed, same_instance: true, timeout: 3s, reset_on: {event: Product Added, same_instance: true}}
+    wait_for: {event: Order Completed, same_instance: true, timeout: 3s, reset_on: [{event: Product Added, same_instance: true}, {event: Product Removed, same_instance: true}]}
     on_event: [{exit: converted}]
   - name: remind
     send: {destination: crm}
@@ -74,7 +74,7 @@ def test_the_abandoned_cart_restarts_when_the_cart_changes_and_ends_with_the_ord
     a = ev(event="Product Added", properties={"cart_id": "A"})
     log.write([a, ev(event="Product Added", properties={"cart_id": "B"})])
     assert runner.step(T) == 2
-    log.write([ev(event="Product Added", properties={"cart_id": "A"})])  # cart A changes 2 s later
+    log.write([ev(event="Product Removed", properties={"cart_id": "A"})])  # cart A changes 2 s later
     runner.step(T + 2)
     assert runs(store)["A"] == ("active", None, T + 2 + 3)
     log.write([ev(event="Order Completed", properties={"cart_id": "B"})])  # B is bought

@@ -7,7 +7,7 @@
     exit_when: {field: event, value: Order Completed}   # any step; counted a conversion
     steps:
       - wait_for: {event: Order Completed, same_instance: true, timeout: 2h,
-                   reset_on: {event: Product Added, same_instance: true}}
+                   reset_on: {event: Product Added, same_instance: true}}   # or a list of them
         on_event: [{exit: converted}]     # optional; default: go on with the next step
         on_timeout: []                    # optional; default: go on with the next step
       - send: {destination: crm}          # a channel and its name (channels.py)
@@ -74,7 +74,7 @@ class Node:
     offset: float = 0.0
     condition: Condition | None = None  # if
     match: Match | None = None  # wait_for
-    reset: Match | None = None  # wait_for's reset_on
+    reset: tuple[Match, ...] | None = None  # wait_for's reset_on (one or a list)
     channel: str = ""  # send: destination | email
     target: str = ""  # send: its name; goto: the step's name
     event: str = ""  # track
@@ -265,7 +265,8 @@ class _Compiler:
                 raise ConditionError("a 'wait_for' needs a 'timeout' (how long to wait for the event: 2h)", line)
             node.seconds = duration(value["timeout"], line)
             if value.get("reset_on") is not None:
-                node.reset = _match(value["reset_on"], line, "reset_on", instance=self.instance)
+                resets = value["reset_on"] if isinstance(value["reset_on"], list) else [value["reset_on"]]
+                node.reset = tuple(_match(r, line, "reset_on", instance=self.instance) for r in resets)
             if "on_timeout" in step:
                 node.alt = self.steps(step["on_timeout"], cont, lines.get("on_timeout", line))
             else:

@@ -149,7 +149,7 @@ class Runner:
                 self.stats["moved"] += 1
                 self.advance(run, journey, now)
                 self.store.save_run(run)
-            elif node.reset is not None and matches(node.reset, event, journey, run["instance"]):
+            elif node.reset is not None and any(matches(m, event, journey, run["instance"]) for m in node.reset):
                 run["next_at"], run["updated"] = now + node.seconds, now
                 self.stats["reset"] += 1
                 self.store.save_run(run)
