@@ -134,3 +134,24 @@ async def test_the_reminder_reaches_a_receiver_once_through_the_destinations_pro
     assert reminder.verified and reminder.headers["webhook-id"] == delivery_id(run_id("cart", added, ""), 0)
     assert reminder.json["type"] == "journey.send" and reminder.json["data"]["instance"] == "A"
     assert reminder.at >= changed + 2 - 0.2  # restarted by the change (the first timer would have fired at +1 s)
+
+
+async def test_sighup_reads_the_files_again_and_runs_keep_their_version(setup):
+    config, log = setup
+    write_destination(config.engage_dir, "crm", url="http://127.0.0.1:9/hook")
+    text = "entry: {event: Signed Up}\nreentry: always\nsteps:\n  - name: long\n    wait: 1h\n  - send: {destination: crm}\n"
+    write_journey(config.engage_dir, "welcome", text)
+    process = await start(config)
+    try:
+        log.write([ev(event="Signed Up", userId="early")])
+        await eventually(lambda: query(config, "SELECT COUNT(*) FROM journey_runs")[0][0] == 1, 30, what="the first run")
+        write_journey(config.engage_dir, "welcome", text.replace("name: long\n    wait: 1h", "name: short\n    wait: 1s"))
+        process.send_signal(signal.SIGHUP)
+        await eventually(lambda: query(config, "SELECT COUNT(*) FROM journey_versions")[0][0] == 2, 30, what="the new version")
+        log.write([ev(event="Signed Up", userId="late")])
+        await eventually(lambda: query(config, "SELECT COUNT(*) FROM outbox")[0][0] == 1, 30, what="the new version's send")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    runs = {orjson.loads(e)["userId"]: (s, v) for e, s, v in query(config, "SELECT entry, state, version FROM journey_runs")}
+    assert runs["early"][0] == "active" and runs["late"][0] == "ended" and runs["early"][1] != runs["late"][1]
