@@ -13,8 +13,9 @@ from tests.destinations.conftest import ev as stored_event
 
 
 def ev(kind: str = "track", **fields) -> dict:
-    """An event as stored, received now (a journey takes in events received from when it was first read)."""
-    fields.setdefault("receivedAt", iso(time.time()))
+    """An event as stored, received a few seconds ago (a journey takes in events received from a minute
+    before it was first read; the runner applies an event a second after its receipt: runner.HOLD)."""
+    fields.setdefault("receivedAt", iso(time.time() - 5))
     return stored_event(kind, **fields)
 
 

@@ -219,3 +219,24 @@ def test_a_new_journey_takes_in_no_one_from_the_log_s_history(setup):
     store, runner = make(config, cart=CART)  # switched on after the old cart's event was received
     runner.step(T)
     assert list(runs(store)) == ["new"]
+
+
+def test_a_late_event_of_a_person_is_applied_in_the_order_of_its_timestamp(setup):
+    import time
+
+    from collector.engage.journeys.channels import iso as fmt
+    from collector.engage.journeys.runner import HOLD
+
+    config, log = setup
+    store, runner = make(config, cart=CART)
+    log.write([ev(event="Order Completed", timestamp="2026-12-08T02:00:01.000Z", receivedAt=fmt(time.time()),
+                  properties={"cart_id": "A"})])  # fmt: skip
+    assert runner.step(T) == 0  # held: a late one of the person may still come
+    # the cart's Product Added, from an offline device's batch: earlier in time, received later
+    log.write([ev(event="Product Added", timestamp="2026-12-08T02:00:00.000Z", receivedAt=fmt(time.time()),
+                  properties={"cart_id": "A"})])  # fmt: skip
+    deadline = time.time() + HOLD + 10
+    while not runner.step(T) and time.time() < deadline:
+        time.sleep(0.05)
+    assert runs(store) == {"A": ("ended", "converted", None)}  # entered, then bought: no reminder
+    assert runner.fire(T + 10) == 0 and outbox(store) == []

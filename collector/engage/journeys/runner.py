@@ -11,11 +11,12 @@ stood at, with its timer; the events after the cursor are read again; a step re-
 the same ids (``channels.delivery_id``: run and step; a run's id: the journey and the entering
 event), inserted only when new. Nothing is lost, nothing is sent twice.
 
-Order: the events of a batch are applied in the order of their ``timestamp`` (stable: the log's
-order between equal ones); a batch is what the log holds when it is read, so events of one person
-arriving in separate batches are applied as they arrive (docs/journeys.md says so). Times of
-waits are taken when the runner applies the step (processing time), a ``wait: {until: ...}`` from
-the entering event.
+Order: an event is applied ``HOLD`` s after its receipt (``read`` stops at the first one received
+more recently, and reads it again at the next pass), and the events of a batch in the order of their
+``timestamp`` (stable: the log's order between equal ones): a person's events received within
+``HOLD`` s of each other are applied in the order they happened. A later one is applied as it
+comes (docs/journeys.md says so). Times of waits are taken when the runner applies the step
+(processing time), a ``wait: {until: ...}`` from the entering event.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CURSOR = "journeys"
 BATCH = 500  # events per transaction
 FIRE = 500  # timers per transaction
 MAX_MOVES = 1000  # steps one run may take in one moment (a loop without a wait is refused by the check)
+HOLD = 1.0  # seconds an event waits after its receipt before it is applied, so that the late ones of a person come first
 GRACE = 60.0  # seconds: events received this long before a journey was first read still enter it
 
 
@@ -73,8 +75,8 @@ def matches(match: Match, event: dict, journey: Journey, instance: str | None = 
 
 class Runner:
     def __init__(self, store, data_dir: Path, journeys: dict[str, Journey], *, name: str = CURSOR, rules: Rules = Rules(),
-                 stream=None, batch: int = BATCH) -> None:  # fmt: skip
-        self.store, self.journeys, self.rules, self.name = store, journeys, rules, name
+                 stream=None, batch: int = BATCH, hold: float = HOLD) -> None:  # fmt: skip
+        self.store, self.journeys, self.rules, self.name, self.hold = store, journeys, rules, name, hold
         self.feed = Filler(store, data_dir, {}, batch=batch, name=name, rules=rules, stream=stream)  # its reader and cursor
         self.programs: dict[tuple[str, str], Journey | None] = {(j.key, j.digest): j for j in journeys.values()}
         store.begin()
@@ -105,7 +107,7 @@ class Runner:
             feed.reader.cursor, feed.count = orjson.loads(stored[0][0]), stored[0][1]
         cursor, count = feed.reader.cursor, feed.count
         try:
-            records = feed.read()
+            records = self.read()
             if not records and feed.reader.cursor == cursor:
                 return 0
             now = time.time() if now is None else now
@@ -125,6 +127,32 @@ class Runner:
         finally:
             self._out, self._told = [], []
         return len(records)
+
+    def read(self) -> list[tuple]:
+        """The next batch, ``(record, where)``, up to the first event received less than ``HOLD``
+        seconds ago (it and those after it are read again at the next pass): events of a person
+        received within ``HOLD`` s of each other are applied in the order of their timestamps."""
+        feed = self.feed
+        if feed.loop is not None or self.hold <= 0:  # the NATS stream: its batches as they come
+            return feed.read()
+        reader, wall = feed.reader, time.time()
+        records, before, held = [], reader.cursor, None
+        lines = reader.read()
+        try:
+            for record in lines:
+                received = epoch(record.event.get("receivedAt")) if isinstance(record.event, dict) else None
+                if received is not None and wall - self.hold < received <= wall + self.hold:
+                    held = before  # not yet: read again from here
+                    break
+                records.append((record, f"{record.segment}@{reader.offsets.get(record.segment)}"))
+                if len(records) >= feed.batch:
+                    break
+                before = reader.cursor
+        finally:
+            lines.close()
+        if held is not None:
+            reader.cursor = held
+        return records
 
     def apply(self, event: dict, where: str, now: float) -> None:
         idents = [orjson.dumps(list(i)).decode() for i in self.rules.identifiers(event)]
