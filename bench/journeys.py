@@ -74,7 +74,7 @@ def folder(root: Path, journey: str) -> Path:
 
 def ev(name: str, user: str, **props) -> dict:
     return {"type": "track", "event": name, "userId": user, "messageId": uuid.uuid4().hex, "source": "web",
-            "timestamp": "2026-12-08T02:00:00.000Z", "receivedAt": iso(time.time()), "properties": props}  # fmt: skip
+            "timestamp": "2026-12-08T02:00:00.000Z", "receivedAt": iso(time.time() - 5), "properties": props}  # fmt: skip (received 5 s ago: not held, runner.HOLD)
 
 
 def runner_for(root: Path):
