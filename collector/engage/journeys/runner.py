@@ -206,7 +206,8 @@ class Runner:
             run = {"id": rid, "journey": journey.key, "version": journey.digest, "person": person, "instance": instance,
                    "state": "active", "pc": journey.start, "next_at": None, "entered_at": now, "updated": now,
                    "outcome": None, "entry": event}  # fmt: skip
-            self.store.insert_run({**run, "entry": orjson.dumps(event).decode()}, idents)
+            if not self.store.insert_run({**run, "entry": orjson.dumps(event).decode()}, idents):
+                continue
             self.stats["entered"] += 1
             self.advance(run, journey, now)
             self.store.save_run(run)

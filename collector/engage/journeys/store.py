@@ -77,10 +77,15 @@ class Journeys:
     def exists(self, run_id: str) -> bool:
         return bool(self._all("SELECT 1 FROM journey_runs WHERE id = ?", (run_id,)))
 
-    def insert_run(self, row: dict, idents: list[str]) -> None:
-        self._run(f"INSERT INTO journey_runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                  [row[c] for c in COLUMNS])  # fmt: skip
+    def insert_run(self, row: dict, idents: list[str]) -> bool:
+        """A new run; False when its id exists (another host applied the same event first)."""
+        cur = self.conn.cursor()
+        cur.execute(self._q(f"INSERT INTO journey_runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                            "ON CONFLICT (id) DO NOTHING"), [row[c] for c in COLUMNS])  # fmt: skip
+        if cur.rowcount == 0:
+            return False
         self._many("INSERT INTO journey_who (ident, run) VALUES (?, ?) ON CONFLICT DO NOTHING", [(i, row["id"]) for i in idents])
+        return True
 
     def save_run(self, row: dict) -> None:
         self._run("UPDATE journey_runs SET state = ?, pc = ?, next_at = ?, updated = ?, outcome = ? WHERE id = ?",
