@@ -35,7 +35,7 @@ def test_the_shipped_examples_are_valid():
     found = definitions.load(DEMO)
     assert set(found) >= {"abandoned_cart", "expiring_reservation"}
     cart = found["abandoned_cart"]
-    assert cart.instance_key == ("properties", "cart_id")
+    assert found["expiring_reservation"].instance_key == ("properties", "reservation_id")
     assert cart.nodes[cart.start].kind == "wait_for" and cart.nodes[cart.start].reset is not None
 
 
