@@ -240,3 +240,24 @@ def test_a_late_event_of_a_person_is_applied_in_the_order_of_its_timestamp(setup
         time.sleep(0.05)
     assert runs(store) == {"A": ("ended", "converted", None)}  # entered, then bought: no reminder
     assert runner.fire(T + 10) == 0 and outbox(store) == []
+
+
+def test_the_shipped_examples_do_what_they_say(setup):
+    """The demo's two files as shipped (two hours, one hour before expiry), their moments given."""
+    from pathlib import Path
+
+    config, log = setup
+    shipped = Path(__file__).resolve().parents[2] / "demo_site" / "engage" / "journeys"
+    store, runner = make(config, **{p.stem: p.read_text() for p in shipped.glob("*.yaml")})
+    log.write([ev(event="Product Added", userId="ann"), ev(event="Product Added", userId="bob"),
+               ev(event="Ticket Reserved", userId="cy", properties={"reservation_id": "r1", "expires_at": iso(T + 5 * 3600)}),
+               ev(event="Ticket Reserved", userId="di", properties={"reservation_id": "r2", "expires_at": iso(T + 5 * 3600)})])  # fmt: skip
+    runner.step(T)
+    log.write([ev(event="Product Added", userId="ann"), ev(event="Order Completed", userId="bob"),
+               ev(event="Ticket Purchased", userId="di", properties={"reservation_id": "r2"})])  # fmt: skip
+    runner.step(T + 3600)  # ann's cart changes an hour later; bob buys; di buys her ticket
+    assert runner.fire(T + 2 * 3600) == 0  # ann's two hours start again from the change
+    assert runner.fire(T + 3 * 3600) == 1  # ann's reminder
+    assert runner.fire(T + 4 * 3600) == 1  # cy's: an hour before her reservation expires
+    told = sorted((orjson.loads(m)["userId"], orjson.loads(m)["event"]) for (m,) in store._all("SELECT message FROM engage_announce"))
+    assert told == [("ann", "Cart Reminder Due"), ("cy", "Reservation Expiring")]  # nobody messaged after buying
