@@ -59,6 +59,9 @@ DESTINATIONS = "/v1/destinations"
 DESTINATION_ROUTES = (("GET", DESTINATIONS, "list"), ("GET", DESTINATIONS + "/{name}/deliveries", "deliveries"),
                       ("POST", DESTINATIONS + "/{name}/replay", "replay"))  # fmt: skip
 
+JOURNEYS = "/v1/journeys"
+JOURNEY_ROUTES = (("GET", JOURNEYS, "list"), ("GET", JOURNEYS + "/{key}/runs", "runs"))
+
 ROUTES: tuple[Route, ...] = (
     *(Route("POST", path, "ingest", kind) for kind, paths in SINGLE_ROUTES.items() for path in paths),
     *(Route("POST", path, "ingest", "batch") for path in BATCH_ROUTES),
@@ -94,6 +97,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/console/api/regulations", "console", "regulations"),
     Route("POST", "/console/api/regulations", "console", "file_regulation"),
     *(Route(method, path, "destinations", name) for method, path, name in DESTINATION_ROUTES),
+    *(Route(method, path, "journeys", name) for method, path, name in JOURNEY_ROUTES),
 )
 
 
@@ -187,6 +191,10 @@ PRIVACY_ERRORS: dict[str, Error] = {
 DESTINATION_ERRORS: dict[str, Error] = {
     "invalid_replay": Error(400, "a replay body that is not {} or {since: ISO 8601 time, ids: [delivery id, ...]}"),
     "destination_not_found": Error(404, "no destination of that name (no file, and no delivery in the outbox)"),
+}
+# The journeys' codes (collector/engage/journeys/routes.py), beside the Profile API's (the same token).
+JOURNEY_ERRORS: dict[str, Error] = {
+    "journey_not_found": Error(404, "no journey of that key (no file, and no run)"),
 }
 # Codes only the pixel uses (it always answers a GIF), and those a batch lists message by message.
 PIXEL_CODES = ("invalid_pixel",)

@@ -357,6 +357,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.engage.audiences.announce import announce_context
     from collector.engage.destinations import routes as destination_routes
     from collector.engage.destinations import service as destination_service
+    from collector.engage.journeys import routes as journey_routes
+    from collector.engage.journeys import service as journey_service
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -375,10 +377,13 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
                                           audiences=mounted["audiences"])),
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("destinations", lambda: destination_routes.mount(app, config, metrics)),
+        ("journeys", lambda: journey_routes.mount(app, config)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
         ("destinations sender", lambda: app.cleanup_ctx.append(destination_service.context(config))
          if profiles_builder and destination_service.has_destinations(config) else None),
+        ("journeys runner", lambda: app.cleanup_ctx.append(journey_service.context(config))
+         if profiles_builder and journey_service.has_journeys(config) else None),
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
         ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address

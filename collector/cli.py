@@ -19,8 +19,10 @@ from collector.privacy import archives as archive  # collector.log.archive's com
 from collector.privacy import cli as privacy
 from collector.engage.audiences import cli as audiences
 from collector.engage.destinations import cli as destinations
+from collector.engage.journeys import cli as journeys
 
-COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences, destinations)  # in the order of ``intilery --help``
+COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences, destinations,
+            journeys)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

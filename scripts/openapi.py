@@ -35,6 +35,7 @@ from collector.api import (  # noqa: E402
 )
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.api import DESTINATION_ERRORS, DESTINATIONS  # noqa: E402
+from collector.api import JOURNEY_ERRORS, JOURNEYS  # noqa: E402
 from collector.engage.destinations.routes import MAX_LIMIT as DELIVERIES_LIMIT  # noqa: E402
 from collector.engage.outbox.tables import STATES as DELIVERY_STATES  # noqa: E402
 from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
@@ -936,6 +937,52 @@ def destination_paths() -> dict:
     }  # fmt: skip
 
 
+# --- journeys (collector/engage/journeys/routes.py) ---------------------------------------------
+def journey_paths() -> dict:
+    codes_ = {**PROFILE_ERRORS, **JOURNEY_ERRORS}
+    unauthorised = table_error(codes_, 401, "No access token, or not the access token.")
+    counts = {s: {"type": "integer"} for s in ("entered", "active", "exited", "converted", "completed")}
+    version = {"type": "object", "required": ["version", "current", *counts, "waiting"],
+               "properties": {"version": {"type": "string", "description": "A digest of the definition a run started on."},
+                              "current": {"type": "boolean", "description": "The definition in the files now."},
+                              **counts, "erased": {"type": "integer"}, "suppressed": {"type": "integer"},
+                              "waiting": {"type": "object", "additionalProperties": {"type": "integer"},
+                                          "description": "Active runs per step (the step's name)."}}}
+    row = {"type": "object", "required": ["key", "name", "configured", *counts, "steps", "versions"],
+           "properties": {"key": {"type": "string"}, "name": {"type": "string"}, "configured": {"type": "boolean"}, **counts,
+                          "steps": {"type": "array", "items": {"type": "string"}}, "versions": {"type": "array", "items": version}}}
+    run = {"type": "object", "required": ["id", "journey", "version", "state", "step", "next_at", "instance", "outcome"],
+           "properties": {"id": {"type": "string"}, "journey": {"type": "string"}, "version": {"type": "string"},
+                          "state": {"type": "string", "enum": ["active", "ended"]}, "step": {"type": ["string", "null"]},
+                          "next_at": {"type": ["number", "null"], "description": "The moment of its next timer (epoch seconds)."},
+                          "instance": {"type": ["string", "null"]}, "entered_at": {"type": "number"}, "updated": {"type": "number"},
+                          "outcome": {"type": ["string", "null"], "enum": ["completed", "exited", "converted", "erased", "suppressed", None]}}}
+
+    def op(operation_id: str, summary: str, description: str, responses: dict, **extra) -> dict:
+        return {"tags": ["journeys"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+                "description": description + " " + TOKEN_ONLY, **extra, "responses": responses}
+
+    return {
+        JOURNEYS: {"get": op("listJourneys", "Every journey and the people at each step",
+            "Each journey (configured, or with runs), per version (a run keeps the version it started on): entered, "
+            "active, waiting per step, exited, converted, completed; problems lists the mistakes in the files.",
+            {"200": json_response("The journeys.", {"type": "object", "required": ["data", "problems"],
+                                  "properties": {"data": {"type": "array", "items": row},
+                                                 "problems": {"type": "array", "items": {"type": "string"}}}}),
+             "401": unauthorised})},
+        JOURNEYS + "/{key}/runs": {"get": op("listJourneyRuns", "A person's runs of a journey",
+            "The runs of the person having that identifier: the step each stands at and the moment of its next timer.",
+            {"200": json_response("The runs.", {"type": "object", "required": ["data"],
+                                  "properties": {"data": {"type": "array", "items": run}}}),
+             "400": table_error(codes_, 400, "No profile, or not type:value.", ("invalid_parameter",)),
+             "401": unauthorised, "404": table_error(codes_, 404, "No journey of that key.", ("journey_not_found",))},
+            parameters=[{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+                         "description": "The journey's key: its file's name, engage/journeys/<key>.yaml."},
+                        {"name": "profile", "in": "query", "required": True, "schema": {"type": "string"},
+                         "description": "user_id:VALUE, anonymous_id:VALUE or email:VALUE."}])},
+    }  # fmt: skip
+
+
 # --- the console (collector/console/) ----------------------------------------------------------
 CONSOLE_SECURITY = [{"consoleSession": []}, {"accessTokenBearer": []}]
 
@@ -1033,10 +1080,11 @@ def document() -> dict:
             {"name": "audiences", "description": "The audiences of engage/audiences/: their sizes and members; the access token."},
             {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
             {"name": "destinations", "description": "Webhook destinations: their deliveries, dead letters and replay; the access token."},
+            {"name": "journeys", "description": "Journeys: the people at each step, a person's runs and their next timer; the access token."},
             {"name": "console", "description": "The console's pages and its JSON API: the access token, or the session cookie its sign-in sets."},
         ],
         "paths": checked({**paths(), **profile_paths(), **audience_paths(), **privacy_paths(), **console_paths(),
-                          **destination_paths()}),
+                          **destination_paths(), **journey_paths()}),
         "components": {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},

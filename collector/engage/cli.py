@@ -26,7 +26,7 @@ from collector.engage.definitions import DefinitionError
 
 _READ = (".yaml", ".yml", ".json")
 # The other kinds' checks: (folder, the module whose ``check(root)`` lists its problems, ``file:line: reason``)
-CHECKS = (("destinations", "collector.engage.destinations.definitions"),)
+CHECKS = (("destinations", "collector.engage.destinations.definitions"), ("journeys", "collector.engage.journeys.definitions"))
 
 
 def add_parser(commands: Any) -> None:

@@ -26,7 +26,7 @@ from typing import AsyncIterator
 from collector.log import rotation
 from collector.log.layout import LOCK_DIR, iso_ms
 from collector.log.segments import make_dirs, try_lock
-from collector.engage.destinations.privacy import eraser as outbox_eraser
+from collector.engage.journeys.privacy import eraser as outbox_eraser  # the outbox, and the journeys' runs
 from collector.privacy.erase import Context, Job
 from collector.privacy.regulations import Regulations
 from collector.privacy.subjects import resolver

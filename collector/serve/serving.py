@@ -179,13 +179,14 @@ async def run_server(config: Config, *, reuse_port: bool = False, quiet: bool = 
 
 
 def reload_plans(plans: Plans) -> None:
-    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept), the engage
-    definitions by the profile builder and the destinations' files by the destinations process
-    (passed on to them: ``profiles/service.py``, ``engage/destinations/service.py``)."""
+    """SIGHUP: the tracking plans read again (a bad one logged, the old one kept); the engage
+    definitions by the companions that use them (the profile builder, the destinations and
+    journeys processes: passed on to them)."""
     from collector.engage.destinations.service import SENDER
+    from collector.engage.journeys.service import JOURNEYS
     from collector.profiles.service import BUILDER
 
-    for companion in (BUILDER, SENDER):
+    for companion in (BUILDER, SENDER, JOURNEYS):
         companion.pass_on(signal.SIGHUP)
     if not plans.sources:
         log.info("SIGHUP: no source has a tracking plan to reload")

@@ -40,6 +40,8 @@ def test_every_code_the_code_raises_is_in_the_table_with_its_status():
             table = {**api.PROFILE_ERRORS, **api.PRIVACY_ERRORS}
         if where.startswith("collector/engage/destinations/"):  # the same token, and its own codes
             table = {**api.PROFILE_ERRORS, **api.DESTINATION_ERRORS}
+        if where.startswith("collector/engage/journeys/"):  # the same token, and its own codes
+            table = {**api.PROFILE_ERRORS, **api.JOURNEY_ERRORS}
         assert code in table, f"{where}: {code} is not in collector/api.py"
         assert getattr(errors, cls).status == table[code].status, f"{where}: {cls} for {code}"
 

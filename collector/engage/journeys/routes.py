@@ -1,0 +1,86 @@
+"""``/v1/journeys``: each journey's counts, and a person's runs; the access token.
+
+    GET /v1/journeys                          each journey (configured, or with runs), per version:
+                                              entered, active, waiting per step, exited, converted,
+                                              completed; and any problem in the files
+    GET /v1/journeys/{key}/runs?profile=user_id:ann    the person's runs: their step and next timer
+
+Errors have the Profile API's shape, codes from ``collector.api.JOURNEY_ERRORS`` and ``PROFILE_ERRORS``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collector import answers
+from collector import api as routes
+from collector.engage import definitions as engage
+from collector.engage.definitions import DefinitionError
+from collector.engage.destinations.sender import Database
+from collector.engage.journeys import definitions
+from collector.engage.journeys.reads import person_runs, summary
+from collector.engage.journeys.store import open_journeys
+from collector.errors import BadRequest, NotFound
+from collector.ingest import access
+from collector.profiles.database import db_target
+
+KINDS = ("user_id", "anonymous_id", "email")
+
+
+class JourneysAPI:
+    def __init__(self, config) -> None:
+        self.config = config
+        self.tokens = access.Token(config)
+        self.db: Database | None = None
+
+    async def store(self) -> Database:
+        if self.db is None:
+            db = Database(None)
+            db.outbox = await db(open_journeys, db_target(self.config))
+            self.db = db
+        return self.db
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db(self.db.outbox.close)
+            self.db.close()
+
+    def journeys(self) -> tuple[dict, list[str]]:
+        try:
+            return definitions.load(engage.folder(self.config)), []
+        except DefinitionError as exc:
+            return {}, exc.problems
+
+    async def list(self, request: web.Request) -> web.Response:
+        access.check(request.headers.get("Authorization", ""), self.tokens.current())
+        found, problems = self.journeys()
+        db = await self.store()
+        return answers.json({"data": await db(summary, db.outbox, found), "problems": problems})
+
+    async def runs(self, request: web.Request) -> web.Response:
+        access.check(request.headers.get("Authorization", ""), self.tokens.current())
+        key = request.match_info["key"]
+        profile = request.query.get("profile", "")
+        kind, _, value = profile.partition(":")
+        if kind not in KINDS or not value:
+            raise BadRequest("invalid_parameter", "profile is user_id:VALUE, anonymous_id:VALUE or email:VALUE")
+        db = await self.store()
+        found = await db(person_runs, db.outbox, key, [(kind, value)])
+        if not found and key not in self.journeys()[0]:
+            known = await db(db.outbox._all, "SELECT 1 FROM journey_runs WHERE journey = ? LIMIT 1", (key,))
+            await db(db.outbox.commit)
+            if not known:
+                raise NotFound("journey_not_found", f"no journey has the key {key!r}")
+        return answers.json({"data": found})
+
+
+def mount(app: web.Application, config) -> JourneysAPI:
+    api = JourneysAPI(config)
+    routes.mount(app.router, "journeys", lambda route: answers.handler(getattr(api, route.name)))
+
+    async def closing(app: web.Application):
+        yield
+        await api.close()
+
+    app.cleanup_ctx.append(closing)
+    return api
