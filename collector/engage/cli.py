@@ -29,6 +29,20 @@ _READ = (".yaml", ".yml", ".json")
 CHECKS = (("destinations", "collector.engage.destinations.definitions"), ("journeys", "collector.engage.journeys.definitions"))
 
 
+def engage_flags(parser: argparse.ArgumentParser, holding: str) -> None:
+    """The flags of the engage subcommands that read the profile database (``holding``: what it holds for them)."""
+    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    parser.add_argument("--data-dir", help="the collector's data directory (default ./data)")
+    parser.add_argument("--profiles-db", help=f"the profile database holding {holding} (default DATA_DIR/profiles.db)")
+    parser.add_argument("--engage-dir", help="the definitions' folder (default engage/ beside the configuration)")
+
+
+def engage_config(args: argparse.Namespace):
+    """The configuration those flags name."""
+    flags = ("data_dir", "profiles_db", "engage_dir")
+    return load_config(args.config, {n: getattr(args, n, None) for n in flags}, with_dev_source=False)
+
+
 def add_parser(commands: Any) -> None:
     """Register ``intilery engage`` (``check``)."""
     engage = commands.add_parser("engage", help="audiences and computed traits: check their definitions")

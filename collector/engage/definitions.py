@@ -245,6 +245,39 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
 
 
+def load_kind(root: Path, kind: str, make, environ: dict | None = None) -> dict:
+    """Every definition of one kind, a file each under ``root/kind`` (destinations, journeys):
+    its name (the file's) -> ``make(data, path)``; DefinitionError lists every mistake, each
+    ``file:line: reason`` (``make`` raises ConditionError)."""
+    problems: list[str] = []
+    found: dict = {}
+    for path in _files(Path(root) / kind):
+        try:
+            data = load_yaml(path, environ)
+            if not isinstance(data, dict):
+                raise ConditionError(f"the file holds a mapping of the {kind[:-1]}'s keys", getattr(data, "line", 1))
+            found[path.stem] = make(data, path)
+        except ConditionError as exc:
+            problems.append(exc.at(str(path)))
+    if problems:
+        raise DefinitionError(problems)
+    return found
+
+
+def problems(load) -> list[str]:
+    """The mistakes ``load()`` finds (``intilery engage check``); none: []."""
+    try:
+        load()
+    except DefinitionError as exc:
+        return exc.problems
+    return []
+
+
+def has_files(config, kind: str) -> bool:
+    """Whether the definitions' folder holds a file of this kind (a companion is started only then)."""
+    return bool(_files(folder(config) / kind))
+
+
 def _one(path: Path, text: str, make, problems: list[str], environ: dict | None):
     if text.startswith(_UNREADABLE):
         problems.append(f"{path}: {text[len(_UNREADABLE):]}")

@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import signal
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from collector.log.layout import LOCK_DIR
 from collector.log.segments import try_lock
@@ -126,3 +126,41 @@ class Companion:
             return False
         os.close(fd)
         return True
+
+
+def run_holding(config, lock: str, main: Callable[[], Awaitable[int]]) -> int:
+    """A companion's work (``intilery destinations run``, ``journeys run``): ``main()`` on a new event
+    loop while this process holds ``lock``; taken by another process: a sentence, exit 1."""
+    fd = take_lock(Path(config.data_dir), lock)
+    if fd is None:
+        raise SystemExit(f"intilery: another process holds {config.data_dir}/.locks/{lock}.lock")
+    try:
+        return asyncio.run(main())
+    finally:
+        os.close(fd)
+
+
+async def serve_reloading(load: Callable[[], Any], serve: Callable[[asyncio.Event, Any], Awaitable[Any]], what: str) -> int:
+    """``serve(stop, definitions)`` until SIGTERM or SIGINT; on SIGHUP the files are read again
+    (``load``, raising DefinitionError on a mistake): the new definitions take over once the work in
+    hand is done, and a mistake keeps the ones in force, said in the log. A mistake at start: exit."""
+    from collector.engage.definitions import DefinitionError
+
+    try:
+        current = load()
+    except DefinitionError as exc:
+        raise SystemExit("intilery: " + "\nintilery: ".join(exc.problems)) from None
+    loop = asyncio.get_running_loop()
+    while True:
+        stop, reload = asyncio.Event(), []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: (reload.append(1), stop.set()))
+        await serve(stop, current)
+        if not reload:
+            return 0
+        try:
+            current = load()
+            log.info(f"{what} read again", extra={what: len(current)})
+        except DefinitionError as exc:
+            log.error(f"the {what}' files have mistakes: the ones in force are kept", extra={"problems": exc.problems})

@@ -12,23 +12,15 @@ from typing import Any
 
 import orjson
 
-from collector.config import load_config
+from collector.engage.cli import engage_config, engage_flags
 from collector.engage.definitions import DefinitionError
 from collector.engage.destinations import consumer, definitions, service, webhooks
 from collector.engage.outbox.store import open_outbox
 from collector.profiles.database import db_target
 
 
-def _config(args: argparse.Namespace):
-    flags = ("data_dir", "profiles_db", "engage_dir")
-    return load_config(args.config, {n: getattr(args, n, None) for n in flags}, with_dev_source=False)
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
-    parser.add_argument("--data-dir", help="the collector's data directory (default ./data)")
-    parser.add_argument("--profiles-db", help="the profile database holding the outbox (default DATA_DIR/profiles.db)")
-    parser.add_argument("--engage-dir", help="the definitions' folder (default engage/ beside the configuration)")
+    engage_flags(parser, "the outbox")
 
 
 def add_parser(commands: Any) -> None:
@@ -60,7 +52,7 @@ def add_parser(commands: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.logs import setup_logging
 
-    config = _config(args)
+    config = engage_config(args)
     setup_logging(config.log_format)
     return service.run(config)
 
@@ -99,7 +91,7 @@ def summary(outbox, destinations: dict) -> list[dict]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = engage_config(args)
     destinations = _destinations(config)
     if destinations is None:
         return 1
@@ -124,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
-    outbox = _outbox(_config(args))
+    outbox = _outbox(engage_config(args))
     if outbox is None:
         print("intilery: no outbox yet", file=sys.stderr)
         return 1
@@ -150,7 +142,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"intilery: --since {args.since!r} is not an ISO 8601 time (2026-12-08T02:00:00Z)", file=sys.stderr)
             return 2
         since = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp()
-    outbox = _outbox(_config(args))
+    outbox = _outbox(engage_config(args))
     if outbox is None:
         print("intilery: no outbox yet", file=sys.stderr)
         return 1
@@ -164,7 +156,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_try(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = engage_config(args)
     destinations = _destinations(config)
     if destinations is None:
         return 1

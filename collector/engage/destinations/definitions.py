@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 
 from collector.engage.conditions import Condition, ConditionError, duration, parse
-from collector.engage.definitions import _KEY, DefinitionError, _check_keys, _files, load_yaml
+from collector.engage.definitions import _KEY, _check_keys, load_kind, problems
 from collector.engage.destinations import mapping as mappings
 
 FOLDER = "destinations"
@@ -62,28 +62,12 @@ class Destination:
 
 def load(root: Path, environ: dict | None = None) -> dict[str, Destination]:
     """Every destination under ``root/destinations`` (none when the folder does not exist)."""
-    problems: list[str] = []
-    found: dict[str, Destination] = {}
-    for path in _files(Path(root) / FOLDER):
-        try:
-            data = load_yaml(path, environ)
-            if not isinstance(data, dict):
-                raise ConditionError("the file holds a mapping of the destination's keys", getattr(data, "line", 1))
-            found[path.stem] = destination(data, path)
-        except ConditionError as exc:
-            problems.append(exc.at(str(path)))
-    if problems:
-        raise DefinitionError(problems)
-    return found
+    return load_kind(root, FOLDER, destination, environ)
 
 
 def check(root: Path, environ: dict | None = None) -> list[str]:
     """The problems of the destinations under ``root`` (``file:line: reason`` each); none: []."""
-    try:
-        load(root, environ)
-    except DefinitionError as exc:
-        return exc.problems
-    return []
+    return problems(lambda: load(root, environ))
 
 
 def destination(data: dict, path: Path) -> Destination:

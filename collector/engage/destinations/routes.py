@@ -18,44 +18,23 @@ from aiohttp import web
 
 from collector import answers
 from collector import api as routes
-from collector.engage import definitions as engage
-from collector.engage.definitions import DefinitionError
 from collector.engage.destinations import definitions
 from collector.engage.destinations.cli import summary
 from collector.engage.destinations.sender import Database
 from collector.engage.outbox.tables import STATES
 from collector.engage.outbox.store import open_outbox
+from collector.engage.http import EngageAPI
 from collector.errors import BadRequest, NotFound
 from collector.ingest import access
-from collector.profiles.database import db_target
 
 MAX_LIMIT, DEFAULT_LIMIT = 100, 20
 MAX_BODY = 64 * 1024
 
 
-class DestinationsAPI:
+class DestinationsAPI(EngageAPI):
     def __init__(self, config) -> None:
-        self.config = config
-        self.tokens = access.Token(config)
-        self.db: Database | None = None
-
-    async def outbox(self) -> Database:
-        if self.db is None:
-            db = Database(None)
-            db.outbox = await db(open_outbox, db_target(self.config))
-            self.db = db
-        return self.db
-
-    async def close(self) -> None:
-        if self.db is not None:
-            await self.db(self.db.outbox.close)
-            self.db.close()
-
-    def destinations(self) -> tuple[dict, list[str]]:
-        try:
-            return definitions.load(engage.folder(self.config)), []
-        except DefinitionError as exc:
-            return {}, exc.problems
+        super().__init__(config, open_outbox, definitions.load)
+        self.outbox, self.destinations = self.store, self.definitions
 
     async def known(self, request: web.Request) -> tuple[Database, str]:
         access.check(request.headers.get("Authorization", ""), self.tokens.current())

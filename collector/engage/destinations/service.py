@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from pathlib import Path
 
 from collector.engage import definitions as engage
@@ -29,7 +27,7 @@ from collector.engage.destinations.sender import Database, Sender
 from collector.engage.outbox.store import open_outbox
 from collector.profiles.database import checkpoint_name, db_target
 from collector.profiles.rules import Rules
-from collector.serve.companions import LOCKED_OUT, Companion, child_setup, take_lock
+from collector.serve.companions import LOCKED_OUT, Companion, child_setup, run_holding, serve_reloading
 
 log = logging.getLogger("intilery.destinations")
 
@@ -79,43 +77,14 @@ async def serve(config, stop: asyncio.Event, destinations: dict | None = None, *
 
 
 def run(config) -> int:
-    """``intilery destinations run``: the process, until SIGTERM or SIGINT."""
-    fd = take_lock(Path(config.data_dir), LOCK)
-    if fd is None:
-        raise SystemExit(f"intilery: another process holds {config.data_dir}/.locks/{LOCK}.lock")
-    try:
-        return asyncio.run(_run(config))
-    finally:
-        os.close(fd)
-
-
-async def _run(config) -> int:
-    """Fill and send until SIGTERM or SIGINT; on SIGHUP read the files again: the new definitions
-    take over (every lane stops after the request in hand, then starts again with them), and a
-    mistake in them keeps the old ones in force, said in the log."""
-    try:
-        current = load(config)
-    except DefinitionError as exc:
-        raise SystemExit("intilery: " + "\nintilery: ".join(exc.problems)) from None
-    loop = asyncio.get_running_loop()
-    while True:
-        stop, reload = asyncio.Event(), []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: (reload.append(1), stop.set()))
-        await serve(config, stop, current)
-        if not reload:
-            return 0
-        try:
-            current = load(config)
-            log.info("destinations read again", extra={"destinations": len(current)})
-        except DefinitionError as exc:
-            log.error("the destinations' files have mistakes: the ones in force are kept", extra={"problems": exc.problems})
+    """``intilery destinations run``: the filler and the sender until SIGTERM or SIGINT; SIGHUP: the
+    files read again (every lane stops after the request in hand, then starts with the new ones)."""
+    return run_holding(config, LOCK, lambda: serve_reloading(lambda: load(config), lambda stop, current: serve(config, stop, current),
+                                                             "destinations"))
 
 
 def has_destinations(config) -> bool:
-    folder = engage.folder(config) / definitions.FOLDER
-    return folder.is_dir() and any(p.suffix in (".yaml", ".yml", ".json") for p in folder.iterdir())
+    return engage.has_files(config, definitions.FOLDER)
 
 
 def process_main(config, parent: int) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 
-from collector.config import load_config
+from collector.engage.cli import engage_config, engage_flags
 from collector.engage import definitions as engage
+from collector.engage.definitions import DefinitionError
 from collector.engage.journeys import definitions, service
 from collector.engage.journeys.channels import iso
 from collector.engage.journeys.reads import person_runs, summary
@@ -20,16 +21,8 @@ from collector.engage.journeys.store import open_journeys
 from collector.profiles.database import db_target
 
 
-def _config(args: argparse.Namespace):
-    flags = ("data_dir", "profiles_db", "engage_dir")
-    return load_config(args.config, {n: getattr(args, n, None) for n in flags}, with_dev_source=False)
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
-    parser.add_argument("--data-dir", help="the collector's data directory (default ./data)")
-    parser.add_argument("--profiles-db", help="the profile database holding the runs (default DATA_DIR/profiles.db)")
-    parser.add_argument("--engage-dir", help="the definitions' folder (default engage/ beside the configuration)")
+    engage_flags(parser, "the runs")
 
 
 def add_parser(commands: Any) -> None:
@@ -51,7 +44,7 @@ def add_parser(commands: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = engage_config(args)
     root = engage.folder(config)
     problems = definitions.check(root)
     for p in problems:
@@ -65,7 +58,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.logs import setup_logging
 
-    config = _config(args)
+    config = engage_config(args)
     setup_logging(config.log_format)
     return service.run(config)
 
@@ -78,10 +71,10 @@ def _store(config):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = engage_config(args)
     try:
         journeys = definitions.load(engage.folder(config))
-    except definitions.DefinitionError as exc:
+    except DefinitionError as exc:
         print("\n".join(f"intilery: {p}" for p in exc.problems), file=sys.stderr)
         return 1
     store = _store(config)
@@ -108,7 +101,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not value or kind not in ("user_id", "anonymous_id", "email"):
         print("intilery: --profile is user_id:VALUE, anonymous_id:VALUE or email:VALUE", file=sys.stderr)
         return 2
-    config = _config(args)
+    config = engage_config(args)
     store = _store(config)
     if store is None:
         print("intilery: no runs yet", file=sys.stderr)

@@ -43,8 +43,8 @@ from typing import Any
 
 import orjson
 
-from collector.engage.conditions import Condition, ConditionError, Field, Compare, All, duration, parse
-from collector.engage.definitions import _KEY, DefinitionError, _check_keys, _files, load_yaml
+from collector.engage.conditions import Compare, Condition, ConditionError, Field, duration, parse
+from collector.engage.definitions import _KEY, _check_keys, _files, load_kind, problems
 
 FOLDER = "journeys"
 STEPS = ("wait", "wait_for", "if", "send", "track", "exit", "goto")
@@ -106,28 +106,12 @@ def load(root: Path, environ: dict | None = None, destinations: set[str] | None 
     ``destinations``: the names a ``send`` may use (default: the files of ``root/destinations``)."""
     if destinations is None:
         destinations = {p.stem for p in _files(Path(root) / "destinations")}
-    problems: list[str] = []
-    found: dict[str, Journey] = {}
-    for path in _files(Path(root) / FOLDER):
-        try:
-            data = load_yaml(path, environ)
-            if not isinstance(data, dict):
-                raise ConditionError("the file holds a mapping of the journey's keys", getattr(data, "line", 1))
-            found[path.stem] = journey(data, path, destinations)
-        except ConditionError as exc:
-            problems.append(exc.at(str(path)))
-    if problems:
-        raise DefinitionError(problems)
-    return found
+    return load_kind(root, FOLDER, lambda data, path: journey(data, path, destinations), environ)
 
 
 def check(root: Path, environ: dict | None = None) -> list[str]:
     """The mistakes of the journeys under ``root`` (``file:line: reason`` each); none: []."""
-    try:
-        load(root, environ)
-    except DefinitionError as exc:
-        return exc.problems
-    return []
+    return problems(lambda: load(root, environ))
 
 
 def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key: str | None = None) -> Journey:

@@ -14,42 +14,20 @@ from aiohttp import web
 
 from collector import answers
 from collector import api as routes
-from collector.engage import definitions as engage
-from collector.engage.definitions import DefinitionError
-from collector.engage.destinations.sender import Database
 from collector.engage.journeys import definitions
 from collector.engage.journeys.reads import person_runs, summary
 from collector.engage.journeys.store import open_journeys
+from collector.engage.http import EngageAPI
 from collector.errors import BadRequest, NotFound
 from collector.ingest import access
-from collector.profiles.database import db_target
 
 KINDS = ("user_id", "anonymous_id", "email")
 
 
-class JourneysAPI:
+class JourneysAPI(EngageAPI):
     def __init__(self, config) -> None:
-        self.config = config
-        self.tokens = access.Token(config)
-        self.db: Database | None = None
-
-    async def store(self) -> Database:
-        if self.db is None:
-            db = Database(None)
-            db.outbox = await db(open_journeys, db_target(self.config))
-            self.db = db
-        return self.db
-
-    async def close(self) -> None:
-        if self.db is not None:
-            await self.db(self.db.outbox.close)
-            self.db.close()
-
-    def journeys(self) -> tuple[dict, list[str]]:
-        try:
-            return definitions.load(engage.folder(self.config)), []
-        except DefinitionError as exc:
-            return {}, exc.problems
+        super().__init__(config, open_journeys, definitions.load)
+        self.journeys = self.definitions
 
     async def list(self, request: web.Request) -> web.Response:
         access.check(request.headers.get("Authorization", ""), self.tokens.current())

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from pathlib import Path
 
 from collector.engage import definitions as engage
@@ -30,7 +28,7 @@ from collector.engage.journeys.runner import CURSOR, Runner
 from collector.engage.journeys.store import open_journeys
 from collector.profiles.database import checkpoint_name, db_target
 from collector.profiles.rules import Rules
-from collector.serve.companions import LOCKED_OUT, Companion, child_setup, take_lock
+from collector.serve.companions import LOCKED_OUT, Companion, child_setup, run_holding, serve_reloading
 
 log = logging.getLogger("intilery.journeys")
 
@@ -47,8 +45,7 @@ def load(config) -> dict:
 
 
 def has_journeys(config) -> bool:
-    folder = engage.folder(config) / definitions.FOLDER
-    return folder.is_dir() and any(p.suffix in (".yaml", ".yml", ".json") for p in folder.iterdir())
+    return engage.has_files(config, definitions.FOLDER)
 
 
 async def serve(config, stop: asyncio.Event, journeys: dict | None = None) -> dict:
@@ -77,35 +74,9 @@ async def serve(config, stop: asyncio.Event, journeys: dict | None = None) -> di
 
 
 def run(config) -> int:
-    """``intilery journeys run``: the process, until SIGTERM or SIGINT."""
-    fd = take_lock(Path(config.data_dir), LOCK)
-    if fd is None:
-        raise SystemExit(f"intilery: another process holds {config.data_dir}/.locks/{LOCK}.lock")
-    try:
-        return asyncio.run(_run(config))
-    finally:
-        os.close(fd)
-
-
-async def _run(config) -> int:
-    try:
-        current = load(config)
-    except DefinitionError as exc:
-        raise SystemExit("intilery: " + "\nintilery: ".join(exc.problems)) from None
-    loop = asyncio.get_running_loop()
-    while True:
-        stop, reload = asyncio.Event(), []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: (reload.append(1), stop.set()))
-        await serve(config, stop, current)
-        if not reload:
-            return 0
-        try:
-            current = load(config)
-            log.info("journeys read again", extra={"journeys": len(current)})
-        except DefinitionError as exc:
-            log.error("the journeys' files have mistakes: the ones in force are kept", extra={"problems": exc.problems})
+    """``intilery journeys run``: the runner until SIGTERM or SIGINT; SIGHUP: the files read again."""
+    return run_holding(config, LOCK, lambda: serve_reloading(lambda: load(config), lambda stop, current: serve(config, stop, current),
+                                                             "journeys"))
 
 
 def process_main(config, parent: int) -> None:
