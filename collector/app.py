@@ -366,18 +366,19 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
 
     # The subsystems, mounted in this order (each one's routes from api.py's table); ``mounted`` keeps
     # what a mount returns for the ones after it (the audiences and the console read the Profile API's
-    # store; the console shows the audiences in force).
+    # store; the console shows the audiences in force, the destinations and the journeys).
     mounted: dict[str, Any] = {}
     subsystems: tuple[tuple[str, Callable[[], Any] | None], ...] = (
         ("privacy", lambda: privacy_routes.mount(app, config, privacy)),
         ("ingest", own_routes("ingest", ingest_handlers)),
         ("profiles", lambda: profile_api.mount(app, config, lambda: open_store(db_target(config), reads_only=True))),
         ("audiences", lambda: audiences.mount(app, config, mounted["profiles"])),
-        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0,
-                                          audiences=mounted["audiences"])),
-        ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("destinations", lambda: destination_routes.mount(app, config, metrics)),
         ("journeys", lambda: journey_routes.mount(app, config)),
+        ("console", lambda: console.mount(app, config, mounted["profiles"], privacy, busy=lambda: state.bodies.held > 0,
+                                          audiences=mounted["audiences"], destinations=mounted["destinations"],
+                                          journeys=mounted["journeys"])),  # fmt: skip
+        ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
         ("destinations sender", lambda: app.cleanup_ctx.append(destination_service.context(config))

@@ -1031,6 +1031,17 @@ def console_paths() -> dict:
             "400": profile_error(400, "A period other than day or hour."), "401": denied}, parameters=[
                 {"name": "period", "in": "query", "required": False, "schema": {"type": "string", "enum": ["day", "hour"]},
                  "description": "day (default): the last 30 days; hour: the last 30 hours."}])},
+        path_of("destination_list"): {"get": op("consoleDestinations", "The destinations: counts, deliveries per minute, dead letters", {
+            "200": json_response("Each destination as GET /v1/destinations has it, with its deliveries that ended in each "
+                                 "of the last 60 minutes (by state) and its dead deliveries with their last answer.", obj),
+            "401": denied})},
+        path_of("destination_replay", "POST"): {"post": op("consoleReplayDestination", "Replay a destination's dead and failed deliveries", {
+            "200": json_response("How many were made due, and whether the destination was enabled again.", obj),
+            "401": denied, "403": cross, "404": profile_error(404, "No destination has that name.")}, parameters=[
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        path_of("journey_list"): {"get": op("consoleJourneys", "The journeys: steps and the people at each", {
+            "200": json_response("Each journey as GET /v1/journeys has it: its steps in order, the people waiting at each; "
+                                 "entered, active, exited, converted.", obj), "401": denied})},
         path_of("regulations"): {
             "get": op("consoleRegulations", "The privacy requests", {
                 "200": json_response("Every request's status (the privacy API's listing).", obj), "401": denied}),

@@ -9,6 +9,11 @@
     GET  /console/api/profiles?q=      finding a person (the Profile API's search: profiles/search.py)
     GET  /console/api/profiles/{type}:{value}   a profile: identifiers, traits, computed traits, audiences, timeline
     GET  /console/api/audiences?period=day|hour  every audience: size, last change, sizes over the last 30 days (hours)
+    GET  /console/api/destinations     each destination: counts by state, deliveries per minute over the last
+                                       hour, its dead deliveries with their last answer (GET /v1/destinations)
+    POST /console/api/destinations/{name}/replay   its dead and failed deliveries due again, as the replay API
+    GET  /console/api/journeys         each journey: its steps in order, people waiting at each, entered, active,
+                                       exited, converted (GET /v1/journeys)
     GET  /console/api/regulations      the privacy requests, as GET /v1/regulations lists them
     POST /console/api/regulations      file one, as POST /v1/regulations (the privacy package's functions)
 
@@ -42,7 +47,7 @@ from collector.console import auth
 from collector.console.filters import Filter
 from collector.console.follower import Follower
 from collector.engage.audiences import routes as engage
-from collector.errors import BadRequest, CollectorError
+from collector.errors import BadRequest, CollectorError, NotFound
 from collector.privacy import routes as privacy_routes
 
 log = logging.getLogger("intilery.console")
@@ -53,6 +58,7 @@ HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle stream
 RECHECK = 1.0  # seconds between looks, on an open stream, at whether its token or session still holds
 FLUSH = 0.1  # seconds between writes to one stream (events gathered meanwhile go in one write)
 SEND_BUFFER = 256 << 10  # bytes the kernel holds for a stream that is not read (then its queue fills)
+DEAD_SHOWN = 20  # dead deliveries shown per destination (the API pages through them all)
 CATCH_UP_WAIT = 30.0  # seconds a new stream waits for the follower's first read of the last hour
 
 SIGNIN_STYLE = (
@@ -100,9 +106,11 @@ class Console:
     """What the console's handlers share: the configuration, the token, the follower, the Profile API,
     the privacy requests (``collector.privacy.service.Privacy``)."""
 
-    def __init__(self, config, profiles, busy, privacy=None, audiences=None) -> None:
+    def __init__(self, config, profiles, busy, privacy=None, audiences=None, destinations=None, journeys=None) -> None:
         self.config, self.profiles, self.busy, self.privacy = config, profiles, busy, privacy
         self.in_force = audiences  # engage.audiences.routes.InForce: the definitions in force
+        self.destinations = destinations  # engage.destinations.routes.DestinationsAPI
+        self.journeys = journeys  # engage.journeys.routes.JourneysAPI
         self.follower: Follower | None = None
         self.tokens = access.Token(config)
         self.signed_out = auth.SignedOut(config.data_dir)
@@ -226,6 +234,9 @@ class Console:
             engaged = engage.person(self.in_force, self.profiles.db(), found["profile_id"])
             found["audiences"] = engaged["audiences"]
             found["computed_traits"].update(engaged["engage_traits"])
+        found["journeys"] = []
+        if self.journeys is not None:
+            found["journeys"] = await self.journeys.of_person([(i["type"], i["id"]) for i in found["external_ids"]])
         return _json(found)
 
     async def audiences(self, request: web.Request) -> web.Response:
@@ -238,6 +249,39 @@ class Console:
         if self.in_force is None:
             return _json({"period": period, "at": [], "sizes": {}, "audiences": []})
         return _json(engage.sizes(self.in_force, self.profiles.db(), period))
+
+    async def destination_list(self, request: web.Request) -> web.Response:
+        """Each destination as ``GET /v1/destinations`` has it, with ``minutes`` (its deliveries that
+        ended in each of the last 60 minutes, by state, oldest first) and ``dead_letters`` (its first
+        ``DEAD_SHOWN`` dead deliveries with their last answer)."""
+        self.authorize(request)
+        if self.destinations is None:
+            return _json({"data": [], "problems": [], "since": 0})
+        listed = await self.destinations.listing()
+        db = await self.destinations.outbox()
+        since = (time.time() // 60 - 59) * 60  # the start of the minute 59 minutes ago: the current one is the last
+        minutes = await db(db.outbox.minutes, since, 60)
+        for row in listed["data"]:
+            row["minutes"] = minutes.get(row["name"], {s: [0] * 60 for s in ("delivered", "failed", "dead")})
+            dead = await db(db.outbox.deliveries, row["name"], "dead", DEAD_SHOWN)
+            row["dead_letters"] = [{k: d[k] for k in ("id", "updated", "attempts", "last_status", "last_error", "last_answer")}
+                                   for d in dead]  # fmt: skip
+        return _json({**listed, "since": since})
+
+    async def destination_replay(self, request: web.Request) -> web.Response:
+        """Replay a destination's dead and failed deliveries (``DestinationsAPI.again``)."""
+        self.authorize(request)
+        auth.check_same_origin(request, self.config.trusted_proxies)
+        if self.destinations is None:
+            raise NotFound("destination_not_found", "no destinations are configured")
+        return _json(await self.destinations.again(request.match_info["name"]))
+
+    async def journey_list(self, request: web.Request) -> web.Response:
+        """Each journey as ``GET /v1/journeys`` has it: its steps in order, the people waiting at each."""
+        self.authorize(request)
+        if self.journeys is None:
+            return _json({"data": [], "problems": []})
+        return _json(await self.journeys.listing())
 
     async def search(self, request: web.Request) -> web.Response:
         self.authorize(request)
@@ -268,12 +312,14 @@ class Console:
             await self.follower.stop()
 
 
-def mount(app: web.Application, config, profiles, privacy, busy=lambda: False, audiences=None) -> Console:
+def mount(app: web.Application, config, profiles, privacy, busy=lambda: False, audiences=None, destinations=None,
+          journeys=None) -> Console:  # fmt: skip
     """Route the console on ``app``; ``profiles`` is the app's ``profiles.api.ProfileAPI``, ``privacy``
     its ``privacy.service.Privacy``, ``busy()`` whether ingest requests are in flight (the follower
     then keeps to its share of the time), ``audiences`` the definitions in force
-    (``engage.audiences.routes.InForce``)."""
-    console = Console(config, profiles, busy, privacy, audiences)
+    (``engage.audiences.routes.InForce``), ``destinations`` and ``journeys`` their APIs
+    (``engage.destinations.routes.DestinationsAPI``, ``engage.journeys.routes.JourneysAPI``)."""
+    console = Console(config, profiles, busy, privacy, audiences, destinations, journeys)
     if privacy is not None:
         privacy.before_rotation.append(console.look)
     routes.mount(app.router, "console", lambda route: answers.handler(getattr(console, route.name), _error_headers))

@@ -38,21 +38,35 @@ class DestinationsAPI(EngageAPI):
 
     async def known(self, request: web.Request) -> tuple[Database, str]:
         access.check(request.headers.get("Authorization", ""), self.tokens.current())
-        name = request.match_info["name"]
+        return await self.named(request.match_info["name"])
+
+    async def named(self, name: str) -> tuple[Database, str]:
+        """The outbox and ``name``, a destination configured or with deliveries (else a 404)."""
         db = await self.outbox()
         if name not in self.destinations()[0] and name not in await db(db.outbox.counts):
             raise NotFound("destination_not_found", f"no destination is named {name!r}")
         return db, name
 
-    async def list(self, request: web.Request) -> web.Response:
-        access.check(request.headers.get("Authorization", ""), self.tokens.current())
+    async def again(self, name: str, since: float | None = None, ids: list[str] = ()) -> dict:
+        """Replay ``name``'s dead and failed deliveries (or those ``ids``) and enable it again."""
+        db, name = await self.named(name)
+        n = await db(db.outbox.replay, name, since=since, ids=ids)
+        enabled = await db(db.outbox.enable, name)
+        return {"replayed": n, "enabled_again": enabled}
+
+    async def listing(self) -> dict:
+        """``GET /v1/destinations``'s answer: each destination with its settings; the files' problems."""
         found, problems = self.destinations()
         db = await self.outbox()
         rows = await db(summary, db.outbox, found)
         for row in rows:
             if row["name"] in found:
                 row["settings"] = definitions.shown(found[row["name"]])
-        return answers.json({"data": rows, "problems": problems})
+        return {"data": rows, "problems": problems}
+
+    async def list(self, request: web.Request) -> web.Response:
+        access.check(request.headers.get("Authorization", ""), self.tokens.current())
+        return answers.json(await self.listing())
 
     async def deliveries(self, request: web.Request) -> web.Response:
         db, name = await self.known(request)
@@ -91,9 +105,7 @@ class DestinationsAPI(EngageAPI):
         ids = body.get("ids", [])
         if not isinstance(ids, list) or len(ids) > 1000 or not all(isinstance(i, str) for i in ids):
             raise BadRequest("invalid_replay", "ids is a list of at most 1,000 delivery ids")
-        n = await db(db.outbox.replay, name, since=since, ids=ids)
-        enabled = await db(db.outbox.enable, name)
-        return answers.json({"replayed": n, "enabled_again": enabled})
+        return answers.json(await self.again(name, since, ids))
 
 
 def mount(app: web.Application, config, metrics=None) -> DestinationsAPI:

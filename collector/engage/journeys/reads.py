@@ -63,15 +63,16 @@ def _label(journeys: dict, kept: dict, key: str, version: str, pc) -> str:
     return journey.nodes[pc].label if journey is not None and pc < len(journey.nodes) else f"step {pc}"
 
 
-def person_runs(store, key: str, idents: list[tuple[str, str]]) -> list[dict]:
-    """The runs of ``key`` of the person having any of those identifiers ``(type, value)``."""
+def person_runs(store, key: str | None, idents: list[tuple[str, str]], journeys: dict | None = None) -> list[dict]:
+    """The runs of ``key`` (None: of every journey) of the person having any of those identifiers
+    ``(type, value)``; ``journeys`` the definitions in force, for the runs of their current versions."""
     runs = store.person_runs(key, [orjson.dumps(list(i)).decode() for i in idents])
     kept = store.versions()
     store.commit()
     found = []
     for r in runs:
         found.append({"id": r["id"], "journey": r["journey"], "version": r["version"], "state": r["state"],
-                      "step": _label({}, kept, key, r["version"], r["pc"]) if r["state"] == "active" else None,
+                      "step": _label(journeys or {}, kept, r["journey"], r["version"], r["pc"]) if r["state"] == "active" else None,
                       "next_at": r["next_at"], "instance": r["instance"] or None, "entered_at": r["entered_at"],
                       "updated": r["updated"], "outcome": r["outcome"]})  # fmt: skip
     return found

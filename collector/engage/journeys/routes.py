@@ -31,9 +31,18 @@ class JourneysAPI(EngageAPI):
 
     async def list(self, request: web.Request) -> web.Response:
         access.check(request.headers.get("Authorization", ""), self.tokens.current())
+        return answers.json(await self.listing())
+
+    async def listing(self) -> dict:
+        """``GET /v1/journeys``'s answer: each journey's counts; the files' problems."""
         found, problems = self.journeys()
         db = await self.store()
-        return answers.json({"data": await db(summary, db.outbox, found), "problems": problems})
+        return {"data": await db(summary, db.outbox, found), "problems": problems}
+
+    async def of_person(self, idents: list[tuple[str, str]]) -> list[dict]:
+        """The runs of every journey of the person having any of ``idents`` ``(type, value)``."""
+        db = await self.store()
+        return await db(person_runs, db.outbox, None, [i for i in idents if i[0] in KINDS], self.journeys()[0])
 
     async def runs(self, request: web.Request) -> web.Response:
         access.check(request.headers.get("Authorization", ""), self.tokens.current())

@@ -121,13 +121,15 @@ class Journeys:
         self.commit()
         return rows
 
-    def person_runs(self, journey: str, idents: list[str]) -> list[dict]:
+    def person_runs(self, journey: str | None, idents: list[str]) -> list[dict]:
+        """The runs of ``journey`` (None: of every journey) of the person having any of ``idents``."""
         if not idents:
             return []
         marks = ",".join("?" * len(idents))
         cols = ", ".join(f"r.{c}" for c in COLUMNS)
+        which, params = ("", idents) if journey is None else (" AND r.journey = ?", [*idents, journey])
         rows = self._all(f"SELECT DISTINCT {cols} FROM journey_who w JOIN journey_runs r ON r.id = w.run WHERE w.ident IN "
-                         f"({marks}) AND r.journey = ? ORDER BY r.entered_at, r.id", [*idents, journey])  # fmt: skip
+                         f"({marks}){which} ORDER BY r.entered_at, r.id", params)  # fmt: skip
         self.commit()
         return [dict(zip(COLUMNS, row)) for row in rows]
 

@@ -42,6 +42,7 @@ def excerpt(text: str | bytes | None, limit: int = EXCERPT) -> str | None:
 class Outbox(SqlBase):
     SKIP_LOCKED = ""
     TEXT = "TEXT"
+    MINUTE = "CAST((updated - ?) / 60 AS INTEGER)"  # the minute since ``since`` (never negative: truncation floors)
 
     def create(self) -> None:
         self.begin()
@@ -180,6 +181,20 @@ class Outbox(SqlBase):
         i, updated, status, error, answer = rows[0]
         return {"id": i, "at": updated, "status": status, "error": error, "answer": answer}
 
+    def minutes(self, since: float, n: int = 60) -> dict[str, dict[str, list[int]]]:
+        """Per destination, the deliveries that ended each minute from ``since`` (``n`` minutes), by the
+        state they ended in: ``delivered``, ``failed`` (to be retried), ``dead`` (as the row stands now:
+        a delivery retried and then delivered counts once, delivered)."""
+        found: dict[str, dict[str, list[int]]] = {}
+        rows = self._all(f"SELECT destination, state, {self.MINUTE} AS minute, COUNT(*) FROM outbox WHERE updated >= ? "
+                         f"AND state IN ('delivered', 'failed', 'dead') GROUP BY destination, state, minute", (since, since))  # fmt: skip
+        self.commit()
+        for destination, state, minute, count in rows:
+            if 0 <= int(minute) < n:
+                by = found.setdefault(destination, {s: [0] * n for s in ("delivered", "failed", "dead")})
+                by[state][int(minute)] += count
+        return found
+
     def stats(self) -> dict[str, dict[str, float]]:
         """Per destination, its stats (``record``)."""
         found: dict[str, dict[str, float]] = {}
@@ -252,6 +267,7 @@ class SqliteOutbox(Outbox):
 class PostgresOutbox(Outbox):
     P = "%s"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    MINUTE = "FLOOR((updated - ?) / 60)"
     TEXT = 'TEXT COLLATE "C"'
 
     def __init__(self, url: str) -> None:
