@@ -1,4 +1,5 @@
-// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles, audiences, privacy requests.
+// The Intilery console's page: live events (Server-Sent Events), the dashboard, profiles, audiences, destinations,
+// journeys, privacy requests.
 // Everything taken from events is put on the page as text (textContent), never as HTML.
 (function () {
   "use strict";
@@ -24,12 +25,14 @@
   });
   function showTab(name) {
     document.querySelectorAll("nav button").forEach(function (b) { b.classList.toggle("active", b.getAttribute("data-tab") === name); });
-    ["live", "dashboard", "profiles", "audiences", "privacy"].forEach(function (id) { $(id).hidden = id !== name; });
+    ["live", "dashboard", "profiles", "audiences", "destinations", "journeys", "privacy"].forEach(function (id) { $(id).hidden = id !== name; });
     clearInterval(dashboardTimer);
     clearTimeout(regulationsTimer); regulationsTimer = null;
     if (name === "dashboard") { loadDashboard(); dashboardTimer = setInterval(loadDashboard, 2000); }
     if (name === "privacy") loadRegulations();
     if (name === "audiences") loadAudiences();
+    if (name === "destinations") loadDestinations();
+    if (name === "journeys") loadJourneys();
   }
 
   // --- live events ------------------------------------------------------------------------
@@ -281,6 +284,10 @@
     table($("p-traits"), pairs(p.traits));
     table($("p-computed"), pairs(p.computed_traits));
     table($("p-audiences"), (p.audiences || []).map(function (a) { return [a.name + " (" + a.key + ")", when(a.entered_at)]; }));
+    table($("p-journeys"), (p.journeys || []).map(function (r) {
+      var at = r.state === "active" ? "at " + (r.step || "-") : str(r.outcome || r.state);
+      return [r.journey + (r.instance ? " (" + r.instance + ")" : ""), at + (r.next_at ? ", next timer " + epoch(r.next_at) : "")];
+    }));
     var events = $("p-events"); events.textContent = "";
     p.events.forEach(function (ev) {
       var row = el("tr");
@@ -327,6 +334,135 @@
       row.appendChild(el("td", a.updated_at ? when(a.updated_at) : "never"));
       var cell = el("td"); cell.appendChild(sparkline(d.sizes[a.key] || [], d.at)); row.appendChild(cell);
       list.appendChild(row);
+    });
+  }
+
+  // --- destinations -----------------------------------------------------------------------
+  // Per destination: its deliveries by state, those that ended in each of the last 60 minutes (a bar
+  // chart: delivered, failed, dead), its dead deliveries with their last answer, a Replay button (confirmed).
+  var replaying = null; // the destination whose replay waits for its confirmation
+  function epoch(seconds) { return seconds ? when(new Date(seconds * 1000).toISOString()) : ""; }
+  function shown(node, text) { node.hidden = !text; node.textContent = text || ""; }
+
+  function loadDestinations() {
+    getJSON("/console/api/destinations").then(function (a) {
+      shown($("d-error"), a[0] ? "" : a[1].message);
+      if (a[0]) renderDestinations(a[1]);
+    }, function () { shown($("d-error"), "the collector did not answer"); });
+  }
+
+  var MINUTE_COLORS = { delivered: "#2a9d8f", failed: "#f4a261", dead: "#d62839" };
+  function minuteChart(minutes, since) {
+    var W = 720, H = 70, n = minutes.delivered.length, bw = W / n, max = 1, i;
+    for (i = 0; i < n; i++) max = Math.max(max, minutes.delivered[i] + minutes.failed[i] + minutes.dead[i]);
+    var chart = svg("svg", { viewBox: "0 0 " + W + " " + H, "class": "minutes", role: "img", preserveAspectRatio: "none" });
+    chart.appendChild(svg("title", {}, "deliveries per minute since " + epoch(since) + " (most in a minute: " + max + ")"));
+    for (i = 0; i < n; i++) {
+      var y = H;
+      ["delivered", "failed", "dead"].forEach(function (state) {
+        var v = minutes[state][i]; if (!v) return;
+        var h = (v / max) * (H - 2); y -= h;
+        var bar = svg("rect", { x: (i * bw + 1).toFixed(1), y: y.toFixed(1), width: (bw - 2).toFixed(1), height: h.toFixed(1),
+                                fill: MINUTE_COLORS[state], "data-state": state, "data-minute": i });
+        bar.appendChild(svg("title", {}, epoch(since + i * 60) + " " + state + ": " + v));
+        chart.appendChild(bar);
+      });
+    }
+    return chart;
+  }
+
+  function figure(name, value, cls) {
+    var box = el("div", null, cls); box.setAttribute("data-figure", name);
+    box.appendChild(el("b", Number(value || 0).toLocaleString())); box.appendChild(el("span", name)); return box;
+  }
+
+  function renderDestinations(d) {
+    var list = $("d-list"); list.textContent = "";
+    $("d-empty").hidden = d.data.length > 0;
+    shown($("d-problems"), d.problems.join("\n"));
+    d.data.forEach(function (x) {
+      var card = el("div", null, "card dest"); card.setAttribute("data-name", x.name);
+      var head = el("h2", x.name);
+      head.appendChild(el("small", x.disabled ? "disabled: " + x.disabled : x.enabled ? "enabled" : x.configured ? "off" : "no longer configured"));
+      var replay = el("button", "Replay dead and failed"); replay.type = "button"; replay.className = "replay";
+      replay.disabled = !(x.dead || x.failed) && !x.disabled;
+      replay.addEventListener("click", function () { askReplay(x); });
+      head.appendChild(replay);
+      card.appendChild(head);
+      var figures = el("div", null, "figures");
+      figures.appendChild(figure("delivered", x.delivered));
+      figures.appendChild(figure("pending", (x.pending || 0) + (x.in_flight || 0)));
+      figures.appendChild(figure("failed", x.failed, x.failed ? "bad" : ""));
+      figures.appendChild(figure("dead", x.dead, x.dead ? "bad" : ""));
+      card.appendChild(figures);
+      card.appendChild(el("h3", "Deliveries per minute, last hour (delivered, failed, dead)"));
+      card.appendChild(minuteChart(x.minutes, d.since));
+      if (x.dead_letters.length) {
+        card.appendChild(el("h3", "Dead deliveries" + (x.dead > x.dead_letters.length ? " (the first " + x.dead_letters.length + " of " + x.dead + ")" : "")));
+        var dead = el("table", null, "dead");
+        x.dead_letters.forEach(function (letter) {
+          var row = el("tr");
+          row.appendChild(el("td", letter.id)); row.appendChild(el("td", epoch(letter.updated)));
+          row.appendChild(el("td", letter.last_status === null ? "no answer" : "HTTP " + letter.last_status));
+          row.appendChild(el("td", str(letter.last_answer || letter.last_error), "answer"));
+          dead.appendChild(row);
+        });
+        card.appendChild(dead);
+      }
+      list.appendChild(card);
+    });
+  }
+
+  function askReplay(x) {
+    replaying = x.name;
+    $("d-replayed").hidden = true;
+    $("d-confirm-text").textContent = "Send again the " + (x.dead + x.failed).toLocaleString() + " dead and failed deliveries of " +
+      x.name + ", from their first attempt" + (x.disabled ? ", and enable it again" : "") + "?";
+    $("d-confirm").hidden = false;
+  }
+  $("d-confirm-no").addEventListener("click", function () { replaying = null; $("d-confirm").hidden = true; });
+  $("d-confirm-yes").addEventListener("click", function () {
+    var name = replaying; replaying = null; $("d-confirm").hidden = true;
+    if (!name) return;
+    fetch("/console/api/destinations/" + encodeURIComponent(name) + "/replay", { method: "POST", credentials: "same-origin" })
+      .then(answer)
+      .then(function (a) {
+        if (!a.ok) { shown($("d-error"), apiError(a.status, a.body)); return; }
+        shown($("d-replayed"), "Replayed " + a.body.replayed + " deliveries of " + name + (a.body.enabled_again ? "; enabled again." : "."));
+      }, function () { shown($("d-error"), "the collector did not answer"); })
+      .then(loadDestinations);
+  });
+
+  // --- journeys ---------------------------------------------------------------------------
+  // Each journey: its steps in order with the people waiting at each (all versions), entered, active, exited, converted.
+  function loadJourneys() {
+    getJSON("/console/api/journeys").then(function (a) {
+      shown($("j-error"), a[0] ? "" : a[1].message);
+      if (a[0]) renderJourneys(a[1]);
+    }, function () { shown($("j-error"), "the collector did not answer"); });
+  }
+
+  function renderJourneys(d) {
+    var list = $("j-list"); list.textContent = "";
+    $("j-empty").hidden = d.data.length > 0;
+    shown($("j-problems"), d.problems.join("\n"));
+    d.data.forEach(function (j) {
+      var card = el("div", null, "card journey"); card.setAttribute("data-key", j.key);
+      var head = el("h2", j.name); head.appendChild(el("small", j.key + (j.configured ? "" : " (no longer configured)")));
+      card.appendChild(head);
+      var figures = el("div", null, "figures");
+      ["entered", "active", "exited", "converted", "completed"].forEach(function (k) { figures.appendChild(figure(k, j[k])); });
+      card.appendChild(figures);
+      var waiting = {};
+      j.versions.forEach(function (v) { Object.keys(v.waiting).forEach(function (s) { waiting[s] = (waiting[s] || 0) + v.waiting[s]; }); });
+      var steps = el("ol", null, "steps"), names = j.steps.slice();
+      Object.keys(waiting).forEach(function (s) { if (names.indexOf(s) < 0) names.push(s); }); // steps of earlier versions
+      names.forEach(function (s) {
+        var item = el("li", s); item.setAttribute("data-step", s); item.appendChild(el("b", (waiting[s] || 0).toLocaleString()));
+        item.title = (waiting[s] || 0) + " people at " + s; steps.appendChild(item);
+      });
+      card.appendChild(steps);
+      list.appendChild(card);
     });
   }
 
