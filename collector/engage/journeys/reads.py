@@ -2,7 +2,7 @@
 
 ``summary``: each journey (configured, or with runs), per version (the current one, and each
 earlier one that still has runs: a change of a definition strands none): entered, active, waiting
-per step (the step's name), exited, converted, completed. ``person_runs``: one person's runs of a
+per step (the step's name), exited, converted, completed; its steps in the order written. ``person_runs``: one person's runs of a
 journey, each with the step it stands at and the moment of its next timer.
 """
 
@@ -38,9 +38,14 @@ def summary(store, journeys: dict[str, Journey]) -> list[dict]:
         versions = sorted(by[key].values(), key=lambda v: not v["current"])
         name = journeys[key].name if key in journeys else key
         total = {k: sum(v[k] for v in versions) for k in ("entered", "active", "exited", "converted", "completed")}
-        steps = [n.label for n in journeys[key].nodes] if key in journeys else []
+        steps = [n.label for n in in_order(journeys[key])] if key in journeys else []
         found.append({"key": key, "name": name, "configured": key in journeys, **total, "steps": steps, "versions": versions})
     return found
+
+
+def in_order(journey: Journey) -> list:
+    """The journey's steps in the order they are written (compiled, they are not)."""
+    return sorted(journey.nodes, key=lambda n: (n.line is None, n.line or 0))
 
 
 def _blank(version: str, current: bool) -> dict:
