@@ -357,6 +357,7 @@
     for (i = 0; i < n; i++) max = Math.max(max, minutes.delivered[i] + minutes.failed[i] + minutes.dead[i]);
     var chart = svg("svg", { viewBox: "0 0 " + W + " " + H, "class": "minutes", role: "img", preserveAspectRatio: "none" });
     chart.appendChild(svg("title", {}, "deliveries per minute since " + epoch(since) + " (most in a minute: " + max + ")"));
+    chart.appendChild(svg("line", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, stroke: "#c5cad6", "stroke-width": 1 }));
     for (i = 0; i < n; i++) {
       var y = H;
       ["delivered", "failed", "dead"].forEach(function (state) {
@@ -397,6 +398,10 @@
       card.appendChild(figures);
       card.appendChild(el("h3", "Deliveries per minute, last hour (delivered, failed, dead)"));
       card.appendChild(minuteChart(x.minutes, d.since));
+      var axis = el("div", null, "axis"); axis.appendChild(el("span", epoch(d.since).slice(11, 16)));
+      axis.appendChild(el("span", "now (most in a minute: " + Math.max.apply(null, [1].concat(x.minutes.delivered.map(function (v, i) {
+        return v + x.minutes.failed[i] + x.minutes.dead[i]; }))) + ")"));
+      card.appendChild(axis);
       if (x.dead_letters.length) {
         card.appendChild(el("h3", "Dead deliveries" + (x.dead > x.dead_letters.length ? " (the first " + x.dead_letters.length + " of " + x.dead + ")" : "")));
         var dead = el("table", null, "dead");
