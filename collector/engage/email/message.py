@@ -10,6 +10,7 @@ them (``SIGNED``), as Gmail and Yahoo require to show their unsubscribe button.
 from __future__ import annotations
 
 from email.headerregistry import Address
+import hashlib
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, parseaddr
@@ -46,6 +47,7 @@ def build(payload: dict, settings, unsubscribe_url: str | None, dkim_key: bytes 
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(payload["text"])
     msg.add_alternative(payload["html"], subtype="html")
+    msg.set_boundary("=_" + hashlib.blake2b(payload["id"].encode(), digest_size=12).hexdigest())  # not random: a retry is the same bytes
     raw = msg.as_bytes()
     if dkim_key is not None and settings.dkim_domain:
         present = {line.split(b":", 1)[0].strip().lower() for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
