@@ -62,6 +62,8 @@ DESTINATION_ROUTES = (("GET", DESTINATIONS, "list"), ("GET", DESTINATIONS + "/{n
 JOURNEYS = "/v1/journeys"
 JOURNEY_ROUTES = (("GET", JOURNEYS, "list"), ("GET", JOURNEYS + "/{key}/runs", "runs"))
 
+UNSUBSCRIBE = "/u/{token}"  # RFC 8058 one-click unsubscribe (collector/engage/email/routes.py)
+
 ROUTES: tuple[Route, ...] = (
     *(Route("POST", path, "ingest", kind) for kind, paths in SINGLE_ROUTES.items() for path in paths),
     *(Route("POST", path, "ingest", "batch") for path in BATCH_ROUTES),
@@ -98,6 +100,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/console/api/regulations", "console", "file_regulation"),
     *(Route(method, path, "destinations", name) for method, path, name in DESTINATION_ROUTES),
     *(Route(method, path, "journeys", name) for method, path, name in JOURNEY_ROUTES),
+    Route("GET", UNSUBSCRIBE, "email", "unsubscribe_page"),
+    Route("POST", UNSUBSCRIBE, "email", "unsubscribe"),
 )
 
 

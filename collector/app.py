@@ -359,6 +359,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.engage.destinations import service as destination_service
     from collector.engage.journeys import routes as journey_routes
     from collector.engage.journeys import service as journey_service
+    from collector.engage.email import routes as email_routes
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -378,6 +379,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
         ("destinations", lambda: destination_routes.mount(app, config, metrics)),
         ("journeys", lambda: journey_routes.mount(app, config)),
+        ("email", lambda: email_routes.mount(app, config)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
         ("destinations sender", lambda: app.cleanup_ctx.append(destination_service.context(config))

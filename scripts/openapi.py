@@ -36,6 +36,7 @@ from collector.api import (  # noqa: E402
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.api import DESTINATION_ERRORS, DESTINATIONS  # noqa: E402
 from collector.api import JOURNEY_ERRORS, JOURNEYS  # noqa: E402
+from collector.api import UNSUBSCRIBE  # noqa: E402
 from collector.engage.destinations.routes import MAX_LIMIT as DELIVERIES_LIMIT  # noqa: E402
 from collector.engage.outbox.tables import STATES as DELIVERY_STATES  # noqa: E402
 from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
@@ -983,6 +984,30 @@ def journey_paths() -> dict:
     }  # fmt: skip
 
 
+# --- one-click unsubscribe (collector/engage/email/routes.py) -----------------------------------
+def email_paths() -> dict:
+    page = {"description": "A short page (the same for a valid and an invalid token, but for its sentence).",
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+    limited = {"description": "More than 30 requests a minute from one address.", "content": {"text/html": {"schema": {"type": "string"}}}}
+    token = [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "The token of the List-Unsubscribe link: an HMAC naming the person and the list."}]
+    return {
+        UNSUBSCRIBE: {
+            "get": {"tags": ["email"], "summary": "The unsubscribe page: one button", "operationId": "unsubscribePage",
+                    "security": [], "description": "Changes nothing (a link scanner may fetch it): shows one button that POSTs.",
+                    "parameters": token, "responses": {"200": page, "429": limited}},
+            "post": {"tags": ["email"], "summary": "Unsubscribe, in one click (RFC 8058)", "operationId": "unsubscribe",
+                     "security": [], "parameters": token,
+                     "description": "The mailbox's one-click POST (body List-Unsubscribe=One-Click) or the page's button: the "
+                                    "person is unsubscribed at once (no cookie, no redirect, no second step); an identify "
+                                    "setting the trait email_consent to false is appended to the log.",
+                     "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
+                         "type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}},
+                     "responses": {"200": page, "429": limited}},
+        },
+    }  # fmt: skip
+
+
 # --- the console (collector/console/) ----------------------------------------------------------
 CONSOLE_SECURITY = [{"consoleSession": []}, {"accessTokenBearer": []}]
 
@@ -1081,10 +1106,11 @@ def document() -> dict:
             {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
             {"name": "destinations", "description": "Webhook destinations: their deliveries, dead letters and replay; the access token."},
             {"name": "journeys", "description": "Journeys: the people at each step, a person's runs and their next timer; the access token."},
+            {"name": "email", "description": "One-click unsubscribe from marketing email (RFC 8058): no token, no cookie."},
             {"name": "console", "description": "The console's pages and its JSON API: the access token, or the session cookie its sign-in sets."},
         ],
         "paths": checked({**paths(), **profile_paths(), **audience_paths(), **privacy_paths(), **console_paths(),
-                          **destination_paths(), **journey_paths()}),
+                          **destination_paths(), **journey_paths(), **email_paths()}),
         "components": {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},
