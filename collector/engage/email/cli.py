@@ -24,6 +24,41 @@ def add_parser(commands) -> None:
     preview.add_argument("--profile", required=True, help="the person: " + PROFILE_FORM)
     preview.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
     preview.set_defaults(run=cmd_preview)
+    run = actions.add_parser("run", help="send the queued email (the outbox's email lane) until SIGTERM / SIGINT")
+    run.add_argument("--config", help="intilery.toml (also INTILERY_CONFIG)")
+    run.add_argument("--data-dir", help="the data directory")
+    run.set_defaults(run=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The email lane in this process, the outbox on the profile database."""
+    import asyncio
+    import signal
+
+    from collector.engage.destinations.sender import Database
+    from collector.engage.email.sender import EmailLane
+    from collector.engage.outbox.store import open_outbox
+    from collector.profiles.database import db_target
+
+    config = load_config(args.config, overrides={"data_dir": args.data_dir}, with_dev_source=False)
+    if not config.email.from_:
+        print("intilery: [email] from is not set: the sender's address (INTILERY_EMAIL_FROM)", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        db = Database(open_outbox(db_target(config)))
+        try:
+            await EmailLane(config.email, db, tokens.secret(config.email, config.data_dir)).run(stop)
+        finally:
+            await db(db.outbox.close)
+            db.close()
+
+    asyncio.run(main())
+    return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
