@@ -36,7 +36,7 @@ from collector.api import (  # noqa: E402
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.api import DESTINATION_ERRORS, DESTINATIONS  # noqa: E402
 from collector.api import JOURNEY_ERRORS, JOURNEYS  # noqa: E402
-from collector.api import UNSUBSCRIBE  # noqa: E402
+from collector.api import CAMPAIGN_ERRORS, CAMPAIGNS, UNSUBSCRIBE  # noqa: E402
 from collector.engage.destinations.routes import MAX_LIMIT as DELIVERIES_LIMIT  # noqa: E402
 from collector.engage.outbox.tables import STATES as DELIVERY_STATES  # noqa: E402
 from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
@@ -991,7 +991,38 @@ def email_paths() -> dict:
     limited = {"description": "More than 30 requests a minute from one address.", "content": {"text/html": {"schema": {"type": "string"}}}}
     token = [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "The token of the List-Unsubscribe link: an HMAC naming the person and the list."}]
+    codes_ = {**PROFILE_ERRORS, **CAMPAIGN_ERRORS}
+    unauthorised = table_error(codes_, 401, "No access token, or not the access token.")
+    counts = {"id": {"type": "string"}, "audience": {"type": "string"}, "template": {"type": "string"},
+              "done": {"type": "boolean", "description": "Every member looked at (queued or skipped)."},
+              "queued": {"type": "integer", "description": "In the outbox, not sent yet."},
+              "sent": {"type": "integer"}, "failed": {"type": "integer", "description": "To be retried."},
+              "dead": {"type": "integer", "description": "Refused for good by the relay."},
+              "skipped": {"type": "object", "additionalProperties": {"type": "integer"},
+                          "description": "By reason: no_email, no_consent, unsubscribed, undeliverable, frequency_cap."},
+              "error": {"type": "string"}}
+
+    def op(operation_id: str, summary: str, description: str, responses: dict, **extra) -> dict:
+        return {"tags": ["email"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+                "description": description + " " + TOKEN_ONLY, **extra, "responses": responses}
+
     return {
+        CAMPAIGNS: {"post": op("startCampaign", "Send a template to an audience",
+            "One message per member with an email address and consent, queued in the background on the outbox's email "
+            "lane (sent at most rate_per_second). The same id again goes on where it stopped: nobody gets a second copy.",
+            {"202": json_response("Started.", {"type": "object", "required": ["id", "status"],
+                                  "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}),
+             "400": table_error(codes_, 400, "Not {audience, template}, or a template with a mistake.", ("invalid_campaign",)),
+             "401": unauthorised},
+            requestBody={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["audience", "template"], "additionalProperties": False,
+                "properties": {"audience": {"type": "string"}, "template": {"type": "string"}, "id": {"type": "string"}}}}}})},
+        CAMPAIGNS + "/{id}": {"get": op("getCampaign", "A campaign's counts",
+            "Queued, sent, failed, dead and skipped by reason.",
+            {"200": json_response("The counts.", {"type": "object", "required": ["id", "done", "queued", "sent", "failed", "dead", "skipped"],
+                                  "properties": counts}),
+             "401": unauthorised, "404": table_error(codes_, 404, "No campaign of that id.", ("campaign_not_found",))},
+            parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
         UNSUBSCRIBE: {
             "get": {"tags": ["email"], "summary": "The unsubscribe page: one button", "operationId": "unsubscribePage",
                     "security": [], "description": "Changes nothing (a link scanner may fetch it): shows one button that POSTs.",

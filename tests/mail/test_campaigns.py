@@ -3,6 +3,7 @@ a real SMTP server; the same campaign again (a restart) queues nobody twice; the
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -90,3 +91,37 @@ async def test_a_broadcast_reaches_each_member_with_consent_once(tmp_path):
                                                "sent": 3, "failed": 0, "dead": 0,
                                                "skipped": {"no_email": 1, "no_consent": 2}}  # fmt: skip
         db.close()
+
+
+async def test_post_v1_campaigns_with_the_access_token(tmp_path, aiohttp_client):
+    from dataclasses import replace
+
+    from aiohttp.test_utils import TestServer
+
+    from collector.app import SERVER_KWARGS, create_app
+    from collector.config import load_config
+
+    data, pids, config_file = setup(tmp_path, 2525)
+    config = replace(load_config(str(config_file), with_dev_source=False), access_token="at_mail_test")
+    server = TestServer(create_app(config))
+    await server.start_server(**SERVER_KWARGS)
+    client = await aiohttp_client(server)
+    auth = {"Authorization": "Bearer at_mail_test"}
+    assert (await client.post("/v1/campaigns", json={"audience": "all", "template": "news"})).status == 401
+    bad = await client.post("/v1/campaigns", json={"audience": "all"}, headers=auth)
+    assert bad.status == 400 and (await bad.json())["code"] == "invalid_campaign"
+    missing = await client.post("/v1/campaigns", json={"audience": "all", "template": "nope"}, headers=auth)
+    assert missing.status == 400 and "no such template" in (await missing.json())["message"]
+    started = await client.post("/v1/campaigns", json={"audience": "all", "template": "news", "id": "c2"}, headers=auth)
+    assert started.status == 202 and (await started.json())["id"] == "c2"
+    deadline = time.monotonic() + 20
+    while True:
+        got = await (await client.get("/v1/campaigns/c2", headers=auth)).json()
+        if got.get("done"):
+            break
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.05)
+    assert (got["queued"], got["sent"], got["skipped"]) == (4, 0, {"no_email": 1, "no_consent": 1})
+    assert (await client.get("/v1/campaigns/c2")).status == 401
+    nope = await client.get("/v1/campaigns/zz", headers=auth)
+    assert nope.status == 404 and (await nope.json())["code"] == "campaign_not_found"

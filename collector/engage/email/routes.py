@@ -17,6 +17,7 @@ address may ask ``RATE`` times a minute (then 429).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import time
@@ -25,7 +26,14 @@ from collections import OrderedDict
 import orjson
 from aiohttp import web
 
+from collector import answers
 from collector import api as routes
+from collector.engage import definitions as engage
+from collector.engage.definitions import DefinitionError
+from collector.engage.email import campaigns, templates
+from collector.errors import BadRequest, NotFound
+from collector.ingest import access
+from collector.profiles.database import open_store
 from collector.engage.audiences import tables as audience_tables
 from collector.engage.audiences.reads import latest_ids
 from collector.engage.destinations.sender import Database
@@ -130,12 +138,69 @@ class UnsubscribeAPI:
         return self.page("You are unsubscribed: no more of these emails will be sent to you.")
 
 
+class CampaignsAPI:
+    """``POST /v1/campaigns`` (queued in the background: 202 and its id) and ``GET /v1/campaigns/{id}``."""
+
+    def __init__(self, config, unsubscribe: UnsubscribeAPI) -> None:
+        self.config, self.shared = config, unsubscribe
+        self.tokens = access.Token(config)
+        self.running: dict[str, asyncio.Task] = {}
+
+    async def start_campaign(self, request: web.Request) -> web.Response:
+        access.check(request.headers.get("Authorization", ""), self.tokens.current())
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        shape = 'the body is {"audience": KEY, "template": NAME} (and "id": the campaign\'s id, optional)'
+        if not isinstance(body, dict) or set(body) - {"audience", "template", "id"}:
+            raise BadRequest("invalid_campaign", shape)
+        if not all(isinstance(body.get(k), str) and body[k] for k in ("audience", "template")) or not isinstance(body.get("id", ""), str):
+            raise BadRequest("invalid_campaign", shape)
+        try:
+            template = templates.load(engage.folder(self.config), body["template"])
+        except DefinitionError as exc:
+            raise BadRequest("invalid_campaign", "; ".join(exc.problems)) from None
+        cid = body.get("id") or campaigns.campaign_id(body["audience"], template.name, time.time())
+        if cid not in self.running or self.running[cid].done():
+            self.running[cid] = asyncio.create_task(asyncio.to_thread(self._send, body["audience"], template, cid))
+        return answers.json({"id": cid, "status": f"{routes.CAMPAIGNS}/{cid}"}, status=202)
+
+    def _send(self, audience: str, template, cid: str) -> None:
+        outbox, profiles = open_outbox(db_target(self.config)), open_store(db_target(self.config), reads_only=True)
+        try:
+            campaigns.send(outbox, profiles, self.config, audience, template, cid)
+        finally:
+            profiles.close()
+            outbox.close()
+
+    async def campaign(self, request: web.Request) -> web.Response:
+        access.check(request.headers.get("Authorization", ""), self.tokens.current())
+        cid = request.match_info["id"]
+        db = await self.shared.store()
+        await db(campaigns.create, db.outbox)
+        found = await db(campaigns.status, db.outbox, cid)
+        if found is None:
+            if cid in self.running and not self.running[cid].done():
+                return answers.json({"id": cid, "done": False, "queued": 0, "sent": 0, "failed": 0, "dead": 0, "skipped": {}})
+            raise NotFound("campaign_not_found", "no campaign has that id")
+        task = self.running.get(cid)
+        if task is not None and task.done() and task.exception() is not None:
+            found["error"] = "the campaign stopped: " + type(task.exception()).__name__
+        return answers.json(found)
+
+
 def mount(app: web.Application, config) -> UnsubscribeAPI:
     api = UnsubscribeAPI(config)
-    handlers = {"unsubscribe_page": api.show, "unsubscribe": api.post}
+    broadcasts = CampaignsAPI(config, api)
+    handlers = {"unsubscribe_page": api.show, "unsubscribe": api.post,
+                "start_campaign": answers.handler(broadcasts.start_campaign), "campaign": answers.handler(broadcasts.campaign)}
     routes.mount(app.router, "email", lambda route: handlers[route.name])
 
     async def closing(app: web.Application) -> None:
+        for task in broadcasts.running.values():
+            if not task.done():
+                await asyncio.wait([task], timeout=30)
         await api.close()
 
     app.on_cleanup.append(closing)
