@@ -23,7 +23,7 @@ import time
 import orjson
 
 from collector.config import frequency_cap
-from collector.engage.email import message, smtp, store, templates, tokens
+from collector.engage.email import message, smtp, store, templates, tokens, variables
 from collector.engage.outbox.store import excerpt
 
 log = logging.getLogger("intilery.email")
@@ -56,8 +56,11 @@ def compose(settings, key: bytes, template: templates.Template, person: dict, de
 class EmailLane:
     """Claims the ``email`` lane's due deliveries and sends them, ``concurrency`` at a time, paced."""
 
-    def __init__(self, settings, db, key: bytes, concurrency: int = 4) -> None:
+    def __init__(self, settings, db, key: bytes, concurrency: int = 4, root=None, profiles=None) -> None:
+        """``root``: the engage folder, ``profiles``: a profile store (read on the database thread): for
+        a journey's sends, rendered when sent."""
         self.settings, self.db, self.key, self.concurrency = settings, db, key, concurrency
+        self.root, self.profiles = root, profiles
         self.dkim_key = message.dkim_key(settings)
         self.sender = message.sender_address(settings)
         self.cap = frequency_cap(settings)
@@ -98,6 +101,23 @@ class EmailLane:
                     done.append(outcome)
             await self.db(outbox.record, done)
 
+    def render(self, job: dict) -> dict | str:
+        """A journey's send: the template rendered for the person now, or why not (a skip's reason)."""
+        if self.root is None or self.profiles is None:
+            raise templates.RenderError("this sender has no engage folder or profile database to render a journey's email")
+        template = templates.load(self.root, job["render"])
+        event = job.get("event") or {}
+        pid = next((found for kind, field in (("user_id", "userId"), ("anonymous_id", "anonymousId")) if event.get(field)
+                    for found in [self.profiles.find(kind, str(event[field]))] if found), None)  # fmt: skip
+        person = variables.of_person(self.profiles, pid) if pid else None
+        self.profiles.commit()
+        if person is None:
+            return "no_profile"
+        if template.kind == "marketing" and person["traits"].get("email_consent") is False:
+            return "no_consent"
+        made = compose(self.settings, self.key, template, person, job["id"], job["created"], job.get("event"))
+        return "no_email" if made is None else made
+
     async def skip(self, ids: list[str], reason: str) -> dict:
         await self.db(self.db.outbox.bump, {(LANE, f"skipped:{reason}"): len(ids)})
         await self.db(self.db.outbox.commit)
@@ -107,6 +127,14 @@ class EmailLane:
         delivery_id, _, raw_payload, attempts = row
         payload = orjson.loads(raw_payload)
         db, outbox = self.db, self.db.outbox
+        if payload.get("render"):
+            try:
+                made = await db(self.render, payload)
+            except (templates.DefinitionError, templates.RenderError) as exc:
+                return {"ids": [delivery_id], "state": "dead", "error": smtp.redact(str(exc)), "destination": LANE}
+            if isinstance(made, str):
+                return await self.skip([delivery_id], made)
+            payload = made
         to = message.recipient(payload)
         pid, marketing = payload.get("profile_id", ""), payload.get("kind") == "marketing"
         if await db(store.undeliverable, outbox, to):

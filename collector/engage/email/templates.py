@@ -29,6 +29,8 @@ from liquid.exceptions import LiquidError
 
 from collector.engage.definitions import DefinitionError
 
+__all__ = ["DefinitionError", "RenderError", "Template", "Rendered", "parse", "load", "render", "check", "text_of"]
+
 KINDS = ("marketing", "transactional")
 TEXT_MARK = re.compile(r"^--- text ---[ \t]*$", re.M)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")

@@ -113,7 +113,7 @@ def load(root: Path, environ: dict | None = None, destinations: set[str] | None 
             data = load_yaml(path, environ)
             if not isinstance(data, dict):
                 raise ConditionError("the file holds a mapping of the journey's keys", getattr(data, "line", 1))
-            found[path.stem] = journey(data, path, destinations)
+            found[path.stem] = journey(data, path, destinations, templates={p.stem for p in (Path(root) / "templates").glob("*.liquid")})
         except ConditionError as exc:
             problems.append(exc.at(str(path)))
     if problems:
@@ -130,7 +130,8 @@ def check(root: Path, environ: dict | None = None) -> list[str]:
     return []
 
 
-def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key: str | None = None) -> Journey:
+def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key: str | None = None,
+            templates: set[str] | None = None) -> Journey:
     """One journey from its mapping (``Located`` from ``load_yaml``, or plain JSON kept with a version)."""
     lines = getattr(data, "lines", {})
     key = key or path.stem
@@ -152,6 +153,7 @@ def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key
     if not isinstance(steps, list) or not steps:
         raise ConditionError("'steps' is a non-empty list of steps", lines.get("steps"))
     program = _Compiler(destinations, instance is not None)
+    program.templates = templates  # the names a send: {email: NAME} may use (None: not checked)
     start = program.steps(steps, None, lines.get("steps") or getattr(data, "line", None))
     program.resolve()
     program.reachable(start)
@@ -218,6 +220,7 @@ class _Compiler:
         self.nodes: list[Node] = []
         self.labels: dict[str, int] = {}
         self.destinations, self.instance = destinations, instance
+        self.templates: set[str] | None = None
 
     def steps(self, steps: Any, cont: int | None, line: int | None) -> int | None:
         if not isinstance(steps, list):
