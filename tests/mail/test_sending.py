@@ -181,3 +181,33 @@ async def test_dkim_signs_the_one_click_headers(tmp_path):
     tampered = raw.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: List-Unsubscribe=Two")
     assert not dkim.verify(tampered, dnsfunc=dns)
     db.close()
+
+
+def test_quiet_hours_in_the_person_s_zone():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    window = (21 * 60, 8 * 60)
+    ny = ZoneInfo("America/New_York")
+    late = datetime(2026, 12, 8, 23, 30, tzinfo=ny).timestamp()
+    assert sender.held_until(window, "America/New_York", late) == datetime(2026, 12, 9, 8, 0, tzinfo=ny).timestamp()
+    noon = datetime(2026, 12, 8, 12, 0, tzinfo=ny).timestamp()
+    assert sender.held_until(window, "America/New_York", noon) is None
+    assert sender.held_until(window, "Not/AZone", noon) is None  # 17:00 UTC: not quiet there either
+    assert sender.held_until(None, "America/New_York", late) is None
+
+
+async def test_a_marketing_message_in_quiet_hours_is_held_not_sent(tmp_path):
+    outbox = open_outbox(tmp_path / "profiles.db")
+    db = Database(outbox)
+    with Relay() as relay:
+        s = Email(**{**settings(relay.port).__dict__, "quiet_hours": "00:00-23:59"})  # quiet all day but a minute
+        one = person("p1", "ann@x.example")
+        queue(outbox, [sender.compose(s, KEY, CART, one, "msg_1", time.time()),
+                       sender.compose(s, KEY, RECEIPT, one, "msg_2", time.time())])  # fmt: skip
+        await run_until(sender.EmailLane(s, db, KEY), outbox, final(outbox, 1))
+        held = outbox.deliveries(sender.LANE)[0]
+        if time.gmtime().tm_hour * 60 + time.gmtime().tm_min < 23 * 60 + 59:
+            assert held["state"] == "pending" and held["next_at"] > time.time() and held["attempts"] == 0
+            assert [m["Subject"] for _, m, _ in relay.received] == ["Receipt"]  # transactional: at once
+    db.close()

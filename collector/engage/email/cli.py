@@ -50,10 +50,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from collector.profiles.database import open_store
+
         db = Database(open_outbox(db_target(config)))
+        profiles = await db(open_store, db_target(config), reads_only=True)  # a journey's sends are rendered when sent
         try:
-            await EmailLane(config.email, db, tokens.secret(config.email, config.data_dir)).run(stop)
+            await EmailLane(config.email, db, tokens.secret(config.email, config.data_dir), root=definitions.folder(config),
+                            profiles=profiles).run(stop)  # fmt: skip
         finally:
+            await db(profiles.close)
             await db(db.outbox.close)
             db.close()
 

@@ -22,7 +22,10 @@ import time
 
 import orjson
 
-from collector.config import frequency_cap
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from collector.config import frequency_cap, quiet_hours
 from collector.engage.email import message, smtp, store, templates, tokens, variables
 from collector.engage.outbox.store import excerpt
 
@@ -50,7 +53,27 @@ def compose(settings, key: bytes, template: templates.Template, person: dict, de
     rendered = templates.render(template, {**person, "event": event or {}, "unsubscribe_url": url})
     return {"id": delivery_id, "to": address, "profile_id": pid, "template": template.name, "kind": rendered.kind,
             "subject": rendered.subject, "html": rendered.html, "text": rendered.text, "created": now,
-            "unsubscribe_url": url}  # fmt: skip
+            "unsubscribe_url": url, "timezone": person["traits"].get("timezone")}  # fmt: skip
+
+
+def held_until(window: tuple[int, int] | None, zone: object, now: float) -> float | None:
+    """The end of the quiet hours (epoch seconds) when ``now`` is within them in the person's time zone
+    (an IANA name; UTC when unknown or not a zone); None: not quiet now."""
+    if window is None:
+        return None
+    try:
+        tz = ZoneInfo(zone) if isinstance(zone, str) and zone else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = timezone.utc
+    local = datetime.fromtimestamp(now, tz)
+    minute = local.hour * 60 + local.minute
+    start, end = window
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not inside:
+        return None
+    wait = (end - minute) % 1440 or 1440
+    at = (local.replace(second=0, microsecond=0) + timedelta(minutes=wait))
+    return at.timestamp()
 
 
 class EmailLane:
@@ -64,6 +87,7 @@ class EmailLane:
         self.dkim_key = message.dkim_key(settings)
         self.sender = message.sender_address(settings)
         self.cap = frequency_cap(settings)
+        self.quiet = quiet_hours(settings)
         self.next_slot = 0.0
         self.wake = asyncio.Event()
 
@@ -118,6 +142,14 @@ class EmailLane:
         made = compose(self.settings, self.key, template, person, job["id"], job["created"], job.get("event"))
         return "no_email" if made is None else made
 
+    def hold(self, delivery_id: str, until: float) -> None:
+        outbox = self.db.outbox
+        outbox.begin()
+        outbox._run("UPDATE outbox SET state = 'pending', next_at = ?, last_error = 'held: quiet hours' "
+                    "WHERE id = ? AND state = 'in_flight'", (until, delivery_id))  # fmt: skip
+        outbox.bump({(LANE, "held:quiet_hours"): 1})
+        outbox.commit()
+
     async def skip(self, ids: list[str], reason: str) -> dict:
         await self.db(self.db.outbox.bump, {(LANE, f"skipped:{reason}"): len(ids)})
         await self.db(self.db.outbox.commit)
@@ -145,6 +177,11 @@ class EmailLane:
             count, period = self.cap
             if await db(store.sent_since, outbox, pid, time.time() - period) >= count:
                 return await self.skip([delivery_id], "frequency_cap")
+        if marketing and self.quiet:
+            until = held_until(self.quiet, payload.get("timezone"), time.time())
+            if until is not None:  # held, not tried: due again at the window's end
+                await db(self.hold, delivery_id, until)
+                return {"ids": [], "state": "pending", "destination": LANE}
         raw = message.build(payload, self.settings, payload.get("unsubscribe_url") or None, self.dkim_key)
         await self.pace()
         outcome = await smtp.attempt(self.settings, self.sender, to, raw)
