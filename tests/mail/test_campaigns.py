@@ -125,3 +125,25 @@ async def test_post_v1_campaigns_with_the_access_token(tmp_path, aiohttp_client)
     assert (await client.get("/v1/campaigns/c2")).status == 401
     nope = await client.get("/v1/campaigns/zz", headers=auth)
     assert nope.status == 404 and (await nope.json())["code"] == "campaign_not_found"
+
+
+def test_the_email_process_sends_what_a_campaign_queued_and_stops_on_sigterm(tmp_path):
+    import signal
+
+    with Relay() as relay:
+        data, pids, config_file = setup(tmp_path, relay.port)
+        out = subprocess.run([sys.executable, "-m", "collector", "campaign", "send", "--audience", "all", "--template", "news",
+                              "--config", str(config_file)], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        proc = subprocess.Popen([sys.executable, "-m", "collector", "email", "run", "--config", str(config_file)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while len(relay.received) < 4:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, f"{len(relay.received)} received"
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        assert "@x.example" not in proc.stderr.read().decode()  # no address in a log line
