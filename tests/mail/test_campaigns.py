@@ -147,3 +147,21 @@ def test_the_email_process_sends_what_a_campaign_queued_and_stops_on_sigterm(tmp
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
         assert "@x.example" not in proc.stderr.read().decode()  # no address in a log line
+
+
+def test_an_erased_person_s_pending_mail_is_dropped(tmp_path):
+    from collector.config import load_config
+    from collector.engage.destinations.privacy import forget
+    from collector.profiles.database import open_store
+
+    data, pids, config_file = setup(tmp_path, 2525)
+    config = load_config(str(config_file), with_dev_source=False)
+    outbox, profiles = open_outbox(data / "profiles.db"), open_store(str(data / "profiles.db"), reads_only=True)
+    template = templates.parse("news", NEWS, Path("news.liquid"))
+    assert campaigns.send(outbox, profiles, config, "all", template, "c3")["queued"] == 4
+    counts = forget(outbox, {("user_id", "u0"), ("email", "p0@x.example")}, "reg_1", [])
+    assert counts["dropped"] == 1
+    left = [d["payload"]["to"] for d in outbox.deliveries(sender.LANE)]
+    assert sorted(left) == ["p3@x.example", "p4@x.example", "p5@x.example"]
+    profiles.close()
+    outbox.close()

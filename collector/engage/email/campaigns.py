@@ -41,6 +41,15 @@ def delivery_id(cid: str, pid: str) -> str:
     return f"cmp_{cid}_" + hashlib.blake2b(pid.encode(), digest_size=12).hexdigest()
 
 
+def who(member: dict) -> str:
+    """The delivery's person as the outbox files it (an identifier, ``["user_id", "u1"]``): an erasure
+    or a suppression of the person finds and removes it (``destinations/privacy.py``)."""
+    for kind in ("user_id", "anonymous_id"):
+        if member.get(kind):
+            return orjson.dumps([kind, member[kind]]).decode()
+    return ""
+
+
 def create(db) -> None:
     store.create(db)
     db.begin()
@@ -117,7 +126,7 @@ def send(outbox, profiles, config, audience: str, template: templates.Template, 
                 continue
             did = delivery_id(cid, pid)
             payload = sender.compose(config.email, key, template, person, did, now)
-            rows.append((did, sender.LANE, orjson.dumps(payload).decode(), pid))
+            rows.append((did, sender.LANE, orjson.dumps(payload).decode(), who(member)))
             counts["queued"] += 1
         walked += len(page)
         if page:
