@@ -360,6 +360,7 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.engage.journeys import routes as journey_routes
     from collector.engage.journeys import service as journey_service
     from collector.engage.email import routes as email_routes
+    from collector.engage.email import service as email_service
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -386,6 +387,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
          if profiles_builder and destination_service.has_destinations(config) else None),
         ("journeys runner", lambda: app.cleanup_ctx.append(journey_service.context(config))
          if profiles_builder and journey_service.has_journeys(config) else None),
+        ("email sender", lambda: app.cleanup_ctx.append(email_service.context(config))
+         if profiles_builder and email_service.has_email(config) else None),
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
         ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address

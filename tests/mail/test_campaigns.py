@@ -165,3 +165,26 @@ def test_an_erased_person_s_pending_mail_is_dropped(tmp_path):
     assert sorted(left) == ["p3@x.example", "p4@x.example", "p5@x.example"]
     profiles.close()
     outbox.close()
+
+
+async def test_beside_the_collector_the_email_process_sends(tmp_path, aiohttp_client):
+    from aiohttp.test_utils import TestServer
+
+    from collector.app import SERVER_KWARGS, create_app
+    from collector.config import load_config
+
+    with Relay() as relay:
+        data, pids, config_file = setup(tmp_path, relay.port)
+        config = load_config(str(config_file), with_dev_source=False)
+        outbox, profiles = open_outbox(data / "profiles.db"), SqliteStore(data / "profiles.db")
+        campaigns.send(outbox, profiles, config, "all", templates.parse("news", NEWS, Path("news.liquid")), "c4")
+        profiles.close()
+        outbox.close()
+        server = TestServer(create_app(config, profiles_builder=True))
+        await server.start_server(**SERVER_KWARGS)
+        await aiohttp_client(server)
+        deadline = time.monotonic() + 60
+        while len(relay.received) < 4:
+            assert time.monotonic() < deadline, f"{len(relay.received)} received"
+            await asyncio.sleep(0.1)
+        await server.close()

@@ -31,39 +31,14 @@ def add_parser(commands) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The email lane in this process, the outbox on the profile database."""
-    import asyncio
-    import signal
-
-    from collector.engage.destinations.sender import Database
-    from collector.engage.email.sender import EmailLane
-    from collector.engage.outbox.store import open_outbox
-    from collector.profiles.database import db_target
+    """The email lane in this process (``service.py``), the outbox on the profile database."""
+    from collector.engage.email import service
 
     config = load_config(args.config, overrides={"data_dir": args.data_dir}, with_dev_source=False)
     if not config.email.from_:
         print("intilery: [email] from is not set: the sender's address (INTILERY_EMAIL_FROM)", file=sys.stderr)
         return 2
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        from collector.profiles.database import open_store
-
-        db = Database(open_outbox(db_target(config)))
-        profiles = await db(open_store, db_target(config), reads_only=True)  # a journey's sends are rendered when sent
-        try:
-            await EmailLane(config.email, db, tokens.secret(config.email, config.data_dir), root=definitions.folder(config),
-                            profiles=profiles).run(stop)  # fmt: skip
-        finally:
-            await db(profiles.close)
-            await db(db.outbox.close)
-            db.close()
-
-    asyncio.run(main())
-    return 0
+    return service.run(config)
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
