@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -157,12 +158,18 @@ def check(root: Path) -> list[str]:
     return problems
 
 
+@lru_cache(maxsize=256)
+def _compiled(source: str, escape: bool, strict: bool):
+    """A part parsed once (a campaign renders the same template for every member)."""
+    return ENVS[(escape, strict)].from_string(source)
+
+
 def render(template: Template, variables: dict, strict: bool = False) -> Rendered:
     """The subject (one line, not escaped: a header), the HTML (values escaped) and the text part."""
     try:
-        subject = ENVS[(False, strict)].from_string(template.subject).render(**variables)
-        html = ENVS[(True, strict)].from_string(template.html).render(**variables)
-        text = (ENVS[(False, strict)].from_string(template.text).render(**variables) if template.text is not None
+        subject = _compiled(template.subject, False, strict).render(**variables)
+        html = _compiled(template.html, True, strict).render(**variables)
+        text = (_compiled(template.text, False, strict).render(**variables) if template.text is not None
                 else text_of(html))  # fmt: skip
     except LiquidError as exc:
         raise RenderError(f"{template.path}: {str(exc).splitlines()[0]}") from None
