@@ -121,7 +121,7 @@ class EmailLane:
                 if isinstance(outcome, BaseException):
                     log.error("an email could not be sent: %s", smtp.redact(repr(outcome)))
                     await self.db(outbox.release, [group[0][0]])
-                else:
+                elif outcome["ids"]:  # none: held (quiet hours), already put back
                     done.append(outcome)
             await self.db(outbox.record, done)
 
