@@ -188,3 +188,11 @@ async def test_beside_the_collector_the_email_process_sends(tmp_path, aiohttp_cl
             assert time.monotonic() < deadline, f"{len(relay.received)} received"
             await asyncio.sleep(0.1)
         await server.close()
+
+
+def test_marketing_without_public_url_is_a_clear_error(tmp_path):
+    data, pids, config_file = setup(tmp_path, 2525)
+    config_file.write_text(config_file.read_text().replace('public_url = "https://c.example"\n', ""))
+    out = subprocess.run([sys.executable, "-m", "collector", "campaign", "send", "--audience", "all", "--template", "news",
+                          "--config", str(config_file)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and "marketing email needs [email] public_url" in out.stderr and "Traceback" not in out.stderr

@@ -56,7 +56,11 @@ def cmd_send(args: argparse.Namespace) -> int:
         def progress(walked: int, counts: dict) -> None:
             print(f"\rcampaign: {walked} members looked at, {counts.get('queued', 0)} queued", end="", file=sys.stderr, flush=True)
 
-        counts = campaigns.send(outbox, profiles, config, args.audience, template, args.id, args.dry_run, progress)
+        try:
+            counts = campaigns.send(outbox, profiles, config, args.audience, template, args.id, args.dry_run, progress)
+        except templates.RenderError as exc:
+            print(f"\nintilery: {exc}", file=sys.stderr)
+            return 1
         print(file=sys.stderr)
     finally:
         profiles.close()

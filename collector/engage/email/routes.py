@@ -161,6 +161,8 @@ class CampaignsAPI:
             template = templates.load(engage.folder(self.config), body["template"])
         except DefinitionError as exc:
             raise BadRequest("invalid_campaign", "; ".join(exc.problems)) from None
+        if template.kind == "marketing" and not self.config.email.public_url:
+            raise BadRequest("invalid_campaign", "marketing email needs [email] public_url (its unsubscribe link points there)")
         cid = body.get("id") or campaigns.campaign_id(body["audience"], template.name, time.time())
         if cid not in self.running or self.running[cid].done():
             self.running[cid] = asyncio.create_task(asyncio.to_thread(self._send, body["audience"], template, cid))

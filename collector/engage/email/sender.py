@@ -49,6 +49,8 @@ def compose(settings, key: bytes, template: templates.Template, person: dict, de
     if not isinstance(address, str) or "@" not in address:
         return None
     pid = person["profile_id"]
+    if template.kind == "marketing" and not settings.public_url:
+        raise templates.RenderError("marketing email needs [email] public_url (its unsubscribe link points there)")
     url = unsubscribe_url(settings, key, pid) if template.kind == "marketing" else ""
     rendered = templates.render(template, {**person, "event": event or {}, "unsubscribe_url": url})
     return {"id": delivery_id, "to": address, "profile_id": pid, "template": template.name, "kind": rendered.kind,
