@@ -62,6 +62,9 @@ DESTINATION_ROUTES = (("GET", DESTINATIONS, "list"), ("GET", DESTINATIONS + "/{n
 JOURNEYS = "/v1/journeys"
 JOURNEY_ROUTES = (("GET", JOURNEYS, "list"), ("GET", JOURNEYS + "/{key}/runs", "runs"))
 
+UNSUBSCRIBE = "/u/{token}"  # RFC 8058 one-click unsubscribe (collector/engage/email/routes.py)
+CAMPAIGNS = "/v1/campaigns"
+
 ROUTES: tuple[Route, ...] = (
     *(Route("POST", path, "ingest", kind) for kind, paths in SINGLE_ROUTES.items() for path in paths),
     *(Route("POST", path, "ingest", "batch") for path in BATCH_ROUTES),
@@ -101,6 +104,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/console/api/regulations", "console", "file_regulation"),
     *(Route(method, path, "destinations", name) for method, path, name in DESTINATION_ROUTES),
     *(Route(method, path, "journeys", name) for method, path, name in JOURNEY_ROUTES),
+    Route("GET", UNSUBSCRIBE, "email", "unsubscribe_page"),
+    Route("POST", UNSUBSCRIBE, "email", "unsubscribe"),
+    Route("POST", CAMPAIGNS, "email", "start_campaign"),
+    Route("GET", CAMPAIGNS + "/{id}", "email", "campaign"),
 )
 
 
@@ -198,6 +205,11 @@ DESTINATION_ERRORS: dict[str, Error] = {
 # The journeys' codes (collector/engage/journeys/routes.py), beside the Profile API's (the same token).
 JOURNEY_ERRORS: dict[str, Error] = {
     "journey_not_found": Error(404, "no journey of that key (no file, and no run)"),
+}
+# The campaigns' codes (collector/engage/email/routes.py), beside the Profile API's (the same token).
+CAMPAIGN_ERRORS: dict[str, Error] = {
+    "invalid_campaign": Error(400, 'a body that is not {"audience": KEY, "template": NAME, "id"?: ID}, or a template with a mistake'),
+    "campaign_not_found": Error(404, "no campaign of that id"),
 }
 # Codes only the pixel uses (it always answers a GIF), and those a batch lists message by message.
 PIXEL_CODES = ("invalid_pixel",)

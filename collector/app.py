@@ -359,6 +359,8 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
     from collector.engage.destinations import service as destination_service
     from collector.engage.journeys import routes as journey_routes
     from collector.engage.journeys import service as journey_service
+    from collector.engage.email import routes as email_routes
+    from collector.engage.email import service as email_service
 
     def own_routes(subsystem: str, table: dict) -> Callable[[], None]:
         """A subsystem of api.py's table whose handlers are here, each counted in the metrics."""
@@ -379,12 +381,15 @@ def create_app(config: Config, store=None, *, profiles_builder: bool = False, wr
                                           audiences=mounted["audiences"], destinations=mounted["destinations"],
                                           journeys=mounted["journeys"])),  # fmt: skip
         ("compat", lambda: compat.mount(app, config, state.gate, ingest)),
+        ("email", lambda: email_routes.mount(app, config)),
         ("profiles builder", lambda: app.cleanup_ctx.append(builder_context(config)) if profiles_builder else None),
         ("audience events", lambda: app.cleanup_ctx.append(announce_context(config, state))),  # into the log, once
         ("destinations sender", lambda: app.cleanup_ctx.append(destination_service.context(config))
          if profiles_builder and destination_service.has_destinations(config) else None),
         ("journeys runner", lambda: app.cleanup_ctx.append(journey_service.context(config))
          if profiles_builder and journey_service.has_journeys(config) else None),
+        ("email sender", lambda: app.cleanup_ctx.append(email_service.context(config))
+         if profiles_builder and email_service.has_email(config) else None),
         ("tag", own_routes("tag", handlers)),
         ("health", own_routes("health", handlers)),
         ("metrics", None if config.metrics_address else own_routes("metrics", handlers)),  # else on its own address

@@ -20,9 +20,11 @@ from collector.privacy import cli as privacy
 from collector.engage.audiences import cli as audiences
 from collector.engage.destinations import cli as destinations
 from collector.engage.journeys import cli as journeys
+from collector.engage.email import cli as email
+from collector.engage.email import campaign_cli as campaign
 
 COMMANDS = (serving, demo, tail, snippet, archive, profiles, plans, privacy, engage, audiences, destinations,
-            journeys)  # in the order of ``intilery --help``
+            journeys, email, campaign)  # in the order of ``intilery --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

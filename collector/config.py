@@ -59,6 +59,106 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Email:
+    """``[email]`` (every key also ``INTILERY_EMAIL_<KEY>``): the SMTP relay, the sender, one-click
+    unsubscribe, DKIM and the pace of sending (collector/engage/email/, docs/email.md)."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls, tls (implicit TLS) or none
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)  # put it in INTILERY_EMAIL_SMTP_PASSWORD, not the file
+    smtp_timeout: float = 30.0
+    from_: str = ""  # "Shop <news@shop.example>"; the file's key is ``from``
+    reply_to: str = ""
+    public_url: str = ""  # the collector's public address: unsubscribe links are <public_url>/u/TOKEN
+    unsubscribe_secret: str = field(default="", repr=False)  # the tokens' HMAC key; "": generated into data/email-secret
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_key_file: Path | None = None
+    rate_per_second: float = 10.0
+    frequency_cap: str = ""  # "3/day": at most 3 marketing messages a person a day; "": none
+    quiet_hours: str = ""  # "21:00-08:00" in the person's time zone; "": none
+    retry_schedule: tuple[float, ...] = (60.0, 300.0, 1800.0, 7200.0, 21600.0)  # seconds before each retry
+
+
+EMAIL_SECURITY = ("starttls", "tls", "none")
+_CAP = re.compile(r"^\s*(\d+)\s*/\s*(hour|day|week)\s*$")
+_HOURS = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
+CAP_PERIODS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
+
+
+def _email(raw: Any, environ: dict) -> Email:
+    """``[email]`` from the file, then ``INTILERY_EMAIL_*``; every mistake a sentence naming the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("[email] must be a table")
+    raw = dict(raw)
+    if "from" in raw:
+        raw["from_"] = raw.pop("from")
+    names = [f for f in Email.__dataclass_fields__]
+    unknown = set(raw) - set(names)
+    if unknown:
+        raise ConfigError(f"[email]: unknown keys {sorted(k.rstrip('_') for k in unknown)}")
+    for name in names:
+        env = environ.get("INTILERY_EMAIL_" + name.rstrip("_").upper())
+        if env is not None:
+            raw[name] = env
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        default = Email.__dataclass_fields__[name].default
+        key = name.rstrip("_")
+        try:
+            if name == "dkim_key_file":
+                values[name] = Path(value) if value else None
+            elif name == "retry_schedule":
+                items = value.split(",") if isinstance(value, str) else value
+                values[name] = tuple(float(v) for v in items)
+                if any(v < 0 for v in values[name]):
+                    raise ValueError("a wait is negative")
+            elif isinstance(default, bool) or not isinstance(default, (int, float)):
+                if not isinstance(value, str):
+                    raise ValueError("not a string")
+                values[name] = value
+            else:
+                if isinstance(value, bool):
+                    raise ValueError("not a number")
+                values[name] = type(default)(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[email] {key}: cannot use {value!r} ({exc})") from None
+    email = Email(**values)
+    if email.smtp_security not in EMAIL_SECURITY:
+        raise ConfigError(f"[email] smtp_security must be one of {', '.join(EMAIL_SECURITY)}, not {email.smtp_security!r}")
+    if not 0 < email.smtp_port < 65536:
+        raise ConfigError(f"[email] smtp_port must be between 1 and 65535, not {email.smtp_port}")
+    if email.rate_per_second <= 0:
+        raise ConfigError("[email] rate_per_second must be more than 0")
+    if email.frequency_cap and not _CAP.match(email.frequency_cap):
+        raise ConfigError(f"[email] frequency_cap is a count per hour, day or week such as '3/day', not {email.frequency_cap!r}")
+    if email.quiet_hours and not _HOURS.match(email.quiet_hours):
+        raise ConfigError(f"[email] quiet_hours is a window such as '21:00-08:00', not {email.quiet_hours!r}")
+    if email.public_url and not email.public_url.startswith(("https://", "http://")):
+        raise ConfigError(f"[email] public_url is the collector's public address such as https://c.example.com, not {email.public_url!r}")
+    dkim = [bool(email.dkim_domain), bool(email.dkim_selector), email.dkim_key_file is not None]
+    if any(dkim) and not all(dkim):
+        raise ConfigError("[email] DKIM needs dkim_domain, dkim_selector and dkim_key_file together")
+    if email.dkim_key_file is not None and not email.dkim_key_file.is_file():
+        raise ConfigError(f"[email] dkim_key_file {str(email.dkim_key_file)!r} does not exist")
+    return email
+
+
+def frequency_cap(email: Email) -> tuple[int, float] | None:
+    """``(count, seconds)`` of the cap, or None."""
+    found = _CAP.match(email.frequency_cap) if email.frequency_cap else None
+    return (int(found[1]), CAP_PERIODS[found[2]]) if found else None
+
+
+def quiet_hours(email: Email) -> tuple[int, int] | None:
+    """``(start, end)`` in minutes after midnight, or None."""
+    found = _HOURS.match(email.quiet_hours) if email.quiet_hours else None
+    return (int(found[1]) * 60 + int(found[2]), int(found[3]) * 60 + int(found[4])) if found else None
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -103,6 +203,7 @@ class Config:
     max_anonymous_ids: int = 100
     max_emails: int = 5
     engage_dir: Path | None = None  # None: engage/ beside the configuration file (collector/engage/definitions.py)
+    email: Email = field(default_factory=Email)  # [email] (collector/engage/email/)
     dev_source: bool = field(default=False, compare=False)
     config_file: str = field(default="", compare=False)  # the TOML file read ("" : none), for the banner
 
@@ -304,6 +405,7 @@ def load_config(
     sources_raw = raw.pop("source", [])
     if not isinstance(sources_raw, list):
         raise ConfigError("[[source]] must be an array of tables")
+    email = _email(raw.pop("email", {}), environ)
     if "trusted_proxy" in raw:
         raw["trusted_proxies"] = raw.pop("trusted_proxy")
     unknown = set(raw) - set(SETTINGS)
@@ -321,7 +423,7 @@ def load_config(
         if value is not None:
             values[name] = _coerce(name, value)
 
-    config = Config(**values, sources=tuple(_source(s, i, Path(path).parent if path else Path("."))
+    config = Config(**values, email=email, sources=tuple(_source(s, i, Path(path).parent if path else Path("."))
                                                    for i, s in enumerate(sources_raw)))  # fmt: skip
     if path:
         config = replace(config, config_file=str(path))

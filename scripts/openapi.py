@@ -36,6 +36,7 @@ from collector.api import (  # noqa: E402
 from collector.api import MAX_SUBJECTS, PRIVACY_ERRORS, PRIVACY_ROUTES, PROFILE_ERRORS  # noqa: E402
 from collector.api import DESTINATION_ERRORS, DESTINATIONS  # noqa: E402
 from collector.api import JOURNEY_ERRORS, JOURNEYS  # noqa: E402
+from collector.api import CAMPAIGN_ERRORS, CAMPAIGNS, UNSUBSCRIBE  # noqa: E402
 from collector.engage.destinations.routes import MAX_LIMIT as DELIVERIES_LIMIT  # noqa: E402
 from collector.engage.outbox.tables import STATES as DELIVERY_STATES  # noqa: E402
 from collector.ingest.firstparty import FRESH_COOKIE, FRESH_MAX_AGE, ID_COOKIE, ID_MAX_AGE  # noqa: E402
@@ -983,6 +984,61 @@ def journey_paths() -> dict:
     }  # fmt: skip
 
 
+# --- one-click unsubscribe (collector/engage/email/routes.py) -----------------------------------
+def email_paths() -> dict:
+    page = {"description": "A short page (the same for a valid and an invalid token, but for its sentence).",
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+    limited = {"description": "More than 30 requests a minute from one address.", "content": {"text/html": {"schema": {"type": "string"}}}}
+    token = [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "The token of the List-Unsubscribe link: an HMAC naming the person and the list."}]
+    codes_ = {**PROFILE_ERRORS, **CAMPAIGN_ERRORS}
+    unauthorised = table_error(codes_, 401, "No access token, or not the access token.")
+    counts = {"id": {"type": "string"}, "audience": {"type": "string"}, "template": {"type": "string"},
+              "done": {"type": "boolean", "description": "Every member looked at (queued or skipped)."},
+              "queued": {"type": "integer", "description": "In the outbox, not sent yet."},
+              "sent": {"type": "integer"}, "failed": {"type": "integer", "description": "To be retried."},
+              "dead": {"type": "integer", "description": "Refused for good by the relay."},
+              "skipped": {"type": "object", "additionalProperties": {"type": "integer"},
+                          "description": "By reason: no_email, no_consent, unsubscribed, undeliverable, frequency_cap."},
+              "error": {"type": "string"}}
+
+    def op(operation_id: str, summary: str, description: str, responses: dict, **extra) -> dict:
+        return {"tags": ["email"], "summary": summary, "operationId": operation_id, "security": PROFILE_SECURITY,
+                "description": description + " " + TOKEN_ONLY, **extra, "responses": responses}
+
+    return {
+        CAMPAIGNS: {"post": op("startCampaign", "Send a template to an audience",
+            "One message per member with an email address and consent, queued in the background on the outbox's email "
+            "lane (sent at most rate_per_second). The same id again goes on where it stopped: nobody gets a second copy.",
+            {"202": json_response("Started.", {"type": "object", "required": ["id", "status"],
+                                  "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}),
+             "400": table_error(codes_, 400, "Not {audience, template}, or a template with a mistake.", ("invalid_campaign",)),
+             "401": unauthorised},
+            requestBody={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["audience", "template"], "additionalProperties": False,
+                "properties": {"audience": {"type": "string"}, "template": {"type": "string"}, "id": {"type": "string"}}}}}})},
+        CAMPAIGNS + "/{id}": {"get": op("getCampaign", "A campaign's counts",
+            "Queued, sent, failed, dead and skipped by reason.",
+            {"200": json_response("The counts.", {"type": "object", "required": ["id", "done", "queued", "sent", "failed", "dead", "skipped"],
+                                  "properties": counts}),
+             "401": unauthorised, "404": table_error(codes_, 404, "No campaign of that id.", ("campaign_not_found",))},
+            parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        UNSUBSCRIBE: {
+            "get": {"tags": ["email"], "summary": "The unsubscribe page: one button", "operationId": "unsubscribePage",
+                    "security": [], "description": "Changes nothing (a link scanner may fetch it): shows one button that POSTs.",
+                    "parameters": token, "responses": {"200": page, "429": limited}},
+            "post": {"tags": ["email"], "summary": "Unsubscribe, in one click (RFC 8058)", "operationId": "unsubscribe",
+                     "security": [], "parameters": token,
+                     "description": "The mailbox's one-click POST (body List-Unsubscribe=One-Click) or the page's button: the "
+                                    "person is unsubscribed at once (no cookie, no redirect, no second step); an identify "
+                                    "setting the trait email_consent to false is appended to the log.",
+                     "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
+                         "type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}},
+                     "responses": {"200": page, "429": limited}},
+        },
+    }  # fmt: skip
+
+
 # --- the console (collector/console/) ----------------------------------------------------------
 CONSOLE_SECURITY = [{"consoleSession": []}, {"accessTokenBearer": []}]
 
@@ -1092,10 +1148,11 @@ def document() -> dict:
             {"name": "privacy", "description": "Suppress, erase and export one person (Segment's Regulations API shape): the access token."},
             {"name": "destinations", "description": "Webhook destinations: their deliveries, dead letters and replay; the access token."},
             {"name": "journeys", "description": "Journeys: the people at each step, a person's runs and their next timer; the access token."},
+            {"name": "email", "description": "One-click unsubscribe from marketing email (RFC 8058): no token, no cookie."},
             {"name": "console", "description": "The console's pages and its JSON API: the access token, or the session cookie its sign-in sets."},
         ],
         "paths": checked({**paths(), **profile_paths(), **audience_paths(), **privacy_paths(), **console_paths(),
-                          **destination_paths(), **journey_paths()}),
+                          **destination_paths(), **journey_paths(), **email_paths()}),
         "components": {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The write key as the username; the password is ignored."},

@@ -19,6 +19,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v strace >/dev/null 2>&1 || missing+=(strace)  # proves fsync comes before each 200
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)  # first-party mode behind a proxy
 command -v curl >/dev/null 2>&1 || missing+=(curl)  # the README's examples, run as written (tests/core/test_readme.py)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # tests/mail: a DKIM key made for the test
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)  # profiles on PostgreSQL
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -25,8 +25,10 @@ from collector.engage import definitions
 from collector.engage.definitions import DefinitionError
 
 _READ = (".yaml", ".yml", ".json")
+_SUFFIXES = {"templates": (".liquid",)}  # a kind whose files are not YAML
 # The other kinds' checks: (folder, the module whose ``check(root)`` lists its problems, ``file:line: reason``)
-CHECKS = (("destinations", "collector.engage.destinations.definitions"), ("journeys", "collector.engage.journeys.definitions"))
+CHECKS = (("destinations", "collector.engage.destinations.definitions"), ("journeys", "collector.engage.journeys.definitions"),
+          ("templates", "collector.engage.email.templates"))
 
 
 def engage_flags(parser: argparse.ArgumentParser, holding: str) -> None:
@@ -67,8 +69,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for kind in ("audiences", "traits", *(kind for kind, _ in CHECKS)):
         folder = root / kind
         for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-            if path.is_file() and path.suffix not in _READ and not path.name.startswith(".") and not path.name.endswith("~"):
-                print(f"{path}: not read (a definition is a .yaml, .yml or .json file)", file=sys.stderr)
+            if path.is_file() and path.suffix not in _SUFFIXES.get(kind, _READ) and not path.name.startswith(".") and not path.name.endswith("~"):
+                print(f"{path}: not read (a definition is a {'.liquid' if kind in _SUFFIXES else '.yaml, .yml or .json'} file)", file=sys.stderr)
     problems: list[str] = []
     try:
         found = definitions.load(root)
@@ -77,7 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     others = []
     for kind, module in CHECKS:
         problems += importlib.import_module(module).check(root)
-        count = sum(1 for p in (root / kind).iterdir() if p.suffix in _READ) if (root / kind).is_dir() else 0
+        count = sum(1 for p in (root / kind).iterdir() if p.suffix in _SUFFIXES.get(kind, _READ)) if (root / kind).is_dir() else 0
         others.append(_count(count, kind.rstrip("s"), kind))
     if problems:
         for problem in problems:

@@ -38,7 +38,7 @@ def test_all_good_beside_the_configuration(tmp_path, capsys, monkeypatch):
     config = write(tmp_path / "site" / "intilery.toml", "")
     good(tmp_path / "site" / "engage")
     code, out, err = check(capsys, "--config", str(config))
-    assert (code, out, err) == (0, f"{tmp_path / 'site' / 'engage'}/: 3 audiences, 2 computed traits, 0 destinations, 0 journeys: all good\n", "")
+    assert (code, out, err) == (0, f"{tmp_path / 'site' / 'engage'}/: 3 audiences, 2 computed traits, 0 destinations, 0 journeys, 0 templates: all good\n", "")
 
 
 def test_every_mistake_and_exit_1(tmp_path, capsys, monkeypatch):
@@ -79,7 +79,7 @@ def test_the_command_in_a_process(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "INTILERY_ENGAGE_DIR": "mine"}
     done = subprocess.run([sys.executable, "-m", "collector", "engage", "check"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert (done.returncode, done.stdout, done.stderr) == (0, "mine/: 3 audiences, 2 computed traits, 0 destinations, 0 journeys: all good\n", "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "mine/: 3 audiences, 2 computed traits, 0 destinations, 0 journeys, 0 templates: all good\n", "")
     write(tmp_path / "mine" / "audiences" / "vip.yaml", "condition: {trait: spend_30d, op: gt, value: ${THRESHOLD}}\n")
     done = subprocess.run([sys.executable, "-m", "collector", "engage", "check"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -201,7 +201,7 @@ class Announcer:
         try:
             received_at = time.time()
             messages = [_message(row_id, text) for row_id, text in rows]
-            outcome = self.pipeline.process(messages, SOURCE, RequestInfo(received_at, None, None), "track")
+            outcome = self.pipeline.process(messages, SOURCE, RequestInfo(received_at, None, None), None)  # each its own type (an unsubscribe is an identify)
             rejected = dead_letters(SOURCE, received_at, outcome, messages)
             duplicates = await self.committer.commit(SOURCE, outcome, received_at, rejected)
         except BaseException:

@@ -56,4 +56,23 @@ class Destination:
         return delivery_id(run["id"], run["pc"]), node.target, orjson.dumps(body).decode()
 
 
-CHANNELS: dict[str, Channel] = {"destination": Destination()}
+class Email:
+    """``send: {email: TEMPLATE}``: the outbox's ``email`` lane; the message is rendered for the person
+    when it is sent (``collector/engage/email/sender.py``), the entering event as ``event``."""
+
+    def check(self, target: object, compiler) -> str | None:
+        if not isinstance(target, str) or not target:
+            return "'send: {email: NAME}' names a template (a file of engage/templates/, NAME.liquid)"
+        known = getattr(compiler, "templates", None)
+        if known is not None and target not in known:
+            return f"'send' names template {target!r}, and engage/templates/ has no such file (templates: {', '.join(sorted(known)) or 'none'})"
+        return None
+
+    def delivery(self, run: dict, node, now: float) -> tuple[str, str, str]:
+        i = delivery_id(run["id"], run["pc"])
+        payload = {"id": i, "render": node.target, "person": run["person"], "event": run["entry"], "created": now,
+                   "journey": run["journey"]}  # fmt: skip
+        return i, "email", orjson.dumps(payload).decode()
+
+
+CHANNELS: dict[str, Channel] = {"destination": Destination(), "email": Email()}

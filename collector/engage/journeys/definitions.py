@@ -106,7 +106,8 @@ def load(root: Path, environ: dict | None = None, destinations: set[str] | None 
     ``destinations``: the names a ``send`` may use (default: the files of ``root/destinations``)."""
     if destinations is None:
         destinations = {p.stem for p in _files(Path(root) / "destinations")}
-    return load_kind(root, FOLDER, lambda data, path: journey(data, path, destinations), environ)
+    templates = {p.stem for p in (Path(root) / "templates").glob("*.liquid")}
+    return load_kind(root, FOLDER, lambda data, path: journey(data, path, destinations, templates=templates), environ)
 
 
 def check(root: Path, environ: dict | None = None) -> list[str]:
@@ -114,7 +115,8 @@ def check(root: Path, environ: dict | None = None) -> list[str]:
     return problems(lambda: load(root, environ))
 
 
-def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key: str | None = None) -> Journey:
+def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key: str | None = None,
+            templates: set[str] | None = None) -> Journey:
     """One journey from its mapping (``Located`` from ``load_yaml``, or plain JSON kept with a version)."""
     lines = getattr(data, "lines", {})
     key = key or path.stem
@@ -136,6 +138,7 @@ def journey(data: dict, path: Path, destinations: set[str] = frozenset(), *, key
     if not isinstance(steps, list) or not steps:
         raise ConditionError("'steps' is a non-empty list of steps", lines.get("steps"))
     program = _Compiler(destinations, instance is not None)
+    program.templates = templates  # the names a send: {email: NAME} may use (None: not checked)
     start = program.steps(steps, None, lines.get("steps") or getattr(data, "line", None))
     program.resolve()
     program.reachable(start)
@@ -202,6 +205,7 @@ class _Compiler:
         self.nodes: list[Node] = []
         self.labels: dict[str, int] = {}
         self.destinations, self.instance = destinations, instance
+        self.templates: set[str] | None = None
 
     def steps(self, steps: Any, cont: int | None, line: int | None) -> int | None:
         if not isinstance(steps, list):
