@@ -33,7 +33,7 @@ class OutboxMetrics:
         if self.outbox is None:
             if not self.target.startswith("postgres") and not Path(self.target).is_file():
                 return None
-            self.outbox = open_outbox(self.target)
+            self.outbox = open_outbox(self.target, reads_only=True)  # a scrape never waits for a writer
         return self.outbox
 
     def collect(self):

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from collector import answers
 from collector import api as routes
+from collector.engage import definitions as engage
 from collector.engage.destinations import definitions
 from collector.engage.destinations.cli import summary
 from collector.engage.destinations.sender import Database
@@ -111,7 +112,7 @@ class DestinationsAPI(EngageAPI):
 def mount(app: web.Application, config, metrics=None) -> DestinationsAPI:
     """The routes; and, given the collector's ``Metrics``, the outbox's metrics in its /metrics."""
     api = DestinationsAPI(config)
-    if metrics is not None:
+    if metrics is not None and engage.has_files(config, definitions.FOLDER):
         from collector.engage.destinations.metrics import OutboxMetrics
 
         metrics.register(OutboxMetrics(config))

@@ -24,11 +24,16 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 EXCERPT = 2048  # characters of a request's or an answer's body kept with a delivery
 
 
-def open_outbox(target: str | Path) -> "Outbox":
-    """The outbox in the profile database ``target`` names (``profiles.database.db_target``)."""
+def open_outbox(target: str | Path, *, reads_only: bool = False) -> "Outbox":
+    """The outbox in the profile database ``target`` names (``profiles.database.db_target``).
+    ``reads_only`` (the collector's /metrics): no table made, and on SQLite a lock held by a writer
+    is waited for at most ``READ_TIMEOUT`` s (an error then), never the event loop's 30 s."""
     if str(target).startswith(("postgresql://", "postgres://")):
-        return PostgresOutbox(str(target))
-    return SqliteOutbox(Path(target))
+        return PostgresOutbox(str(target), reads_only=reads_only)
+    return SqliteOutbox(Path(target), reads_only=reads_only)
+
+
+READ_TIMEOUT = 0.2
 
 
 def excerpt(text: str | bytes | None, limit: int = EXCERPT) -> str | None:
@@ -249,7 +254,10 @@ class Outbox(SqlBase):
 
 
 class SqliteOutbox(Outbox):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, reads_only: bool = False) -> None:
+        if reads_only:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=READ_TIMEOUT, check_same_thread=False)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -270,11 +278,12 @@ class PostgresOutbox(Outbox):
     MINUTE = "FLOOR((updated - ?) / 60)"
     TEXT = 'TEXT COLLATE "C"'
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, reads_only: bool = False) -> None:
         import psycopg
 
-        self.conn = psycopg.connect(url)
-        self.create()
+        self.conn = psycopg.connect(url, autocommit=reads_only)
+        if not reads_only:
+            self.create()
 
     def close(self) -> None:
         self.conn.close()
